@@ -1,0 +1,51 @@
+# vidtok platform: one entry point per job. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# Offline-safe defaults for the tools the platform drives.
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps run test test-all lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch and torchvision must be a matching pair (lpips needs torchvision).
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e ".[dev,interop]"
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install the project with its dev and interop extras
+
+system-deps:  ## install the system Chromium used by the browser tests (Debian/Ubuntu, needs root)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium missing: run 'sudo apt-get install -y chromium' (browser tests will be skipped)"; fi; \
+	fi
+
+run: setup  ## the main job: sample data -> dvc repro -> metrics table
+	$(BIN)/vidtok run-pipeline
+
+test: setup system-deps  ## the test suite CI runs (everything but tests marked slow)
+	$(BIN)/pytest -m "not slow" --timeout 900
+
+test-all: setup system-deps  ## every test, slow ones included
+	$(BIN)/pytest --timeout 1800
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup  ## the speed and memory benchmarks (JSON lines under benchmarks/results/)
+	$(PY) benchmarks/tokenizer_speed.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,880 @@
+"""The VidTok autoencoder (Tang et al., "VidTok: A Versatile and Open-Source Video Tokenizer", arXiv 2412.13061).
+
+    python -c "from vidtok import VidTok; m = VidTok.from_preset('tiny_fsq_causal_444'); print(m)"
+
+One file, read top to bottom: config -> layers -> blocks -> encoder -> decoder -> the autoencoder.
+
+Video tensors are (B, C, T, H, W) with values in [-1, 1]. The network is factorised: 2D res-blocks run on each
+frame, 1D temporal res-blocks run on each pixel's time series, 3D convolutions fuse both at the input, output
+and in the mid block, and AlphaBlender layers resample time as alpha * (parameter-free pool / repeat) +
+(1 - alpha) * (3D conv), alpha = sigmoid(mix_factor). Causal models only look at past frames: every temporal
+convolution is padded on the left (v1.1: copies of the first frame; v1.0: zeros).
+
+Implementation notes (why it looks the way it does):
+- Every convolution runs as a 3D convolution on the channels-last (B, C, T, H, W) tensor: a 2D conv is a
+  (1, k, k) kernel and a temporal conv a (k, 1, 1) kernel. That removes the (B*T, C, H, W) <-> (B*H*W, C, T)
+  permute copies of the reference code and lets the channel LayerNorm run on a contiguous last axis.
+  Parameters keep the shapes and names of the reference checkpoints (Conv2d / Conv1d weights are viewed as 3D).
+- Causal temporal layers can stream: with `set_streaming(module, True)` each keeps the unconsumed tail of its
+  input between calls, so a clip processed chunk by chunk gives the same output as the whole clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vidtok.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, Regularizer, VectorQuantizer
+
+RegularizerKind = Literal["kl", "fsq", "vq", "lfq", "none"]
+
+# ================================================================================================= config
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a VidTok architecture. Presets in `vidtok.presets` fill it for released models."""
+
+    causal: bool = True
+    regularizer: RegularizerKind = "kl"
+    # Latent channels. KL / none / VQ: free; FSQ: len(fsq_levels); LFQ: bits per token.
+    z_channels: int = 4
+    fsq_levels: tuple[int, ...] = ()
+    codebook_size: int = 0  # VQ only; FSQ has prod(levels) codes, LFQ 2**z_channels
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    # Levels that resample. Defaults (reference code): spatial down at every level but the last, temporal
+    # down at levels n-2 and n-3; the decoder mirrors with up at levels 1..n-1 and temporal up at 1 and 2.
+    spatial_ds: tuple[int, ...] | None = None
+    tempo_ds: tuple[int, ...] | None = None
+    spatial_us: tuple[int, ...] | None = None
+    tempo_us: tuple[int, ...] | None = None
+    # Causal temporal padding: v1.1 repeats the first frame, v1.0 pads with zeros.
+    causal_padding: Literal["replicate", "zeros"] = "replicate"
+    # Causal temporal upsampling: v1.1 interpolates linearly (the first latent's frames on their own),
+    # v1.0 repeats frames. Non-causal models always repeat.
+    temporal_upsample: Literal["trilinear", "nearest"] = "trilinear"
+    # Ablations of the paper (Table 2): plain strided/interpolating conv instead of AlphaBlender,
+    # a fixed instead of a learnable blend, and 3D convolutions in every block.
+    temporal_resampler: Literal["alphablender", "conv"] = "alphablender"
+    alpha: Literal["learnable", "fixed"] = "learnable"
+    alpha_init: float = 2.0  # sigmoid(2.0) = 0.881
+    fully_3d: bool = False
+    dropout: float = 0.0
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        n = len(self.ch_mult)
+        if n < 1 or self.ch < 1 or min(self.ch_mult) < 1:
+            raise ValueError(f"ch={self.ch} and ch_mult={self.ch_mult} must be positive")
+        defaults = {
+            "spatial_ds": tuple(range(0, n - 1)),
+            "tempo_ds": tuple(i for i in (n - 2, n - 3) if i >= 0),
+            "spatial_us": tuple(range(1, n)),
+            "tempo_us": tuple(i for i in (1, 2) if i < n),
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, default if value is None else tuple(sorted(int(v) for v in value)))
+        for name in ("ch_mult", "fsq_levels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in defaults:
+            bad = [i for i in getattr(self, name) if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"{name}={getattr(self, name)} names levels outside 0..{n - 1}")
+        # Temporal resampling runs inside the spatial resampling step of a level (reference code).
+        if not set(self.tempo_ds) <= set(self.spatial_ds):
+            raise ValueError(f"tempo_ds={self.tempo_ds} must be a subset of spatial_ds={self.spatial_ds}")
+        if not set(self.tempo_us) <= set(self.spatial_us):
+            raise ValueError(f"tempo_us={self.tempo_us} must be a subset of spatial_us={self.spatial_us}")
+        if len(self.tempo_ds) != len(self.tempo_us) or len(self.spatial_ds) != len(self.spatial_us):
+            raise ValueError(
+                "encoder and decoder must resample by the same factors: "
+                f"spatial {self.spatial_ds} vs {self.spatial_us}, temporal {self.tempo_ds} vs {self.tempo_us}"
+            )
+        if self.regularizer not in ("kl", "fsq", "vq", "lfq", "none"):
+            raise ValueError(f"regularizer must be one of kl, fsq, vq, lfq, none; got {self.regularizer!r}")
+        if self.regularizer == "fsq":
+            if not self.fsq_levels:
+                raise ValueError("regularizer='fsq' needs fsq_levels, e.g. (8, 8, 8, 8, 8, 8) for 262,144 codes")
+            object.__setattr__(self, "z_channels", len(self.fsq_levels))
+        if self.regularizer == "vq" and self.codebook_size < 2:
+            raise ValueError("regularizer='vq' needs codebook_size >= 2")
+        if self.z_channels < 1:
+            raise ValueError(f"z_channels must be >= 1, got {self.z_channels}")
+        for name, allowed in (
+            ("causal_padding", ("replicate", "zeros")),
+            ("temporal_upsample", ("trilinear", "nearest")),
+            ("temporal_resampler", ("alphablender", "conv")),
+            ("alpha", ("learnable", "fixed")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** len(self.tempo_ds)
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** len(self.spatial_ds)
+
+    @property
+    def num_codes(self) -> int | None:
+        """Codebook size of discrete regularizers (None for KL and none)."""
+        if self.regularizer == "fsq":
+            return math.prod(self.fsq_levels)
+        if self.regularizer == "lfq":
+            return 2**self.z_channels
+        if self.regularizer == "vq":
+            return self.codebook_size
+        return None
+
+    @property
+    def compression(self) -> str:
+        """'4x8x8' style temporal x height x width factors."""
+        return f"{self.temporal_factor}x{self.spatial_factor}x{self.spatial_factor}"
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Causal: ceil(T / t_factor) (17 -> 5 at factor 4). Non-causal: T / t_factor (16 -> 4)."""
+        return -(-num_frames // self.temporal_factor)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, t, h, w) of the latent of a (T, H, W) clip."""
+        s = self.spatial_factor
+        return (self.z_channels, self.latent_frames(num_frames), height // s, width // s)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ================================================================================================= layers
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    # In place when no autograd graph is recorded: the input is always a fresh norm output here.
+    return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis at every (t, h, w) position (eps 1e-6, affine)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # On a channels-last tensor movedim is a free view and layer_norm reads a contiguous last axis.
+        y = F.layer_norm(x.movedim(1, -1), self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        return y.movedim(-1, 1)
+
+
+class FrameConv2d(nn.Conv2d):
+    """A 2D convolution applied to every frame of a (B, C, T, H, W) video (a (1, k, k) 3D kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding))
+
+
+class TimeConv1d(nn.Conv1d):
+    """A non-causal 1D convolution over time at every pixel (a (k, 1, 1) 3D kernel, zero padding k//2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight[..., None, None]
+        return F.conv3d(x, weight, self.bias, (self.stride[0], 1, 1), (self.padding[0], 0, 0))
+
+
+def _pad_past(x: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
+    """Prepend `frames` frames: copies of frame 0 ('replicate') or zeros."""
+    if frames == 0:
+        return x
+    if mode == "replicate":
+        pad = x[:, :, :1].expand(-1, -1, frames, -1, -1)
+    else:
+        pad = x.new_zeros(x.shape[0], x.shape[1], frames, *x.shape[3:])
+    return torch.cat([pad, x], dim=2)
+
+
+class _CausalTime(nn.Module):
+    """Base of causal temporal layers: left padding for a whole clip, a carried tail when streaming.
+
+    A layer with temporal kernel k and stride s pads k - s frames in front (reference code: dilation*(k-1) +
+    (1-s)). Streaming keeps y[s * n_out:], the input frames no finished output window has consumed yet, so the
+    next chunk continues exactly where the previous one stopped.
+    """
+
+    kernel_t: int = 1
+    stride_t: int = 1
+
+    def __init__(self, pad_mode: str):
+        super().__init__()
+        self.pad_mode = pad_mode
+        self.streaming = False
+        self._tail: torch.Tensor | None = None
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming = streaming
+        self._tail = None
+
+    def _with_past(self, x: torch.Tensor) -> torch.Tensor:
+        if self._tail is not None:
+            return torch.cat([self._tail, x], dim=2)
+        return _pad_past(x, self.kernel_t - self.stride_t, self.pad_mode)
+
+    def _keep_tail(self, y: torch.Tensor, n_out: int) -> None:
+        if self.streaming:
+            self._tail = y[:, :, self.stride_t * n_out :].clone()
+
+    def _windows(self, length: int) -> int:
+        return max(0, (length - self.kernel_t) // self.stride_t + 1)
+
+
+class CausalConv3d(_CausalTime):
+    """3D convolution that sees only the current and past frames; spatial padding k//2 with zeros."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, time_stride: int = 1, pad_mode: str = "replicate"):
+        super().__init__(pad_mode)
+        self.kernel_t, self.stride_t = kernel_size, time_stride
+        p = kernel_size // 2
+        self.conv = nn.Conv3d(cin, cout, kernel_size, stride=(time_stride, 1, 1), padding=(0, p, p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._with_past(x)
+        n_out = self._windows(y.shape[2])
+        self._keep_tail(y, n_out)
+        if n_out == 0:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0, *x.shape[3:])
+        return self.conv(y)
+
+
+class CausalConv1d(_CausalTime):
+    """1D convolution over time at every pixel, causal (left padding k-1)."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, pad_mode: str = "replicate"):
+        super().__init__(pad_mode)
+        self.kernel_t = kernel_size
+        self.conv = nn.Conv1d(cin, cout, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._with_past(x)
+        self._keep_tail(y, self._windows(y.shape[2]))
+        return F.conv3d(y, self.conv.weight[..., None, None], self.conv.bias)
+
+
+def _make_conv(kind: str, cin: int, cout: int, kernel_size: int, causal: bool, pad_mode: str) -> nn.Module:
+    """Convolution of a block kind: '2d' per frame, '1d' per pixel over time, '3d' both."""
+    p = kernel_size // 2
+    if kind == "2d":
+        return FrameConv2d(cin, cout, kernel_size, padding=p)
+    if kind == "1d":
+        return (
+            CausalConv1d(cin, cout, kernel_size, pad_mode) if causal else TimeConv1d(cin, cout, kernel_size, padding=p)
+        )
+    return (
+        CausalConv3d(cin, cout, kernel_size, pad_mode=pad_mode)
+        if causal
+        else nn.Conv3d(cin, cout, kernel_size, padding=p)
+    )
+
+
+# ================================================================================================= blocks
+
+
+class ResBlock(nn.Module):
+    """norm -> SiLU -> conv -> norm -> SiLU -> dropout -> conv, plus x (through a 1x1 conv if channels change).
+
+    kind '2d' is VidTok's spatial block, '1d' its temporal block (second conv zero-initialised so every temporal
+    block starts as the identity), '3d' the mid-block fusion.
+    """
+
+    def __init__(
+        self, cin: int, cout: int, kind: str, causal: bool, pad_mode: str, dropout: float = 0.0, zero_init: bool = False
+    ):
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(cin)
+        self.conv1 = _make_conv(kind, cin, cout, 3, causal, pad_mode)
+        self.norm2 = ChannelLayerNorm(cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _make_conv(kind, cout, cout, 3, causal, pad_mode)
+        if zero_init:
+            inner = getattr(self.conv2, "conv", self.conv2)
+            nn.init.zeros_(inner.weight)
+            nn.init.zeros_(inner.bias)
+        if cin != cout:
+            self.nin_shortcut = _make_conv(kind, cin, cout, 1, causal, pad_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv2(self.dropout(_silu(self.norm2(h))))
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return h.add_(shortcut) if not torch.is_grad_enabled() else h + shortcut
+
+
+class FrameAttention(nn.Module):
+    """Single-head self-attention over the H*W positions of each frame separately (no attention across time).
+
+    q, k, v and the output projection are 1x1x1 convolutions in the reference code; here they run as one
+    channels-last matmul each on the (B, T, H, W, C) view.
+    """
+
+    def __init__(self, channels: int, causal: bool, pad_mode: str):
+        super().__init__()
+        self.norm = ChannelLayerNorm(channels)
+        for name in ("q", "k", "v", "proj_out"):
+            conv = (
+                CausalConv3d(channels, channels, 1, pad_mode=pad_mode) if causal else nn.Conv3d(channels, channels, 1)
+            )
+            setattr(self, name, conv)
+
+    @staticmethod
+    def _linear(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        inner = getattr(conv, "conv", conv)
+        return F.linear(x, inner.weight.flatten(1), inner.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        hidden = self.norm(x).movedim(1, -1)  # (B, T, H, W, C)
+        q, k, v = (self._linear(m, hidden).reshape(b * t, h * w, c) for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(C), one head of dim C
+        out = self._linear(self.proj_out, out.reshape(b, t, h, w, c)).movedim(-1, 1)
+        return x + out
+
+
+class SpatialDownsample(nn.Module):
+    """Stride-2 3x3 conv after padding one zero row/column at the bottom/right."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = FrameConv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(_channels_last(F.pad(x, (0, 1, 0, 1))))
+
+
+class SpatialUpsample(nn.Module):
+    """Nearest x2 in H and W (computed in fp32, as the reference), then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = FrameConv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x.float(), scale_factor=(1.0, 2.0, 2.0), mode="nearest").to(x.dtype)
+        return self.conv(up)
+
+
+def _register_mix_factor(module: nn.Module, mode: str, alpha: str, alpha_init: float) -> None:
+    """AlphaBlender's mix_factor: a learnable Parameter, or for the fixed-alpha ablation a saved buffer."""
+    module.mode = mode
+    if mode == "alphablender":
+        init = torch.tensor([alpha_init])
+        if alpha == "learnable":
+            module.mix_factor = nn.Parameter(init)
+        else:
+            module.register_buffer("mix_factor", init)
+
+
+def _alpha_blend(module: nn.Module, smooth: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+    """alpha * smooth + (1 - alpha) * learned with alpha = sigmoid(mix_factor)."""
+    if module.mode == "conv":  # the "w/o AlphaBlender" ablation: the conv path alone
+        return learned
+    alpha = torch.sigmoid(module.mix_factor).to(learned.dtype)
+    return alpha * smooth + (1 - alpha) * learned
+
+
+class TemporalDownsample(_CausalTime):
+    """AlphaBlender x2 down in time: alpha * AvgPool(3, stride 2) + (1 - alpha) * Conv3d(3, stride 2).
+
+    Causal: one frame of past padding, so output j covers input frames 2j-1, 2j, 2j+1 (20 -> 10 -> 5).
+    Non-causal: one zero frame appended at the end, 16 -> 8 -> 4.
+    """
+
+    kernel_t, stride_t = 3, 2
+
+    def __init__(self, channels: int, causal: bool, pad_mode: str, mode: str, alpha: str, alpha_init: float):
+        super().__init__(pad_mode)
+        _register_mix_factor(self, mode, alpha, alpha_init)
+        self.causal = causal
+        if causal:
+            self.conv = CausalConv3d(channels, channels, 3, time_stride=2, pad_mode=pad_mode)
+        else:
+            self.conv = nn.Conv3d(channels, channels, 3, stride=(2, 1, 1), padding=(0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            y = self._with_past(x)
+            n_out = self._windows(y.shape[2])
+            self._keep_tail(y, n_out)
+            if n_out == 0:
+                return x[:, :, :0]
+            learned = self.conv.conv(y)  # the shared, already padded input; the inner conv keeps no state
+        else:
+            y = F.pad(x, (0, 0, 0, 0, 0, 1))
+            learned = self.conv(y)
+        if self.mode == "conv":
+            return learned
+        # avg_pool3d has no CPU bfloat16 kernel: pool in fp32.
+        smooth = F.avg_pool3d(y.float(), (3, 1, 1), (2, 1, 1)).to(y.dtype)
+        return _alpha_blend(self, _channels_last(smooth), learned)
+
+
+def _linear_upsample_time(seq: torch.Tensor, has_prev: bool, close: bool) -> torch.Tensor:
+    """Linear x2 upsampling in time with clamped edges (F.interpolate 'trilinear', align_corners=False).
+
+    For a segment s_0..s_{m-1}: even output 2k = 0.75 s_k + 0.25 s_{k-1} (s_0 at the start), odd output 2k+1 =
+    0.75 s_k + 0.25 s_{k+1} (s_{m-1} at the end). `seq` may start with the previous chunk's last frame
+    (has_prev), whose odd output was held back; without `close` the last frame's odd output is held back.
+    """
+    m = seq.shape[2]
+    if m == 0:
+        return seq
+    evens = [seq[:, :, :1]] if not has_prev else []
+    odds = []
+    if m > 1:
+        evens.append(0.75 * seq[:, :, 1:] + 0.25 * seq[:, :, :-1])
+        odds.append(0.75 * seq[:, :, :-1] + 0.25 * seq[:, :, 1:])
+    evens_t = torch.cat(evens, dim=2) if evens else seq[:, :, :0]
+    odds_t = torch.cat(odds, dim=2) if odds else seq[:, :, :0]
+    # Output order: [even_0], odd_0, even_1, odd_1, ..., even_{m-1}, [odd_{m-1}].
+    if has_prev:
+        pairs = torch.stack([odds_t, evens_t], dim=3)  # (odd_k, even_{k+1}) for k = 0..m-2
+    else:
+        pairs = torch.stack([evens_t[:, :, :-1], odds_t], dim=3)  # (even_k, odd_k) for k = 0..m-2
+    b, c, n, _, h, w = pairs.shape
+    out = [pairs.reshape(b, c, 2 * n, h, w)]
+    if not has_prev:
+        out.append(evens_t[:, :, -1:])
+    if close:
+        out.append(seq[:, :, -1:])
+    return torch.cat(out, dim=2)
+
+
+class TemporalUpsample(nn.Module):
+    """AlphaBlender x2 up in time: u = upsample(x); alpha * u + (1 - alpha) * Conv3d(3)(u).
+
+    Causal 'trilinear' (v1.1) interpolates the first `first_frames` inputs (those of the first latent) on their
+    own and the rest as one sequence; each output frame then depends on at most one future input, so streaming
+    holds that frame back until the next chunk (or the end of the stream) arrives. 'nearest' repeats frames.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        causal: bool,
+        pad_mode: str,
+        mode: str,
+        alpha: str,
+        alpha_init: float,
+        interpolation: str,
+        first_frames: int,
+    ):
+        super().__init__()
+        _register_mix_factor(self, mode, alpha, alpha_init)
+        self.causal = causal
+        self.interpolation = interpolation if causal else "nearest"
+        self.first_frames = first_frames
+        self.conv = (
+            CausalConv3d(channels, channels, 3, pad_mode=pad_mode)
+            if causal
+            else nn.Conv3d(channels, channels, 3, padding=1)
+        )
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming = streaming
+        self._seen = 0
+        self._first: torch.Tensor | None = None
+        self._held: torch.Tensor | None = None  # last frame of the rest segment, odd output pending
+
+    def _upsample(self, x: torch.Tensor, flush: bool) -> torch.Tensor:
+        if self.interpolation == "nearest":
+            return x.repeat_interleave(2, dim=2)
+        if not self.streaming:
+            n = self.first_frames
+            parts = [_linear_upsample_time(x[:, :, :n], False, True)]
+            if x.shape[2] > n:
+                parts.append(_linear_upsample_time(x[:, :, n:], False, True))
+            return torch.cat(parts, dim=2)
+        outs = []
+        take = max(0, min(self.first_frames - self._seen, x.shape[2]))
+        self._seen += x.shape[2]
+        if take:
+            first = x[:, :, :take]
+            self._first = first if self._first is None else torch.cat([self._first, first], dim=2)
+            if self._first.shape[2] == self.first_frames or flush:
+                outs.append(_linear_upsample_time(self._first, False, True))
+        rest = x[:, :, take:]
+        if rest.shape[2]:
+            has_prev = self._held is not None
+            seq = torch.cat([self._held, rest], dim=2) if has_prev else rest
+            outs.append(_linear_upsample_time(seq, has_prev, flush))
+            self._held = None if flush else seq[:, :, -1:].clone()
+        elif flush and self._held is not None:
+            outs.append(self._held)
+            self._held = None
+        return torch.cat(outs, dim=2) if outs else x[:, :, :0].repeat_interleave(2, dim=2)
+
+    def forward(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
+        up = _channels_last(self._upsample(x, flush))
+        if up.shape[2] == 0:
+            return up
+        return _alpha_blend(self, up, self.conv(up))
+
+
+# ================================================================================================= encoder
+
+
+class _Level(nn.Module):
+    """Holder that gives checkpoint keys their reference names (down.{i}.block.{j}, down.{i}.downsample)."""
+
+
+class Encoder(nn.Module):
+    """Video (B, 3, T, H, W) -> encoder features (B, C_enc, t, h, w); C_enc is 2z for KL, z otherwise."""
+
+    def __init__(self, cfg: ModelConfig, out_channels: int):
+        super().__init__()
+        self.cfg = cfg
+        causal, pad = cfg.causal, cfg.causal_padding
+        self.gradient_checkpointing = False
+        self.conv_in = _make_conv("3d", cfg.in_channels, cfg.ch, 3, causal, pad)
+        self.down = nn.ModuleList()
+        self.down_temporal = nn.ModuleList()
+        block_in = cfg.ch
+        for i, mult in enumerate(cfg.ch_mult):
+            block_out = cfg.ch * mult
+            level, temporal = _Level(), _Level()
+            level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                if cfg.fully_3d:
+                    level.block.append(ResBlock(block_in, block_out, "3d", causal, pad, cfg.dropout))
+                else:
+                    level.block.append(ResBlock(block_in, block_out, "2d", causal, pad, cfg.dropout))
+                    temporal.block.append(
+                        ResBlock(block_out, block_out, "1d", causal, pad, cfg.dropout, zero_init=True)
+                    )
+                block_in = block_out
+            if i in cfg.spatial_ds:
+                level.downsample = SpatialDownsample(block_in)
+                if i in cfg.tempo_ds:
+                    temporal.downsample = TemporalDownsample(
+                        block_in, causal, pad, cfg.temporal_resampler, cfg.alpha, cfg.alpha_init
+                    )
+            self.down.append(level)
+            self.down_temporal.append(temporal)
+        self.mid = _Level()
+        self.mid.block_1 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        self.mid.attn_1 = FrameAttention(block_in, causal, pad)
+        self.mid.block_2 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        self.norm_out = ChannelLayerNorm(block_in)
+        self.conv_out = _make_conv("3d", block_in, out_channels, 3, causal, pad)
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(_channels_last(x))
+        for level, temporal in zip(self.down, self.down_temporal):
+            for j, block in enumerate(level.block):
+                x = self._run(block, x)
+                if len(temporal.block):
+                    x = self._run(temporal.block[j], x)
+            if hasattr(level, "downsample"):
+                x = level.downsample(x)
+                if hasattr(temporal, "downsample"):
+                    x = temporal.downsample(x)
+                    if x.shape[2] == 0:
+                        raise ValueError("streaming chunk too short: a temporal downsample produced no frame")
+        x = self._run(self.mid.block_1, x)
+        x = self._run(self.mid.attn_1, x)
+        x = self._run(self.mid.block_2, x)
+        return self.conv_out(_silu(self.norm_out(x)))
+
+
+# ================================================================================================= decoder
+
+
+class Decoder(nn.Module):
+    """Latent (B, z, t, h, w) -> video (B, 3, T', H, W); causal models give t * t_factor frames."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        causal, pad = cfg.causal, cfg.causal_padding
+        self.gradient_checkpointing = False
+        n = len(cfg.ch_mult)
+        block_in = cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = _make_conv("3d", cfg.z_channels, block_in, 3, causal, pad)
+        self.mid = _Level()
+        self.mid.block_1 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        self.mid.attn_1 = FrameAttention(block_in, causal, pad)
+        self.mid.block_2 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        # Each level has num_res_blocks + 1 block pairs; levels are stored low to high (up.0 is full resolution)
+        # but run from the deepest level up.
+        up: list[nn.Module] = [None] * n  # type: ignore[list-item]
+        up_temporal: list[nn.Module] = [None] * n  # type: ignore[list-item]
+        first_frames = 1  # inputs that come from the first latent: 1, then 2, 4 after each temporal up
+        for i in reversed(range(n)):
+            block_out = cfg.ch * cfg.ch_mult[i]
+            level, temporal = _Level(), _Level()
+            level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                if cfg.fully_3d:
+                    level.block.append(ResBlock(block_in, block_out, "3d", causal, pad, cfg.dropout))
+                else:
+                    level.block.append(ResBlock(block_in, block_out, "2d", causal, pad, cfg.dropout))
+                    temporal.block.append(
+                        ResBlock(block_out, block_out, "1d", causal, pad, cfg.dropout, zero_init=True)
+                    )
+                block_in = block_out
+            if i in cfg.spatial_us:
+                level.upsample = SpatialUpsample(block_in)
+                if i in cfg.tempo_us:
+                    temporal.upsample = TemporalUpsample(
+                        block_in,
+                        causal,
+                        pad,
+                        cfg.temporal_resampler,
+                        cfg.alpha,
+                        cfg.alpha_init,
+                        cfg.temporal_upsample,
+                        first_frames,
+                    )
+                    first_frames *= 2
+            up[i], up_temporal[i] = level, temporal
+        self.up = nn.ModuleList(up)
+        self.up_temporal = nn.ModuleList(up_temporal)
+        self.norm_out = ChannelLayerNorm(block_in)
+        self.conv_out = _make_conv("3d", block_in, 3, 3, causal, pad)
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+    def forward(self, z: torch.Tensor, flush: bool = True) -> torch.Tensor:
+        """`flush=False` (streaming only) holds back frames that still depend on a future latent."""
+        x = self.conv_in(_channels_last(z))
+        x = self._run(self.mid.block_1, x)
+        x = self._run(self.mid.attn_1, x)
+        x = self._run(self.mid.block_2, x)
+        for level, temporal in zip(reversed(self.up), reversed(self.up_temporal)):
+            for j, block in enumerate(level.block):
+                x = self._run(block, x)
+                if len(temporal.block):
+                    x = self._run(temporal.block[j], x)
+            if hasattr(level, "upsample"):
+                x = level.upsample(x)
+                if hasattr(temporal, "upsample"):
+                    x = temporal.upsample(x, flush=flush)
+                    if x.shape[2] == 0:
+                        raise ValueError("streaming decode got no frame at a temporal upsample; start with latent 0")
+        return self.conv_out(_silu(self.norm_out(x)))
+
+
+# ================================================================================================= autoencoder
+
+
+@dataclass
+class Encoded:
+    """Result of `VidTok.encode`.
+
+    latents: what the decoder reads (B, z, t, h, w): quantized codes, the KL mean (or a sample), or raw features.
+    indices: (B, t, h, w) int64 token ids for discrete regularizers.
+    num_frames: T of the input clip; `decode(latents, num_frames)` gives back exactly T frames.
+    """
+
+    latents: torch.Tensor
+    num_frames: int
+    indices: torch.Tensor | None = None
+    mean: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def build_regularizer(cfg: ModelConfig) -> Regularizer:
+    if cfg.regularizer == "kl":
+        return DiagonalGaussian(cfg.z_channels)
+    if cfg.regularizer == "fsq":
+        return FSQ(cfg.fsq_levels)
+    if cfg.regularizer == "lfq":
+        return LFQ(cfg.z_channels)
+    if cfg.regularizer == "vq":
+        return VectorQuantizer(cfg.codebook_size, cfg.z_channels)
+    return Identity(cfg.z_channels)
+
+
+def _nearest_multiples(value: int, factor: int) -> str:
+    low = value // factor * factor
+    return f"{low} or {low + factor}" if low > 0 else f"{factor}"
+
+
+def set_streaming(module: nn.Module, streaming: bool) -> None:
+    """Switch every causal temporal layer of `module` to streaming (carry state) or whole-clip mode; clears state."""
+    for m in module.modules():
+        if hasattr(m, "reset_stream"):
+            m.reset_stream(streaming)
+
+
+class VidTok(nn.Module):
+    """The VidTok autoencoder: encoder, regularizer (KL / FSQ / VQ / LFQ / none) and decoder.
+
+    Frame rules: causal models take any T >= 1 and return T frames (v1.1 semantics: (-T) mod t_factor copies of
+    the first frame are put in front, so 17 frames -> 5 latent frames at factor 4, the first latent seeing only
+    frame 0); non-causal models need T divisible by the temporal factor. H and W must be divisible by the spatial
+    factor.
+    """
+
+    def __init__(self, config: ModelConfig, name: str = "custom"):
+        super().__init__()
+        self.config = config
+        self.name = name
+        self.regularization = build_regularizer(config)
+        self.encoder = Encoder(config, self.regularization.encoder_channels)
+        self.decoder = Decoder(config)
+
+    # ---------------------------------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_preset(cls, name: str) -> VidTok:
+        """A randomly initialised model of a named preset (`vidtok presets` lists them)."""
+        from vidtok.presets import get_preset
+
+        return cls(get_preset(name), name=name)
+
+    @classmethod
+    def from_pretrained(cls, path: str, map_location: str | torch.device = "cpu") -> VidTok:
+        """Load a `save_pretrained` folder (safetensors + JSON; nothing is unpickled)."""
+        from vidtok.checkpoints import load_pretrained
+
+        return load_pretrained(path, map_location=map_location)
+
+    def save_pretrained(self, path: str, metadata: dict | None = None) -> None:
+        from vidtok.checkpoints import save_pretrained
+
+        save_pretrained(self, path, metadata=metadata)
+
+    # ---------------------------------------------------------------------------------------- shape rules
+
+    def check_video(self, video: torch.Tensor) -> None:
+        """Raise ValueError naming the rule when `video` cannot be encoded by this model."""
+        cfg = self.config
+        if video.ndim != 5 or video.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"{self.name}: expected a video tensor (B, {cfg.in_channels}, T, H, W), got {tuple(video.shape)}"
+            )
+        if not video.is_floating_point():
+            raise ValueError(f"{self.name}: expected float values in [-1, 1], got dtype {video.dtype}")
+        t, h, w = video.shape[2:]
+        s, tf = cfg.spatial_factor, cfg.temporal_factor
+        for label, size in (("height", h), ("width", w)):
+            if size % s or size == 0:
+                raise ValueError(
+                    f"{self.name}: {label} {size} is not divisible by the spatial factor {s}; "
+                    f"nearest valid: {_nearest_multiples(size, s)}"
+                )
+        if t < 1:
+            raise ValueError(f"{self.name}: the clip has no frames")
+        if not cfg.causal and t % tf:
+            raise ValueError(
+                f"{self.name}: a non-causal model needs T divisible by the temporal factor {tf}, "
+                f"got T={t}; nearest valid: {_nearest_multiples(t, tf)}"
+            )
+
+    def front_padding(self, num_frames: int) -> int:
+        """Copies of frame 0 put in front of a causal clip: (-T) mod t_factor (17 -> 3, 16 -> 0, 1 -> 3)."""
+        return (-num_frames) % self.config.temporal_factor if self.config.causal else 0
+
+    def default_num_frames(self, latent_frames: int) -> int:
+        """Frames a latent decodes to when T is not given: t_factor*(t-1)+1 causal (5 -> 17), t_factor*t otherwise."""
+        tf = self.config.temporal_factor
+        return tf * (latent_frames - 1) + 1 if self.config.causal else tf * latent_frames
+
+    # ---------------------------------------------------------------------------------------- encode / decode
+
+    def encode(self, video: torch.Tensor, sample: bool | None = None) -> Encoded:
+        """Video (B, 3, T, H, W) in [-1, 1] -> `Encoded`. KL: the posterior mean unless `sample=True`."""
+        self.check_video(video)
+        num_frames = video.shape[2]
+        x = _pad_past(video, self.front_padding(num_frames), "replicate")
+        q = self.regularization(self.encoder(x), sample=sample)
+        return Encoded(
+            latents=q.latents, num_frames=num_frames, indices=q.indices, mean=q.mean, logvar=q.logvar, aux=q.aux
+        )
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 5 or latents.shape[1] != self.config.z_channels:
+            raise ValueError(
+                f"{self.name}: expected latents (B, {self.config.z_channels}, t, h, w), got {tuple(latents.shape)}"
+            )
+
+    def trim_decoded(self, video: torch.Tensor, latent_frames: int, num_frames: int | None) -> torch.Tensor:
+        """Drop the reconstruction of the front padding: keep the last `num_frames` frames."""
+        if num_frames is None:
+            num_frames = self.default_num_frames(latent_frames)
+        if self.config.latent_frames(num_frames) != latent_frames:
+            raise ValueError(
+                f"{self.name}: {latent_frames} latent frames cannot decode to {num_frames} frames "
+                f"(they cover {self.default_num_frames(latent_frames) if self.config.causal else ''}"
+                f"..{self.config.temporal_factor * latent_frames} frames)"
+            )
+        return video[:, :, video.shape[2] - num_frames :]
+
+    def decode(self, latents: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Latents (B, z, t, h, w) -> video (B, 3, T, H, W); T defaults to t_factor*(t-1)+1 for causal models."""
+        self._check_latents(latents)
+        video = self.decoder(latents).contiguous()
+        return self.trim_decoded(video, latents.shape[2], num_frames)
+
+    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        if not getattr(self.regularization, "discrete", False):
+            raise ValueError(f"{self.name}: regularizer {self.config.regularizer!r} has no token indices")
+        if indices.ndim != 4:
+            raise ValueError(f"{self.name}: expected token indices (B, t, h, w), got {tuple(indices.shape)}")
+        size = self.config.num_codes
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= size):
+            raise ValueError(
+                f"{self.name}: token indices must lie in [0, {size}), got [{int(indices.min())}, {int(indices.max())}]"
+            )
+        weight = getattr(self.decoder.conv_in, "conv", self.decoder.conv_in).weight
+        return self.regularization.indices_to_latent(indices).to(weight.dtype)
+
+    def decode_indices(self, indices: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Token ids (B, t, h, w) of a discrete model -> video."""
+        return self.decode(self.indices_to_latents(indices), num_frames)
+
+    def forward(self, video: torch.Tensor, sample: bool | None = None) -> tuple[torch.Tensor, Encoded]:
+        """Reconstruct `video`; returns (reconstruction with the input's T, Encoded with aux losses)."""
+        encoded = self.encode(video, sample=sample)
+        return self.decode(encoded.latents, encoded.num_frames), encoded
+
+    def num_parameters(self) -> dict[str, int]:
+        return {
+            "encoder": sum(p.numel() for p in self.encoder.parameters()),
+            "decoder": sum(p.numel() for p in self.decoder.parameters()),
+            "regularizer": sum(p.numel() for p in self.regularization.parameters()),
+        }
