@@ -228,6 +228,7 @@ class _CausalTime(nn.Module):
 
     kernel_t: int = 1
     stride_t: int = 1
+    stream_attrs = ("_tail",)
 
     def __init__(self, pad_mode: str):
         super().__init__()
@@ -503,6 +504,8 @@ class TemporalUpsample(nn.Module):
         )
         self.reset_stream(False)
 
+    stream_attrs = ("_seen", "_first", "_held")
+
     def reset_stream(self, streaming: bool) -> None:
         self.streaming = streaming
         self._seen = 0
@@ -738,6 +741,25 @@ def set_streaming(module: nn.Module, streaming: bool) -> None:
     for m in module.modules():
         if hasattr(m, "reset_stream"):
             m.reset_stream(streaming)
+
+
+StreamState = dict[str, dict[str, object]]
+
+
+def get_stream_state(module: nn.Module) -> StreamState:
+    """The carried state of every streaming layer (to interleave several streams, e.g. spatial tiles)."""
+    return {
+        name: {a: getattr(m, a) for a in m.stream_attrs}
+        for name, m in module.named_modules()
+        if hasattr(m, "stream_attrs")
+    }
+
+
+def set_stream_state(module: nn.Module, state: StreamState) -> None:
+    for name, m in module.named_modules():
+        if name in state:
+            for attr, value in state[name].items():
+                setattr(m, attr, value)
 
 
 class VidTok(nn.Module):
