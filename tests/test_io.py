@@ -1,0 +1,514 @@
+"""Tests for vidtok.io: real sample videos, generated ones (tests/videofactory.py) and every bad-input case.
+
+.venv/bin/pytest tests/test_io.py -q
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import tracemalloc
+import uuid
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import fsspec
+import numpy as np
+import pytest
+
+from tests import videofactory as vf
+from vidtok import io as vio
+from vidtok.io import (
+    VideoError,
+    VideoInfo,
+    VideoWriter,
+    frame_times,
+    iter_frames,
+    iter_resampled,
+    probe,
+    read_frames,
+    resample_indices,
+    write_video,
+)
+
+# Lossy H.264/VP9/MPEG-4 on the small factory patterns measures 34 to 40 dB against the source; the neighbouring
+# frame scores 8 to 21 dB. Above this bound a decoded frame is the right frame, in the right orientation.
+SAME_FRAME_DB = 32
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def patterns(n: int, width: int, height: int, start: int = 0) -> np.ndarray:
+    return np.stack([vf.pattern(i, width, height) for i in range(start, start + n)])
+
+
+@pytest.fixture
+def memory_dir() -> str:
+    """A fresh folder on fsspec's in-process memory filesystem."""
+    root = f"memory://vidtok-tests/{uuid.uuid4().hex}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root.removeprefix("memory://")):
+        fs.rm(root.removeprefix("memory://"), recursive=True)
+
+
+# ------------------------------------------------------------------------------------------- real sample videos
+
+
+def test_probe_sample_videos(sample_video_dir: Path) -> None:
+    bikes = probe(sample_video_dir / "bikes.mp4")
+    assert bikes == VideoInfo(
+        path=str(sample_video_dir / "bikes.mp4"),
+        container="mp4",
+        codec="h264",
+        width=640,
+        height=272,
+        fps=Fraction(25),
+        num_frames=250,
+        duration=10.0,
+        rotation=0,
+        pix_fmt="yuv420p",
+        bit_depth=8,
+        variable_frame_rate=False,
+    )
+    carphone = probe(str(sample_video_dir / "carphone_pristine.mp4"))
+    assert (carphone.width, carphone.height, carphone.num_frames) == (176, 144, 120)
+    assert carphone.fps == Fraction(30000, 1001)  # exact NTSC fraction, not 29.97
+    assert carphone.duration == pytest.approx(120 * 1001 / 30000)  # 4.004 s
+    assert (carphone.codec, carphone.container, carphone.rotation, carphone.variable_frame_rate) == (
+        "h264",
+        "mp4",
+        0,
+        False,
+    )
+
+
+def test_frame_times_sample_videos(sample_video_dir: Path) -> None:
+    # pts * time_base is computed with one rounding, so the times equal k / fps exactly.
+    np.testing.assert_array_equal(frame_times(sample_video_dir / "bikes.mp4"), np.arange(250) / 25)
+    carphone = frame_times(sample_video_dir / "carphone_pristine.mp4")
+    np.testing.assert_array_equal(carphone, np.arange(120) * 1001 / 30000)
+
+
+def test_read_frames_with_indices_equals_full_decode(sample_video_dir: Path) -> None:
+    path = sample_video_dir / "bikes.mp4"  # keyframes at 0, 30, 76, 137, 187, 242; B-frames
+    full = read_frames(path)
+    assert full.shape == (250, 272, 640, 3) and full.dtype == np.uint8
+    indices = [200, 3, 3, 120, 249, 0, 31, 30, 29, 76, 75, 242]
+    np.testing.assert_array_equal(read_frames(path, indices), full[indices])
+    assert read_frames(path, []).shape == (0, 272, 640, 3)
+    with pytest.raises(IndexError, match="250 frames"):
+        read_frames(path, [250])
+
+
+def test_read_frames_seeks_instead_of_decoding_from_start(sample_video_dir: Path, monkeypatch) -> None:
+    decoded = 0
+    real_decode = vio._decode
+
+    def counting(src):
+        nonlocal decoded
+        for frame in real_decode(src):
+            decoded += 1
+            yield frame
+
+    monkeypatch.setattr(vio, "_decode", counting)
+    frames = read_frames(sample_video_dir / "bikes.mp4", [245, 246])
+    assert frames.shape == (2, 272, 640, 3)
+    # Frame 245 sits 3 frames after keyframe 242: a seek decodes a handful of frames, not 247.
+    assert decoded < 20
+
+
+def test_iter_frames_start_stop_matches_full_decode(sample_video_dir: Path) -> None:
+    path = sample_video_dir / "carphone_pristine.mp4"
+    full = read_frames(path)
+    assert full.shape == (120, 144, 176, 3)
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, start=50, stop=64))), full[50:64])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, stop=5))), full[:5])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, start=115))), full[115:])
+    assert list(iter_frames(path, start=3, stop=3)) == []
+
+
+def test_iter_resampled_sample_video(sample_video_dir: Path) -> None:
+    path = sample_video_dir / "carphone_pristine.mp4"  # 29.97 fps, 120 frames, last frame at 3.97 s
+    pairs = list(iter_resampled(path, 10))
+    times = [t for t, _ in pairs]
+    assert len(pairs) == 40  # t = 0, 0.1, ..., 3.9 <= 3.97
+    np.testing.assert_allclose(times, np.arange(40) / 10)
+    expected = resample_indices(frame_times(path), 10)
+    assert expected[:5].tolist() == [0, 3, 6, 9, 12]  # 0.1 s * 29.97 = 2.997 frames -> nearest 3
+    np.testing.assert_array_equal(np.stack([f for _, f in pairs]), read_frames(path, expected))
+
+
+# ------------------------------------------------------------------------------------------- resampling (pure)
+
+
+def test_resample_constant_rate_down() -> None:
+    times = np.arange(90) / 30
+    np.testing.assert_array_equal(resample_indices(times, 3), np.arange(0, 90, 10))  # every 10th frame
+
+
+def test_resample_25_to_8_fps_ties_go_earlier() -> None:
+    times = np.arange(250) / 25
+    got = resample_indices(times, 8)
+    # Target k at k/8 s is source position k * 25/8 = 3.125 k; nearest, with exact halves (k = 4, 12, ...) earlier.
+    expected = [
+        int(np.ceil(Fraction(k * 25, 8) - Fraction(1, 2))) for k in range(80)
+    ]  # 80 targets: 79/8 = 9.875 <= 9.96
+    assert got.tolist() == expected
+    assert got[:9].tolist() == [0, 3, 6, 9, 12, 16, 19, 22, 25]
+
+
+def test_resample_ntsc_to_30_repeats_one_frame_in_1001() -> None:
+    times = np.arange(1001) * 1001 / 30000  # 29.97 fps, last frame at exactly 1001/30 s
+    got = resample_indices(times, 30)
+    assert len(got) == 1002  # k / 30 <= 1001 / 30 for k = 0..1001, the last one equal up to float rounding
+    # Target k wants source position k * 1000/1001: k until the drift reaches half a frame at k = 501.
+    assert got[:501].tolist() == list(range(501))
+    assert got[501] == 500 and got[-1] == 1000
+    assert np.count_nonzero(np.diff(got) == 0) == 1  # only 500 repeats: 1002 targets over 1001 frames
+    assert np.array_equal(np.unique(got), np.arange(1001))  # nothing skipped
+
+
+def test_resample_variable_frame_rate() -> None:
+    times = np.array([0.0, 0.1, 0.15, 0.4, 0.5, 1.0])
+    assert resample_indices(times, 10).tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 5, 5, 5]
+    # 0.75 lies midway between 0.5 and 1.0: the tie goes to the earlier frame.
+    assert resample_indices(times, 4).tolist() == [0, 2, 4, 4, 5]
+
+
+def test_resample_above_source_rate_repeats_frames() -> None:
+    times = np.arange(5) / 10
+    assert resample_indices(times, 25).tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+
+
+def test_resample_start_time_and_num_frames() -> None:
+    times = np.arange(10) / 10
+    assert resample_indices(times, 5, start_time=0.3).tolist() == [3, 5, 7, 9]
+    assert resample_indices(times, 5, num_frames=7).tolist() == [0, 2, 4, 6, 8, 9, 9]  # past the end: last repeats
+    assert resample_indices(times, 5, start_time=2.0).tolist() == []
+    with pytest.raises(ValueError, match="target_fps"):
+        resample_indices(times, 0)
+    with pytest.raises(ValueError, match="sorted"):
+        resample_indices(times[::-1], 5)
+
+
+# ------------------------------------------------------------------------------------------- writing and round trips
+
+
+def test_round_trip_write_read(tmp_path: Path) -> None:
+    frames = patterns(30, 96, 64)
+    out = tmp_path / "round.mp4"
+    write_video(out, frames, Fraction(30000, 1001), crf=18)
+    info = probe(out)
+    assert (info.width, info.height, info.num_frames, info.fps) == (96, 64, 30, Fraction(30000, 1001))
+    assert (info.codec, info.pix_fmt, info.container) == ("h264", "yuv420p", "mp4")
+    back = read_frames(out)
+    assert back.shape == frames.shape
+    assert psnr(back, frames) > 38  # crf 18 on this 96x64 pattern measures 39.6 dB
+    assert [p.name for p in tmp_path.iterdir()] == ["round.mp4"]  # the temporary file was renamed
+
+
+def test_video_writer_streams_frames_and_batches(tmp_path: Path) -> None:
+    frames = patterns(12, 64, 48)
+    out = tmp_path / "sub" / "stream.mkv"  # missing parent folders are created
+    with VideoWriter(out, 12.5, 64, 48) as writer:
+        writer.write(frames[0])
+        writer.write(frames[1:8])
+        for frame in frames[8:]:
+            writer.write(frame)
+    info = probe(out)
+    assert (info.container, info.num_frames, info.fps) == ("mkv", 12, Fraction(25, 2))
+    assert psnr(read_frames(out), frames) > SAME_FRAME_DB
+
+
+def test_write_odd_size_pads_with_warning(tmp_path: Path) -> None:
+    frames = patterns(4, 65, 49)
+    with pytest.warns(UserWarning, match="65x49 padded to 66x50"):
+        write_video(tmp_path / "odd.mp4", frames, 25)
+    back = read_frames(tmp_path / "odd.mp4")
+    assert back.shape == (4, 50, 66, 3)
+    assert psnr(back[:, :49, :65], frames) > SAME_FRAME_DB
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "avi", "webm"])
+def test_read_every_container(tmp_path: Path, ext: str) -> None:
+    path = vf.make_video(tmp_path / f"clip.{ext}", frames=30, size=(64, 48), fps=25, gop=8)
+    info = probe(path)
+    assert (info.container, info.num_frames, info.width, info.height) == (ext, 30, 64, 48)
+    assert info.fps == 25 and info.duration == pytest.approx(1.2)
+    full = read_frames(path)
+    assert psnr(full, patterns(30, 64, 48)) > SAME_FRAME_DB
+    np.testing.assert_allclose(frame_times(path), np.arange(30) / 25, atol=1e-9)
+    np.testing.assert_array_equal(read_frames(path, [17, 2, 29, 17]), full[[17, 2, 29, 17]])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, start=9, stop=20))), full[9:20])
+
+
+def test_memory_filesystem_round_trip(memory_dir: str) -> None:
+    frames = patterns(10, 64, 48)
+    url = f"{memory_dir}/clip.mp4"
+    write_video(url, frames, 25)
+    assert fsspec.filesystem("memory").ls(memory_dir.removeprefix("memory://"), detail=False) == [
+        memory_dir.removeprefix("memory:/") + "/clip.mp4"
+    ]
+    info = probe(url)
+    assert (info.path, info.container, info.num_frames, info.fps) == (url, "mp4", 10, Fraction(25))
+    np.testing.assert_array_equal(frame_times(url), np.arange(10) / 25)
+    back = read_frames(url)
+    assert psnr(back, frames) > SAME_FRAME_DB
+    np.testing.assert_array_equal(read_frames(url, [7, 1]), back[[7, 1]])
+
+
+def test_memory_filesystem_reads_factory_webm(tmp_path: Path, memory_dir: str) -> None:
+    local = vf.make_video(tmp_path / "clip.webm", frames=8)
+    url = f"{memory_dir}/clip.webm"
+    with fsspec.open(url, "wb") as f:
+        f.write(local.read_bytes())
+    np.testing.assert_array_equal(read_frames(url), read_frames(local))
+
+
+def test_file_url(tmp_path: Path) -> None:
+    url = (tmp_path / "clip.mp4").as_uri()
+    write_video(url, patterns(5, 64, 48), 10)
+    assert (tmp_path / "clip.mp4").exists()
+    assert probe(url).num_frames == 5
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    def frames_then_crash():
+        yield from patterns(5, 64, 48)
+        raise RuntimeError("upstream model crashed")
+
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="crashed"):
+        write_video(target, frames_then_crash(), 25)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
+
+    shape_error = r"out\.mp4: expected frames of shape \(48, 64, 3\)"
+    with pytest.raises(VideoError, match=shape_error), VideoWriter(target, 25, 64, 48) as writer:
+        writer.write(patterns(3, 64, 48))
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(VideoError, match="uint8"):
+        write_video(target, patterns(3, 64, 48).astype(np.float32), 25)
+    with pytest.raises(VideoError, match="no frames"):
+        write_video(target, [], 25)
+    with pytest.raises(VideoError, match="no frames were written"):
+        VideoWriter(target, 25, 64, 48).close()
+    with pytest.raises(VideoError, match="H.264 output needs"):
+        write_video(tmp_path / "out.avi", patterns(2, 64, 48), 25)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_remote_write_leaves_nothing(memory_dir: str) -> None:
+    url = f"{memory_dir}/out.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(url, 25, 64, 48) as writer:
+        writer.write(patterns(3, 64, 48))
+        raise RuntimeError("stop")
+    assert not fsspec.filesystem("memory").exists(url.removeprefix("memory://"))
+
+
+# ------------------------------------------------------------------------------------------- formats and metadata
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_is_applied(tmp_path: Path, rotation: int) -> None:
+    path = vf.make_rotated(tmp_path / f"rot{rotation}.mp4", rotation=rotation, frames=6, size=(64, 48))
+    info = probe(path)
+    assert info.rotation == rotation
+    assert (info.width, info.height) == ((48, 64) if rotation % 180 else (64, 48))
+    frames = read_frames(path)
+    assert frames.shape == (6, info.height, info.width, 3)
+    upright = np.rot90(patterns(6, 64, 48), rotation // 90, axes=(1, 2))  # counter-clockwise, as displayed
+    assert psnr(frames, upright) > SAME_FRAME_DB
+    # The wrong direction (clockwise) would be a 180-degree error for 90/270: clearly worse.
+    wrong = np.rot90(patterns(6, 64, 48), -rotation // 90, axes=(1, 2))
+    if rotation != 180:
+        assert psnr(frames, wrong) < 20
+    np.testing.assert_array_equal(read_frames(path, [4, 1]), frames[[4, 1]])
+
+
+def test_grayscale_becomes_rgb(tmp_path: Path) -> None:
+    path = vf.make_grayscale(tmp_path / "gray.mkv", frames=5)
+    info = probe(path)
+    assert (info.pix_fmt, info.bit_depth, info.codec) == ("gray", 8, "ffv1")
+    frames = read_frames(path)
+    assert frames.shape == (5, 48, 64, 3)
+    assert np.array_equal(frames[..., 0], frames[..., 1]) and np.array_equal(frames[..., 1], frames[..., 2])
+    expected = np.stack([vf.luma(vf.pattern(i, 64, 48)) for i in range(5)])
+    assert np.abs(frames[..., 0].astype(int) - expected).max() <= 1  # lossless codec; rounding in gray -> rgb
+
+
+def test_10bit_becomes_8bit_rgb(tmp_path: Path) -> None:
+    path = vf.make_10bit(tmp_path / "deep.mp4", frames=8)
+    info = probe(path)
+    assert (info.pix_fmt, info.bit_depth) == ("yuv420p10le", 10)
+    frames = read_frames(path)
+    assert frames.dtype == np.uint8 and frames.shape == (8, 48, 64, 3)
+    assert psnr(frames, patterns(8, 64, 48)) > SAME_FRAME_DB
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "webm"])
+def test_variable_frame_rate(tmp_path: Path, ext: str) -> None:
+    path = vf.make_vfr(tmp_path / f"vfr.{ext}")
+    info = probe(path)
+    assert info.variable_frame_rate
+    assert info.num_frames == len(vf.VFR_TIMES)
+    assert info.fps == Fraction(10) / Fraction(104, 100)  # 10 frames over 1.04 s (last frame lasts 40 ms)
+    np.testing.assert_allclose(frame_times(path), vf.VFR_TIMES, atol=1e-9)
+    pairs = list(iter_resampled(path, 10))
+    picks = resample_indices(np.array(vf.VFR_TIMES), 10)
+    # t = 0.7 lies exactly midway between frames 6 (0.5 s) and 7 (0.9 s): the earlier one.
+    assert picks.tolist() == [0, 2, 3, 4, 5, 6, 6, 6, 7, 7, 9]
+    assert len(pairs) == 11
+    original = patterns(10, 64, 48)
+    for (t, frame), k, pick in zip(pairs, range(11), picks):
+        assert t == pytest.approx(k / 10)
+        assert psnr(frame, original[pick]) > SAME_FRAME_DB
+
+
+def test_constant_rate_not_flagged_as_vfr_with_millisecond_time_base(tmp_path: Path) -> None:
+    # Matroska stores 29.97 fps in milliseconds as alternating 33/34 ms steps: that is still constant.
+    info = probe(vf.make_video(tmp_path / "ntsc.mkv", frames=30, fps=Fraction(30000, 1001)))
+    assert not info.variable_frame_rate
+    assert info.fps == Fraction(30000, 1001)
+
+
+# ------------------------------------------------------------------------------------------- streaming memory
+
+
+def test_iter_frames_streams_without_holding_the_video(tmp_path: Path) -> None:
+    width, height, count = 320, 240, 150
+    path = vf.make_video(tmp_path / "long.mp4", frames=count, size=(width, height), gop=30)
+    full_bytes = count * width * height * 3  # 34.6 MB if every frame were kept
+    tracemalloc.start()
+    try:
+        seen = 0
+        for frame in iter_frames(path):
+            assert frame.shape == (height, width, 3)
+            seen += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == count
+    assert peak < full_bytes / 20  # a few frames at most (one frame is 230 kB)
+
+
+def test_iter_frames_yields_before_the_end(tmp_path: Path) -> None:
+    path = vf.make_video(tmp_path / "clip.mp4", frames=40)
+    frames = iter_frames(path)
+    first = next(frames)  # available after decoding the first GOP, not the whole file
+    assert psnr(first, vf.pattern(0, 64, 48)) > SAME_FRAME_DB
+    frames.close()  # closing early releases the container
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = vf.make_video(tmp_path / "good.mp4", frames=60)
+    files = {
+        "missing": tmp_path / "missing.mp4",
+        "zero_byte": vf.make_zero_byte(tmp_path / "zero.mp4"),
+        "text": vf.make_text_as_mp4(tmp_path / "readme.mp4"),
+        "truncated": vf.make_truncated(good, tmp_path / "cut.mp4", 0.5),
+        "audio_only": vf.make_audio_only(tmp_path / "speech.m4a"),
+        "unknown_codec": vf.make_unknown_codec(tmp_path / "alien.avi"),
+        "directory": tmp_path,
+    }
+    return files
+
+
+BAD_CASES = {
+    "missing": "file not found",
+    "zero_byte": r"empty file \(0 bytes\)",
+    "text": "not a video file: it contains text",
+    "truncated": r"truncated or corrupt file: (found|decoded) \d+ of 60 frames",
+    "audio_only": r"no video stream \(streams found: audio\)",
+    "unknown_codec": "unsupported video codec",
+    "directory": "is a directory",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+@pytest.mark.parametrize("reader", ["probe", "frame_times", "read_frames", "read_indices", "iter_frames"])
+def test_bad_input_gives_one_line_video_error(bad_files: dict[str, Path], case: str, reader: str) -> None:
+    path = bad_files[case]
+    calls = {
+        "probe": lambda: probe(path),
+        "frame_times": lambda: frame_times(path),
+        "read_frames": lambda: read_frames(path),
+        "read_indices": lambda: read_frames(path, [0]),
+        "iter_frames": lambda: list(iter_frames(path)),
+    }
+    with pytest.raises(VideoError) as info:
+        calls[reader]()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert re.search(BAD_CASES[case], message), message
+    err = info.value  # no FFmpeg traceback chained to it
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+def test_truncated_mp4_allow_partial_keeps_decodable_frames(tmp_path: Path) -> None:
+    good = vf.make_video(tmp_path / "good.mp4", frames=60)
+    cut = vf.make_truncated(good, tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(VideoError, match=r"cut\.mp4: truncated or corrupt file: decoded \d+ of 60 frames"):
+        list(iter_frames(cut))
+    with pytest.warns(UserWarning, match=r"cut\.mp4: truncated or corrupt file: kept \d+ of 60 frames") as record:
+        frames = read_frames(cut, allow_partial=True)
+    kept = int(str(record[0].message).split("kept ")[1].split(" ")[0])
+    assert 5 < len(frames) == kept < 60
+    assert psnr(frames, patterns(kept, 64, 48)) > SAME_FRAME_DB  # the frames that survive are the right ones, in order
+    with pytest.warns(UserWarning, match="kept"):
+        info = probe(cut, allow_partial=True)
+    assert kept <= info.num_frames < 60
+
+
+def test_truncated_mp4_without_index_is_named_as_such(tmp_path: Path) -> None:
+    # Written without faststart (moov box last, as most cameras and bikes.mp4 do), then cut: no index survives.
+    path = tmp_path / "moovlast.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height = 64, 48
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(vf.pattern(i, 64, 48), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    cut = vf.make_truncated(path, tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(VideoError, match=r"cut\.mp4: truncated or damaged MP4/MOV file: its index \(moov box\)"):
+        probe(cut, allow_partial=True)
+
+
+def test_truncated_matroska_is_detected_from_its_duration(tmp_path: Path) -> None:
+    good = vf.make_video(tmp_path / "good.mkv", frames=100)
+    cut = vf.make_truncated(good, tmp_path / "cut.mkv", 0.5)
+    with pytest.raises(VideoError, match=r"cut\.mkv: truncated or corrupt file: found \d+ of about 100 frames"):
+        probe(cut)
+    with pytest.raises(VideoError, match="of about 100 frames"):
+        list(iter_frames(cut))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        frames = read_frames(cut, allow_partial=True)
+    assert 10 < len(frames) < 100 and "kept" in str(record[0].message)
+
+
+def test_video_error_is_one_line_and_picklable() -> None:
+    err = VideoError("clips/a.mp4", "bad\ndata")
+    assert str(err) == "clips/a.mp4: bad data"
+    assert isinstance(err, ValueError)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.path, again.problem, str(again)) == (err.path, err.problem, str(err))
+
+
+def test_command_line_probe(sample_video_dir: Path, tmp_path: Path, capsys) -> None:
+    assert vio._main(["probe", str(sample_video_dir / "bikes.mp4")]) == 0
+    assert '"num_frames": 250' in capsys.readouterr().out
+    assert vio._main(["probe", str(tmp_path / "nope.mp4")]) == 1
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 'nope.mp4'}: file not found"

@@ -1,0 +1,185 @@
+"""Small, deterministic test videos written with PyAV, good and bad, for the I/O, data and CLI tests.
+
+    python -c "from tests.videofactory import make_video; print(make_video('/tmp/demo.mp4', frames=50))"
+
+Every frame is ``pattern(i, width, height)``: a colour gradient (red grows to the right, green downwards, so any flip
+or wrong rotation shows) with a blue level that changes per frame and a white square that moves 3 px right and
+2 px down each frame, so every frame differs and a decoder that repeats, drops or reorders frames is caught.
+
+What this PyAV build (18.1, FFmpeg 8.1) can write, checked with ``av.codecs_available``: libx264 (8- and 10-bit),
+libx265, libvpx-vp9, libsvtav1, mpeg4, ffv1, mjpeg, prores, rawvideo; aac/opus/mp3 for audio.
+Findings behind the helpers:
+- rotation: ``VideoStream.set_display_rotation(deg)`` (new in PyAV 18) writes the display matrix as coded side data;
+  it reads back as ``VideoFrame.rotation == deg`` (counter-clockwise). The old ``metadata["rotate"]`` tag is not
+  written by FFmpeg 8 and not read back either, so it is not used.
+- grayscale: libx264 silently encodes ``gray`` as yuv420p, so gray videos are lossless FFV1 in Matroska.
+- variable frame rate: frames get explicit pts in a 1/1000 s time base; mp4, mkv and webm keep them.
+- truncation: mp4 files are written with ``movflags=+faststart`` (index first), so cutting the tail leaves a file
+  that opens and decodes up to the cut; without faststart a cut mp4 has no index and does not open at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+# Codec by container when the caller does not name one: what each container normally carries.
+DEFAULT_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+_FORMATS = {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mp4": "mp4", ".mov": "mov"}
+_VFR_TIME_BASE = Fraction(1, 1000)
+
+
+def pattern(index: int, width: int, height: int) -> np.ndarray:
+    """Frame ``index`` of every factory video: uint8 RGB (height, width, 3)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rgb[..., 0] = x * 255 // max(width - 1, 1)
+    rgb[..., 1] = y * 255 // max(height - 1, 1)
+    rgb[..., 2] = (index * 23) % 200 + 28
+    side = max(4, min(width, height) // 6)
+    x0 = (index * 3) % max(width - side, 1)
+    y0 = (index * 2) % max(height - side, 1)
+    rgb[y0 : y0 + side, x0 : x0 + side] = 255
+    return rgb
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an RGB frame as uint8 (what a grayscale video of the pattern holds)."""
+    y = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def make_video(
+    path: str | os.PathLike[str],
+    *,
+    frames: int = 20,
+    size: tuple[int, int] = (64, 48),
+    fps: float | Fraction = 25,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    vfr_times: Sequence[float] | None = None,
+    rotation: int = 0,
+    gop: int = 12,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Write ``frames`` pattern frames of ``size`` = (width, height); the container follows the extension.
+
+    ``vfr_times``: presentation time in seconds of each frame (variable frame rate; ``frames`` is ignored).
+    ``rotation``: counter-clockwise display rotation stored in the display matrix (0/90/180/270).
+    ``gop``: keyframe interval, kept short so seeking has several keyframes to choose from.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    codec = codec or DEFAULT_CODECS[ext]
+    width, height = size
+    rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+    count = len(vfr_times) if vfr_times is not None else frames
+    opts = dict(options or {})
+    if codec == "libx264":
+        # veryfast keeps B-frames (so decode order != display order, as in real files) and stays quick.
+        opts.setdefault("preset", "veryfast")
+    if codec == "libvpx-vp9":
+        opts.setdefault("deadline", "realtime")
+        opts.setdefault("cpu-used", "8")
+    container_opts = {"movflags": "+faststart"} if ext in (".mp4", ".mov") else {}
+    with av.open(str(path), "w", format=_FORMATS[ext], options=container_opts) as container:
+        stream = container.add_stream(codec, rate=rate, options=opts)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.gop_size = gop
+        if codec == "mpeg4":
+            stream.bit_rate = 2_000_000  # the 200 kb/s default blurs even 64x48 frames (27 dB)
+        if vfr_times is not None:
+            stream.time_base = _VFR_TIME_BASE
+            stream.codec_context.time_base = _VFR_TIME_BASE
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(count):
+            rgb = pattern(i, width, height)
+            if pix_fmt.startswith("gray"):
+                frame = av.VideoFrame.from_ndarray(luma(rgb), format="gray")
+            else:
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            if vfr_times is not None:
+                frame.pts = round(vfr_times[i] / _VFR_TIME_BASE)
+                frame.time_base = _VFR_TIME_BASE
+            else:
+                frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def make_truncated(src: str | os.PathLike[str], dst: str | os.PathLike[str], fraction: float = 0.5) -> Path:
+    """Copy the first ``fraction`` of ``src``'s bytes, as a download or copy cut off midway leaves it."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * fraction)])
+    return Path(dst)
+
+
+def make_zero_byte(path: str | os.PathLike[str]) -> Path:
+    Path(path).write_bytes(b"")
+    return Path(path)
+
+
+def make_text_as_mp4(path: str | os.PathLike[str]) -> Path:
+    Path(path).write_text("this is a README, not a video\n" * 20)
+    return Path(path)
+
+
+def make_audio_only(path: str | os.PathLike[str], seconds: float = 0.5, sample_rate: int = 16000) -> Path:
+    """An AAC file (mp4/m4a container) with a 440 Hz tone and no video stream."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        stream.layout = "mono"
+        chunk = 1024
+        total = int(seconds * sample_rate)
+        for start in range(0, total, chunk):
+            t = (np.arange(start, start + chunk) / sample_rate).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(
+                (0.2 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = sample_rate, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return Path(path)
+
+
+def make_grayscale(path: str | os.PathLike[str], **kw: object) -> Path:
+    """Lossless 8-bit gray (FFV1 in Matroska): frame i is ``luma(pattern(i, w, h))`` exactly."""
+    return make_video(path, codec="ffv1", pix_fmt="gray", **kw)  # type: ignore[arg-type]
+
+
+def make_10bit(path: str | os.PathLike[str], **kw: object) -> Path:
+    """H.264 High 10 (yuv420p10le), as cameras and HDR pipelines write."""
+    return make_video(path, codec="libx264", pix_fmt="yuv420p10le", **kw)  # type: ignore[arg-type]
+
+
+VFR_TIMES = (0.0, 0.04, 0.1, 0.12, 0.3, 0.34, 0.5, 0.9, 0.95, 1.0)
+
+
+def make_vfr(path: str | os.PathLike[str], times: Sequence[float] = VFR_TIMES, **kw: object) -> Path:
+    """Variable frame rate: frame i shows at ``times[i]`` seconds (default: bursts and gaps between 20 and 400 ms)."""
+    return make_video(path, vfr_times=times, **kw)  # type: ignore[arg-type]
+
+
+def make_rotated(path: str | os.PathLike[str], rotation: int = 90, **kw: object) -> Path:
+    """Coded as a landscape pattern, with a display matrix that turns it ``rotation`` degrees counter-clockwise."""
+    return make_video(path, rotation=rotation, **kw)  # type: ignore[arg-type]
+
+
+def make_unknown_codec(path: str | os.PathLike[str]) -> Path:
+    """An AVI whose video FourCC names no codec FFmpeg knows: the container opens, nothing can decode it.
+    Made by writing MPEG-4 Part 2 (FourCC FMP4, in the stream header and the bitmap header) and renaming the
+    FourCC, since no encoder exists for a codec the build cannot decode."""
+    path = Path(path)
+    make_video(path.with_suffix(".tmp.avi"), codec="mpeg4", frames=5)
+    data = path.with_suffix(".tmp.avi").read_bytes()
+    assert data.count(b"FMP4") == 2, "expected the FourCC in strh and strf"
+    path.write_bytes(data.replace(b"FMP4", b"QZQZ"))
+    path.with_suffix(".tmp.avi").unlink()
+    return path

