@@ -18,7 +18,6 @@ import fsspec
 import numpy as np
 import pytest
 
-from tests import videofactory as vf
 from vidtok import io as vio
 from vidtok.io import (
     VideoError,
@@ -32,6 +31,11 @@ from vidtok.io import (
     resample_indices,
     write_video,
 )
+
+try:  # tests/ is a package (tests/__init__.py): the repository root is on sys.path
+    from tests import videofactory as vf
+except ImportError:  # tests/ is a plain folder: pytest puts the folder itself on sys.path
+    import videofactory as vf  # type: ignore[no-redef]
 
 # Lossy H.264/VP9/MPEG-4 on the small factory patterns measures 34 to 40 dB against the source; the neighbouring
 # frame scores 8 to 21 dB. Above this bound a decoded frame is the right frame, in the right orientation.

@@ -237,7 +237,8 @@ class FSQ(_UsageCounter):
     def quantize_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, C) float -> (N, C) codes in [-1, 1] with straight-through gradients."""
         bounded = self._bound(tokens)
-        rounded = bounded + (bounded.round() - bounded).detach()
+        # Straight-through: the value is exactly round(bounded), the gradient that of bounded.
+        rounded = bounded.round() + (bounded - bounded.detach())
         return rounded / (self._levels // 2).to(tokens.dtype)
 
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
@@ -319,7 +320,7 @@ class LFQ(_UsageCounter):
         with torch.autocast(device_type=h.device.type, enabled=False):
             tokens = _to_tokens(h.float())
             signs = torch.where(tokens > 0, 1.0, -1.0)
-            codes = tokens + (signs - tokens).detach()
+            codes = signs + (tokens - tokens.detach())  # exact signs, identity gradient
             indices = ((tokens > 0).long() * self._basis).sum(-1)
             aux: dict[str, torch.Tensor] = {}
             if self.training:
@@ -386,7 +387,7 @@ class VectorQuantizer(_UsageCounter):
             if self.training:
                 aux["codebook"] = F.mse_loss(quantized, tokens.detach())
                 aux["commitment"] = F.mse_loss(tokens, quantized.detach())
-            codes = tokens + (quantized - tokens).detach()
+            codes = quantized + (tokens - tokens.detach())  # exact codes, identity gradient
         self.update(indices)
         b, _, t, hh, w = h.shape
         latents = _from_tokens(codes, (b, self.channels, t, hh, w)).to(h.dtype)

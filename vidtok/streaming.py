@@ -84,6 +84,7 @@ class _TileGrid:
         self.overlap = overlap
         self.tiles = [(y, x) for y in tile_starts(height, size, overlap) for x in tile_starts(width, size, overlap)]
         self.states: dict[tuple[int, int], dict] = {}
+        self._fresh: dict | None = None  # the reset streaming state every tile starts from
 
     def _out(self, value: int) -> int:
         return round(value * self.scale)
@@ -93,9 +94,10 @@ class _TileGrid:
         acc = weight_sum = None
         out_overlap = self._out(self.overlap)
         total_h, total_w = self._out(self.height), self._out(self.width)
+        if self._fresh is None:
+            self._fresh = get_stream_state(module)
         for y, x0 in self.tiles:
-            if (y, x0) in self.states:
-                set_stream_state(module, self.states[(y, x0)])
+            set_stream_state(module, self.states.get((y, x0), self._fresh))
             out = fn(x[..., y : y + self.size_h, x0 : x0 + self.size_w])
             self.states[(y, x0)] = get_stream_state(module)
             if acc is None:

@@ -1,0 +1,139 @@
+"""Checkpoint save/load, tamper detection and upstream .ckpt import.  Run: pytest tests/test_checkpoints.py -q"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.test_model import tiny
+from vidtok import VidTok
+from vidtok.checkpoints import (
+    CheckpointError,
+    from_upstream,
+    load_pretrained,
+    read_upstream_state_dict,
+    save_pretrained,
+)
+
+
+def _same_outputs(a: VidTok, b: VidTok) -> bool:
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        return torch.equal(a(video)[0], b(video)[0])
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    model = tiny("tiny_fsq_causal_444")
+    save_pretrained(model, tmp_path / "ckpt", metadata={"step": 7})
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors"]
+    loaded = load_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.name == "tiny_fsq_causal_444" and loaded.config == model.config
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["metadata"] == {"step": 7}
+    assert _same_outputs(model, loaded)
+    assert not list(tmp_path.glob(".ckpt.*")), "temporary folders left behind"
+
+
+def test_overwrite_is_atomic(tmp_path) -> None:
+    first, second = tiny(), tiny()
+    save_pretrained(first, tmp_path / "ckpt")
+    save_pretrained(second, tmp_path / "ckpt")
+    assert _same_outputs(second, load_pretrained(tmp_path / "ckpt").eval())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    model = tiny()
+    save_pretrained(model, tmp_path / "ckpt")
+    before = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("vidtok.checkpoints.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(tiny(), tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_tampered_weights_are_detected(tmp_path) -> None:
+    save_pretrained(tiny(), tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one byte of tensor data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 does not match config.json"):
+        load_pretrained(tmp_path / "ckpt")
+
+
+def test_truncated_weights_are_a_clear_error(tmp_path) -> None:
+    save_pretrained(tiny(), tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="unreadable safetensors file"):
+        load_pretrained(tmp_path / "ckpt", verify=False)
+
+
+def test_config_of_another_preset_names_first_mismatching_keys(tmp_path) -> None:
+    save_pretrained(tiny("tiny_kl_causal_444"), tmp_path / "ckpt")
+    record = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    record["model"]["ch_mult"] = [1, 2, 2, 2]
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"missing keys \(first: encoder\.down\.3"):
+        load_pretrained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("bad", ["missing", "not-json", "not-vidtok"])
+def test_bad_folders(tmp_path, bad: str) -> None:
+    folder = tmp_path / "ckpt"
+    if bad != "missing":
+        folder.mkdir()
+        (folder / "config.json").write_text("{oops" if bad == "not-json" else json.dumps({"x": 1}))
+    message = {"missing": "checkpoint folder not found", "not-json": "not valid JSON", "not-vidtok": "not a vidtok"}
+    with pytest.raises(CheckpointError, match=message[bad]):
+        load_pretrained(folder)
+
+
+def _upstream_ckpt(model: VidTok, path) -> None:
+    """A Lightning checkpoint laid out like microsoft/VidTok's: model keys plus the training loss."""
+    state = dict(model.state_dict())
+    state["loss.logvar"] = torch.zeros(())
+    state["loss.discriminator.main.0.weight"] = torch.zeros(64, 3, 4, 4)
+    torch.save({"state_dict": state, "global_step": 10, "epoch": 0}, path)
+
+
+def test_upstream_ckpt_import(tmp_path) -> None:
+    model = tiny("tiny_fsq_causal_444")
+    _upstream_ckpt(model, tmp_path / "up.ckpt")
+    state = read_upstream_state_dict(tmp_path / "up.ckpt")
+    assert not any(k.startswith("loss.") for k in state)
+    loaded = from_upstream(tmp_path / "up.ckpt", "tiny_fsq_causal_444").eval()
+    assert _same_outputs(model, loaded)
+
+
+def test_upstream_ckpt_of_another_preset(tmp_path) -> None:
+    _upstream_ckpt(tiny("tiny_kl_causal_444"), tmp_path / "up.ckpt")
+    with pytest.raises(CheckpointError, match=r"up\.ckpt: does not match tiny_kl_causal_488 .*missing keys"):
+        from_upstream(tmp_path / "up.ckpt", "tiny_kl_causal_488")
+
+
+def test_pickled_code_is_never_executed(tmp_path) -> None:
+    """A .ckpt that carries a pickled object (code) is refused by weights_only loading."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    torch.save({"state_dict": {"x": Payload()}}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="not a loadable tensor checkpoint"):
+        read_upstream_state_dict(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_garbage_ckpt(tmp_path) -> None:
+    (tmp_path / "bad.ckpt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: not a loadable tensor checkpoint"):
+        read_upstream_state_dict(tmp_path / "bad.ckpt")

@@ -1,0 +1,257 @@
+"""Architecture, shape rules and causality of the VidTok model.  Run: pytest tests/test_model.py -q"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidtok import ModelConfig, VidTok
+from vidtok.presets import PRESETS, RELEASED_NAMES, count_parameters, derive, get_preset
+
+
+def randomize_identity_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
+    """Zero-initialised temporal convs make a fresh model blind to time; give them weights so tests can see it."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "mix_factor" in name:
+                p.uniform_(-1.0, 3.0)
+            elif p.abs().sum() == 0:
+                p.normal_(0.0, std)
+    return model
+
+
+def tiny(name: str = "tiny_kl_causal_444", **changes) -> VidTok:
+    return randomize_identity_init(VidTok(derive(name, **changes), name=name)).eval()
+
+
+# Parameter counts of the reference implementation at random init (vidtok-architecture.md section 2.1).
+REFERENCE_PARAMS = {
+    "vidtok_kl_causal_488_4chn": (69_258_122, 88_193_541),
+    "vidtok_kl_causal_488_16chn": (69_589_922, 88_359_429),
+    "vidtok_kl_causal_288_8chn": (62_290_321, 86_479_108),
+    "vidtok_kl_causal_444_4chn": (69_110_538, 85_833_733),
+    "vidtok_kl_causal_41616_4chn": (89_521_802, 109_446_149),
+    "vidtok_fsq_causal_488_262144": (69_230_472, 88_221_189),
+    "vidtok_fsq_causal_888_32768_v1_1": (69_659_144, 95_285_766),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_parameter_counts_match_reference(name: str) -> None:
+    params = count_parameters(get_preset(name))
+    assert (params["encoder"], params["decoder"]) == REFERENCE_PARAMS[name]
+
+
+def test_every_released_model_has_a_preset() -> None:
+    assert len(RELEASED_NAMES) == 23  # 16 v1.0 + 7 v1.1 configs of the reference release
+    for name in RELEASED_NAMES:
+        assert name in PRESETS
+    assert PRESETS["vidtok_fsq_causal_488_262144"].config.num_codes == 262_144
+    assert PRESETS["vidtok_fsq_causal_488_32768"].config.num_codes == 32_768
+    assert PRESETS["vidtok_fsq_causal_488_4096"].config.num_codes == 4_096
+    assert PRESETS["vidtok_kl_causal_488_4chn"].config.causal_padding == "zeros"  # v1.0
+    assert PRESETS["vidtok_kl_causal_488_16chn_v1_1"].config.causal_padding == "replicate"
+
+
+def test_tiny_presets_are_a_few_hundred_thousand_parameters() -> None:
+    for name, preset in PRESETS.items():
+        if preset.family == "tiny":
+            total = sum(count_parameters(preset.config).values())
+            assert 100_000 < total < 1_000_000, (name, total)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_latent_and_output_shapes_on_meta(name: str) -> None:
+    """Every preset at 17x256x256 (16 frames non-causal), shapes only (meta device: no memory, no compute)."""
+    config = get_preset(name)
+    frames = 17 if config.causal else 16
+    with torch.device("meta"), torch.no_grad():
+        model = VidTok(config, name)
+        video = torch.empty(1, 3, frames, 256, 256)
+        features = model.encoder(torch.cat([video[:, :, :1]] * model.front_padding(frames) + [video], dim=2))
+        latents = torch.empty(1, config.z_channels, *features.shape[2:])
+        decoded = model.decoder(latents)
+    c, t, h, w = config.latent_shape(frames, 256, 256)
+    assert features.shape[1] == (2 * c if config.regularizer == "kl" else c)
+    assert tuple(features.shape[2:]) == (t, h, w)
+    assert decoded.shape[-2:] == (256, 256)
+    assert decoded.shape[2] - model.front_padding(frames) == frames
+    if name == "vidtok_kl_causal_488_4chn":
+        assert (c, t, h, w) == (4, 5, 32, 32)
+
+
+@pytest.mark.parametrize("frames,latents", [(1, 1), (5, 2), (16, 4), (17, 5), (18, 5), (33, 9)])
+def test_causal_frame_rules(frames: int, latents: int) -> None:
+    model = tiny()
+    video = torch.rand(1, 3, frames, 16, 16) * 2 - 1
+    with torch.no_grad():
+        recon, encoded = model(video)
+    assert encoded.latents.shape[2] == latents
+    assert recon.shape == video.shape
+
+
+def test_noncausal_frame_rules_and_errors() -> None:
+    model = tiny("tiny_kl_noncausal_444")
+    with torch.no_grad():
+        recon, encoded = model(torch.rand(2, 3, 8, 16, 16) * 2 - 1)
+    assert encoded.latents.shape == (2, 4, 2, 4, 4)
+    assert recon.shape == (2, 3, 8, 16, 16)
+    with pytest.raises(ValueError, match=r"T divisible by the temporal factor 4, got T=17; nearest valid: 16 or 20"):
+        model.encode(torch.zeros(1, 3, 17, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ((1, 3, 17, 18, 16), r"height 18 is not divisible by the spatial factor 4; nearest valid: 16 or 20"),
+        ((1, 3, 17, 16, 30), r"width 30 is not divisible by the spatial factor 4; nearest valid: 28 or 32"),
+        ((1, 1, 17, 16, 16), r"expected a video tensor \(B, 3, T, H, W\)"),
+        ((3, 17, 16, 16), r"expected a video tensor"),
+    ],
+)
+def test_bad_shapes_name_the_rule(shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny().encode(torch.zeros(shape))
+
+
+def test_decode_rejects_wrong_latents() -> None:
+    model = tiny()
+    with pytest.raises(ValueError, match=r"expected latents \(B, 4, t, h, w\)"):
+        model.decode(torch.zeros(1, 6, 2, 4, 4))
+    with pytest.raises(ValueError, match="cannot decode to 30 frames"):
+        model.decode(torch.zeros(1, 4, 2, 4, 4), num_frames=30)
+
+
+@pytest.mark.parametrize("padding", ["replicate", "zeros"])
+def test_encoder_is_bit_exactly_causal(padding: str) -> None:
+    """Changing frames >= k leaves every latent that covers only frames < k unchanged, bit for bit."""
+    model = tiny(causal_padding=padding)
+    video = torch.rand(1, 3, 17, 16, 16) * 2 - 1
+    with torch.no_grad():
+        base = model.encode(video).latents
+        for k in (1, 5, 9, 13):
+            changed = video.clone()
+            changed[:, :, k:] = torch.rand_like(changed[:, :, k:])
+            latents = model.encode(changed).latents
+            # With 3 frames of front padding, latent j covers frames 4j-3 .. 4j: latents j < (k+3)//4 see only < k.
+            untouched = (k + 3) // 4
+            assert torch.equal(latents[:, :, :untouched], base[:, :, :untouched]), k
+            assert not torch.equal(latents[:, :, untouched:], base[:, :, untouched:]), k
+
+
+@pytest.mark.parametrize("upsample,lookahead", [("nearest", 0), ("trilinear", 1)])
+def test_decoder_causality(upsample: str, lookahead: int) -> None:
+    """Frames of latent j depend on latents <= j (nearest, v1.0) or <= j + 1 (linear upsampling, v1.1)."""
+    model = tiny(temporal_upsample=upsample)
+    latents = torch.randn(1, 4, 5, 4, 4)
+    with torch.no_grad():
+        base = model.decode(latents)
+        for j in (1, 2, 3):
+            changed = latents.clone()
+            changed[:, :, j:] += 1.0
+            frames = model.decode(changed)
+            # Latent 0 -> frame 0; latent i >= 1 -> frames 4i-3 .. 4i.
+            safe_latents = j - lookahead
+            safe_frames = 0 if safe_latents <= 0 else 4 * (safe_latents - 1) + 1
+            assert torch.equal(frames[:, :, :safe_frames], base[:, :, :safe_frames]), j
+            assert not torch.equal(frames, base)
+
+
+def test_fsq_encode_gives_indices_that_decode_back() -> None:
+    model = tiny("tiny_fsq_causal_444")
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        encoded = model.encode(video)
+        assert encoded.indices is not None and encoded.indices.dtype == torch.int64
+        assert encoded.indices.shape == (1, 3, 4, 4)
+        assert torch.equal(model.indices_to_latents(encoded.indices), encoded.latents)
+        assert torch.equal(model.decode_indices(encoded.indices, 9), model.decode(encoded.latents, 9))
+    with pytest.raises(ValueError, match=r"token indices must lie in \[0, 4096\)"):
+        model.decode_indices(torch.full((1, 3, 4, 4), 4096))
+
+
+def test_kl_inference_is_deterministic_unless_sampling() -> None:
+    model = tiny()
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        a, b = model.encode(video).latents, model.encode(video).latents
+        sampled = model.encode(video, sample=True).latents
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sampled)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"temporal_resampler": "conv"},
+        {"alpha": "fixed"},
+        {"fully_3d": True},
+        {"regularizer": "vq", "codebook_size": 64},
+        {"regularizer": "lfq", "z_channels": 6},
+        {"regularizer": "none"},
+    ],
+)
+def test_ablation_switches_build_train_and_run(changes: dict) -> None:
+    model = VidTok(derive("tiny_kl_causal_444", **changes)).train()
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    recon, encoded = model(video)
+    loss = (recon - video).abs().mean() + sum(encoded.aux.values(), torch.zeros(()))
+    loss.backward()
+    assert recon.shape == video.shape
+    grads = [p.grad for p in model.encoder.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    state = model.state_dict()
+    if changes.get("alpha") == "fixed":
+        mix = [k for k in state if k.endswith("mix_factor")]
+        assert mix and not any(k.endswith("mix_factor") for k, _ in model.named_parameters())
+    if changes.get("temporal_resampler") == "conv":
+        assert not any(k.endswith("mix_factor") for k in state)
+    if changes.get("fully_3d"):
+        assert not any(".down_temporal.0.block" in k for k in state)
+
+
+def test_fully_3d_has_more_parameters_than_factorised() -> None:
+    factorised = sum(count_parameters(get_preset("vidtok_kl_causal_488_4chn")).values())
+    full = sum(count_parameters(derive("vidtok_kl_causal_488_4chn", fully_3d=True)).values())
+    assert full > 1.3 * factorised
+
+
+def test_alphablender_initial_alpha() -> None:
+    model = VidTok(get_preset("tiny_kl_causal_444"))
+    mix = [p for n, p in model.named_parameters() if n.endswith("mix_factor")]
+    assert mix and all(float(torch.sigmoid(p.detach())) == pytest.approx(0.8808, abs=1e-4) for p in mix)
+
+
+def test_temporal_blocks_start_as_identity() -> None:
+    """The second conv of every 1D temporal block is zero-initialised, so a fresh block is the identity."""
+    model = VidTok(get_preset("tiny_kl_causal_444")).eval()
+    block = model.encoder.down_temporal[0].block[0]
+    x = torch.randn(1, 16, 5, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"regularizer": "fsq"}, "needs fsq_levels"),
+        ({"regularizer": "vq"}, "codebook_size >= 2"),
+        (
+            {"spatial_ds": (1,), "tempo_ds": (0,), "spatial_us": (1,), "tempo_us": (1,)},
+            "must be a subset of spatial_ds",
+        ),
+        ({"tempo_ds": (3,), "tempo_us": (1,)}, r"tempo_ds=\(3,\) names levels outside 0..2"),
+        ({"regularizer": "magic"}, "regularizer must be one of"),
+        ({"causal_padding": "reflect"}, "causal_padding must be one of"),
+    ],
+)
+def test_config_validation_messages(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(ch=16, ch_mult=(1, 2, 2), **kwargs)
+
+
+def test_config_json_round_trip() -> None:
+    config = get_preset("vidtok_fsq_causal_888_32768_v1_1")
+    assert ModelConfig.from_dict(ModelConfig.from_dict(config.to_dict()).to_dict()) == config
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({**config.to_dict(), "colour": "blue"})

@@ -1,0 +1,133 @@
+"""Chunked causal streaming, independent non-causal clips and spatial tiling.  Run: pytest tests/test_streaming.py"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_model import tiny
+from vidtok.streaming import (
+    TileSpec,
+    _TileGrid,
+    decode_video,
+    encode_video,
+    iter_decode,
+    iter_encode,
+    tile_starts,
+)
+
+
+@pytest.mark.parametrize("preset", ["tiny_kl_causal_444", "tiny_fsq_causal_488"])
+@pytest.mark.parametrize("upsample,padding", [("trilinear", "replicate"), ("nearest", "zeros")])
+@pytest.mark.parametrize("frames", [1, 5, 16, 17, 30, 41])
+def test_causal_streaming_equals_whole_clip(preset: str, upsample: str, padding: str, frames: int) -> None:
+    model = tiny(preset, temporal_upsample=upsample, causal_padding=padding)
+    video = torch.rand(1, 3, frames, 32, 32) * 2 - 1
+    with torch.no_grad():
+        whole = model.encode(video)
+        decoded = model.decode(whole.latents, frames)
+        for chunk_frames in (4, 8, 16):
+            streamed = encode_video(model, video, chunk_frames=chunk_frames)
+            assert (streamed.latents - whole.latents).abs().max() <= 1e-5
+            if whole.indices is not None:
+                assert torch.equal(streamed.indices, whole.indices)
+        for chunk_latents in (1, 2, 3):
+            frames_out = decode_video(model, whole.latents, frames, chunk_latents=chunk_latents)
+            assert frames_out.shape == decoded.shape
+            assert (frames_out - decoded).abs().max() <= 1e-5
+
+
+def test_stream_of_irregular_chunks() -> None:
+    """A reader may hand over frames in any chunk sizes; the result is still the whole-clip result."""
+    model = tiny()
+    video = torch.rand(1, 3, 29, 16, 16) * 2 - 1
+    pieces = [video[:, :, a:b] for a, b in [(0, 3), (3, 4), (4, 15), (15, 29)]]
+    with torch.no_grad():
+        whole = model.encode(video).latents
+        chunks = list(iter_encode(model, iter(pieces), 29, chunk_frames=8))
+        streamed = torch.cat([c.latents for c in chunks], dim=2)
+        frames = list(iter_decode(model, (c.latents for c in chunks), 29))
+    assert (streamed - whole).abs().max() <= 1e-5
+    assert sum(c.num_frames for c in chunks) == 29
+    assert sum(f.shape[2] for f in frames) == 29
+
+
+def test_stream_length_mismatch_is_an_error() -> None:
+    model = tiny()
+    video = torch.rand(1, 3, 12, 16, 16)
+    with torch.no_grad(), pytest.raises(ValueError, match="expected num_frames=20"):
+        encode_video_with_claimed_length(model, video, 20)
+    with pytest.raises(ValueError, match="positive multiple of the temporal factor 4"):
+        list(iter_encode(model, [video], 12, chunk_frames=6))
+
+
+def encode_video_with_claimed_length(model, video, claimed: int) -> None:
+    list(iter_encode(model, video.split(4, dim=2), claimed, chunk_frames=4))
+
+
+def test_noncausal_runs_independent_clips_and_trims_the_last() -> None:
+    model = tiny("tiny_kl_noncausal_444")
+    video = torch.rand(1, 3, 22, 16, 16) * 2 - 1
+    with torch.no_grad():
+        encoded = encode_video(model, video, chunk_frames=8)
+        # clips 0-7, 8-15 and 16-21 padded with two copies of frame 21: 3 clips x 2 latents
+        assert encoded.latents.shape[2] == 6
+        first_clip = model.encode(video[:, :, :8]).latents
+        assert torch.equal(encoded.latents[:, :, :2], first_clip)
+        last = torch.cat([video[:, :, 16:], video[:, :, 21:].expand(-1, -1, 2, -1, -1)], dim=2)
+        assert torch.equal(encoded.latents[:, :, 4:], model.encode(last).latents)
+        frames = decode_video(model, encoded.latents, 22, chunk_latents=2)
+    assert frames.shape == video.shape
+    assert torch.equal(frames[:, :, 16:], model.decode(encoded.latents[:, :, 4:])[:, :, :6])
+
+
+@pytest.mark.parametrize("length,size,overlap", [(100, 32, 8), (64, 32, 8), (32, 32, 8), (20, 32, 8), (96, 40, 0)])
+def test_tiles_cover_the_frame(length: int, size: int, overlap: int) -> None:
+    starts = tile_starts(length, size, overlap)
+    assert starts[0] == 0 and starts[-1] + min(size, length) == length
+    assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("height,width,size,overlap", [(48, 80, 32, 8), (64, 64, 32, 16), (40, 40, 16, 0)])
+def test_tile_blend_is_a_partition_of_unity(height: int, width: int, size: int, overlap: int) -> None:
+    """Blending tiles of a function that agrees on overlaps returns it exactly (weights sum to one everywhere)."""
+    grid = _TileGrid(height, width, size, overlap, scale=1.0)
+    x = torch.rand(1, 2, 3, height, width)
+    out = grid.run(torch.nn.Identity(), x, lambda part: part * 2)
+    assert torch.allclose(out, x * 2, atol=1e-6)
+    up = _TileGrid(height // 4, width // 4, size // 4, overlap // 4, scale=4.0)
+    coarse = torch.rand(1, 2, 3, height // 4, width // 4)
+    nearest = lambda part: part.repeat_interleave(4, -1).repeat_interleave(4, -2)  # noqa: E731
+    assert torch.allclose(up.run(torch.nn.Identity(), coarse, nearest), nearest(coarse), atol=1e-6)
+
+
+def test_tiling_with_streaming_equals_tiling_without() -> None:
+    """Each tile carries its own streaming state: tiles + temporal chunks == tiles on the whole clip."""
+    model = tiny()
+    video = torch.rand(1, 3, 13, 48, 48) * 2 - 1
+    tile = TileSpec(size=32, overlap=16)
+    with torch.no_grad():
+        one_chunk = encode_video(model, video, chunk_frames=16, tile=tile)
+        chunked = encode_video(model, video, chunk_frames=4, tile=tile)
+        assert (chunked.latents - one_chunk.latents).abs().max() <= 1e-5
+        frames_one = decode_video(model, one_chunk.latents, 13, chunk_latents=4, tile=tile)
+        frames_chunked = decode_video(model, one_chunk.latents, 13, chunk_latents=1, tile=tile)
+    assert frames_one.shape == video.shape
+    assert (frames_one - frames_chunked).abs().max() <= 1e-5
+
+
+def test_a_tile_larger_than_the_frame_is_no_tiling() -> None:
+    model = tiny()
+    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        plain = encode_video(model, video)
+        tiled = encode_video(model, video, tile=TileSpec(size=64, overlap=16))
+    assert torch.equal(plain.latents, tiled.latents)
+
+
+def test_tile_sizes_must_fit_the_spatial_factor() -> None:
+    model = tiny("tiny_kl_causal_488")
+    with pytest.raises(ValueError, match="multiples of the spatial factor 8"):
+        encode_video(model, torch.zeros(1, 3, 5, 64, 64), tile=TileSpec(size=36, overlap=8))
+    with pytest.raises(ValueError, match="need size > overlap"):
+        TileSpec(size=32, overlap=32)
