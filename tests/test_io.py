@@ -127,6 +127,43 @@ def test_read_frames_seeks_instead_of_decoding_from_start(sample_video_dir: Path
     assert decoded < 20
 
 
+def test_seek_that_lands_past_the_target_starts_a_keyframe_earlier(tmp_path: Path, monkeypatch) -> None:
+    # Demuxers seek by decode time; with open GOPs the first decoded picture can come after the wanted one.
+    path = vf.make_video(tmp_path / "gop8.mp4", frames=40, gop=8)
+    full = read_frames(path)
+    with vio._open(path) as src:
+        timeline = vio._scan(src, allow_partial=False)
+    keyframes = timeline.keyframes.tolist()
+    assert keyframes == [0, 8, 16, 24, 32]
+    target = keyframes[2] + 1  # decoded from keyframes[2] normally
+    seeks: list[int] = []
+    real_seek_to = vio._seek_to
+
+    def overshooting(src, timestamp, stream):
+        if not seeks:  # first seek: pretend the demuxer jumped to the keyframe after the target
+            timestamp = int(timeline.pts[keyframes[3]])
+        seeks.append(timestamp)
+        real_seek_to(src, timestamp, stream)
+
+    monkeypatch.setattr(vio, "_seek_to", overshooting)
+    np.testing.assert_array_equal(read_frames(path, [target]), full[[target]])
+    assert seeks[1:] == [int(timeline.pts[keyframes[1]])]  # retried once, from the keyframe before
+
+
+def test_frames_without_timestamps_are_counted_from_the_start(tmp_path: Path) -> None:
+    # Files whose packets carry no usable pts (old AVIs) cannot be seeked by timestamp: decode and count.
+    import dataclasses
+
+    path = vf.make_video(tmp_path / "clip.avi", frames=20)
+    full = read_frames(path)
+    with vio._open(path) as src:
+        timeline = dataclasses.replace(vio._scan(src, allow_partial=False), exact=False)
+        got = {i: vio._to_rgb(f) for i, f in vio._iter_indexed(src, timeline, np.array([2, 11, 19]))}
+    assert sorted(got) == [2, 11, 19]
+    for i, frame in got.items():
+        np.testing.assert_array_equal(frame, full[i])
+
+
 def test_iter_frames_start_stop_matches_full_decode(sample_video_dir: Path) -> None:
     path = sample_video_dir / "carphone_pristine.mp4"
     full = read_frames(path)
@@ -302,6 +339,11 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
         write_video(target, [], 25)
     with pytest.raises(VideoError, match="no frames were written"):
         VideoWriter(target, 25, 64, 48).close()
+    with pytest.raises(ValueError, match="crf must be in 0..51"):
+        VideoWriter(target, 25, 64, 48, crf=60)
+    writer = VideoWriter(target, 25, 64, 48)
+    writer.write(patterns(2, 64, 48))
+    writer.abort()
     with pytest.raises(VideoError, match="H.264 output needs"):
         write_video(tmp_path / "out.avi", patterns(2, 64, 48), 25)
     assert list(tmp_path.iterdir()) == []
@@ -333,6 +375,18 @@ def test_rotation_is_applied(tmp_path: Path, rotation: int) -> None:
     if rotation != 180:
         assert psnr(frames, wrong) < 20
     np.testing.assert_array_equal(read_frames(path, [4, 1]), frames[[4, 1]])
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_mirrored_display_matrix_is_applied(tmp_path: Path, rotation: int) -> None:
+    # PyAV's frame.rotation reads a plain left-right mirror as -180: orientation must come from the matrix itself.
+    path = vf.make_rotated(tmp_path / "mirror.mp4", rotation=rotation, mirror=True, frames=4, size=(64, 48))
+    info = probe(path)
+    assert info.rotation == rotation  # the turn before the mirror, as set_display_rotation(rotation, hflip=True)
+    expected = np.rot90(patterns(4, 64, 48), rotation // 90, axes=(1, 2))[:, :, ::-1]  # turn, then mirror
+    frames = read_frames(path)
+    assert frames.shape == expected.shape == (4, info.height, info.width, 3)
+    assert psnr(frames, expected) > SAME_FRAME_DB
 
 
 def test_grayscale_becomes_rgb(tmp_path: Path) -> None:
@@ -472,6 +526,19 @@ def test_truncated_mp4_allow_partial_keeps_decodable_frames(tmp_path: Path) -> N
     with pytest.warns(UserWarning, match="kept"):
         info = probe(cut, allow_partial=True)
     assert kept <= info.num_frames < 60
+
+
+def test_truncated_file_resampled_with_allow_partial(tmp_path: Path) -> None:
+    cut = vf.make_truncated(vf.make_video(tmp_path / "good.mp4", frames=60), tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(VideoError, match=r"cut\.mp4: truncated"):
+        list(iter_resampled(cut, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pairs = list(iter_resampled(cut, 5, allow_partial=True))
+    assert 2 <= len(pairs) < 12  # 60 frames at 25 fps would give 12 at 5 fps
+    for k, (t, frame) in enumerate(pairs):
+        assert t == pytest.approx(k / 5)
+        assert psnr(frame, vf.pattern(5 * k, 64, 48)) > SAME_FRAME_DB
 
 
 def test_truncated_mp4_without_index_is_named_as_such(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ or wrong rotation shows) with a blue level that changes per frame and a white sq
 What this PyAV build (18.1, FFmpeg 8.1) can write, checked with ``av.codecs_available``: libx264 (8- and 10-bit),
 libx265, libvpx-vp9, libsvtav1, mpeg4, ffv1, mjpeg, prores, rawvideo; aac/opus/mp3 for audio.
 Findings behind the helpers:
-- rotation: ``VideoStream.set_display_rotation(deg)`` (new in PyAV 18) writes the display matrix as coded side data;
-  it reads back as ``VideoFrame.rotation == deg`` (counter-clockwise). The old ``metadata["rotate"]`` tag is not
-  written by FFmpeg 8 and not read back either, so it is not used.
+- rotation: ``VideoStream.set_display_rotation(deg, hflip=...)`` (new in PyAV 18) writes the display matrix as coded
+  side data; it reads back as ``VideoFrame.rotation == deg`` (counter-clockwise), but a pure left-right mirror reads
+  back as rotation -180 (the matrix must be inspected to tell them apart). Setting ``stream.metadata["rotate"]``
+  writes nothing (FFmpeg 8's mp4 muxer ignores the tag; checked: no matrix, rotation 0 on read).
 - grayscale: libx264 silently encodes ``gray`` as yuv420p, so gray videos are lossless FFV1 in Matroska.
 - variable frame rate: frames get explicit pts in a 1/1000 s time base; mp4, mkv and webm keep them.
 - truncation: mp4 files are written with ``movflags=+faststart`` (index first), so cutting the tail leaves a file
@@ -64,13 +65,16 @@ def make_video(
     pix_fmt: str = "yuv420p",
     vfr_times: Sequence[float] | None = None,
     rotation: int = 0,
+    mirror: bool = False,
     gop: int = 12,
     options: dict[str, str] | None = None,
 ) -> Path:
     """Write ``frames`` pattern frames of ``size`` = (width, height); the container follows the extension.
 
     ``vfr_times``: presentation time in seconds of each frame (variable frame rate; ``frames`` is ignored).
-    ``rotation``: counter-clockwise display rotation stored in the display matrix (0/90/180/270).
+    ``rotation``: counter-clockwise display rotation stored in the display matrix (0/90/180/270); ``mirror``: the
+    matrix also mirrors left-right after the turn (front cameras). Displayed frame i is then
+    ``np.rot90(pattern(i, w, h), rotation // 90)``, mirrored with ``[:, ::-1]`` when ``mirror``.
     ``gop``: keyframe interval, kept short so seeking has several keyframes to choose from.
     """
     path = Path(path)
@@ -83,6 +87,7 @@ def make_video(
     if codec == "libx264":
         # veryfast keeps B-frames (so decode order != display order, as in real files) and stays quick.
         opts.setdefault("preset", "veryfast")
+        opts.setdefault("x264-params", "scenecut=0")  # keyframes exactly every `gop` frames, not at "scene cuts"
     if codec == "libvpx-vp9":
         opts.setdefault("deadline", "realtime")
         opts.setdefault("cpu-used", "8")
@@ -96,8 +101,8 @@ def make_video(
         if vfr_times is not None:
             stream.time_base = _VFR_TIME_BASE
             stream.codec_context.time_base = _VFR_TIME_BASE
-        if rotation:
-            stream.set_display_rotation(rotation)
+        if rotation or mirror:
+            stream.set_display_rotation(rotation, hflip=mirror)
         for i in range(count):
             rgb = pattern(i, width, height)
             if pix_fmt.startswith("gray"):
@@ -167,9 +172,10 @@ def make_vfr(path: str | os.PathLike[str], times: Sequence[float] = VFR_TIMES, *
     return make_video(path, vfr_times=times, **kw)  # type: ignore[arg-type]
 
 
-def make_rotated(path: str | os.PathLike[str], rotation: int = 90, **kw: object) -> Path:
-    """Coded as a landscape pattern, with a display matrix that turns it ``rotation`` degrees counter-clockwise."""
-    return make_video(path, rotation=rotation, **kw)  # type: ignore[arg-type]
+def make_rotated(path: str | os.PathLike[str], rotation: int = 90, mirror: bool = False, **kw: object) -> Path:
+    """Coded as a landscape pattern, with a display matrix that turns it ``rotation`` degrees counter-clockwise
+    (and then mirrors it left-right when ``mirror``)."""
+    return make_video(path, rotation=rotation, mirror=mirror, **kw)  # type: ignore[arg-type]
 
 
 def make_unknown_codec(path: str | os.PathLike[str]) -> Path:

@@ -4,12 +4,14 @@
 
 Conventions (shared by the data pipeline, the sweeps and the CLI):
 
-- Frames are uint8 RGB arrays (H, W, 3), upright: the container's display-matrix rotation is applied, and every
-  pixel format (gray, yuv420p10le, ...) is converted to rgb24 by FFmpeg's swscale.
+- Frames are uint8 RGB arrays (H, W, 3), upright: the container's display matrix is applied as FFmpeg's player
+  autorotation applies it (quarter turns and mirrors), and every pixel format (gray, yuv420p10le, ...) is converted
+  to rgb24 by FFmpeg's swscale.
 - A frame index is the frame's position in presentation (display) order, counting from 0.
 - ``VideoInfo.rotation`` is the counter-clockwise angle (0/90/180/270) by which the display matrix turns the coded
-  picture, the same convention as PyAV's ``VideoFrame.rotation`` and ``VideoStream.set_display_rotation``. A phone
-  clip that old tools tag ``rotate=90`` (clockwise) therefore reports 270.
+  picture (before a left-right mirror, for the rare mirrored matrices): the convention of PyAV's
+  ``VideoStream.set_display_rotation(deg, hflip=...)``, and of ``VideoFrame.rotation`` modulo 360 when unmirrored.
+  A phone clip that old tools tag ``rotate=90`` (clockwise) therefore reports 270.
 - Paths are anything fsspec understands: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
   Local files go to FFmpeg by name (fast seeks); others are read through a file object from ``fs.open``.
 - Bad input raises :class:`VideoError`, whose message is one line naming the file and the problem.
@@ -87,7 +89,7 @@ class VideoInfo:
     fps: Fraction  # average frame rate as a fraction (e.g. 30000/1001)
     num_frames: int  # exact count of frames (packets) found by demuxing
     duration: float  # seconds, first frame's start to last frame's end
-    rotation: int  # 0/90/180/270, counter-clockwise, from the display matrix
+    rotation: int  # 0/90/180/270, counter-clockwise, from the display matrix (see the module docstring)
     pix_fmt: str
     bit_depth: int
     variable_frame_rate: bool
@@ -190,15 +192,35 @@ def _decode(src: _Input) -> Iterator[Any]:
         yield from src.stream.decode(None)
 
 
-def _quarter_turns(rotation: float) -> int:
-    return round(rotation / 90) % 4
+def _orientation(frame: Any) -> tuple[int, bool]:
+    """(quarter turns counter-clockwise, then a left-right mirror?) that show a decoded frame as players do.
+
+    Decided from the display matrix the way FFmpeg's own autorotate does (fftools: theta = -rotation, then
+    transpose / hflip / vflip by the matrix signs), so mirrored matrices come out mirrored: PyAV's frame.rotation
+    alone reads a plain left-right mirror as a 180-degree turn. Same convention as PyAV's
+    ``set_display_rotation(turns * 90, hflip=mirror)``."""
+    matrix = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+    if matrix is None:
+        return 0, False
+    m = np.frombuffer(matrix, dtype=np.int32)[:9].astype(np.float64)  # 16.16 fixed point, row-major 3x3
+    theta = math.degrees(math.atan2(m[1] / math.hypot(m[1], m[4]), m[0] / math.hypot(m[0], m[3])))
+    quarter = round(theta / 90) % 4  # non-right angles (rare) snap to the nearest quarter turn
+    if quarter == 1:  # FFmpeg: transpose=cclock_flip (a transpose = clockwise turn + mirror) or clock
+        return 3, bool(m[3] > 0)
+    if quarter == 3:  # FFmpeg: transpose=clock_flip (anti-transpose = counter-clockwise turn + mirror) or cclock
+        return 1, bool(m[3] < 0)
+    hflip, vflip = (bool(m[0] < 0), bool(m[4] < 0)) if quarter == 2 else (False, bool(m[4] < 0))
+    # hflip + vflip is a half turn; vflip alone is a half turn then a mirror.
+    return (2 if vflip else 0), hflip != vflip
 
 
 def _to_rgb(frame: Any) -> np.ndarray:
     rgb = frame.to_ndarray(format="rgb24")  # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB
-    k = _quarter_turns(frame.rotation)
-    # np.rot90 turns counter-clockwise, as the display matrix does (FFmpeg's autorotate uses transpose=cclock for 90).
-    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+    turns, mirror = _orientation(frame)
+    if not turns and not mirror:
+        return rgb
+    rgb = np.rot90(rgb, turns)  # counter-clockwise, like the display matrix (FFmpeg's transpose=cclock for 90)
+    return np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb)
 
 
 def _truncated(
@@ -246,7 +268,7 @@ def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str 
     missing = duration / 1e6 - end_seconds
     # Allow two frame intervals and 50 ms of slack: muxers round durations, and the last frame's length is a guess.
     if missing > 2 / float(rate) + 0.05:
-        return f"about {count + round(missing * float(rate))}"
+        return f"about {max(count + 1, round(duration / 1e6 * float(rate)))}"
     return None
 
 
@@ -361,7 +383,7 @@ def probe(path: PathLike, *, allow_partial: bool = False) -> VideoInfo:
     with _open(path) as src:
         tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
         first = tl.first_frame
-        turns = _quarter_turns(first.rotation)
+        turns, _ = _orientation(first)
         width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
         vfr = _is_vfr(tl)
         span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
