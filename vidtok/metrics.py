@@ -10,8 +10,9 @@ map them with `to_unit` (clamp to [-1, 1], then (x + 1) / 2, as VidTok's evaluat
 Numbers are comparable only when their protocols match (see tokenizer-landscape.md section 4):
 - PSNR: `psnr` is the VidTok/Open-Sora-Plan protocol, the mean over frames of per-frame PSNR on [0, 1];
   `psnr_whole` is the PSNR of the MSE pooled over a clip (TokenBench style). Mean-of-PSNR >= PSNR-of-mean (Jensen).
-- SSIM: Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, per frame and channel over the valid region, averaged
-  (VidTok's `compute_ssim`, torchmetrics, skimage with gaussian_weights). Not skimage's default 7x7 uniform window.
+- SSIM: Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, per frame and RGB channel over the valid region, averaged
+  (VidTok's `compute_ssim`, skimage with gaussian_weights=True); torchmetrics 1.x also averages a mirror-padded
+  border (`border="reflect"`). Not skimage's default 7x7 uniform window (TokenBench).
 - LPIPS: v0.1 heads on a VGG16 or AlexNet ImageNet trunk read from a file; never a silent random trunk.
 - VMAF: vmaf_v0.6.1 via vmaf-torch (float features, BT.601 full-range luma); close to, not identical with, libvmaf.
 - FVD: StyleGAN-V I3D TorchScript features; a set statistic that needs many clips (convention: 2,048).
@@ -49,9 +50,11 @@ __all__ = [
     "codebook_metrics",
     "feature_statistics",
     "frechet_distance",
+    "lpips_head_path",
     "psnr",
     "psnr_whole",
     "ssim",
+    "ssim_downsample_factor",
     "to_unit",
     "video_metrics",
     "vmaf",
@@ -596,7 +599,9 @@ class FVD:
             )
         self.path, self.device, self.batch_size = Path(given), torch.device(device), batch_size
         self.sha256 = _sha256(self.path)
-        self._model = torch.jit.load(str(self.path), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; the detector ships as one
+            warnings.simplefilter("ignore", FutureWarning)
+            self._model = torch.jit.load(str(self.path), map_location=self.device).eval()
         self._real: list[np.ndarray] = []
         self._fake: list[np.ndarray] = []
         self._geometry: dict[str, Any] | None = None
