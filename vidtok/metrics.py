@@ -216,7 +216,7 @@ def psnr(
 ) -> MetricResult:
     """Mean over frames of per-frame PSNR on [0, 1] (VidTok protocol); each clip's frames weigh equally."""
     ref, rec = _pair(reference, reconstruction)
-    mse = (_frames(ref).double() - _frames(rec).double()).pow(2).mean(dim=(1, 2, 3))
+    mse = (ref.double() - rec.double()).pow(2).mean(dim=(1, 3, 4)).flatten()  # (B, T) -> clip-major frames
     protocol = Protocol(
         metric="psnr",
         pooling="mean over all frames of per-frame PSNR (MSE over 3 channels x H x W of each frame)",
