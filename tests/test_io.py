@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
+import tempfile
 import tracemalloc
 import uuid
 import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import fsspec
 import numpy as np
 import pytest
@@ -52,21 +54,27 @@ def patterns(n: int, width: int, height: int, start: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def memory_dir() -> str:
-    """A fresh folder on fsspec's in-process memory filesystem."""
-    root = f"memory://vidtok-tests/{uuid.uuid4().hex}"
-    yield root
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root.removeprefix("memory://")):
-        fs.rm(root.removeprefix("memory://"), recursive=True)
+def memory_dir(tmp_path: Path, monkeypatch) -> Iterator[str]:
+    """A fresh folder on fsspec's in-process memory filesystem. Local temporary files (remote writes stage the video
+    locally before uploading) go to tmp_path, so tests can check none is left behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = f"memory://vidtok-tests/{uuid.uuid4().hex}"
+    yield url
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def memory_ls(url: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(url)
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)) if fs.exists(root) else []
 
 
 # ------------------------------------------------------------------------------------------- real sample videos
 
 
-def test_probe_sample_videos(sample_video_dir: Path) -> None:
-    bikes = probe(sample_video_dir / "bikes.mp4")
-    assert bikes == VideoInfo(
+def test_probe_bikes_exactly(sample_video_dir: Path) -> None:
+    assert probe(sample_video_dir / "bikes.mp4") == VideoInfo(
         path=str(sample_video_dir / "bikes.mp4"),
         container="mp4",
         codec="h264",
@@ -80,16 +88,24 @@ def test_probe_sample_videos(sample_video_dir: Path) -> None:
         bit_depth=8,
         variable_frame_rate=False,
     )
-    carphone = probe(str(sample_video_dir / "carphone_pristine.mp4"))
-    assert (carphone.width, carphone.height, carphone.num_frames) == (176, 144, 120)
-    assert carphone.fps == Fraction(30000, 1001)  # exact NTSC fraction, not 29.97
-    assert carphone.duration == pytest.approx(120 * 1001 / 30000)  # 4.004 s
-    assert (carphone.codec, carphone.container, carphone.rotation, carphone.variable_frame_rate) == (
-        "h264",
-        "mp4",
-        0,
-        False,
-    )
+
+
+# name: (width, height, fps, frames, duration); all H.264 yuv420p 8-bit mp4, constant rate, unrotated
+SAMPLES = {
+    "bikes.mp4": (640, 272, Fraction(25), 250, 10.0),
+    "carphone_pristine.mp4": (176, 144, Fraction(30000, 1001), 120, 120 * 1001 / 30000),  # 4.004 s
+    "carphone_distorted.mp4": (176, 144, Fraction(30000, 1001), 120, 120 * 1001 / 30000),
+    "bigbuckbunny.mp4": (1280, 720, Fraction(25), 132, 5.28),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_probe_sample_videos(sample_video_dir: Path, name: str) -> None:
+    info = probe(str(sample_video_dir / name))
+    assert (info.width, info.height, info.fps, info.num_frames) == SAMPLES[name][:4]
+    assert info.duration == pytest.approx(SAMPLES[name][4], abs=1e-9)
+    assert (info.container, info.codec, info.pix_fmt, info.bit_depth) == ("mp4", "h264", "yuv420p", 8)
+    assert (info.rotation, info.variable_frame_rate) == (0, False)
 
 
 def test_frame_times_sample_videos(sample_video_dir: Path) -> None:
@@ -152,8 +168,6 @@ def test_seek_that_lands_past_the_target_starts_a_keyframe_earlier(tmp_path: Pat
 
 def test_frames_without_timestamps_are_counted_from_the_start(tmp_path: Path) -> None:
     # Files whose packets carry no usable pts (old AVIs) cannot be seeked by timestamp: decode and count.
-    import dataclasses
-
     path = vf.make_video(tmp_path / "clip.avi", frames=20)
     full = read_frames(path)
     with vio._open(path) as src:
@@ -197,9 +211,8 @@ def test_resample_25_to_8_fps_ties_go_earlier() -> None:
     times = np.arange(250) / 25
     got = resample_indices(times, 8)
     # Target k at k/8 s is source position k * 25/8 = 3.125 k; nearest, with exact halves (k = 4, 12, ...) earlier.
-    expected = [
-        int(np.ceil(Fraction(k * 25, 8) - Fraction(1, 2))) for k in range(80)
-    ]  # 80 targets: 79/8 = 9.875 <= 9.96
+    # 80 targets: the last, 79/8 = 9.875 s, is <= the last frame at 9.96 s.
+    expected = [int(np.ceil(Fraction(k * 25, 8) - Fraction(1, 2))) for k in range(80)]
     assert got.tolist() == expected
     assert got[:9].tolist() == [0, 3, 6, 9, 12, 16, 19, 22, 25]
 
@@ -289,19 +302,18 @@ def test_read_every_container(tmp_path: Path, ext: str) -> None:
     np.testing.assert_array_equal(np.stack(list(iter_frames(path, start=9, stop=20))), full[9:20])
 
 
-def test_memory_filesystem_round_trip(memory_dir: str) -> None:
+def test_memory_filesystem_round_trip(memory_dir: str, tmp_path: Path) -> None:
     frames = patterns(10, 64, 48)
     url = f"{memory_dir}/clip.mp4"
     write_video(url, frames, 25)
-    assert fsspec.filesystem("memory").ls(memory_dir.removeprefix("memory://"), detail=False) == [
-        memory_dir.removeprefix("memory:/") + "/clip.mp4"
-    ]
+    assert memory_ls(memory_dir) == ["clip.mp4"]
     info = probe(url)
     assert (info.path, info.container, info.num_frames, info.fps) == (url, "mp4", 10, Fraction(25))
     np.testing.assert_array_equal(frame_times(url), np.arange(10) / 25)
     back = read_frames(url)
     assert psnr(back, frames) > SAME_FRAME_DB
     np.testing.assert_array_equal(read_frames(url, [7, 1]), back[[7, 1]])
+    assert list(tmp_path.iterdir()) == []  # the local staging file is gone
 
 
 def test_memory_filesystem_reads_factory_webm(tmp_path: Path, memory_dir: str) -> None:
@@ -349,12 +361,12 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_remote_write_leaves_nothing(memory_dir: str) -> None:
-    url = f"{memory_dir}/out.mp4"
-    with pytest.raises(RuntimeError), VideoWriter(url, 25, 64, 48) as writer:
+def test_failed_remote_write_leaves_nothing(memory_dir: str, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), VideoWriter(f"{memory_dir}/out.mp4", 25, 64, 48) as writer:
         writer.write(patterns(3, 64, 48))
         raise RuntimeError("stop")
-    assert not fsspec.filesystem("memory").exists(url.removeprefix("memory://"))
+    assert memory_ls(memory_dir) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------- formats and metadata
@@ -398,6 +410,13 @@ def test_grayscale_becomes_rgb(tmp_path: Path) -> None:
     assert np.array_equal(frames[..., 0], frames[..., 1]) and np.array_equal(frames[..., 1], frames[..., 2])
     expected = np.stack([vf.luma(vf.pattern(i, 64, 48)) for i in range(5)])
     assert np.abs(frames[..., 0].astype(int) - expected).max() <= 1  # lossless codec; rounding in gray -> rgb
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm"])
+def test_full_range_yuv_keeps_its_contrast(tmp_path: Path, ext: str) -> None:
+    # H.264 decodes full range as yuvj420p, VP9 as yuv420p + a range tag: both must map 0..255 back to 0..255.
+    frames = read_frames(vf.make_video(tmp_path / f"full.{ext}", frames=5, full_range=True))
+    assert psnr(frames, patterns(5, 64, 48)) > SAME_FRAME_DB
 
 
 def test_10bit_becomes_8bit_rgb(tmp_path: Path) -> None:
@@ -543,15 +562,7 @@ def test_truncated_file_resampled_with_allow_partial(tmp_path: Path) -> None:
 
 def test_truncated_mp4_without_index_is_named_as_such(tmp_path: Path) -> None:
     # Written without faststart (moov box last, as most cameras and bikes.mp4 do), then cut: no index survives.
-    path = tmp_path / "moovlast.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height = 64, 48
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(vf.pattern(i, 64, 48), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    path = vf.make_video(tmp_path / "moovlast.mp4", frames=10, faststart=False)
     cut = vf.make_truncated(path, tmp_path / "cut.mp4", 0.5)
     with pytest.raises(VideoError, match=r"cut\.mp4: truncated or damaged MP4/MOV file: its index \(moov box\)"):
         probe(cut, allow_partial=True)

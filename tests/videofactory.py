@@ -66,7 +66,9 @@ def make_video(
     vfr_times: Sequence[float] | None = None,
     rotation: int = 0,
     mirror: bool = False,
+    full_range: bool = False,
     gop: int = 12,
+    faststart: bool = True,
     options: dict[str, str] | None = None,
 ) -> Path:
     """Write ``frames`` pattern frames of ``size`` = (width, height); the container follows the extension.
@@ -75,7 +77,9 @@ def make_video(
     ``rotation``: counter-clockwise display rotation stored in the display matrix (0/90/180/270); ``mirror``: the
     matrix also mirrors left-right after the turn (front cameras). Displayed frame i is then
     ``np.rot90(pattern(i, w, h), rotation // 90)``, mirrored with ``[:, ::-1]`` when ``mirror``.
+    ``full_range``: YUV in 0..255 (JPEG/"pc" range, as phones record) instead of 16..235, tagged as such.
     ``gop``: keyframe interval, kept short so seeking has several keyframes to choose from.
+    ``faststart``: mp4/mov index (moov box) before the data; False puts it last, as cameras and bikes.mp4 do.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -91,13 +95,15 @@ def make_video(
     if codec == "libvpx-vp9":
         opts.setdefault("deadline", "realtime")
         opts.setdefault("cpu-used", "8")
-    container_opts = {"movflags": "+faststart"} if ext in (".mp4", ".mov") else {}
+    container_opts = {"movflags": "+faststart"} if faststart and ext in (".mp4", ".mov") else {}
     with av.open(str(path), "w", format=_FORMATS[ext], options=container_opts) as container:
         stream = container.add_stream(codec, rate=rate, options=opts)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         if codec == "mpeg4":
             stream.bit_rate = 2_000_000  # the 200 kb/s default blurs even 64x48 frames (27 dB)
+        if full_range:
+            stream.codec_context.color_range = 2  # AVCOL_RANGE_JPEG
         if vfr_times is not None:
             stream.time_base = _VFR_TIME_BASE
             stream.codec_context.time_base = _VFR_TIME_BASE
@@ -109,6 +115,9 @@ def make_video(
                 frame = av.VideoFrame.from_ndarray(luma(rgb), format="gray")
             else:
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            if full_range:  # PyAV's own conversion in encode() would produce limited range
+                frame = frame.reformat(format=pix_fmt, dst_color_range="JPEG")
+                frame.color_range = 2
             if vfr_times is not None:
                 frame.pts = round(vfr_times[i] / _VFR_TIME_BASE)
                 frame.time_base = _VFR_TIME_BASE

@@ -148,7 +148,10 @@ def _open(path: PathLike) -> Iterator[_Input]:
     if meta.get("size") == 0:
         raise VideoError(name, "empty file (0 bytes)")
 
-    fileobj = None if isinstance(fs, LocalFileSystem) else fs.open(fspath, "rb")
+    try:
+        fileobj = None if isinstance(fs, LocalFileSystem) else fs.open(fspath, "rb")
+    except OSError as err:
+        raise VideoError(name, f"cannot open file: {err}") from None
     try:
         try:
             container = av.open(fspath if fileobj is None else fileobj, "r", metadata_errors="replace")
@@ -215,7 +218,8 @@ def _orientation(frame: Any) -> tuple[int, bool]:
 
 
 def _to_rgb(frame: Any) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")  # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB
+    # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB, with the frame's own matrix (BT.601/709) and range.
+    rgb = frame.to_ndarray(format="rgb24")
     turns, mirror = _orientation(frame)
     if not turns and not mirror:
         return rgb
@@ -250,7 +254,7 @@ class _Timeline:
 
     def times(self) -> np.ndarray:
         # (pts - pts0) * num / den with one rounding: bikes (tb 1/12800, 512 ticks a frame) gives exactly k / 25.
-        ticks = (self.pts - self.pts[0]).astype(np.float64) if len(self.pts) else np.zeros(0)
+        ticks = (self.pts - self.pts[0]).astype(np.float64)
         return ticks * self.time_base.numerator / self.time_base.denominator
 
     def keyframe_before(self, index: int) -> int:
@@ -482,11 +486,11 @@ def iter_frames(
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
     name = os.fspath(path)
     with _open(name) as src:
-        if start == 0:
+        if start == 0:  # plain streaming decode: no demux pass needed
+            if stop == 0:
+                return
             count, start_time, end_time = 0, None, 0.0
             for frame in _decode(src):
-                if stop is not None and count >= stop:
-                    return
                 count += 1
                 # End of the last frame relative to the first: compared with the container's duration when the
                 # container keeps no frame count (Matroska), to notice a cut-off file.
@@ -494,8 +498,8 @@ def iter_frames(
                     start_time = frame.time if start_time is None else start_time
                     end_time = frame.time - start_time + float((frame.duration or 0) * (frame.time_base or 0))
                 yield _to_rgb(frame)
-            if stop is not None and count >= stop:
-                return
+                if count == stop:
+                    return
             expected: int | str | None = src.stream.frames if src.stream.frames > count else None
             if expected is None and not src.stream.frames and count:
                 expected = _expected_from_duration(src, count, end_time)
@@ -516,8 +520,9 @@ def iter_frames(
 def read_frames(
     path: PathLike, indices: Sequence[int] | np.ndarray | None = None, *, allow_partial: bool = False
 ) -> np.ndarray:
-    """Frames as one (T, H, W, 3) uint8 array: all of them, or those at ``indices`` (any order, repeats allowed),
-    decoded from the keyframe before each wanted stretch rather than from the start."""
+    """Frames as one (T, H, W, 3) uint8 array: all of them, or those at ``indices`` (any order, repeats allowed).
+    With indices, one demux pass maps indices to timestamps and keyframes; decoding then starts at the keyframe
+    before each wanted stretch instead of at frame 0, and each distinct frame is decoded once."""
     name = os.fspath(path)
     if indices is None:
         frames = list(iter_frames(name, allow_partial=allow_partial))
@@ -548,7 +553,8 @@ def read_frames(
             done.add(idx)
         if out is None or len(done) < len(wanted):
             missing = next(int(i) for i in wanted if int(i) not in done)
-            raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt; FFmpeg: {src.error})")
+            why = f"; FFmpeg: {src.error}" if src.error else ""
+            raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt file{why})")
         return out
 
 
@@ -683,6 +689,10 @@ class VideoWriter:
             )
             self._stream.width, self._stream.height = self._padded
             self._stream.pix_fmt = "yuv420p"
+            # PyAV converts RGB with swscale's default BT.601 limited-range matrix; say so in the stream, or players
+            # assume BT.709 for HD sizes and shift the colours.
+            self._stream.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M (BT.601)
+            self._stream.codec_context.color_range = 1  # AVCOL_RANGE_MPEG (limited, 16..235)
         except (av.error.FFmpegError, ValueError) as err:
             self._discard()
             raise VideoError(self.path, f"cannot start writing: {_ffmpeg_message(err)}") from None
