@@ -9,7 +9,7 @@ or wrong rotation shows) with a blue level that changes per frame and a white sq
 What this PyAV build (18.1, FFmpeg 8.1) can write, checked with ``av.codecs_available``: libx264 (8- and 10-bit),
 libx265, libvpx-vp9, libsvtav1, mpeg4, ffv1, mjpeg, prores, rawvideo; aac/opus/mp3 for audio.
 Findings behind the helpers:
-- rotation: ``VideoStream.set_display_rotation(deg, hflip=...)`` (new in PyAV 18) writes the display matrix as coded
+- rotation: ``VideoStream.set_display_rotation(deg, hflip=...)`` (PyAV 18) writes the display matrix as coded
   side data; it reads back as ``VideoFrame.rotation == deg`` (counter-clockwise), but a pure left-right mirror reads
   back as rotation -180 (the matrix must be inspected to tell them apart). Setting ``stream.metadata["rotate"]``
   writes nothing (FFmpeg 8's mp4 muxer ignores the tag; checked: no matrix, rotation 0 on read).
