@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, CheckpointError, VideoError, ValueError, FileNotFoundError) as err:
         print(f"vidtok {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `vidtok presets | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"vidtok {args.command}: interrupted", file=sys.stderr)
         return 130
