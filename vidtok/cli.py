@@ -37,8 +37,10 @@ def cmd_presets(args: argparse.Namespace) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:38s} {r['family']:6s} {r['regularizer']:13s} {r['compression']:11s} "
-              f"{r['latent']:30s} {r['params_m']:7.2f}M")
+        print(
+            f"{r['name']:38s} {r['family']:6s} {r['regularizer']:13s} {r['compression']:11s} "
+            f"{r['latent']:30s} {r['params_m']:7.2f}M"
+        )
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -56,6 +58,128 @@ def cmd_convert(args: argparse.Namespace) -> None:
         model = checkpoints.from_diffusers(args.source, name=args.preset or "diffusers")
         out = checkpoints.save_pretrained(model, args.output, metadata={"converted_from": str(args.source)})
     print(f"wrote {out} ({model.name}, {model.config.compression}, {model.config.regularizer})")
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _run_options(args: argparse.Namespace):
+    from vidtok.streaming import TileSpec
+    from vidtok.tokens import RunOptions
+
+    tile = None
+    if args.tile:
+        tile = TileSpec(size=args.tile, overlap=args.tile_overlap if args.tile_overlap is not None else args.tile // 4)
+    return RunOptions(
+        chunk_frames=args.chunk_frames,
+        tile=tile,
+        device=args.device,
+        dtype=args.dtype,
+        allow_partial=getattr(args, "allow_partial", False),
+    )
+
+
+def _progress(total: int | None, unit: str = "frame"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=None, leave=False)
+
+
+def _frame_count(args: argparse.Namespace) -> int | None:
+    from vidtok.tokens import Source
+
+    try:
+        return Source.open(str(args.input), args.fps, args.allow_partial).num_frames
+    except ValueError:
+        return None  # the command itself reports the problem
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from vidtok.tokens import encode_file
+
+    with _progress(_frame_count(args)) as bar:
+        result = encode_file(
+            str(args.input),
+            args.output,
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+            fps=args.fps,
+            resolution=args.resolution,
+            options=_run_options(args),
+            progress=bar.update,
+        )
+    t = result.tokens
+    print(
+        f"wrote {result.path}: {t.kind} {tuple(t.tensor.shape)} for {t.num_frames} frames "
+        f"{t.geometry.height}x{t.geometry.width} at {float(t.fps):.3f} fps ({t.model.describe()})"
+    )
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    from vidtok.tokens import TokenFile, decode_file
+
+    try:
+        total = TokenFile.load(args.input).num_frames
+    except ValueError:
+        total = None
+    with _progress(total) as bar:
+        out = decode_file(
+            args.input,
+            args.output,
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+            options=_run_options(args),
+            progress=bar.update,
+        )
+    print(f"wrote {out}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from vidtok.tokens import reconstruct_file
+
+    with _progress(_frame_count(args)) as bar:
+        result = reconstruct_file(
+            str(args.input),
+            args.output,
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+            fps=args.fps,
+            resolution=args.resolution,
+            side_by_side=args.side_by_side,
+            options=_run_options(args),
+            progress=bar.update,
+        )
+    print(
+        f"wrote {result.path}: {result.num_frames} frames, PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} "
+        "(mean per frame, against the model input)"
+    )
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", help="vidtok checkpoint folder (config.json + model.safetensors)")
+    group.add_argument("--preset", help="named preset with random weights (seed 0): for smoke tests only")
+
+
+def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
+    if reads_video:
+        p.add_argument("--fps", type=float, help="resample to this frame rate by timestamps (default: source rate)")
+        p.add_argument("--resolution", help="N: short side to N pixels; HxW: exact size (default: source size)")
+        p.add_argument(
+            "--allow-partial",
+            action="store_true",
+            help="keep the frames of a truncated file that decode (warns how many) instead of failing",
+        )
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=16,
+        help="frames per streaming chunk; a multiple of the temporal factor (default 16)",
+    )
+    p.add_argument("--tile", type=int, help="spatial tile size in pixels (tiles overlap; default: no tiling)")
+    p.add_argument("--tile-overlap", type=int, help="tile overlap in pixels (default: tile / 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -86,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="preset the upstream checkpoint belongs to, e.g. vidtok_kl_causal_488_4chn")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("encode", help="encode a video file into a token file")
+    p.add_argument("input", help="video path or URL (mp4, mkv, avi, webm, ...)")
+    p.add_argument("-o", "--output", required=True, help="token file to write (.tokens, safetensors)")
+    _add_model_flags(p)
+    _add_run_flags(p, reads_video=True)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a token file into an mp4 (the token file names its model)")
+    p.add_argument("input", help="token file written by `vidtok encode`")
+    p.add_argument("-o", "--output", required=True, help="mp4 to write")
+    _add_model_flags(p)
+    _add_run_flags(p, reads_video=False)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("reconstruct", help="encode + decode a video, write the result and print PSNR/SSIM")
+    p.add_argument("input", help="video path or URL")
+    p.add_argument("-o", "--output", required=True, help="mp4 to write")
+    p.add_argument("--side-by-side", action="store_true", help="write original | reconstruction side by side")
+    _add_model_flags(p)
+    _add_run_flags(p, reads_video=True)
+    p.set_defaults(func=cmd_reconstruct)
+
     add_data_commands(sub)
     return parser
 
@@ -102,9 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 0
+    import warnings
+
     from vidtok.checkpoints import CheckpointError
     from vidtok.io import VideoError
 
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: f"vidtok: warning: {message}\n"
     try:
         func(args)
     except (CommandError, CheckpointError, VideoError, ValueError, FileNotFoundError) as err:
@@ -116,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vidtok {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = format_warning
     return 0
 
 

@@ -1,0 +1,232 @@
+"""`vidtok encode / decode / reconstruct` on real and broken files.  Run: pytest tests/test_cli_files.py -q"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tests import videofactory
+from tests.test_model import randomize_identity_init
+from vidtok import VidTok
+from vidtok.checkpoints import save_pretrained
+from vidtok.cli import main
+from vidtok.io import probe, read_frames
+from vidtok.tokens import TokenFile
+
+pytestmark = pytest.mark.filterwarnings("ignore:preset .* has random weights")
+
+
+def run(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    model = randomize_identity_init(VidTok.from_preset("tiny_fsq_causal_444"))
+    return save_pretrained(model, tmp_path_factory.mktemp("ckpt") / "fsq")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return videofactory.make_video(tmp_path_factory.mktemp("v") / "clip.mp4", frames=23, size=(64, 48), fps=25)
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_real_mp4_round_trip_through_encode_and_decode(tmp_path, sample_video_dir, checkpoint) -> None:
+    source = sample_video_dir / "carphone_pristine.mp4"
+    assert run("encode", source, "-o", tmp_path / "c.tokens", "--checkpoint", checkpoint) == 0
+    tokens = TokenFile.load(tmp_path / "c.tokens")
+    # 120 frames at 176x144, 4x4x4: 3 copies of frame 0 in front -> 30 latent frames of 36x44 token ids
+    assert tokens.kind == "indices" and tuple(tokens.tensor.shape) == (1, 30, 36, 44)
+    assert tokens.num_frames == 120 and tokens.fps.numerator == 30000 and tokens.fps.denominator == 1001
+    assert run("decode", tmp_path / "c.tokens", "-o", tmp_path / "rec.mp4") == 0  # nothing but the token file
+    info = probe(tmp_path / "rec.mp4")
+    assert (info.num_frames, info.width, info.height, info.fps) == (120, 176, 144, tokens.fps)
+    assert _outputs(tmp_path) == ["c.tokens", "rec.mp4"]
+
+
+def test_decode_equals_reconstruct(tmp_path, clip, checkpoint) -> None:
+    """decode(encode(x)) writes the same frames reconstruct does (both stream, with different chunking)."""
+    assert run("encode", clip, "-o", tmp_path / "t.tokens", "--checkpoint", checkpoint, "--chunk-frames", "8") == 0
+    assert run("decode", tmp_path / "t.tokens", "-o", tmp_path / "a.mp4", "--chunk-frames", "4") == 0
+    assert run("reconstruct", clip, "-o", tmp_path / "b.mp4", "--checkpoint", checkpoint) == 0
+    a, b = read_frames(tmp_path / "a.mp4"), read_frames(tmp_path / "b.mp4")
+    assert a.shape == b.shape == (23, 48, 64, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # same pixels up to H.264 at crf 18
+
+
+def test_reconstruct_prints_metrics_and_side_by_side(tmp_path, clip, checkpoint, capsys) -> None:
+    assert run("reconstruct", clip, "-o", tmp_path / "sbs.mp4", "--checkpoint", checkpoint, "--side-by-side") == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "SSIM" in out and "23 frames" in out
+    assert probe(tmp_path / "sbs.mp4").width == 128
+
+
+def test_fps_and_resolution_flags(tmp_path, sample_video_dir, checkpoint) -> None:
+    source = sample_video_dir / "bikes.mp4"  # 640x272, 25 fps, 10 s
+    assert (
+        run(
+            "encode",
+            source,
+            "-o",
+            tmp_path / "b.tokens",
+            "--checkpoint",
+            checkpoint,
+            "--fps",
+            "3",
+            "--resolution",
+            "64",
+        )
+        == 0
+    )
+    tokens = TokenFile.load(tmp_path / "b.tokens")
+    assert tokens.num_frames == 30 and float(tokens.fps) == 3.0  # targets 0, 1/3, ... < 10 s
+    assert (tokens.geometry.height, tokens.geometry.width) == (64, 150)
+    assert tuple(tokens.tensor.shape) == (1, 8, 16, 38)  # 150 padded to 152 for the spatial factor 4
+    assert run("decode", tmp_path / "b.tokens", "-o", tmp_path / "b.mp4") == 0
+    info = probe(tmp_path / "b.mp4")
+    assert (info.num_frames, info.width, info.height, float(info.fps)) == (30, 150, 64, 3.0)
+
+
+def test_tiled_and_bf16_runs(tmp_path, clip, checkpoint) -> None:
+    assert (
+        run(
+            "reconstruct",
+            clip,
+            "-o",
+            tmp_path / "t.mp4",
+            "--checkpoint",
+            checkpoint,
+            "--tile",
+            "32",
+            "--tile-overlap",
+            "16",
+            "--dtype",
+            "bf16",
+        )
+        == 0
+    )
+    assert probe(tmp_path / "t.mp4").num_frames == 23
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    good = videofactory.make_video(folder / "good.mp4", frames=40)
+    return {
+        "missing": (folder / "nope.mp4", "not found"),
+        "zero-byte": (videofactory.make_zero_byte(folder / "empty.mp4"), "empty"),
+        "text": (videofactory.make_text_as_mp4(folder / "notes.mp4"), ""),
+        "truncated": (videofactory.make_truncated(good, folder / "cut.mp4"), ""),
+        "audio-only": (videofactory.make_audio_only(folder / "audio.mp4"), "no video stream"),
+        "unknown-codec": (videofactory.make_unknown_codec(folder / "weird.avi"), ""),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "zero-byte", "text", "truncated", "audio-only", "unknown-codec"])
+@pytest.mark.parametrize("command", ["encode", "reconstruct"])
+def test_bad_video_files(tmp_path, capsys, case: str, command: str) -> None:
+    path, phrase = _bad_files(tmp_path)[case]
+    out = tmp_path / "out" / ("x.tokens" if command == "encode" else "x.mp4")
+    out.parent.mkdir()
+    assert run(command, path, "-o", out, "--preset", "tiny_kl_causal_444") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"vidtok {command}: error: ") and path.name in err[0], err
+    assert phrase in err[0]
+    assert _outputs(out.parent) == [], "partial output left behind"
+
+
+def test_truncated_file_with_allow_partial(tmp_path) -> None:
+    good = videofactory.make_video(tmp_path / "good.mp4", frames=60, gop=12)
+    cut = videofactory.make_truncated(good, tmp_path / "cut.mp4", fraction=0.6)
+    with pytest.warns(UserWarning, match=r"cut\.mp4: truncated or corrupt file: kept \d+ of 60 frames"):
+        assert (
+            run("reconstruct", cut, "-o", tmp_path / "rec.mp4", "--preset", "tiny_kl_causal_444", "--allow-partial")
+            == 0
+        )
+    kept = probe(tmp_path / "rec.mp4").num_frames
+    assert 0 < kept < 60
+
+
+def _tokens(tmp_path: Path, clip: Path, checkpoint: Path) -> Path:
+    path = tmp_path / "t.tokens"
+    assert run("encode", clip, "-o", path, "--checkpoint", checkpoint) == 0
+    return path
+
+
+def test_token_file_tampered_bytes(tmp_path, clip, checkpoint, capsys) -> None:
+    path = _tokens(tmp_path, clip, checkpoint)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert run("decode", path, "-o", tmp_path / "r.mp4") == 1
+    assert "do not match their recorded sha256" in capsys.readouterr().err
+    assert not (tmp_path / "r.mp4").exists()
+
+
+def _rewrite(path: Path, tensor: torch.Tensor) -> None:
+    """Re-save with a consistent hash: tampering that a checksum alone would not catch."""
+    import hashlib
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["tensor_sha256"] = hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+    save_file({"indices": tensor.contiguous()}, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    "change,phrase",
+    [
+        (lambda t: t[:, :-1], "does not match (1, 6, 12, 16)"),
+        (lambda t: t.clone().fill_(4096), "outside the codebook [0, 4096)"),
+        (lambda t: t.clone().fill_(-1), "outside the codebook"),
+    ],
+)
+def test_token_file_with_wrong_shape_or_range(tmp_path, clip, checkpoint, capsys, change, phrase) -> None:
+    path = _tokens(tmp_path, clip, checkpoint)
+    _rewrite(path, change(TokenFile.load(path).tensor))
+    assert run("decode", path, "-o", tmp_path / "r.mp4") == 1
+    assert phrase in capsys.readouterr().err
+    assert not (tmp_path / "r.mp4").exists()
+
+
+def test_token_file_from_another_model(tmp_path, clip, checkpoint, capsys) -> None:
+    path = _tokens(tmp_path, clip, checkpoint)
+    assert run("decode", path, "-o", tmp_path / "r.mp4", "--preset", "tiny_fsq_causal_488") == 1
+    assert "made by another model" in capsys.readouterr().err
+    other = save_pretrained(VidTok.from_preset("tiny_fsq_causal_444"), tmp_path / "other")
+    assert run("decode", path, "-o", tmp_path / "r.mp4", "--checkpoint", other) == 1
+    assert "made with weights" in capsys.readouterr().err
+    assert not (tmp_path / "r.mp4").exists()
+
+
+def test_not_a_token_file(tmp_path, capsys) -> None:
+    (tmp_path / "x.tokens").write_text("hello")
+    assert run("decode", tmp_path / "x.tokens", "-o", tmp_path / "r.mp4") == 1
+    assert "unreadable token file" in capsys.readouterr().err
+
+
+def test_console_script_help_for_every_command() -> None:
+    for command in ("presets", "convert", "encode", "decode", "reconstruct", "data"):
+        result = subprocess.run(
+            [sys.executable, "-m", "vidtok.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0 and "usage: vidtok" in result.stdout, command
+
+
+def test_presets_lists_every_released_model(capsys) -> None:
+    assert run("presets", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert "vidtok_fsq_causal_488_262144" in names and "vidtok_kl_causal_488_16chn_v1_1" in names
+    assert next(r for r in rows if r["name"] == "vidtok_kl_causal_488_4chn")["latent"].startswith("4x5x32x32")

@@ -1,0 +1,497 @@
+"""Video files in, tokens or reconstructions out: the token file format and file-level encode / decode / reconstruct.
+
+    vidtok encode bikes.mp4 -o bikes.tokens --checkpoint outputs/train/stage2/final
+    vidtok decode bikes.tokens -o rec.mp4
+    vidtok reconstruct bikes.mp4 -o rec.mp4 --side-by-side
+
+A token file is a safetensors file with one tensor, `indices` (int32, (1, t, h, w)) for discrete models or
+`latents` (float32, (1, z, t, h, w)) otherwise, and string metadata that makes it self-contained: the model
+(checkpoint folder + weights sha256, or a preset name), its config, the source file, fps, frame count and size,
+the pre-processing (resize, padding) and the sha256 of the tensor bytes, so a changed byte is caught.
+
+Everything streams: frames are decoded, encoded, decoded and written chunk by chunk (`vidtok.streaming`), so
+memory does not grow with the video length. Outputs are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from vidtok.checkpoints import load_pretrained, sha256_file
+from vidtok.io import VideoWriter, iter_frames, iter_resampled, probe
+from vidtok.model import VidTok
+from vidtok.streaming import TileSpec, iter_decode, iter_encode
+
+TOKEN_FORMAT = "vidtok-tokens"
+TOKEN_FORMAT_VERSION = "1"
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be decoded: one line naming the file and the problem."""
+
+
+# ================================================================================================= model choice
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which weights: a checkpoint folder (with its weights sha256) or a preset with seeded random weights."""
+
+    preset: str | None = None
+    checkpoint: str | None = None
+    weights_sha256: str | None = None
+
+    def describe(self) -> str:
+        return f"checkpoint {self.checkpoint}" if self.checkpoint else f"preset {self.preset} (random weights, seed 0)"
+
+
+def load_model(preset: str | None = None, checkpoint: str | os.PathLike | None = None) -> tuple[VidTok, ModelRef]:
+    """A checkpoint folder, or a preset with random weights (seed 0, reproducible; a warning says it is untrained)."""
+    if checkpoint is not None:
+        model = load_pretrained(checkpoint)
+        sha = json.loads((Path(checkpoint) / "config.json").read_text()).get("weights_sha256")
+        return model, ModelRef(preset=model.name, checkpoint=str(Path(checkpoint).resolve()), weights_sha256=sha)
+    if preset is None:
+        raise ValueError("give --checkpoint DIR (trained weights) or --preset NAME (random weights, for smoke tests)")
+    warnings.warn(
+        f"preset {preset} has random weights (seed 0): the output is not a meaningful reconstruction", stacklevel=2
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = VidTok.from_preset(preset)
+    return model, ModelRef(preset=preset)
+
+
+# ================================================================================================= frames <-> tensors
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How source frames become model input: optional resize to (height, width), then replicate padding at the
+    bottom/right up to multiples of the spatial factor (cropped away after decoding)."""
+
+    source_height: int
+    source_width: int
+    height: int  # after resize, before padding
+    width: int
+    pad_bottom: int
+    pad_right: int
+
+    @classmethod
+    def plan(cls, source_hw: tuple[int, int], factor: int, resolution: str | int | None) -> Geometry:
+        sh, sw = source_hw
+        if resolution is None:
+            h, w = sh, sw
+        elif isinstance(resolution, int) or str(resolution).isdigit():
+            short = int(resolution)  # short side -> resolution, aspect kept, long side rounded to even
+            scale = short / min(sh, sw)
+            h, w = (short, 2 * round(sw * scale / 2)) if sh <= sw else (2 * round(sh * scale / 2), short)
+        else:
+            try:
+                h, w = (int(v) for v in str(resolution).lower().split("x"))
+            except ValueError:
+                raise ValueError(f"--resolution must be N (short side) or HxW, got {resolution!r}") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"resolution {h}x{w} is empty")
+        return cls(sh, sw, h, w, (-h) % factor, (-w) % factor)
+
+    def to_model(self, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+        """(t, H, W, 3) uint8 -> (1, 3, t, H', W') float in [-1, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(3, 0, 1, 2).float()  # (3, t, H, W)
+        if (self.height, self.width) != (self.source_height, self.source_width):
+            x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False)
+        x = x.unsqueeze(0) / 127.5 - 1.0
+        if self.pad_bottom or self.pad_right:
+            b, c, t, h, w = x.shape
+            x = F.pad(x.reshape(b, c * t, h, w), (0, self.pad_right, 0, self.pad_bottom), mode="replicate")
+            x = x.reshape(b, c, t, *x.shape[-2:])
+        return x
+
+    def to_frames(self, video: torch.Tensor) -> np.ndarray:
+        """(1, 3, t, H', W') in [-1, 1] -> (t, H, W, 3) uint8, padding cropped."""
+        video = video[0, :, :, : self.height, : self.width].float().clamp(-1, 1)
+        return ((video + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A video file read at its own rate or resampled by timestamps to `fps`."""
+
+    path: str
+    fps: Fraction
+    num_frames: int
+    height: int
+    width: int
+    resampled: bool
+
+    @classmethod
+    def open(cls, path: str, fps: float | None, allow_partial: bool) -> Source:
+        info = probe(path, allow_partial=allow_partial)
+        if fps is None:
+            source = cls(path, info.fps, info.num_frames, info.height, info.width, False)
+        elif fps <= 0:
+            raise ValueError(f"--fps must be positive, got {fps}")
+        else:
+            # Targets k / fps while inside the video: the last frame is shown until `duration`.
+            count = max(1, math.ceil(info.duration * fps - 1e-9))
+            source = cls(path, Fraction(fps).limit_denominator(1001), count, info.height, info.width, True)
+        if allow_partial:
+            # A damaged file may decode fewer frames than its packets promise, and causal encoding must know the
+            # count before the first chunk (front padding): count what really decodes, quietly, in a first pass.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                decodable = sum(1 for _ in source.frames(allow_partial=True))
+            source = cls(path, source.fps, decodable, source.height, source.width, source.resampled)
+        return source
+
+    def frames(self, allow_partial: bool) -> Iterator[np.ndarray]:
+        if self.resampled:
+            for _, frame in iter_resampled(
+                self.path, float(self.fps), num_frames=self.num_frames, allow_partial=allow_partial
+            ):
+                yield frame
+        else:
+            yield from iter_frames(self.path, allow_partial=allow_partial)
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    chunk_frames: int = 16
+    tile: TileSpec | None = None
+    device: str = "auto"
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    allow_partial: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+
+
+# ================================================================================================= token files
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class TokenFile:
+    """The content of a token file."""
+
+    tensor: torch.Tensor  # indices (1, t, h, w) int32 or latents (1, z, t, h, w) float32
+    kind: str  # "indices" | "latents"
+    model: ModelRef
+    model_config: dict
+    source: str
+    fps: Fraction
+    num_frames: int
+    geometry: Geometry
+    clip_frames: int  # frames per chunk at encode time: the independent clip length of non-causal models
+
+    def save(self, path: str | os.PathLike) -> Path:
+        target = Path(path)
+        tensor = self.tensor.contiguous().cpu()
+        metadata = {
+            "format": TOKEN_FORMAT,
+            "format_version": TOKEN_FORMAT_VERSION,
+            "kind": self.kind,
+            "model": json.dumps(self.model.__dict__),
+            "model_config": json.dumps(self.model_config, sort_keys=True),
+            "source": self.source,
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+            "num_frames": str(self.num_frames),
+            "geometry": json.dumps(self.geometry.as_dict()),
+            "clip_frames": str(self.clip_frames),
+            "tensor_sha256": _tensor_sha256(tensor),
+        }
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        try:
+            save_file({self.kind: tensor}, tmp, metadata=metadata)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TokenFile:
+        name = str(path)
+        if not Path(path).is_file():
+            raise TokenFileError(f"{name}: file not found")
+        try:
+            with safe_open(name, framework="pt") as f:
+                meta = f.metadata() or {}
+                keys = list(f.keys())
+                if meta.get("format") != TOKEN_FORMAT:
+                    raise TokenFileError(f"{name}: not a vidtok token file (format {meta.get('format')!r})")
+                kind = meta.get("kind")
+                if keys != [kind]:
+                    raise TokenFileError(f"{name}: expected one tensor {kind!r}, found {keys}")
+                tensor = f.get_tensor(kind)
+        except SafetensorError as err:
+            raise TokenFileError(f"{name}: unreadable token file ({err})") from None
+        if _tensor_sha256(tensor) != meta.get("tensor_sha256"):
+            raise TokenFileError(f"{name}: tensor bytes do not match their recorded sha256 (file was modified)")
+        try:
+            num, den = (int(v) for v in meta["fps"].split("/"))
+            token = cls(
+                tensor=tensor,
+                kind=kind,
+                model=ModelRef(**json.loads(meta["model"])),
+                model_config=json.loads(meta["model_config"]),
+                source=meta.get("source", ""),
+                fps=Fraction(num, den),
+                num_frames=int(meta["num_frames"]),
+                geometry=Geometry(**json.loads(meta["geometry"])),
+                clip_frames=int(meta["clip_frames"]),
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise TokenFileError(f"{name}: bad metadata ({type(err).__name__}: {err})") from None
+        return token
+
+    def check_against(self, model: VidTok, name: str) -> None:
+        """Shape and range checks: the tensor must be what this model makes for the recorded clip."""
+        if model.config.to_dict() != self.model_config:
+            raise TokenFileError(f"{name}: made by another model ({self.model.describe()}); decode it with that one")
+        g = self.geometry
+        c, t, h, w = model.config.latent_shape(self.num_frames, g.height + g.pad_bottom, g.width + g.pad_right)
+        if not model.config.causal:  # independent clips, the last one padded to the clip length
+            clips = -(-self.num_frames // self.clip_frames)
+            t = clips * self.clip_frames // model.config.temporal_factor
+        expected = (1, t, h, w) if self.kind == "indices" else (1, c, t, h, w)
+        if tuple(self.tensor.shape) != expected:
+            raise TokenFileError(
+                f"{name}: {self.kind} shape {tuple(self.tensor.shape)} does not match {expected} "
+                f"for {self.num_frames} frames of {g.height}x{g.width}"
+            )
+        if self.kind == "indices":
+            size = model.config.num_codes or 0
+            low, high = int(self.tensor.min()), int(self.tensor.max())
+            if low < 0 or high >= size:
+                raise TokenFileError(f"{name}: token ids span [{low}, {high}], outside the codebook [0, {size})")
+
+
+# ================================================================================================= file operations
+
+
+@dataclass
+class EncodeResult:
+    tokens: TokenFile
+    path: Path
+
+
+def _encode_chunks(
+    model: VidTok,
+    source: Source,
+    geometry: Geometry,
+    options: RunOptions,
+    device: torch.device,
+    on_frames: Callable[[np.ndarray], None] | None = None,
+) -> Iterator:
+    """Stream the source through the encoder: yields latent chunks (vidtok.model.Encoded)."""
+
+    def model_chunks() -> Iterator[torch.Tensor]:
+        for frames in _batched(source.frames(options.allow_partial), options.chunk_frames):
+            if on_frames is not None:
+                on_frames(frames)
+            yield geometry.to_model(frames, device)
+
+    # Non-causal models run on independent clips of chunk_frames frames.
+    return iter_encode(model, model_chunks(), source.num_frames, chunk_frames=options.chunk_frames, tile=options.tile)
+
+
+def encode_file(
+    input_path: str,
+    output_path: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    fps: float | None = None,
+    resolution: str | int | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> EncodeResult:
+    """Encode a video file into a token file (indices for discrete models, latents otherwise)."""
+    device = resolve_device(options.device)
+    model, ref = load_model(preset, checkpoint)
+    model = model.to(device).eval()
+    source = Source.open(input_path, fps, options.allow_partial)
+    geometry = Geometry.plan((source.height, source.width), model.config.spatial_factor, resolution)
+    parts = []
+    with torch.no_grad(), _autocast(device, options.dtype):
+        for chunk in _encode_chunks(model, source, geometry, options, device):
+            parts.append(chunk.indices.int() if chunk.indices is not None else chunk.latents.float())
+            if progress:
+                progress(chunk.num_frames)
+    discrete = parts[0].dtype == torch.int32
+    tensor = torch.cat(parts, dim=1 if discrete else 2).cpu()
+    tokens = TokenFile(
+        tensor,
+        "indices" if discrete else "latents",
+        ref,
+        model.config.to_dict(),
+        input_path,
+        source.fps,
+        source.num_frames,
+        geometry,
+        options.chunk_frames,
+    )
+    return EncodeResult(tokens, tokens.save(output_path))
+
+
+def _model_for_tokens(tokens: TokenFile, name: str, preset: str | None, checkpoint: str | None) -> VidTok:
+    if checkpoint is None and preset is None:
+        checkpoint, preset = tokens.model.checkpoint, tokens.model.preset
+    model, ref = load_model(None if checkpoint else preset, checkpoint)
+    if tokens.model.weights_sha256 and ref.weights_sha256 and tokens.model.weights_sha256 != ref.weights_sha256:
+        raise TokenFileError(
+            f"{name}: made with weights {tokens.model.weights_sha256[:12]}, "
+            f"not {ref.weights_sha256[:12]} ({ref.describe()})"
+        )
+    tokens.check_against(model, name)
+    return model
+
+
+def _latent_chunks(
+    tokens: TokenFile, model: VidTok, chunk_latents: int, device: torch.device
+) -> Iterator[torch.Tensor]:
+    t_axis = 1 if tokens.kind == "indices" else 2
+    for part in tokens.tensor.split(chunk_latents, dim=t_axis):
+        part = part.to(device)
+        yield model.indices_to_latents(part.long()) if tokens.kind == "indices" else part
+
+
+def decode_file(
+    tokens_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Decode a token file into an H.264 mp4 at the recorded frame rate and size."""
+    name = str(tokens_path)
+    tokens = TokenFile.load(tokens_path)
+    device = resolve_device(options.device)
+    model = _model_for_tokens(tokens, name, preset, checkpoint).to(device).eval()
+    g = tokens.geometry
+    # Non-causal latents must be cut at the clip boundaries used when encoding.
+    frames_per_chunk = options.chunk_frames if model.config.causal else tokens.clip_frames
+    chunk_latents = max(1, frames_per_chunk // model.config.temporal_factor)
+    with (
+        torch.no_grad(),
+        _autocast(device, options.dtype),
+        VideoWriter(output_path, tokens.fps, g.width, g.height) as w,
+    ):
+        stream = _latent_chunks(tokens, model, chunk_latents, device)
+        for video in iter_decode(model, stream, tokens.num_frames, chunk_latents=chunk_latents, tile=options.tile):
+            frames = g.to_frames(video)
+            w.write(frames)
+            if progress:
+                progress(len(frames))
+    return Path(output_path)
+
+
+@dataclass
+class ReconstructResult:
+    path: Path
+    num_frames: int
+    psnr: float  # mean of per-frame PSNR on [0, 1] (VidTok protocol)
+    ssim: float  # mean of per-frame SSIM, Gaussian 11x11, sigma 1.5
+    per_frame_psnr: list[float]
+
+
+def reconstruct_file(
+    input_path: str,
+    output_path: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    fps: float | None = None,
+    resolution: str | int | None = None,
+    side_by_side: bool = False,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> ReconstructResult:
+    """Encode and decode a video in one stream; write the reconstruction (or original | reconstruction) and score it.
+
+    PSNR and SSIM compare the reconstruction with the frames the model was given (after resampling and resizing).
+    """
+    from vidtok.metrics import psnr, ssim
+
+    device = resolve_device(options.device)
+    model, _ = load_model(preset, checkpoint)
+    model = model.to(device).eval()
+    source = Source.open(input_path, fps, options.allow_partial)
+    g = Geometry.plan((source.height, source.width), model.config.spatial_factor, resolution)
+    originals: deque[np.ndarray] = deque()  # model-resolution originals waiting for their reconstruction
+
+    def keep(frames: np.ndarray) -> None:
+        originals.extend(g.to_frames(g.to_model(frames, torch.device("cpu"))))
+
+    per_frame_psnr: list[float] = []
+    ssim_sum = 0.0
+    width = g.width * (2 if side_by_side else 1)
+    chunk_latents = max(1, options.chunk_frames // model.config.temporal_factor)
+    with torch.no_grad(), _autocast(device, options.dtype), VideoWriter(output_path, source.fps, width, g.height) as w:
+        encoded = (c.latents for c in _encode_chunks(model, source, g, options, device, on_frames=keep))
+        for video in iter_decode(model, encoded, source.num_frames, chunk_latents=chunk_latents, tile=options.tile):
+            recon = g.to_frames(video)
+            ref = np.stack([originals.popleft() for _ in range(len(recon))])
+            ref_t = torch.from_numpy(ref).permute(3, 0, 1, 2).float().div(255)
+            rec_t = torch.from_numpy(recon).permute(3, 0, 1, 2).float().div(255)
+            per_frame_psnr.extend(psnr(ref_t, rec_t).per_frame or ())
+            ssim_sum += ssim(ref_t, rec_t).value * len(recon)
+            w.write(np.concatenate([ref, recon], axis=2) if side_by_side else recon)
+            if progress:
+                progress(len(recon))
+    n = len(per_frame_psnr)
+    return ReconstructResult(Path(output_path), n, float(np.mean(per_frame_psnr)), ssim_sum / n, per_frame_psnr)
