@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from vidtok.checkpoints import load_pretrained, sha256_file
+from vidtok.checkpoints import load_pretrained
 from vidtok.io import VideoWriter, iter_frames, iter_resampled, probe
 from vidtok.model import VidTok
 from vidtok.streaming import TileSpec, iter_decode, iter_encode
