@@ -506,6 +506,12 @@ class LPIPSMetric:
     def name(self) -> str:
         return "random_feature_distance" if self.random_trunk else "lpips"
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The frozen lpips network: inputs (N, 3, H, W) in [-1, 1], output (N, 1, 1, 1); differentiable in its
+        inputs, so the training loss (vidtok.losses) reuses this trunk resolution instead of duplicating it."""
+        return self._model
+
     def __call__(self, reference: Tensor, reconstruction: Tensor, *, fps: float | None = None) -> MetricResult:
         ref, rec = _pair(reference, reconstruction)
         fx, fy = _frames(ref), _frames(rec)
