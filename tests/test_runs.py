@@ -1,0 +1,108 @@
+"""Run manifests: a validated, atomically written record that round-trips, and clear errors on bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidtok.runs import (
+    RunManifest,
+    RunManifestError,
+    git_info,
+    package_versions,
+    read_manifest,
+    write_manifest,
+)
+
+SHA = "ab" * 32
+
+
+def _manifest(**changes) -> RunManifest:
+    base = dict(
+        run_id="stage1-test",
+        stage="stage1",
+        status="running",
+        started_at="2026-01-01T00:00:00+00:00",
+        config={"data": {}, "model": {"preset": "tiny_kl_causal_444"}, "train": {"steps": 3}, "loss": {}},
+        params={"file": "params.yaml", "sha256": SHA, "profile": "cpu", "overrides": ["train.lr=1e-3"]},
+        seed=0,
+        device={"accelerator": "cpu", "devices": 1},
+        git={"commit": "0" * 40, "dirty": False},
+        packages={"torch": "2.14.1"},
+        total_steps=3,
+    )
+    base.update(changes)
+    return RunManifest(**base)
+
+
+def test_round_trip_through_a_run_folder(tmp_path: Path) -> None:
+    m = _manifest(
+        status="completed",
+        steps_completed=3,
+        ended_at="2026-01-01T00:01:00+00:00",
+        wall_time_s=60.0,
+        final_checkpoint="checkpoints/final",
+        final_checkpoint_sha256=SHA,
+        data_hash=SHA,
+        data_files={"outputs/data/clips/fps_3.parquet": SHA},
+        resumed_at_steps=(2,),
+    )
+    path = write_manifest(tmp_path, m)
+    assert path == tmp_path / "run.json"
+    assert read_manifest(tmp_path) == m == read_manifest(path)
+    assert json.loads(path.read_text())["resumed_at_steps"] == [2]
+    assert not list(tmp_path.glob(".run.json.*"))  # the temporary file was renamed, not left behind
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"stage": "stage3"}, "stage"),
+        ({"status": "done"}, "status"),
+        ({"seed": "0"}, "seed"),
+        ({"steps_completed": 5}, "exceeds total_steps"),
+        ({"started_at": "yesterday"}, "ISO-8601"),
+        ({"data_hash": "xyz"}, "sha256"),
+        ({"git": {"commit": None}}, "git"),
+        ({"config": {"data": {}}}, "lacks section"),
+        ({"status": "completed"}, "final_checkpoint"),
+        ({"status": "failed"}, "error"),
+        ({"stage": "stage2"}, "parent_checkpoint"),
+        ({"schema_version": 2}, "schema_version"),
+    ],
+)
+def test_invalid_records_are_rejected_with_the_field(change: dict, message: str) -> None:
+    with pytest.raises(RunManifestError, match=message):
+        _manifest(**change)
+
+
+def test_corrupt_or_incomplete_files_give_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(RunManifestError, match="no run manifest"):
+        read_manifest(tmp_path)
+    path = tmp_path / "run.json"
+    path.write_text("{not json")
+    with pytest.raises(RunManifestError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    good = _manifest().to_dict()
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "seed"}))
+    with pytest.raises(RunManifestError, match=r"missing field\(s\) \['seed'\]"):
+        read_manifest(tmp_path)
+    path.write_text(json.dumps({**good, "extra": 1}))
+    with pytest.raises(RunManifestError, match="unknown field"):
+        read_manifest(tmp_path)
+    path.write_text(json.dumps({**good, "total_steps": -1}))
+    with pytest.raises(RunManifestError, match=r"run\.json: field 'total_steps' must be >= 0"):
+        read_manifest(tmp_path)
+    for err in (RunManifestError("x"),):
+        assert "\n" not in str(err)
+
+
+def test_environment_records() -> None:
+    info = git_info()
+    assert set(info) == {"commit", "dirty"}
+    assert info["commit"] is None or len(info["commit"]) == 40
+    assert git_info("/") == {"commit": None, "dirty": None}
+    versions = package_versions()
+    assert {"python", "torch", "lightning"} <= set(versions)

@@ -1,0 +1,312 @@
+"""Training: params loading, bad-config errors before compute, stages, EMA, NaN handling, exact SIGKILL resume and
+2-process DDP (gloo), on tiny in-memory clips (9 x 32 x 32) so each test takes seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidtok.checkpoints import CheckpointError, load_pretrained, save_pretrained
+from vidtok.data import DataConfig
+from vidtok.losses import LossConfig
+from vidtok.model import VidTok
+from vidtok.runs import read_manifest
+from vidtok.training import ModelSpec, TrainConfig, load_params, train
+from vidtok.training_loop import TensorClips, TrainingError, read_training_state
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = DataConfig(clip_frames=9)
+NO_LPIPS = LossConfig(perceptual_weight=0, disc_start=2)
+
+
+def _clips(n: int = 6, seed: int = 123) -> TensorClips:
+    g = torch.Generator().manual_seed(seed)
+    # Smooth random videos (a coarse grid upsampled), so a few steps of training visibly learn something.
+    coarse = torch.rand(n, 3, 3, 4, 4, generator=g) * 2 - 1
+    return TensorClips(torch.nn.functional.interpolate(coarse, size=(9, 32, 32), mode="trilinear"))
+
+
+def _cfg(**changes) -> TrainConfig:
+    base = dict(steps=4, batch_size=1, resolution=32, checkpoint_every=2, val_every=2, val_clips=2)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def _train(run_dir: Path, *, preset: str = "tiny_kl_causal_444", loss: LossConfig = NO_LPIPS, ds=None, **changes):
+    ds = ds or _clips()
+    return train(DATA, ModelSpec(preset), _cfg(**changes), loss, run_dir, datasets=(ds, ds), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ params
+
+
+def test_load_params_layers_profile_sections_stage_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            profile: cpu
+            data: {clip_frames: 9}
+            model: {preset: tiny_fsq_causal_444}
+            train:
+              lr: 1e-3
+              stage2: {resolution: 64, steps: 7}
+            loss: {perceptual_weight: 0}
+            profiles:
+              cpu:
+                train: {steps: 5, lr: 5e-4, resolution: 32}
+                loss: {disc_type: none}
+              paper:
+                train: {steps: 50000, precision: bf16-mixed}
+            """
+        )
+    )
+    p = load_params(path)
+    assert p.train.stage == "stage1" and p.train.steps == 5 and p.train.resolution == 32
+    assert p.train.lr == 1e-3  # top-level sections win over the profile (so `dvc exp run -S train.lr=` works)
+    assert p.loss.disc_type == "none" and p.loss.perceptual_weight == 0
+    assert p.model.config().regularizer == "fsq" and p.data.clip_frames == 9
+    s2 = load_params(path, stage="stage2", overrides=["train.lr=2e-4", "model.fsq_levels=[8, 8, 8]"])
+    assert (s2.train.stage, s2.train.resolution, s2.train.steps, s2.train.lr) == ("stage2", 64, 7, 2e-4)
+    assert s2.model.config().num_codes == 512 and s2.model.name == "tiny_fsq_causal_444[fsq_levels=(8, 8, 8)]"
+    paper = load_params(path, profile="paper")
+    assert paper.train.precision == "bf16-mixed" and paper.loss.disc_type == "2d"
+    data, model, train_cfg, loss = load_params(None)  # defaults; unpacks as a 4-tuple
+    assert train_cfg == TrainConfig() and loss == LossConfig() and model == ModelSpec()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lrr=1"], "unknown train parameter.*lrr"),
+        (["loss.disc_typ=none"], "unknown loss parameter"),
+        (["model.chanels=4"], "unknown model parameter"),
+        (["model.preset=nope"], "unknown preset"),
+        (["optim.lr=1"], "must start with one of"),
+        (["train.lr"], "SECTION.KEY=VALUE"),
+        (["train.stage=stage9"], "stage must be one of"),
+        (["train.resolution=abc"], "train.resolution must be an integer"),
+        (["train.precision=16-mixed"], "precision"),
+    ],
+)
+def test_bad_params_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_params(None, overrides=overrides)
+
+
+def test_missing_profile_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("profiles: {cpu: {}}\n")
+    with pytest.raises(ValueError, match="no profile 'gpu'; profiles: cpu"):
+        load_params(path, profile="gpu")
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ bad setups
+
+
+def _assert_fails_before_compute(run_dir: Path, message: str, **kwargs) -> None:
+    with pytest.raises((ValueError, CheckpointError), match=message):
+        kw = {"loss": NO_LPIPS, **kwargs}
+        data = kw.pop("data", DATA)
+        ds = _clips()
+        cfg = _cfg(**kw.pop("train", {}))
+        train(data, ModelSpec(kw.pop("preset", "tiny_kl_causal_444")), cfg, kw["loss"], run_dir, datasets=(ds, ds))
+    assert not run_dir.exists()  # nothing written
+
+
+def test_bad_setups_fail_before_any_compute(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _assert_fails_before_compute(run, "stage2 trains the decoder.*init_from", train={"stage": "stage2"})
+    _assert_fails_before_compute(
+        run, "resolution 34 is not divisible.*factor 4 .try 32 or 36", train={"resolution": 34}
+    )
+    _assert_fails_before_compute(
+        run,
+        "non-causal.*multiple of its temporal factor 4",
+        preset="tiny_kl_noncausal_444",
+        data=DataConfig(clip_frames=9),
+    )
+    _assert_fails_before_compute(run, "too small for a 3-layer 2D PatchGAN", train={"resolution": 16})
+    other = tmp_path / "fsq"
+    save_pretrained(VidTok.from_preset("tiny_fsq_causal_444"), other)
+    _assert_fails_before_compute(
+        run, "checkpoint of another model.*tiny_fsq_causal_444", train={"init_from": str(other)}
+    )
+    _assert_fails_before_compute(run, "checkpoint folder not found", train={"init_from": str(tmp_path / "nope")})
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    _train(tmp_path / "run", steps=2, val_every=0)
+    with pytest.raises(ValueError, match=r"other settings \(train.lr: 0.001 -> 0.002\)"):
+        _train(tmp_path / "run", steps=3, lr=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+def test_stage1_run_folder_logs_and_checkpoints(tmp_path: Path) -> None:
+    run = tmp_path / "stage1"
+    result = _train(run, steps=4, keep_checkpoints=1)
+    m = read_manifest(run)
+    assert m.status == "completed" and m.steps_completed == 4 and m.final_checkpoint == "checkpoints/final"
+    assert (
+        m.final_checkpoint_sha256 == json.loads((run / "checkpoints/final/config.json").read_text())["weights_sha256"]
+    )
+    assert m.device["world_size"] == 1 and m.git["commit"] is not None and m.data_hash is None
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["final", "step_0000004"]  # pruned to 1
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    for col in ("step", "loss_g", "nll", "l1", "logvar", "kl", "g_loss", "d_weight", "loss_d", "lecam", "clips_per_s"):
+        assert col in header
+    assert [r["step"] for r in result.val_curve] == [0, 2, 4]
+    assert all("trivial_psnr" in r for r in result.val_curve)
+    assert result.last_metrics["step"] == 4 and "loss_d" in result.last_metrics  # GAN on from step 2
+    meta = json.loads((run / "checkpoints/final/config.json").read_text())["metadata"]
+    assert meta["step"] == 4 and meta["resolution"] == 32 and meta["weights"] == "raw"
+    load_pretrained(run / "checkpoints/final")
+    again = _train(run, steps=4, keep_checkpoints=1)  # a finished run is not retrained
+    assert again.manifest.ended_at == m.ended_at
+
+
+def test_stage2_freezes_encoder_and_trains_decoder(tmp_path: Path) -> None:
+    s1 = _train(tmp_path / "s1", steps=2, val_every=0)
+    before = load_pretrained(s1.final_checkpoint)
+    s2 = _train(tmp_path / "s2", steps=3, stage="stage2", resolution=64, init_from=str(tmp_path / "s1"), val_every=0)
+    after = load_pretrained(s2.final_checkpoint)
+    enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()
+    assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)  # bit-identical
+    dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)
+    m = read_manifest(tmp_path / "s2")
+    assert m.stage == "stage2" and m.parent_run == str(tmp_path / "s1")
+    assert m.parent_checkpoint_sha256 == read_manifest(tmp_path / "s1").final_checkpoint_sha256
+    # stage 2 continued stage 1's loss state (logvar, discriminator) rather than starting it afresh
+    _, s1_state = read_training_state(s1.final_checkpoint)
+    assert s1_state["loss.logvar"] != 0
+    assert "kl" in (tmp_path / "s2/metrics.csv").read_text().splitlines()[0]
+
+
+def test_ema_weights_are_the_final_checkpoint(tmp_path: Path) -> None:
+    result = _train(tmp_path / "ema", steps=3, ema=True, ema_decay=0.5, val_every=0)
+    final = load_file(str(result.final_checkpoint / "model.safetensors"))
+    raw = load_file(str(tmp_path / "ema/checkpoints/step_0000003/model.safetensors"))
+    _, state = read_training_state(result.final_checkpoint)
+    key = "decoder.conv_out.conv.weight"
+    assert torch.equal(final[key], state["ema." + key.replace(".", "__")])
+    assert not torch.equal(final[key], raw[key])
+    assert json.loads((result.final_checkpoint / "config.json").read_text())["metadata"]["weights"] == "ema"
+
+
+class _PoisonAfter(TensorClips):
+    """Returns NaN clips from the `after`-th item on (batch 1: from iteration `after` on)."""
+
+    def __init__(self, clips: torch.Tensor, after: int):
+        super().__init__(clips)
+        self.after, self.calls = after, 0
+
+    def __getitem__(self, item):
+        self.calls += 1
+        clip = super().__getitem__(item)
+        return clip * float("nan") if self.calls > self.after else clip
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "nan"
+    ds = _PoisonAfter(_clips().clips, after=5)
+    cfg = _cfg(steps=8, checkpoint_every=2, val_every=0, val_clips=1)
+    with pytest.raises(
+        TrainingError, match=r"non-finite generator loss \(nan\) at step 5; last good checkpoint: .*step_0000004"
+    ):
+        train(DATA, ModelSpec(), cfg, NO_LPIPS, run, datasets=(ds, _clips()), progress=False)
+    m = read_manifest(run)
+    assert m.status == "failed" and "at step 5" in m.error and m.final_checkpoint is None
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+    assert torch.isfinite(load_pretrained(run / "checkpoints/step_0000004").decoder.conv_out.conv.weight).all()
+
+
+# ------------------------------------------------------------------------------------------------ resume and DDP
+
+SCRIPT = """
+import sys, torch
+from vidtok.data import DataConfig
+from vidtok.losses import LossConfig
+from vidtok.training import ModelSpec, TrainConfig, train
+from vidtok.training_loop import TensorClips
+
+run_dir, steps, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+g = torch.Generator().manual_seed(7)
+coarse = torch.rand(6, 3, 3, 4, 4, generator=g) * 2 - 1
+ds = TensorClips(torch.nn.functional.interpolate(coarse, size=(9, 32, 32), mode="trilinear"))
+cfg = TrainConfig(
+    steps=steps, batch_size=1, resolution=32, checkpoint_every=1, keep_checkpoints=3, val_every=0, val_clips=1,
+    ema=True, num_threads=1, devices=devices, accelerator="cpu", strategy="ddp" if devices > 1 else "auto",
+)
+loss = LossConfig(perceptual_weight=0, disc_start=2)  # GAN, BatchNorm stats and LeCAM EMAs change mid-run
+train(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss, run_dir, datasets=(ds, ds),
+      progress=False)
+"""
+
+
+def _run_script(tmp_path: Path, *args: str, wait: bool = True) -> subprocess.Popen:
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    if wait:
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, out.decode()[-3000:]
+    return proc
+
+
+def test_sigkill_then_restart_ends_with_the_same_weights(tmp_path: Path) -> None:
+    steps = 8
+    _run_script(tmp_path, str(tmp_path / "ref"), str(steps), "1")
+    killed = tmp_path / "killed"
+    proc = _run_script(tmp_path, str(killed), str(steps), "1", wait=False)
+    deadline = time.time() + 180
+    while not (killed / "checkpoints/step_0000004").is_dir():
+        assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints/final").exists()
+    assert read_manifest(killed).status == "running"  # killed: nobody could mark it
+    _run_script(tmp_path, str(killed), str(steps), "1")
+    m = read_manifest(killed)
+    assert m.status == "completed" and len(m.resumed_at_steps) == 1 and m.resumed_at_steps[0] >= 4
+    for name in ("model.safetensors", "training_state.safetensors"):
+        ref = load_file(str(tmp_path / "ref/checkpoints/final" / name))
+        got = load_file(str(killed / "checkpoints/final" / name))
+        assert ref.keys() == got.keys()
+        different = [k for k in ref if not torch.equal(ref[k], got[k])]
+        assert not different, f"{name}: {different[:5]}"
+    cols = ("step", "loss_g", "nll", "kl", "loss_d", "lecam")
+    rows = lambda p: [tuple(r.split(",")[i] for i in idx) for r in p.read_text().splitlines()[1:]]  # noqa: E731
+    header = (tmp_path / "ref/metrics.csv").read_text().splitlines()[0].split(",")
+    idx = [header.index(c) for c in cols]
+    assert rows(tmp_path / "ref/metrics.csv") == rows(killed / "metrics.csv")  # same losses at every step
+
+
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    _run_script(tmp_path, str(run), "3", "2")
+    m = read_manifest(run)
+    assert m.status == "completed" and m.device["world_size"] == 2 and m.device["strategy"] == "ddp"
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 4 and "loss_d" in lines[0]  # header + 3 steps, discriminator stepped at step 3
+    weights = load_file(str(run / "checkpoints/final/model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())

@@ -1,0 +1,327 @@
+"""Run folders and their manifest: the record the dashboard and `vidtok audit` read.
+
+    python -m vidtok.runs outputs/train/stage1      # validate a run folder's run.json and print it
+
+Layout of a training run folder (`vidtok train --run-dir RUN`):
+
+    RUN/
+      run.json                  RunManifest (below), rewritten atomically at start, every checkpoint and the end
+      metrics.csv               one row per logged step: `step` + every loss term, grad norms, lr, clips_per_s
+      val.csv                   the learning curve: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
+      checkpoints/
+        step_0000100/           a `save_pretrained` folder (config.json + model.safetensors) plus the state a
+                                resume needs: training_state.safetensors (optimizers, discriminator, logvar, LeCAM
+                                EMAs, weight EMA) and training_state.json (step, configs, param groups, sha256s)
+        final/                  the weights to use (the EMA weights when train.ema) + the same training state
+
+All paths inside run.json are relative to the run folder (so a folder can be moved or pushed to a DVC remote).
+`final_checkpoint_sha256` is the sha256 of `final/model.safetensors`, the same value as its config.json's
+`weights_sha256`. `data_hash` is the sha256 of the training clip index file the run read (None for in-memory data).
+
+Schema (version 1) - the fields of RunManifest, all JSON types:
+    schema_version int; run_id str; stage "stage1"|"stage2"|"onestage"; status "running"|"completed"|"failed";
+    started_at, ended_at ISO-8601 UTC str (ended_at null while running); wall_time_s float (training time over all
+    segments of a resumed run); steps_completed int; total_steps int; seed int;
+    config {"data","model","train","loss"}: the typed configs as dicts; params {"file","sha256","profile",
+    "overrides"}: where they came from; data_hash str|null; data_files {path: sha256};
+    git {"commit": str|null, "dirty": bool|null}; packages {name: version}; device {accelerator, devices,
+    strategy, precision, world_size, torch_threads, cpu, gpu, hostname};
+    parent_run str|null, parent_checkpoint str|null, parent_checkpoint_sha256 str|null (stage 2 -> stage 1);
+    final_checkpoint str|null; final_checkpoint_sha256 str|null; metrics_path str|null; val_path str|null;
+    resumed_at_steps [int]; error str|null (one line, set when status is "failed").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MANIFEST_NAME",
+    "RunManifest",
+    "RunManifestError",
+    "SCHEMA_VERSION",
+    "device_info",
+    "git_info",
+    "now_iso",
+    "package_versions",
+    "read_manifest",
+    "write_json_atomic",
+    "write_manifest",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "run.json"
+METRICS_NAME = "metrics.csv"
+VAL_NAME = "val.csv"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_NAME = "final"
+STAGES = ("stage1", "stage2", "onestage")
+STATUSES = ("running", "completed", "failed")
+_PACKAGES = ("vidtok", "torch", "lightning", "numpy", "safetensors", "av", "lpips", "torchmetrics", "pandas")
+
+
+class RunManifestError(ValueError):
+    """A run.json that is missing, unreadable or invalid: one line naming the file and the field."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------ the record
+
+
+def _check(name: str, value: Any, kinds: tuple[type, ...], optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and bool not in kinds:
+        raise RunManifestError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+    if not isinstance(value, kinds):
+        got = type(value).__name__
+        raise RunManifestError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {got} {value!r}")
+
+
+def _check_time(name: str, value: Any, optional: bool = False) -> None:
+    _check(name, value, (str,), optional)
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise RunManifestError(f"field {name!r} must be an ISO-8601 time, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """What one training run was and did; `validate` runs on construction and on every read."""
+
+    run_id: str
+    stage: str
+    status: str
+    started_at: str
+    config: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    device: dict[str, Any]
+    git: dict[str, Any]
+    packages: dict[str, str]
+    total_steps: int
+    steps_completed: int = 0
+    data_hash: str | None = None
+    data_files: dict[str, str] = field(default_factory=dict)
+    parent_run: str | None = None
+    parent_checkpoint: str | None = None
+    parent_checkpoint_sha256: str | None = None
+    ended_at: str | None = None
+    wall_time_s: float | None = None
+    final_checkpoint: str | None = None
+    final_checkpoint_sha256: str | None = None
+    metrics_path: str | None = METRICS_NAME
+    val_path: str | None = VAL_NAME
+    resumed_at_steps: tuple[int, ...] = ()
+    error: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resumed_at_steps", tuple(self.resumed_at_steps))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise RunManifestError(f"schema_version {self.schema_version!r} is not {SCHEMA_VERSION}")
+        _check("run_id", self.run_id, (str,))
+        if not self.run_id:
+            raise RunManifestError("field 'run_id' is empty")
+        if self.stage not in STAGES:
+            raise RunManifestError(f"field 'stage' must be one of {STAGES}, got {self.stage!r}")
+        if self.status not in STATUSES:
+            raise RunManifestError(f"field 'status' must be one of {STATUSES}, got {self.status!r}")
+        _check_time("started_at", self.started_at)
+        _check_time("ended_at", self.ended_at, optional=True)
+        for name in ("config", "params", "device", "git", "packages", "data_files"):
+            _check(name, getattr(self, name), (dict,))
+        missing = [k for k in ("data", "model", "train", "loss") if k not in self.config]
+        if missing:
+            raise RunManifestError(f"field 'config' lacks section(s) {missing}")
+        if set(self.git) != {"commit", "dirty"}:
+            raise RunManifestError(f"field 'git' must hold exactly commit and dirty, got {sorted(self.git)}")
+        _check("git.commit", self.git["commit"], (str,), optional=True)
+        _check("git.dirty", self.git["dirty"], (bool,), optional=True)
+        for name in ("seed", "total_steps", "steps_completed"):
+            _check(name, getattr(self, name), (int,))
+            if getattr(self, name) < 0:
+                raise RunManifestError(f"field {name!r} must be >= 0, got {getattr(self, name)}")
+        if self.steps_completed > self.total_steps:
+            raise RunManifestError(f"steps_completed {self.steps_completed} exceeds total_steps {self.total_steps}")
+        _check("wall_time_s", self.wall_time_s, (int, float), optional=True)
+        for name in (
+            "data_hash",
+            "parent_run",
+            "parent_checkpoint",
+            "parent_checkpoint_sha256",
+            "final_checkpoint",
+            "final_checkpoint_sha256",
+            "metrics_path",
+            "val_path",
+            "error",
+        ):
+            _check(name, getattr(self, name), (str,), optional=True)
+        for name in ("data_hash", "parent_checkpoint_sha256", "final_checkpoint_sha256"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+                raise RunManifestError(f"field {name!r} must be a sha256 hex digest, got {value!r}")
+        for step in self.resumed_at_steps:
+            _check("resumed_at_steps[]", step, (int,))
+        if self.status == "completed" and (self.final_checkpoint is None or self.final_checkpoint_sha256 is None):
+            raise RunManifestError("a completed run needs final_checkpoint and final_checkpoint_sha256")
+        if self.status == "failed" and not self.error:
+            raise RunManifestError("a failed run needs its error")
+        if self.stage == "stage2" and self.parent_checkpoint is None:
+            raise RunManifestError("a stage2 run needs parent_checkpoint (its stage-1 checkpoint)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["resumed_at_steps"] = list(self.resumed_at_steps)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "run manifest") -> RunManifest:
+        if not isinstance(data, dict):
+            raise RunManifestError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        required -= {f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
+        unknown, missing = sorted(set(data) - known), sorted(required - set(data))
+        if unknown:
+            raise RunManifestError(f"{source}: unknown field(s) {unknown}")
+        if missing:
+            raise RunManifestError(f"{source}: missing field(s) {missing}")
+        try:
+            return cls(**data)
+        except RunManifestError as err:
+            raise RunManifestError(f"{source}: {err}") from None
+
+    def replace(self, **changes: Any) -> RunManifest:
+        return dataclasses.replace(self, **changes)
+
+    def path_in(self, run_dir: str | os.PathLike[str], relative: str | None) -> Path | None:
+        """A path recorded in the manifest, resolved against the run folder."""
+        return None if relative is None else Path(run_dir) / relative
+
+
+def manifest_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
+    path = Path(run_dir_or_file)
+    return path / MANIFEST_NAME if path.is_dir() or path.suffix != ".json" else path
+
+
+def write_manifest(run_dir: str | os.PathLike[str], manifest: RunManifest) -> Path:
+    manifest.validate()
+    path = Path(run_dir) / MANIFEST_NAME
+    write_json_atomic(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(run_dir_or_file: str | os.PathLike[str]) -> RunManifest:
+    """The validated manifest of a run folder (or a run.json path); RunManifestError otherwise."""
+    path = manifest_path(run_dir_or_file)
+    if not path.is_file():
+        raise RunManifestError(f"{path}: no run manifest (not a vidtok run folder, or the run never started)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunManifestError(f"{path}: not valid JSON ({err})") from None
+    return RunManifest.from_dict(data, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ environment
+
+
+def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Commit of the repository holding `path` (default: this package) and whether tracked files differ from it.
+    Untracked files do not count as dirty (outputs and data live in ignored folders). None when not in git."""
+    where = str(path or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(status.strip())}
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def device_info(accelerator: str, devices: int, strategy: str, precision: str, world_size: int) -> dict[str, Any]:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else None
+    return {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "precision": precision,
+        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "gpu": gpu,
+        "hostname": socket.gethostname(),
+    }
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m vidtok.runs RUN_DIR_OR_RUN_JSON", file=sys.stderr)
+        return 2
+    try:
+        manifest = read_manifest(argv[0])
+    except RunManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,604 @@
+"""Two-stage VidTok training: typed configs, the params.yaml loader and the `train` entry point.
+
+    vidtok train --stage stage1 --config params.yaml --run-dir outputs/train/stage1
+    vidtok train --stage stage2 --config params.yaml --run-dir outputs/train/stage2 --init-from outputs/train/stage1
+
+Stages (paper section 3.3, Table 4): `stage1` trains the whole model at the low resolution; `stage2` loads a
+stage-1 checkpoint, freezes the encoder and regularizer and trains the decoder (with logvar and discriminator) at
+the high resolution; `onestage` trains everything at the high resolution (the staging study's baseline). Each
+stage reads its own `train.<stage>` overrides (resolution, steps, batch size) from params.yaml.
+
+params.yaml (`load_params`): sections `data:` (DataConfig), `model:` (`preset:` plus ModelConfig fields to change),
+`train:` (TrainConfig, with optional `stage1:` / `stage2:` / `onestage:` sub-mappings) and `loss:` (LossConfig).
+Named profiles live under `profiles: {NAME: {data: ..., model: ..., train: ..., loss: ...}}`; `profile: NAME`
+(or the `profile` argument) picks one. Precedence, lowest first: dataclass defaults, the profile, the top-level
+sections, then `--set section.key=value` overrides (values parsed as YAML). So `dvc exp run -S train.lr=1e-3`
+edits the top-level `train:` section and wins over the profile.
+
+Defaults are for from-scratch training of the tiny presets on a CPU: Adam lr 1e-3 (the reference ships 1e-5,
+its fine-tuning rate; the paper's from-scratch rate is not published), betas (0.9, 0.999), gradient-norm clipping
+at 20 for both optimizers (the reference's value), fp32. The paper's recipe is stage 1 at 128x128 for 50k
+iterations with batch 16, stage 2 at 256x256 for 30k with batch 8, bf16-mixed, 17-frame clips at 3 fps.
+See vidtok.training_loop for the exact-resume design and vidtok.runs for the run folder layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+
+from vidtok.checkpoints import CheckpointError, read_config, sha256_file
+from vidtok.data import DataConfig
+from vidtok.losses import LossConfig
+from vidtok.model import ModelConfig
+from vidtok.runs import (
+    CHECKPOINTS_DIR,
+    METRICS_NAME,
+    STAGES,
+    VAL_NAME,
+    RunManifest,
+    RunManifestError,
+    git_info,
+    now_iso,
+    package_versions,
+    read_manifest,
+)
+
+__all__ = ["ModelSpec", "Params", "TrainConfig", "TrainResult", "check_setup", "load_params", "train"]
+
+Stage = Literal["stage1", "stage2", "onestage"]
+SECTIONS = ("data", "model", "train", "loss")
+# Settings a resumed run may change: they do not change what the finished run computes.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "val_every", "num_threads", "init_from"}
+)
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+def _int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"train.{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage. Field names are the keys under ``train:`` (or ``train.<stage>:``) in params.yaml."""
+
+    stage: Stage = "stage1"
+    steps: int = 300  # optimisation iterations (one generator + one discriminator step each)
+    batch_size: int = 2  # clips per device and iteration
+    resolution: int = 64  # square training size; stage 1 low, stage 2 / onestage high
+    fps: float = 3.0  # frame rate of the training clips (the paper: 3); val clips use data.val_fps
+    lr: float = 1e-3
+    lr_disc: float | None = None  # None: the same as lr (the reference)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 20.0  # max gradient norm for both optimizers; 0 turns clipping off
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: a GPU when there is one
+    devices: int = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"  # more than one device: DDP (gloo on CPU)
+    num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    seed: int = 0  # model init and per-step noise; the clip order follows data.seed
+    ema: bool = False
+    ema_decay: float = 0.999
+    gradient_checkpointing: bool = False
+    init_from: str | None = None  # checkpoint folder or run folder; required by stage2
+    checkpoint_every: int = 100  # iterations between checkpoints (0: only at the end)
+    keep_checkpoints: int = 2  # step checkpoints kept (0: all); `final` always stays
+    log_every: int = 1
+    val_every: int = 50  # iterations between validation passes (0: only at the start and the end)
+    val_clips: int = 8  # val clips per validation pass (0: all)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"train.stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        for name, low in (
+            ("steps", 1),
+            ("batch_size", 1),
+            ("resolution", 8),
+            ("devices", 1),
+            ("num_threads", 0),
+            ("seed", 0),
+            ("checkpoint_every", 0),
+            ("keep_checkpoints", 0),
+            ("log_every", 1),
+            ("val_every", 0),
+            ("val_clips", 0),
+        ):
+            _int(name, getattr(self, name), low)
+        for name in ("fps", "lr", "lr_disc", "grad_clip"):
+            value = getattr(self, name)
+            if value is None and name == "lr_disc":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
+        if not self.fps > 0 or not self.lr > 0:
+            raise ValueError(f"train.fps and train.lr must be positive, got {self.fps!r} and {self.lr!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, list | tuple) else ()
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"train.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {self.betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if self.precision not in ("32-true", "bf16-mixed"):
+            raise ValueError(f"train.precision must be '32-true' or 'bf16-mixed', got {self.precision!r}")
+        if self.accelerator not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"train.accelerator must be 'auto', 'cpu' or 'gpu', got {self.accelerator!r}")
+        if self.strategy not in ("auto", "ddp", "ddp_spawn"):
+            raise ValueError(f"train.strategy must be 'auto', 'ddp' or 'ddp_spawn', got {self.strategy!r}")
+        for name in ("ema", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+        if not (isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1):
+            raise ValueError(f"train.ema_decay must be in (0, 1), e.g. 0.999, got {self.ema_decay!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"train.init_from must be a checkpoint or run folder path, got {self.init_from!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown train parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @property
+    def lr_d(self) -> float:
+        return self.lr if self.lr_disc is None else self.lr_disc
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ``model:`` section: a preset name plus ModelConfig fields to change (ablations, codebook sweeps)."""
+
+    preset: str = "tiny_kl_causal_444"
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        items = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        items = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items))
+        object.__setattr__(self, "overrides", items)
+        self.config()  # validates the preset name and every override
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelSpec:
+        values = dict(values)
+        preset = values.pop("preset", cls.preset)
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model parameter(s) {', '.join(unknown)}; model: takes preset and ModelConfig fields "
+                f"({', '.join(sorted(known))})"
+            )
+        return cls(preset=preset, overrides=tuple(values.items()))
+
+    def config(self) -> ModelConfig:
+        from vidtok.presets import derive
+
+        return derive(self.preset, **dict(self.overrides))
+
+    @property
+    def name(self) -> str:
+        changes = ",".join(f"{k}={v}" for k, v in self.overrides)
+        return f"{self.preset}[{changes}]" if changes else self.preset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, **{k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides}}
+
+
+class Params(NamedTuple):
+    data: DataConfig
+    model: ModelSpec
+    train: TrainConfig
+    loss: LossConfig
+
+
+# ------------------------------------------------------------------------------------------------ params.yaml
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+    return base
+
+
+def _sections(where: str, mapping: Any) -> dict[str, Any]:
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"{where} must be a mapping of sections {', '.join(SECTIONS)}")
+    out = {}
+    for section, values in mapping.items():
+        if section not in SECTIONS:
+            raise ValueError(f"{where}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where}.{section} must be a mapping of config fields")
+        out[section] = dict(values)
+    return out
+
+
+def _yaml_loader() -> type:
+    """PyYAML's SafeLoader reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); DVC's YAML 1.2 reader and every
+    user mean the number. This loader also resolves exponent floats without a dot."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def _yaml_load(text: Any) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.stage2.steps=50' -> (['train', 'stage2', 'steps'], 50); the value is parsed as YAML."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
+    if parts[0] not in SECTIONS:
+        raise ValueError(f"--set {item!r}: the key must start with one of {', '.join(s + '.' for s in SECTIONS)}")
+    try:
+        value = _yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {item!r}: the value is not valid YAML ({err.__class__.__name__})") from None
+    return parts, value
+
+
+def load_params(
+    path: str | os.PathLike[str] | None,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    stage: str | None = None,
+) -> Params:
+    """(DataConfig, ModelSpec, TrainConfig, LossConfig) from a params file, a profile and `--set` overrides.
+
+    `stage` picks the `train.<stage>` sub-mapping (default: `train.stage`, else stage1). A missing file (None)
+    gives the defaults; an unknown section, key or profile is a ValueError naming it."""
+    import yaml
+
+    doc: Any = {}
+    source = "params"
+    if path is not None:
+        source = str(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: params file not found")
+        with open(path, encoding="utf-8") as f:
+            try:
+                doc = _yaml_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    profiles = doc.get("profiles") or {}
+    if not isinstance(profiles, Mapping):
+        raise ValueError(f"{source}: profiles must map profile names to sections")
+    name = profile if profile is not None else doc.get("profile")
+    merged: dict[str, Any] = {s: {} for s in SECTIONS}
+    if name is not None:
+        if name not in profiles:
+            raise ValueError(f"{source}: no profile {name!r}; profiles: {', '.join(map(str, profiles)) or 'none'}")
+        _merge(merged, _sections(f"{source}: profiles.{name}", profiles[name]))
+    _merge(merged, _sections(source, {s: doc[s] for s in SECTIONS if s in doc}))
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = merged
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    train_values = merged["train"]
+    chosen = stage or train_values.get("stage") or "stage1"
+    if chosen not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {chosen!r}")
+    for key in STAGES:
+        if key in train_values and not isinstance(train_values[key], Mapping):
+            raise ValueError(f"{source}: train.{key} must be a mapping of train fields for that stage")
+    common = {k: v for k, v in train_values.items() if k not in STAGES}
+    train_cfg = TrainConfig.from_dict({**common, **train_values.get(chosen, {}), "stage": chosen})
+    return Params(
+        data=DataConfig.from_dict(merged["data"]),
+        model=ModelSpec.from_dict(merged["model"]),
+        train=train_cfg,
+        loss=LossConfig.from_dict(merged["loss"]),
+    )
+
+
+def params_info(path: str | os.PathLike[str] | None, profile: str | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """Where a run's configs came from, for the run manifest."""
+    return {
+        "file": None if path is None else str(path),
+        "sha256": sha256_file(path) if path is not None and os.path.isfile(path) else None,
+        "profile": profile,
+        "overrides": list(overrides),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """A checkpoint to start from: its folder and, when it lies in a run folder, that run."""
+
+    checkpoint: Path
+    run_dir: Path | None
+    record: dict[str, Any]
+
+
+def resolve_init(path: str | os.PathLike[str]) -> InitSource:
+    """A checkpoint folder, or a run folder (its final checkpoint), as an InitSource; CheckpointError otherwise."""
+    folder = Path(path)
+    if (folder / "run.json").is_file():
+        try:
+            manifest = read_manifest(folder)
+        except RunManifestError as err:
+            raise CheckpointError(f"{folder}: {err}") from None
+        if manifest.status != "completed" or manifest.final_checkpoint is None:
+            raise CheckpointError(f"{folder}: run is {manifest.status}, it has no final checkpoint to start from")
+        return InitSource(folder / manifest.final_checkpoint, folder, read_config(folder / manifest.final_checkpoint))
+    record = read_config(folder)
+    run_dir = folder.parent.parent if (folder.parent.parent / "run.json").is_file() else None
+    return InitSource(folder, run_dir, record)
+
+
+def _nearest(value: int, factor: int) -> str:
+    low = value // factor * factor
+    return f"{low} or {low + factor}" if low else str(factor)
+
+
+def check_setup(
+    data: DataConfig, model: ModelSpec, config: TrainConfig, loss: LossConfig, init: InitSource | None
+) -> ModelConfig:
+    """Every cross-config rule, checked before anything is computed; ValueError / CheckpointError naming the fix."""
+    cfg = model.config()
+    s, tf, t = cfg.spatial_factor, cfg.temporal_factor, data.clip_frames
+    if config.resolution % s:
+        raise ValueError(
+            f"train.resolution {config.resolution} is not divisible by {model.preset}'s spatial factor {s} "
+            f"(try {_nearest(config.resolution, s)})"
+        )
+    if not cfg.causal and t % tf:
+        raise ValueError(
+            f"data.clip_frames {t}: the non-causal {model.preset} needs clips of a multiple of its temporal factor "
+            f"{tf} frames (try {_nearest(t, tf)})"
+        )
+    if cfg.causal and (t - 1) % tf:
+        warnings.warn(
+            f"data.clip_frames {t} is not 1 + k*{tf}: the causal model pads {(-t) % tf} copies of frame 0 in front",
+            stacklevel=2,
+        )
+    if config.stage == "stage2" and init is None:
+        raise ValueError(
+            "stage2 trains the decoder of a stage-1 model: set train.init_from (or --init-from) to the stage-1 "
+            "checkpoint or run folder"
+        )
+    if init is not None:
+        try:
+            have = ModelConfig.from_dict(init.record["model"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{init.checkpoint}: invalid model config ({err})") from None
+        if have != cfg:
+            diff = sorted(k for k, v in cfg.to_dict().items() if have.to_dict().get(k) != v)
+            raise CheckpointError(
+                f"{init.checkpoint}: checkpoint of another model ({init.record.get('name')}, {have.compression}, "
+                f"{have.regularizer}) than model {model.name} ({cfg.compression}, {cfg.regularizer}); "
+                f"differing fields: {', '.join(diff)}"
+            )
+    if config.devices > 1 and config.strategy == "auto" and config.accelerator == "auto":
+        pass  # Lightning picks the devices; DDP is set up in _strategy
+    if loss.disc_type == "2d" and config.resolution < 3 * 2**loss.disc_layers:
+        raise ValueError(
+            f"train.resolution {config.resolution} is too small for a {loss.disc_layers}-layer 2D PatchGAN "
+            f"(needs >= {3 * 2**loss.disc_layers}); lower loss.disc_layers or set loss.disc_type=none"
+        )
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _rank() -> int:
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return _get_rank() or 0
+
+
+def _snapshot(data: DataConfig, model: ModelSpec, config: TrainConfig, loss: LossConfig) -> dict[str, Any]:
+    data_dict = dataclasses.asdict(data)
+    for key, value in data_dict.items():
+        if isinstance(value, tuple):
+            data_dict[key] = list(value)
+    return {"data": data_dict, "model": model.to_dict(), "train": config.to_dict(), "loss": loss.to_dict()}
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    out = []
+    for section in SECTIONS:
+        a, b = saved.get(section, {}), current.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section == "train" and key in RESUMABLE_CHANGES:
+                continue
+            if section == "data" and key in ("num_workers", "use_cache", "cache_resolutions", "fps"):
+                continue  # how clips are read, not which clips: the cache is bit-identical to decoding
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
+def _find_resume(run_dir: Path) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]] | None:
+    """The newest readable step checkpoint of a run folder, or None."""
+    from vidtok.training_loop import read_training_state
+
+    folders = sorted((run_dir / CHECKPOINTS_DIR).glob("step_*"), reverse=True)
+    for folder in folders:
+        try:
+            record, tensors = read_training_state(folder)
+            return folder, record, tensors
+        except CheckpointError as err:
+            warnings.warn(f"skipping unreadable checkpoint {folder}: {err}", stacklevel=3)
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's banner lines (GPU available, ...) and its few-workers hint add nothing to our progress bar."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _accelerator(config: TrainConfig) -> str:
+    if config.accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if config.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("train.accelerator is 'gpu' but no CUDA device is available (set it to auto or cpu)")
+    return config.accelerator
+
+
+def _strategy(config: TrainConfig, accelerator: str) -> Any:
+    if config.strategy == "auto" and config.devices == 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    # Generator and discriminator steps each leave the other's parameters without gradients: DDP must look
+    # for unused parameters. gloo is the CPU backend (nccl is Lightning's default on GPUs).
+    return DDPStrategy(
+        find_unused_parameters=True,
+        process_group_backend="gloo" if accelerator == "cpu" else None,
+        start_method="spawn" if config.strategy == "ddp_spawn" else "popen",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    wall_time_s: float
+    manifest: RunManifest
+    last_metrics: dict[str, float]  # the last row of metrics.csv
+    val_curve: list[dict[str, float]]  # val.csv: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
+
+
+def train(
+    data: DataConfig,
+    model: ModelSpec,
+    config: TrainConfig,
+    loss: LossConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    params: Mapping[str, Any] | None = None,
+    datasets: tuple[Any, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult | None:
+    """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
+
+    `params` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
+    layer with in-memory datasets (tests, benchmarks): items are indexed by (row, seed) like ClipDataset. Bad
+    configuration raises ValueError / CheckpointError / MissingWeightsError before any computation; a non-finite
+    loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None."""
+    from vidtok.training_run import Run
+
+    threads = torch.get_num_threads()
+    try:
+        run = Run.prepare(data, model, config, loss, Path(run_dir), params=params, datasets=datasets, progress=progress)
+        return run.execute()
+    finally:
+        torch.set_num_threads(threads)  # train.num_threads applies to this call only
+
+
+def read_csv_rows(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return rows
+
+
+def new_manifest(
+    run_id: str,
+    config: TrainConfig,
+    snapshot: dict[str, Any],
+    params: Mapping[str, Any] | None,
+    device: dict[str, Any],
+    data_hash: str | None,
+    data_files: dict[str, str],
+    init: InitSource | None,
+) -> RunManifest:
+    return RunManifest(
+        run_id=run_id,
+        stage=config.stage,
+        status="running",
+        started_at=now_iso(),
+        config=snapshot,
+        params=dict(params or {"file": None, "sha256": None, "profile": None, "overrides": []}),
+        seed=config.seed,
+        device=device,
+        git=git_info(),
+        packages=package_versions(),
+        total_steps=config.steps,
+        data_hash=data_hash,
+        data_files=data_files,
+        parent_run=None if init is None or init.run_dir is None else str(init.run_dir),
+        parent_checkpoint=None if init is None else str(init.checkpoint),
+        parent_checkpoint_sha256=None if init is None else init.record.get("weights_sha256"),
+        metrics_path=METRICS_NAME,
+        val_path=VAL_NAME,
+        wall_time_s=0.0,
+    )
+
+
+def make_run_id(run_dir: Path) -> str:
+    return f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
