@@ -91,7 +91,7 @@ def config_in(root: Path, **kw) -> DataConfig:
 def samples(tmp_path_factory) -> DataConfig:
     """The four sample videos copied into a temporary data/, with the manifest and clip indexes built."""
     root = tmp_path_factory.mktemp("samples")
-    config = config_in(root, fps=RATES)
+    config = config_in(root, fps=RATES, cache_resolutions=())  # the decoding path, unless a test asks for a cache
     copy_samples(config.data_dir, dvc=False, log=lambda _: None)
     build_manifest(config, progress=False)
     for rate in RATES:
@@ -122,9 +122,9 @@ def test_config_rejects_bad_values_with_the_field_name(change, words):
 
 def test_config_from_params_file(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("data:\n  fps: [3, 8]\n  clip_frames: 16\n  cache_resolutions: [64]\ntrain:\n  lr: 1\n")
+    params.write_text("data:\n  fps: [3, 8]\n  clip_frames: 16\n  cache_resolutions: [64, 128]\ntrain:\n  lr: 1\n")
     config = vd.load_data_config(params, seed=7, batch_size=None)
-    assert (config.fps, config.clip_frames, config.cache_resolutions, config.seed) == ((3, 8), 16, (64,), 7)
+    assert (config.fps, config.clip_frames, config.cache_resolutions, config.seed) == ((3, 8), 16, (64, 128), 7)
     assert config.batch_size == DataConfig().batch_size  # None overrides change nothing
     assert vd.load_data_config(tmp_path / "absent.yaml") == DataConfig()
     params.write_text("data:\n  fsp: [3]\n")
@@ -572,21 +572,22 @@ def test_data_module_yields_batches_from_real_video(samples, workers):
 
 
 def test_data_module_stage_settings_and_cache(samples):
+    """The paper's rates: train at 3 fps, validate at 8; the caches the config asks for come from prepare_data."""
     config = samples.replace(cache_resolutions=(32,))
-    stage2 = VideoDataModule(config, fps=30, resolution=32, val_fps=30, batch_size=3)
-    stage2.prepare_data()  # builds the 30 fps cache shard the config asks for
-    stage2.setup()
-    assert stage2.train_dataset.cache is not None and stage2.val_dataset.cache is not None
-    assert len(stage2.val_dataset) == 9  # 143 bigbuckbunny clips at 30 fps, every 17th
-    loader = stage2.train_dataloader()
-    assert len(loader.sampler) == 17 + 7 * 2  # non-overlapping train clips: bikes 284 // 17, carphone 105 // 17
+    dm = VideoDataModule(config, fps=3, resolution=32, batch_size=3)
+    dm.prepare_data()  # builds the 3 and 8 fps shards at 32 px (when missing)
+    dm.setup()
+    assert dm.train_dataset.cache is not None and dm.val_dataset.cache is not None
+    assert len(dm.train_dataset) == 14 and len(dm.val_dataset) == 2  # bikes at 3 fps; bigbuckbunny at 8 fps
+    loader = dm.train_dataloader()
+    assert len(loader.sampler) == 3  # one non-overlapping clip in bikes at 3 fps, raised to one batch
     assert next(iter(loader)).shape == (3, 3, 17, 32, 32)
+    assert len(val_subset(load_clip_index(samples, 30), 17, 1, 0)) == 9  # 143 bigbuckbunny clips, every 17th
     low = VideoDataModule(samples, fps=2, resolution=16)
     low.setup()
     assert next(iter(low.train_dataloader())).shape == (2, 3, 17, 16, 16)
-    none = VideoDataModule(samples, fps=1, resolution=16)
     with pytest.raises(ValueError, match="no train clips at 1 fps.*spans 16.00 s"):
-        none.setup()
+        VideoDataModule(samples, fps=1, resolution=16).setup()
 
 
 def test_val_subset_takes_non_overlapping_clips():
@@ -606,7 +607,7 @@ def test_cli_manifest_and_resample(samples, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "4 files: 4 ok (3 train, 1 val), 0 rejected" in out and "wrote outputs/data/manifest.parquet" in out
     assert "bikes.mp4: h264 640x272 25 fps (25.000), 250 frames, 10.00 s" in out
-    assert main(["data", "resample"]) == 0
+    assert main(["data", "resample", "--no-cache"]) == 0
     out = capsys.readouterr().out
     assert "fps 3: 14 clips of 17 frames (14 train, 0 val) from 1 video(s)" in out
     assert "no clip  bigbuckbunny.mp4: too short at 3 fps" in out
@@ -617,3 +618,31 @@ def test_cli_manifest_and_resample(samples, tmp_path, capsys, monkeypatch):
     (tmp_path / "params.yaml").write_text("data:\n  clip_frames: 0\n")
     assert main(["data", "manifest"]) == 1
     assert "data.clip_frames must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_workers_start_safely_after_decoding_in_the_main_process(samples, monkeypatch):
+    """Frames decoded in the main process linger in reference cycles holding FFmpeg thread pools; a forked worker
+    whose garbage collector frees them waits for threads it does not have (the hang the benchmark met). The
+    loader collects and freezes first. Here a worker collects at once, and the garbage is kept until the fork."""
+    import gc
+
+    import vidtok.data_module as module
+
+    dm = VideoDataModule(samples, fps=8, resolution=32, num_workers=2, samples_per_epoch=6)
+    dm.setup("fit")
+    original = module._worker_init
+
+    def collecting_worker_init(worker_id: int) -> None:
+        gc.collect()
+        original(worker_id)
+
+    monkeypatch.setattr(module, "_worker_init", collecting_worker_init)
+    gc.disable()  # until the workers start (explicit gc.collect() calls still run)
+    try:
+        for row in range(2):
+            dm.train_dataset.raw(row)
+        batches = list(dm.train_dataloader())
+    finally:
+        gc.enable()
+    assert [b.shape for b in batches] == [(2, 3, 17, 32, 32)] * 3

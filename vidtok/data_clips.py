@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +294,9 @@ class FrameCache:
 
     path: Path
     resolution: int
-    videos: dict[str, tuple[int, np.ndarray]]  # sha256 -> (first row, sorted source frame indices cached)
-    _array: np.ndarray | None = None
+    # sha256 -> (first row, sorted source frame indices cached)
+    videos: dict[str, tuple[int, np.ndarray]] = field(repr=False)
+    _array: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> FrameCache:

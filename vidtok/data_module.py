@@ -15,6 +15,7 @@ workers, and Lightning's ``sampler.set_epoch`` gives each epoch its own draw.
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from vidtok.data_clips import (
     open_cache,
 )
 
-__all__ = ["ClipDataset", "RandomClipSampler", "VideoDataModule", "val_subset"]
+__all__ = ["ClipDataset", "RandomClipSampler", "VideoDataModule", "collate_clips", "val_subset"]
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -97,8 +98,13 @@ class ClipDataset(Dataset):
             # Without a seed (plain integer indexing) a random crop would be irreproducible: use the centre.
             offset = 0.5 if seed is None else float(np.random.default_rng(seed).random())
         frames = fit_frames(self.raw(int(row)), self.size, offset)
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2).float()  # (T, H, W, 3) -> (3, T, H, W)
-        return x.div_(127.5).sub_(1.0)  # 0..255 -> -1..1
+        # (T, H, W, 3) uint8 -> (3, T, H, W) float32 in [-1, 1]. In numpy, on one thread: torch's elementwise ops
+        # fan out to its thread pool, which costs more than 200k elements take and stalls when the training step
+        # (or another process) holds the other cores.
+        x = np.ascontiguousarray(frames.transpose(3, 0, 1, 2)).astype(np.float32)
+        np.divide(x, 127.5, out=x)
+        np.subtract(x, 1.0, out=x)
+        return torch.from_numpy(x)
 
 
 class RandomClipSampler(Sampler):
@@ -131,6 +137,34 @@ def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stri
     step = val_stride or -(-clip_frames // clip_stride)
     val = index[index["split"] == "val"]
     return val[val["clip"] % step == 0].reset_index(drop=True)
+
+
+class _ForkSafeLoader(DataLoader):
+    """A DataLoader whose forked workers never free what they inherit.
+
+    PyAV frames that had ``side_data`` read (vidtok.io does, for the display matrix) sit in reference cycles, so
+    they and their swscale contexts are freed only by the garbage collector. Those contexts own slice threads. A
+    worker forked while such garbage exists inherits it without the threads, and when its collector frees it,
+    ``sws_freeContext`` joins a thread that does not exist there: the worker hangs for ever (seen in the
+    benchmark after decoding in the main process, e.g. after building the frame cache). So: collect in the
+    parent, where the threads exist, and freeze what is left so the workers' collectors never touch it."""
+
+    def _get_iterator(self):  # noqa: ANN202 - DataLoader's private hook, called where workers are started
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        gc.collect()
+        gc.freeze()
+        try:
+            return super()._get_iterator()
+        finally:
+            gc.unfreeze()
+
+
+def collate_clips(batch: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (3, T, H, W) clips into (B, 3, T, H, W) with numpy, on this thread. In the loader on the 2-core
+    machine, torch's default collate (torch.stack through its thread pool) took 15 ms for a batch of two
+    17x64x64 clips, against 0.6 ms for the whole batch this way (benchmarks/data_loader.py)."""
+    return torch.from_numpy(np.stack([clip.numpy() for clip in batch]))
 
 
 def _worker_init(worker_id: int) -> None:
@@ -190,6 +224,12 @@ class VideoDataModule(L.LightningDataModule):
         for r in sorted(self.config.cache_resolutions):
             if r >= max(self.size) and (cache := open_cache(self.config, rate, r)) is not None:
                 return cache
+        if max(self.size) <= max(self.config.cache_resolutions, default=0):
+            warnings.warn(
+                f"no current frame cache at {rate:g} fps for {max(self.size)} px: every clip is decoded (about 0.3 s "
+                f"a batch on 2 cores); build it with `vidtok data resample --fps {rate:g}` or prepare_data()",
+                stacklevel=3,
+            )
         return None
 
     def setup(self, stage: str | None = None) -> None:
@@ -232,13 +272,14 @@ class VideoDataModule(L.LightningDataModule):
             )
 
     def _loader(self, dataset: ClipDataset, **kw: object) -> DataLoader:
-        return DataLoader(
+        return _ForkSafeLoader(
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             worker_init_fn=_worker_init if self.num_workers else None,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_clips,
             **kw,
         )
 
