@@ -13,6 +13,21 @@ Flow (every step a plain function; the CLI, the DVC stages and the Prefect tasks
 
 This module holds the config, the sample copy and the manifest; ``build_clip_index``, ``VideoDataModule`` and
 the rest are importable from here too, but load lazily so the manifest commands do not import torch.
+
+Versioning data with DVC. data/ holds raw videos only and data.dvc (committed) records its hash; everything
+derived lives under outputs/ (DVC refuses pipeline outputs inside a tracked folder). A fresh clone gets the
+samples offline with ``vidtok data samples`` (which also fills the DVC cache, so ``dvc status`` is clean). Your
+own videos work the same way:
+
+    cp -r ~/my_videos/* data/ && dvc add data && git add data.dvc && git commit -m "data: my videos"
+    dvc remote add -d store /mnt/shared/dvc-store        # a local or network folder, or:
+    dvc remote add -d store s3://bucket/vidtok-data      # S3 (pip install dvc-s3; credentials as for the AWS CLI,
+    dvc remote modify --local store profile myprofile    #   kept out of git in .dvc/config.local)
+    dvc push                                             # upload the data.dvc version to the remote
+    dvc pull                                             # elsewhere, after git clone: download it into data/
+
+``data_dir`` may also be an fsspec URL (s3://..., gs://..., with s3fs / gcsfs installed) to read videos in place;
+the manifest and the clip index then record paths relative to it, and the datasets read through fsspec.
 """
 
 from __future__ import annotations
@@ -642,10 +657,9 @@ def manifest_summary(df: pd.DataFrame) -> list[str]:
     """Lines the CLI prints: counts, then every rejected file with its reason."""
     ok = df[df["status"] == "ok"]
     rejected = df[df["status"] == "rejected"]
-    lines = [
-        f"{len(df)} files: {len(ok)} ok ({(ok['split'] == 'train').sum()} train, {(ok['split'] == 'val').sum()} "
-        f"val), {len(rejected)} rejected"
-    ]
+    train, val = int((ok["split"] == "train").sum()), int((ok["split"] == "val").sum())
+    files = f"{len(df)} file" + ("" if len(df) == 1 else "s")
+    lines = [f"{files}: {len(ok)} ok ({train} train, {val} val), {len(rejected)} rejected"]
     for row in ok.itertuples():
         lines.append(
             f"  ok        {row.path}: {row.codec} {row.width}x{row.height} {row.fps_fraction} fps "

@@ -37,7 +37,7 @@ from vidtok.data_clips import (
     open_cache,
 )
 
-__all__ = ["ClipDataset", "RandomClipSampler", "VideoDataModule", "collate_clips", "val_subset"]
+__all__ = ["ClipDataset", "ForkSafeDataLoader", "RandomClipSampler", "VideoDataModule", "collate_clips", "val_subset"]
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -139,7 +139,7 @@ def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stri
     return val[val["clip"] % step == 0].reset_index(drop=True)
 
 
-class _ForkSafeLoader(DataLoader):
+class ForkSafeDataLoader(DataLoader):
     """A DataLoader whose forked workers never free what they inherit.
 
     PyAV frames that had ``side_data`` read (vidtok.io does, for the display matrix) sit in reference cycles, so
@@ -147,7 +147,8 @@ class _ForkSafeLoader(DataLoader):
     worker forked while such garbage exists inherits it without the threads, and when its collector frees it,
     ``sws_freeContext`` joins a thread that does not exist there: the worker hangs for ever (seen in the
     benchmark after decoding in the main process, e.g. after building the frame cache). So: collect in the
-    parent, where the threads exist, and freeze what is left so the workers' collectors never touch it."""
+    parent, where the threads exist, and freeze what is left so the workers' collectors never touch it.
+    Any DataLoader with workers over these datasets needs the same; use this class in place of DataLoader."""
 
     def _get_iterator(self):  # noqa: ANN202 - DataLoader's private hook, called where workers are started
         if self.num_workers == 0:
@@ -272,7 +273,7 @@ class VideoDataModule(L.LightningDataModule):
             )
 
     def _loader(self, dataset: ClipDataset, **kw: object) -> DataLoader:
-        return _ForkSafeLoader(
+        return ForkSafeDataLoader(
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
