@@ -44,6 +44,7 @@ from vidtok.data_clips import (
     read_clip_summary,
 )
 from vidtok.data_module import ClipDataset, RandomClipSampler, VideoDataModule, val_subset
+from vidtok.data_samples import _dvc_dir_md5
 from vidtok.io import read_frames
 
 try:  # tests/ is a package (tests/__init__.py): the repository root is on sys.path
@@ -166,7 +167,7 @@ def test_samples_match_the_committed_data_dvc_and_fill_a_fresh_cache(tmp_path):
     shutil.copy(REPO / "data.dvc", tmp_path / "data.dvc")
     logs: list[str] = []
     copy_samples(tmp_path / "data", log=logs.append)
-    assert vd._dvc_dir_md5(tmp_path / "data") == recorded["md5"]
+    assert _dvc_dir_md5(tmp_path / "data") == recorded["md5"]
     assert "cache filled" in logs[-1], logs
     status = subprocess.run([*dvc, "status", "--json", "data.dvc"], cwd=tmp_path, capture_output=True, text=True)
     assert json.loads(status.stdout) == {}
