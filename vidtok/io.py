@@ -104,6 +104,10 @@ class _Input:
     container: Any  # av.container.InputContainer
     stream: Any  # av.video.stream.VideoStream
     error: str | None = None  # FFmpeg error that ended demuxing/decoding early (truncated or corrupt data)
+    # (quarter turns, mirror) read from the first decoded frame's display matrix. Read once per stream: touching
+    # frame.side_data makes a reference cycle in PyAV 18, and frames (with their swscale threads) left for the
+    # garbage collector hang a DataLoader worker forked while they exist.
+    orientation: tuple[int, bool] | None = None
 
 
 def _split(path: PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -217,10 +221,15 @@ def _orientation(frame: Any) -> tuple[int, bool]:
     return (2 if vflip else 0), hflip != vflip
 
 
-def _to_rgb(frame: Any) -> np.ndarray:
+def _to_rgb(frame: Any, src: _Input | None = None) -> np.ndarray:
     # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB, with the frame's own matrix (BT.601/709) and range.
     rgb = frame.to_ndarray(format="rgb24")
-    turns, mirror = _orientation(frame)
+    if src is None:
+        turns, mirror = _orientation(frame)
+    else:
+        if src.orientation is None:
+            src.orientation = _orientation(frame)
+        turns, mirror = src.orientation
     if not turns and not mirror:
         return rgb
     rgb = np.rot90(rgb, turns)  # counter-clockwise, like the display matrix (FFmpeg's transpose=cclock for 90)
@@ -497,7 +506,7 @@ def iter_frames(
                 if frame.time is not None:
                     start_time = frame.time if start_time is None else start_time
                     end_time = frame.time - start_time + float((frame.duration or 0) * (frame.time_base or 0))
-                yield _to_rgb(frame)
+                yield _to_rgb(frame, src)
                 if count == stop:
                     return
             expected: int | str | None = src.stream.frames if src.stream.frames > count else None
@@ -512,7 +521,7 @@ def iter_frames(
         count = 0
         for _, frame in _iter_indexed(src, tl, wanted):
             count += 1
-            yield _to_rgb(frame)
+            yield _to_rgb(frame, src)
         if count < len(wanted):
             _truncated(name, start + count, start + len(wanted), "decoded", allow_partial, src.error)
 
@@ -545,7 +554,7 @@ def read_frames(
         out: np.ndarray | None = None
         done: set[int] = set()
         for idx, frame in _iter_indexed(src, tl, wanted):
-            rgb = _to_rgb(frame)
+            rgb = _to_rgb(frame, src)
             if out is None:
                 out = np.empty((len(order), *rgb.shape), dtype=np.uint8)
             k = int(np.searchsorted(wanted, idx))
@@ -603,7 +612,7 @@ def iter_resampled(
         wanted = np.unique(picks)
         k = 0
         for idx, frame in _iter_indexed(src, tl, wanted):
-            rgb = _to_rgb(frame)
+            rgb = _to_rgb(frame, src)
             while k < len(picks) and picks[k] == idx:
                 yield start_time + k / target_fps, rgb
                 k += 1
