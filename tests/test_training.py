@@ -310,3 +310,50 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert len(lines) == 4 and "loss_d" in lines[0]  # header + 3 steps, discriminator stepped at step 3
     weights = load_file(str(run / "checkpoints/final/model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+@pytest.mark.slow  # about 30 s idle, 100 s on a busy 2-core machine: data layer, two stages, evaluation
+def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from vidtok.cli import main as cli_main
+
+    (tmp_path / "data").mkdir()
+    for name in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4", "bigbuckbunny.mp4"):
+        shutil.copy(sample_video_dir / name, tmp_path / "data" / name)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        textwrap.dedent(
+            f"""
+            data: {{data_dir: {tmp_path}/data, manifest: {tmp_path}/out/manifest.parquet,
+                    clips_dir: {tmp_path}/out/clips, cache_dir: {tmp_path}/out/cache, clip_frames: 9,
+                    cache_resolutions: [32]}}
+            model: {{preset: tiny_kl_causal_444}}
+            train:
+              fps: 8
+              batch_size: 1
+              val_clips: 1
+              stage1: {{resolution: 32, steps: 2}}
+              stage2: {{resolution: 64, steps: 1, init_from: {tmp_path}/runs/s1}}
+            loss: {{perceptual_weight: 0, disc_type: none}}
+            """
+        )
+    )
+    common = ["--config", str(params), "--no-progress"]
+    assert cli_main(["train", "--stage", "stage1", "--run-dir", str(tmp_path / "runs/s1"), *common]) == 0
+    assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "runs/s2"), *common]) == 0
+    out = capsys.readouterr().out
+    assert out.count("wrote ") == 2 and "trivial codec" in out
+    m1, m2 = read_manifest(tmp_path / "runs/s1"), read_manifest(tmp_path / "runs/s2")
+    assert m1.data_hash is not None and m1.data_hash in m1.data_files.values()
+    assert m2.parent_run == f"{tmp_path}/runs/s1" and m2.params["file"] == str(params)
+    assert m2.config["train"]["resolution"] == 64 and m2.config["train"]["stage"] == "stage2"
+    metrics = tmp_path / "eval/metrics.json"
+    assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "runs/s2"), "-o", str(metrics), *common]) == 0
+    record = json.loads(metrics.read_text())
+    assert record["data"]["resolution"] == "64x64" and record["checkpoint"]["metadata"]["stage"] == "stage2"
+    assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "x"), "--set", "train.lr=-1"]) == 1
+    assert "train.lr must be a number >= 0" in capsys.readouterr().err

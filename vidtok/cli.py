@@ -290,6 +290,125 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="build the clip index only")
 
 
+# ------------------------------------------------------------------------------------------------ train / evaluate
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """`vidtok train` and `vidtok evaluate` (vidtok.training, vidtok.evaluate)."""
+
+    def params_file(value: str) -> str | None:
+        # The default params.yaml may be absent (a bare checkout): then the dataclass defaults apply.
+        return value if value != "params.yaml" or Path(value).is_file() else None
+
+    def one_line_errors(func: Callable) -> Callable:
+        """Training's own failures (non-finite loss, missing LPIPS weights) become one-line command errors too."""
+
+        def run(args: argparse.Namespace) -> None:
+            from vidtok.metrics import MissingWeightsError
+            from vidtok.training_loop import TrainingError
+
+            try:
+                func(args)
+            except (TrainingError, MissingWeightsError) as err:
+                raise CommandError(str(err)) from None
+
+        return run
+
+    def cmd_train(args: argparse.Namespace) -> None:
+        from vidtok.training import load_params, params_info, train
+
+        config = params_file(args.config)
+        overrides = list(args.set or [])
+        if args.init_from:
+            overrides.append(f"train.init_from={args.init_from}")
+        params = load_params(config, args.profile, overrides, stage=args.stage)
+        result = train(
+            *params,
+            args.run_dir or f"outputs/train/{args.stage}",
+            params=params_info(config, args.profile, overrides),
+            progress=not args.no_progress,
+        )
+        if result is None:  # a DDP worker process (rank > 0): rank 0 reports
+            return
+        line = f"wrote {result.run_dir}: {result.steps} steps in {result.wall_time_s:.0f} s"
+        line += f", final checkpoint {result.final_checkpoint}"
+        if result.val_curve:
+            last = result.val_curve[-1]
+            line += f"; val PSNR {last.get('val_psnr', float('nan')):.2f} dB"
+            line += f" (trivial codec {last.get('trivial_psnr', float('nan')):.2f} dB)"
+        print(line)
+
+    def cmd_evaluate(args: argparse.Namespace) -> None:
+        from vidtok.evaluate import evaluate
+        from vidtok.training import load_params
+
+        data = load_params(params_file(args.config), args.profile, list(args.set or [])).data
+        out = Path(args.output)
+        if out.suffix != ".json":
+            raise CommandError(f"-o {out}: expected a .json metrics file (per_video.csv and videos/ go next to it)")
+        record = evaluate(
+            args.checkpoint,
+            data,
+            split=args.split,
+            out_dir=out.parent,
+            metrics_name=out.name,
+            resolution=args.resolution,
+            fps=args.fps,
+            max_clips=args.max_clips,
+            batch_size=args.batch_size,
+            vmaf=args.vmaf,
+            lpips_net=None if args.lpips == "none" else args.lpips,
+            lpips_trunk_path=args.lpips_trunk,
+            fvd_i3d_path=args.fvd_i3d,
+            num_videos=args.videos,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        s = record["summary"]
+        verdict = "beats" if s["beats_trivial_codec"] else "does NOT beat"
+        print(
+            f"wrote {out}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f} on {s['num_clips']} {args.split} clips; "
+            f"{verdict} the trivial codec ({s['trivial_psnr']:.2f} dB)"
+        )
+        for name, reason in record["unavailable"].items():
+            print(f"  {name}: unavailable ({reason})")
+
+    def params_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default="params.yaml", help="params file (default params.yaml; defaults if absent)")
+        p.add_argument("--profile", help="named profile under profiles: in the params file")
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="SECTION.KEY=VALUE",
+            help="override one param, e.g. --set train.lr=1e-3 --set train.stage2.steps=50 (repeatable)",
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train", help="train one stage (stage1 low res, stage2 decoder at high res, or onestage)")
+    p.add_argument("--stage", choices=("stage1", "stage2", "onestage"), required=True)
+    params_flags(p)
+    p.add_argument("--run-dir", help="run folder (default outputs/train/STAGE); an existing one is resumed")
+    p.add_argument("--init-from", help="checkpoint or run folder to start from (required by stage2)")
+    p.set_defaults(func=one_line_errors(cmd_train))
+
+    p = sub.add_parser("evaluate", help="metrics (with protocols) of a checkpoint on val clips, vs the trivial codec")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (its final checkpoint)")
+    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("-o", "--output", default="outputs/eval/metrics.json", help="metrics JSON to write")
+    params_flags(p)
+    p.add_argument("--resolution", type=int, help="square size (default: the checkpoint's training resolution)")
+    p.add_argument("--fps", type=float, help="clip frame rate (default: data.val_fps)")
+    p.add_argument("--max-clips", type=int, default=0, help="evaluate at most this many clips (default: all)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--vmaf", action="store_true", help="also VMAF (vmaf-torch; slow)")
+    p.add_argument("--lpips", choices=("vgg", "alex", "none"), default="vgg", help="LPIPS backbone (default vgg)")
+    p.add_argument("--lpips-trunk", help="torchvision ImageNet trunk for LPIPS (else env / torch hub cache)")
+    p.add_argument("--fvd-i3d", help="StyleGAN-V i3d_torchscript.pt: FVD is computed only with it")
+    p.add_argument("--videos", type=int, default=3, help="side-by-side mp4s to write (default 3)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.set_defaults(func=one_line_errors(cmd_evaluate))
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 
@@ -332,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconstruct)
 
     add_data_commands(sub)
+    add_train_commands(sub)
     return parser
 
 

@@ -28,7 +28,6 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -377,9 +376,3 @@ def _write_videos(folder: Path, videos: dict[str, list[Tensor]], fps: float) -> 
         name = Path(path).stem + "_orig_vs_recon.mp4"
         frames = np.concatenate([_to_uint8(c) for c in clips])
         write_video(folder / name, frames, fps)
-
-
-def evaluate_many(checkpoints: Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
-    """`evaluate` for several checkpoints into out_dir/<checkpoint name>/ (sweeps compare them side by side)."""
-    out = Path(kwargs.pop("out_dir", "outputs/eval"))
-    return [evaluate(c, out_dir=out / Path(c).name, **kwargs) for c in checkpoints]

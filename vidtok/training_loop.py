@@ -108,7 +108,9 @@ class StepBatches(Dataset):
         return self._epoch[1][lo : lo + self.batch_size]
 
     def __getitem__(self, i: int) -> Tensor:
-        return torch.stack([self.dataset[item] for item in self.items(self.start + i)])
+        from vidtok.data_module import collate_clips  # numpy stacking: no torch thread-pool stall in the loader
+
+        return collate_clips([self.dataset[item] for item in self.items(self.start + i)])
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -537,6 +539,8 @@ class Recorder(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: TrainingModule, *args: Any) -> None:
         if trainer.global_rank != 0:
             return
+        # Step time = from the end of the previous callback's step work to here: data loading, Lightning's loop,
+        # the iteration and the previous row's logging. Validation and checkpoints are not counted.
         now = time.perf_counter()
         elapsed, self._t0 = now - self._t0, now
         step = module.completed_steps
@@ -546,17 +550,18 @@ class Recorder(L.Callback):
         logs["clips_per_s"] = self.global_batch / elapsed if elapsed > 0 else float("nan")
         if self._csv is not None and (step % self.log_every == 0 or step == self.total):
             self._csv.write({"step": step, **{k: v for k, v in logs.items() if k in self.columns}})
-        if self.val_every and step % self.val_every == 0:
-            self._run_validation(module, step)
-        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.total:
-            self._checkpoint(module, step, final=False)
         if self._bar is not None:
             shown = {"loss": logs.get("loss_g"), "psnr": logs.get("psnr"), "clips/s": logs["clips_per_s"]}
             if "val_psnr" in module.last_logs:
                 shown["val_psnr"] = module.last_logs["val_psnr"]
             self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if v is not None}, refresh=False)
             self._bar.update(1)
-        self._t0 = time.perf_counter()  # validation and checkpoints do not count against the next step's speed
+        paused = time.perf_counter()
+        if self.val_every and step % self.val_every == 0:
+            self._run_validation(module, step)
+        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.total:
+            self._checkpoint(module, step, final=False)
+        self._t0 += time.perf_counter() - paused
 
     def _checkpoint(self, module: TrainingModule, step: int, final: bool) -> None:
         if self._last_ckpt == step and not final:

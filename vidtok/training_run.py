@@ -76,7 +76,7 @@ class LoaderFactory:
         self.start, self.stop, self.samples_per_epoch, self.workers = start, stop, spe, workers
 
     def __call__(self, rank: int, world_size: int) -> DataLoader:
-        from vidtok.data_module import _worker_init
+        from vidtok.data_module import ForkSafeDataLoader, _worker_init
 
         steps = StepBatches(
             self.dataset,
@@ -88,7 +88,8 @@ class LoaderFactory:
             world_size=world_size,
             samples_per_epoch=self.samples_per_epoch,
         )
-        return DataLoader(
+        # The data layer's loader: workers forked after decoding in this process must not free its PyAV garbage.
+        return ForkSafeDataLoader(
             steps,
             batch_size=None,  # items are whole batches
             shuffle=False,
