@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps run test test-all lint bench clean
+.PHONY: help setup system-deps run test test-all lint bench clean dashboard
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint: setup  ## ruff
 
 bench: setup  ## the speed and memory benchmarks (JSON lines under benchmarks/results/)
 	$(PY) benchmarks/tokenizer_speed.py
+
+dashboard: setup  ## the Streamlit dashboard on http://127.0.0.1:8501 (another data root: VIDTOK_ROOT=DIR make dashboard)
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true --browser.gatherUsageStats false
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

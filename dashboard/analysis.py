@@ -1,0 +1,266 @@
+"""The tables the pages draw: per-setting mean and spread over seeds, the best setting, flat parameter/metric diffs.
+
+    python -m dashboard.analysis experiments/sweep-fps      # print the per-setting table of a study
+
+Pure pandas on what dashboard.data read; nothing is recomputed from videos or checkpoints. The spread is the
+sample standard deviation over seeds (ddof=1, as vidtok.studies.summarize), absent for a single seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dashboard import data
+
+QUALITY = ("psnr", "ssim", "vmaf", "lpips", "fvd")
+LOWER_IS_BETTER = ("lpips", "fvd")
+LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "vmaf": "VMAF",
+    "lpips": "LPIPS",
+    "fvd": "FVD",
+    "trivial_psnr": "trivial codec PSNR (dB)",
+    "codebook_utilisation": "codebook utilisation",
+    "perplexity": "codebook perplexity",
+    "train_wall_s": "train wall time (s)",
+    "gpu_hours": "GPU hours",
+    "fps": "training frame rate (fps)",
+    "log2_codes": "codebook size (log2 codes)",
+    "schedule": "staging schedule",
+    "variant": "variant",
+}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def better(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+
+
+def available(df: pd.DataFrame, names: tuple[str, ...] | list[str]) -> list[str]:
+    """The metrics that hold at least one value (LPIPS without real trunk weights, VMAF not requested: none)."""
+    return [n for n in names if n in df.columns and df[n].notna().any()]
+
+
+def level_stats(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per setting (level, and quantizer where the study varies it) over COMPLETE trials: n, seeds, and for
+    each metric <m>_mean, <m>_std (sample std over seeds, NaN for one seed), <m>_n, <m>_lo / <m>_hi (mean -+ std)."""
+    done = trials[trials["state"] == "COMPLETE"]
+    rows: list[dict[str, Any]] = []
+    for (level, quantizer), group in done.groupby(["level", "quantizer"], dropna=False, sort=False):
+        values = group["level_value"].dropna()
+        row: dict[str, Any] = {
+            "level": str(level),
+            "quantizer": None if pd.isna(quantizer) else str(quantizer),
+            "level_value": float(values.iloc[0]) if len(values) else math.nan,
+            "n": int(len(group)),
+            "seeds": ", ".join(str(int(s)) for s in sorted(group["seed"])),
+        }
+        for m in metrics:
+            v = group[m].dropna().astype(float)
+            mean = float(v.mean()) if len(v) else math.nan
+            std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
+            row |= {f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": int(len(v))}
+            spread = 0.0 if math.isnan(std) else std
+            row |= {f"{m}_lo": mean - spread, f"{m}_hi": mean + spread}
+        rows.append(row)
+    columns = ["level", "quantizer", "level_value", "n", "seeds"]
+    out = pd.DataFrame(rows, columns=columns + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n", "lo", "hi")])
+    out = out.sort_values(["level_value", "quantizer", "level"], na_position="last", kind="stable")
+    return out.reset_index(drop=True)
+
+
+def mark_best(stats: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Adds `best`: the setting with the best mean of `metric` (max, or min for LPIPS and FVD)."""
+    out = stats.copy()
+    out["best"] = False
+    col = f"{metric}_mean"
+    if col in out.columns and out[col].notna().any():
+        idx = out[col].idxmin() if metric in LOWER_IS_BETTER else out[col].idxmax()
+        out.loc[idx, "best"] = True
+    return out
+
+
+def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.DataFrame:
+    """The per-setting table as shown and downloaded: mean, std and n per metric, the best setting marked."""
+    cols: dict[str, Any] = {label(factor): stats["level"]}
+    if stats["quantizer"].notna().any():
+        cols["quantizer"] = stats["quantizer"]
+    if stats["level_value"].notna().any():
+        cols["value"] = stats["level_value"]
+    cols["seeds (n)"] = stats["n"]
+    for m in metrics:
+        cols[f"{m} mean"] = stats[f"{m}_mean"]
+        cols[f"{m} std"] = stats[f"{m}_std"]
+    if "best" in stats.columns:
+        cols["best"] = stats["best"].map({True: "best", False: ""})
+    return pd.DataFrame(cols)
+
+
+def states(trials: pd.DataFrame) -> dict[str, int]:
+    counts = trials["state"].value_counts().to_dict()
+    return {s: int(counts.get(s, 0)) for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")}
+
+
+def study_metric(study_json: dict[str, Any] | None) -> str:
+    metric = (study_json or {}).get("metric") or "psnr"
+    return metric if metric in QUALITY else "psnr"
+
+
+# ------------------------------------------------------------------------------------------------ diffs
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value}; lists stay values (shown as JSON)."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: obj}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def diff_table(a: dict[str, Any], b: dict[str, Any], only_changed: bool = True) -> pd.DataFrame:
+    """key, A, B, and B - A for numbers; only the keys whose values differ unless `only_changed` is False."""
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = _cell(a.get(key)), _cell(b.get(key))
+        changed = va != vb
+        if only_changed and not changed:
+            continue
+        delta = None
+        if isinstance(va, int | float) and isinstance(vb, int | float) and not isinstance(va, bool):
+            delta = float(vb) - float(va)
+        rows.append({"key": key, "A": _text(va), "B": _text(vb), "B - A": delta, "changed": changed})
+    return pd.DataFrame(rows, columns=["key", "A", "B", "B - A", "changed"])
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@dataclass
+class Candidate:
+    """Something with parameters and metrics to compare: a pipeline run folder or a study trial."""
+
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _eval_for_run(base: Path, run_dir: Path) -> dict[str, Any] | None:
+    """The evaluation of a run: RUN/eval/metrics.json, or an eval folder whose checkpoint lies in the run folder."""
+    for folder in [run_dir / "eval", *data.eval_folders(base)]:
+        try:
+            record = data.read_eval(folder)
+        except data.DataError:
+            continue
+        if record is None:
+            continue
+        if folder == run_dir / "eval":
+            return record
+        ckpt = Path(str((record.get("checkpoint") or {}).get("path") or ""))
+        ckpt = ckpt if ckpt.is_absolute() else base / ckpt
+        if run_dir.resolve() in ckpt.resolve().parents:
+            return record
+    return None
+
+
+def candidates(base: Path) -> tuple[list[Candidate], list[str]]:
+    """Pipeline run folders and the trials of every study, with their flat params and metrics; the problems met
+    (one line each) for files that could not be read."""
+    found: list[Candidate] = []
+    problems: list[str] = []
+    for run_dir in data.pipeline_runs(base):
+        try:
+            manifest = data.read_manifest(run_dir)
+            curve = data.read_val_curve(run_dir, manifest)
+        except data.DataError as err:
+            problems.append(str(err))
+            continue
+        if manifest is None:
+            continue
+        params = flatten({"config": manifest["config"], "params": manifest["params"]})
+        params |= {"seed": manifest["seed"], "stage": manifest["stage"], "data_hash": manifest["data_hash"]}
+        params |= {"git.commit": manifest["git"]["commit"], "git.dirty": manifest["git"]["dirty"]}
+        metrics: dict[str, Any] = {
+            "steps_completed": manifest["steps_completed"],
+            "wall_time_s": manifest["wall_time_s"],
+        }
+        if curve is not None and len(curve):
+            last = curve.iloc[-1]
+            metrics |= {f"val.{c}": float(last[c]) for c in curve.columns if c != "step" and pd.notna(last[c])}
+        record = _eval_for_run(base, run_dir)
+        if record is not None:
+            metrics |= {f"eval.{k}": v for k, v in record["summary"].items()}
+        found.append(Candidate(f"run {data.display(run_dir)} ({manifest['status']})", params, metrics))
+    for name, folder in data.study_dirs(base).items():
+        try:
+            trials = data.read_trials(folder)
+        except data.DataError as err:
+            problems.append(str(err))
+            continue
+        if trials is None:
+            continue
+        for row in trials.to_dict("records"):
+            try:
+                params = flatten(json.loads(row["params_json"]))
+            except (TypeError, json.JSONDecodeError):
+                params = {"params_json": row["params_json"]}
+            params |= {"seed": row["seed"], f"study.{row['factor']}": row["level"]}
+            if row.get("quantizer") is not None and not pd.isna(row.get("quantizer")):
+                params["study.quantizer"] = row["quantizer"]
+            metrics = {
+                m: row[m]
+                for m in (*QUALITY, "trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
+                if m in row and pd.notna(row[m])
+            }
+            metrics["state"] = row["state"]
+            tag = f"{name} trial {row['trial']} ({row['factor']}={row['level']}, seed {row['seed']}, {row['state']})"
+            found.append(Candidate(tag, params, metrics))
+    return found, problems
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m dashboard.analysis STUDY_DIR", file=sys.stderr)
+        return 2
+    try:
+        trials = data.read_trials(Path(argv[0]))
+    except data.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if trials is None:
+        print(f"error: {argv[0]}: no trials.parquet", file=sys.stderr)
+        return 1
+    metrics = available(trials, QUALITY)
+    factor = str(trials["factor"].iloc[0]) if len(trials) else "level"
+    table = display_table(mark_best(level_stats(trials, metrics), metrics[0] if metrics else "psnr"), metrics, factor)
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,221 @@
+"""One "open question" page per study: quality against the studied factor, mean and spread over seeds, the best
+setting highlighted, each plot also as a table with a CSV download.
+
+    streamlit run dashboard/app.py      # pages: Frame rate, Codebook size, Staging schedule
+
+Reads experiments/<study>/trials.parquet (vidtok.studies.TrialsSchema) and study.json; computes nothing but means
+and sample standard deviations of the numbers in that table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import analysis as A
+from dashboard import data, paper, ui
+
+EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
+
+
+def load_study(name: str) -> tuple[pd.DataFrame, dict[str, Any] | None] | None:
+    """The trials table and study.json of a study, or None after drawing its empty state or its error."""
+    info = data.STUDIES[name]
+    folder = data.root() / "experiments" / name
+    try:
+        trials = data.read_trials(folder)
+        meta = data.read_study_json(folder)
+    except data.DataError as err:
+        ui.show_error(err)
+        return None
+    if trials is None:
+        ui.empty_state(
+            f"No study yet: {data.display(folder / 'trials.parquet')} does not exist",
+            info.command,
+            before=f"Start the local Prefect server and its worker first with `{data.CMD_PREFECT}`.",
+        )
+        return None
+    return trials, meta
+
+
+def trial_counts(trials: pd.DataFrame) -> dict[str, int]:
+    counts = A.states(trials)
+    cols = st.columns(5)
+    cols[0].metric("trials", len(trials))
+    cols[1].metric("complete", counts["COMPLETE"])
+    cols[2].metric("failed", counts["FAIL"])
+    cols[3].metric("pruned", counts["PRUNED"])
+    cols[4].metric("running / waiting", counts["RUNNING"] + counts["WAITING"])
+    return counts
+
+
+def failed_trials(trials: pd.DataFrame, name: str) -> None:
+    failed = trials[trials["state"] == "FAIL"]
+    if len(failed):
+        with st.expander(f"{len(failed)} failed trial(s): their errors"):
+            st.dataframe(failed[["trial", "level", "seed", "error"]], hide_index=True)
+
+
+def all_trials(trials: pd.DataFrame, name: str) -> None:
+    with st.expander("All trials (the trials table)"):
+        shown = trials.drop(columns=["params_json"])
+        ui.table(shown, f"{name}-trials", f"{name}-trials")
+
+
+def choose_metric(trials: pd.DataFrame, meta: dict[str, Any] | None, key: str) -> tuple[str, list[str]] | None:
+    metrics = A.available(trials[trials["state"] == "COMPLETE"], A.QUALITY)
+    if not metrics:
+        st.warning("The complete trials hold no quality metric values.")
+        return None
+    default = A.study_metric(meta)
+    metric = st.selectbox(
+        "Quality metric",
+        metrics,
+        index=metrics.index(default) if default in metrics else 0,
+        format_func=lambda m: f"{A.label(m)} ({A.better(m)})",
+        key=key,
+    )
+    missing = [A.label(m) for m in A.QUALITY if m not in metrics]
+    if missing:
+        st.caption(
+            f"Not measured in this study: {', '.join(missing)} (no values in the trials table: LPIPS only with real "
+            "trunk weights, VMAF only when requested, FVD only with I3D weights)."
+        )
+    return metric, metrics
+
+
+def best_banner(stats: pd.DataFrame, metric: str, factor: str) -> None:
+    best = stats[stats["best"]]
+    if not len(best):
+        return
+    row = best.iloc[0]
+    varies = stats["quantizer"].nunique() > 1  # name the quantizer only where the study varies it
+    named = varies and row["quantizer"] and str(row["quantizer"]).lower() not in str(row["level"]).lower()
+    setting = str(row["level"]) + (f" ({row['quantizer']})" if named else "")
+    st.success(
+        f"Best {A.label(factor)}: **{setting}**, {A.label(metric)} "
+        f"{ui.mean_pm(row[f'{metric}_mean'], row[f'{metric}_std'], 4)} over {int(row[f'{metric}_n'])} seed(s) "
+        f"({A.better(metric)}).",
+        icon=":material/star:",
+    )
+
+
+def study_page(name: str) -> None:
+    info = data.STUDIES[name]
+    st.title(f"Open question: {info.title.lower()}")
+    st.caption(f"{info.question} Study `{name}` (experiments/{name}/), factor `{info.factor}`.")
+    loaded = load_study(name)
+    if loaded is None:
+        _paper_reference(info.factor)
+        return
+    trials, meta = loaded
+    counts = trial_counts(trials)
+    if meta:
+        with st.expander("Study definition (study.json)"):
+            st.json(meta)
+    if counts["COMPLETE"] == 0:
+        st.warning("No complete trial yet: the plots appear once a trial finishes.")
+        failed_trials(trials, name)
+        all_trials(trials, name)
+        return
+    chosen = choose_metric(trials, meta, key=f"{name}-metric")
+    if chosen is None:
+        all_trials(trials, name)
+        return
+    metric, metrics = chosen
+    extra = [m for m in EXTRA if m in A.available(trials, EXTRA)]
+    stats = A.mark_best(A.level_stats(trials, metrics + extra), metric)
+    factor = info.factor
+    best_banner(stats, metric, factor)
+
+    st.subheader(f"{A.label(metric)} against {A.label(factor)}")
+    numeric = bool(factor in ("fps", "log2_codes") and stats["level_value"].notna().all())
+    trivial = metric == "psnr" and numeric and "trivial_psnr" in extra
+    chart = ui.quality_chart(
+        stats,
+        trials,
+        metric,
+        factor,
+        numeric=numeric,
+        log=factor == "fps",
+        colour=stats["quantizer"].nunique() > 1,
+        trivial=trivial,
+    )
+    st.altair_chart(chart, width="stretch")
+    note = "; dashed grey: the trivial codec (downsample + linear upsample at the same compression)" if trivial else ""
+    st.caption(
+        "Points: mean over seeds; bars: mean ± one sample standard deviation; faint dots: single seeds; "
+        f"red diamond: the best setting{note}."
+    )
+    ui.table(
+        A.display_table(
+            stats, [metric, *(["trivial_psnr"] if metric == "psnr" and "trivial_psnr" in extra else [])], factor
+        ),
+        f"{name}-{metric}",
+        f"{name}-{metric}",
+    )
+
+    if factor == "log2_codes":
+        _codebook(stats, trials, name, extra)
+    elif factor == "schedule":
+        _compute(stats, metric, name, extra)
+    with st.expander("Every metric per setting"):
+        ui.table(A.display_table(stats, metrics + extra, factor), f"{name}-all-metrics", f"{name}-all")
+    failed_trials(trials, name)
+    all_trials(trials, name)
+    _paper_reference(factor)
+
+
+def _codebook(stats: pd.DataFrame, trials: pd.DataFrame, name: str, extra: list[str]) -> None:
+    st.subheader("Codebook utilisation against codebook size")
+    if "codebook_utilisation" not in extra:
+        st.info(
+            "No codebook utilisation in the trials table (continuous models, or the evaluation did not count codes)."
+        )
+        return
+    chart = ui.quality_chart(
+        stats.assign(best=False),  # the red diamond marks the best quality, not the most codes used
+        trials,
+        "codebook_utilisation",
+        "log2_codes",
+        numeric=bool(stats["level_value"].notna().all()),
+        colour=stats["quantizer"].nunique() > 1,
+    )
+    st.altair_chart(chart, width="stretch")
+    st.caption("Share of the codebook's codes used at least once on the evaluation clips (1.0 = every code used).")
+    cols = ["codebook_utilisation", *(["perplexity"] if "perplexity" in extra else [])]
+    ui.table(A.display_table(stats.drop(columns=["best"]), cols, "log2_codes"), f"{name}-utilisation", f"{name}-util")
+
+
+def _compute(stats: pd.DataFrame, metric: str, name: str, extra: list[str]) -> None:
+    st.subheader("Quality against compute")
+    compute = [m for m in ("train_wall_s", "gpu_hours") if m in extra]
+    if not compute:
+        st.info("No compute recorded in the trials table (train_wall_s, gpu_hours).")
+        return
+    measure = st.selectbox("Compute measure", compute, format_func=A.label, key=f"{name}-compute")
+    st.altair_chart(ui.scatter_chart(stats, measure, metric), width="stretch")
+    st.caption(
+        "Each point is a schedule (mean over seeds, bars ± one std); up and to the left is better. GPU hours are "
+        "recorded only for trials trained on a GPU."
+    )
+    ui.table(A.display_table(stats, [metric, *compute], "schedule"), f"{name}-compute", f"{name}-compute")
+
+
+def _paper_reference(factor: str) -> None:
+    """The paper's related numbers, clearly marked as the paper's (not measured here)."""
+    if factor == "fps":
+        rows = paper.TABLE4[paper.TABLE4["stage 2"] != "-"]
+        title = "The paper's numbers: 3 vs 8 fps (Table 4, two-stage, encoder fixed rows)"
+        rows = rows[rows["encoder fixed"] == "yes"]
+    elif factor == "log2_codes":
+        rows, title = paper.TABLE3, "The paper's numbers: quantizers and codebook sizes (Table 3)"
+    elif factor == "schedule":
+        rows, title = paper.TABLE4, "The paper's numbers: training strategy and its GPU hours (Table 4)"
+    else:
+        return
+    with st.expander(title):
+        st.caption(f"Reported by {paper.CITATION}, not measured here. Protocol: {paper.PROTOCOL}.")
+        st.dataframe(rows, hide_index=True)
