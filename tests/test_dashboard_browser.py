@@ -1,0 +1,163 @@
+"""The dashboard in a real browser: the app served on a free loopback port with fixture data, every page opened in
+headless system Chromium through Playwright, screenshots under test-artifacts/dashboard/.
+
+    pytest tests/test_dashboard_browser.py -q          # needs /usr/bin/chromium (`make system-deps`) and playwright
+
+No browser is downloaded: Playwright drives the OS package's Chromium. The server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.dashboard.fixture_data import build
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:  # pragma: no cover - depends on the environment
+    playwright_api = None
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"{CHROMIUM} not found: install it with `make system-deps` (apt-get install chromium)", allow_module_level=True
+    )
+if playwright_api is None:
+    pytest.skip("the playwright package is not installed (pip install -e '.[dev]')", allow_module_level=True)
+
+# (url path, file name of the screenshot, texts that must be visible once the page has drawn)
+PAGES = [
+    ("", "overview", ["vidtok overview", "Latest pipeline run", "Metrics with their protocol", "Params and data"]),
+    (
+        "frame_rate",
+        "frame_rate",
+        ["Open question: frame rate", "Best training frame rate", "Download sweep-fps-psnr.csv"],
+    ),
+    ("codebook", "codebook", ["Open question: codebook size", "Codebook utilisation against codebook size"]),
+    ("staging", "staging", ["Open question: staging schedule", "Quality against compute"]),
+    (
+        "ablations",
+        "ablations",
+        ["Ablations: ours next to the paper's", "Paper's Table 2: architecture", "not measured here"],
+    ),
+    ("reconstructions", "reconstructions", ["Original | reconstruction", "Token maps", "latent frame 0"]),
+    ("audit", "audit", ["Latest reproducibility audit", "Audit passed", "Compare two runs"]),
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = build(tmp_path_factory.mktemp("dashboard-root"), "normal")
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--", "--root", str(root),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "VIDTOK_ROOT"} | {"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "0"}
+    log = tmp_path_factory.mktemp("dashboard-log") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy on {url}:\n{log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group this fixture started, nothing else
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _artifacts() -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+
+def _wait_until_drawn(page: object, first_text: str) -> None:
+    page.get_by_text(first_text, exact=False).first.wait_for(state="visible", timeout=30_000)
+    # Streamlit draws in several deltas and loads some widgets' code lazily (a grey skeleton until then): wait until
+    # its "running" indicator and every skeleton are gone, then give Vega a moment to lay out the charts.
+    page.wait_for_function(
+        '() => !document.querySelector(\'[data-testid="stStatusWidget"], [data-testid="stSkeleton"]\')',
+        timeout=30_000,
+        polling=200,
+    )
+    page.wait_for_timeout(1200)
+
+
+@pytest.mark.parametrize(("path", "name", "texts"), PAGES, ids=[p[1] for p in PAGES])
+def test_page_renders_in_chromium(server: str, browser: object, path: str, name: str, texts: list[str]) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 2600})
+    try:
+        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        _wait_until_drawn(page, texts[0])
+        for text in texts:
+            assert page.get_by_text(text, exact=False).first.is_visible(), f"{name}: {text!r} not visible"
+        assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: an exception box is shown"
+        errors = page.locator('[data-testid="stAlertContentError"]')
+        assert errors.count() == 0, f"{name}: error shown: {errors.first.inner_text()}"
+        if name == "reconstructions":
+            video = page.locator("video").first
+            video.wait_for(state="attached", timeout=10_000)
+            duration = page.wait_for_function(
+                "() => { const v = document.querySelector('video'); return v && v.duration > 0 && v.duration; }",
+                timeout=15_000,
+            ).json_value()
+            assert duration == pytest.approx(17 / 3, abs=0.5)  # 17 frames at 3 fps, decoded by Chromium
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    finally:
+        page.close()
