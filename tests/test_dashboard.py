@@ -273,16 +273,21 @@ def test_root_from_cli_argument_env_and_cwd(tmp_path: Path, monkeypatch: pytest.
     assert data.root() == tmp_path.resolve()
 
 
-def test_loading_is_cached_on_mtime(tmp_path: Path) -> None:
-    study = tmp_path / "experiments" / "sweep-fps"
-    from vidtok.studies import write_trials
+def test_loading_is_cached_on_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vidtok.studies
 
-    write_trials(trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {})]), study)
-    first = data.read_trials(study)
-    assert data.read_trials(study) is not None and len(first) == 2
+    calls: list[str] = []
+    real = vidtok.studies.read_trials
+    monkeypatch.setattr(vidtok.studies, "read_trials", lambda folder: calls.append(folder) or real(folder))
+    study = tmp_path / "experiments" / "sweep-fps"
+    vidtok.studies.write_trials(trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {})]), study)
+    assert len(data.read_trials(study)) == 2 and len(data.read_trials(study)) == 2
+    assert len(calls) == 1  # the second read came from the cache
     time.sleep(0.01)
-    write_trials(trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {}), (8, 8.0, "kl", 24.0, {})]), study)
-    assert len(data.read_trials(study)) == 4  # a rewritten file is read again
+    vidtok.studies.write_trials(
+        trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {}), (8, 8.0, "kl", 24.0, {})]), study
+    )
+    assert len(data.read_trials(study)) == 4 and len(calls) == 2  # a rewritten file (new mtime) is read again
 
 
 def test_level_stats_and_best() -> None:

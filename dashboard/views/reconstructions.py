@@ -134,7 +134,8 @@ def _tokens(folder: Path, record: dict[str, Any] | None) -> None:
         ui.empty_state(
             f"No token files in {data.display(folder / 'tokens')}",
             data.CMD_EVALUATE,
-            alternative="vidtok encode VIDEO -o outputs/eval/tokens/NAME.tokens --checkpoint outputs/train/stage2",
+            alternative="vidtok encode VIDEO -o outputs/eval/tokens/NAME.tokens "
+            "--checkpoint outputs/train/stage2/checkpoints/final",
             before="Token maps exist for discrete models (FSQ, LFQ, VQ).",
         )
         return
