@@ -1,6 +1,23 @@
-"""VidTok video tokenizers: `from vidtok import VidTok`."""
+"""VidTok video tokenizers: `from vidtok import VidTok`.
 
-from vidtok.model import Encoded, ModelConfig, VidTok, set_streaming
+Attributes load lazily, so light modules (vidtok.runs, vidtok.studies, vidtok.data's manifest) can be imported by
+the dashboard and the data commands without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Encoded", "ModelConfig", "VidTok", "set_streaming"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from vidtok.model import Encoded, ModelConfig, VidTok, set_streaming
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from vidtok import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'vidtok' has no attribute {name!r}")
