@@ -189,7 +189,7 @@ def _data_config(args: argparse.Namespace, **overrides: object):
     """DataConfig from the params file's data: section, then the flags that were given."""
     from vidtok.data import load_data_config
 
-    return load_data_config(args.params, **overrides)
+    return load_data_config(args.params, args.profile, args.set or (), **overrides)
 
 
 def _data_call(func: Callable, *a: object, **kw: object):
@@ -254,6 +254,8 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
             default="params.yaml",
             help="params file whose data: section is the config (default params.yaml; defaults when absent)",
         )
+        p.add_argument("--profile", help="named profile under profiles: in the params file (default: its profile:)")
+        p.add_argument("--set", action="append", metavar="data.KEY=VALUE", help="override one data param (repeatable)")
         p.set_defaults(func=func)
         return p
 

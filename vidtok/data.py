@@ -43,7 +43,7 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,19 +189,19 @@ class DataConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def load_data_config(params: str | os.PathLike[str] | None = "params.yaml", **overrides: Any) -> DataConfig:
-    """DataConfig from the ``data:`` section of a params file (absent file or section: the defaults), then
-    ``overrides`` (None values are ignored, so CLI flags that were not given change nothing)."""
-    values: dict[str, Any] = {}
-    if params is not None and os.path.exists(params):
-        import yaml
+def load_data_config(
+    params: str | os.PathLike[str] | None = "params.yaml",
+    profile: str | None = None,
+    sets: Sequence[str] = (),
+    **overrides: Any,
+) -> DataConfig:
+    """DataConfig from a params file (its profile, then its top-level ``data:`` section, then ``--set`` overrides;
+    see vidtok.params; an absent file gives the defaults), then ``overrides`` (None values are ignored, so CLI
+    flags that were not given change nothing)."""
+    from vidtok.params import resolve_sections
 
-        with open(params, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-        section = doc.get("data") if isinstance(doc, dict) else None
-        if section is not None and not isinstance(section, dict):
-            raise ValueError(f"{params}: the data: section must be a mapping of DataConfig fields")
-        values.update(section or {})
+    path = params if params is not None and os.path.exists(params) else None
+    values: dict[str, Any] = resolve_sections(path, profile, sets)["data"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return DataConfig.from_dict(values)
 

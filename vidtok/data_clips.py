@@ -74,10 +74,10 @@ def clip_summary_path(config: DataConfig, fps: float) -> str:
 
 
 def cache_path(config: DataConfig, fps: float, resolution: int) -> Path:
-    """The .npy shard; its JSON map sits beside it with the same stem."""
+    """The .npy shard, in one folder per frame rate (a DVC stage per rate owns it); its JSON map sits beside it."""
     if "://" in config.cache_dir:
         raise ValueError(f"data.cache_dir must be a local folder (the cache is memory-mapped), got {config.cache_dir}")
-    return Path(config.cache_dir) / f"{_fps_name(fps)}_{int(resolution)}px.npy"
+    return Path(config.cache_dir) / _fps_name(fps) / f"{int(resolution)}px.npy"
 
 
 def _valid_positions(duration: float, fps: float) -> int:
