@@ -411,6 +411,74 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=one_line_errors(cmd_evaluate))
 
 
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from vidtok.pipeline import report
+
+    text = report(args.eval, args.output, run_dirs=args.runs)
+    print(text, end="")
+    print(f"wrote {args.output}")
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from vidtok.audit import audit
+
+    tolerance = {}
+    for item in args.tolerance or []:
+        name, _, value = item.partition("=")
+        try:
+            tolerance[name] = float(value)
+        except ValueError:
+            raise CommandError(f"--tolerance {item!r}: expected METRIC=NUMBER, e.g. psnr=0.01") from None
+    result = audit(args.target, rerun=args.rerun, tolerance=tolerance, out_dir=args.out_dir)
+    print(result.table(), end="")
+    out = args.out_dir or (
+        "outputs/audit" if not (Path(args.target) / "run.json").is_file() else f"{args.target}/audit"
+    )
+    print(f"wrote {out}/audit.json and audit.md")
+    if not result.passed:
+        raise SystemExit(1)
+
+
+def cmd_run_pipeline(args: argparse.Namespace) -> None:
+    from vidtok.pipeline import run_main_job
+
+    status = run_main_job(args.repo)
+    if status:
+        raise SystemExit(status)
+
+
+def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run-pipeline", help="the main job: sample videos -> dvc repro -> metrics table")
+    p.add_argument("--repo", default=".", help="repository root (default: the current folder)")
+    p.set_defaults(func=cmd_run_pipeline)
+
+    p = sub.add_parser("report", help="markdown report of an evaluation and its training runs")
+    p.add_argument("--eval", default="outputs/eval/metrics.json", help="metrics JSON written by vidtok evaluate")
+    p.add_argument(
+        "--runs",
+        nargs="*",
+        default=["outputs/train/stage1", "outputs/train/stage2"],
+        help="run folders to list (default: the pipeline's two stages)",
+    )
+    p.add_argument("-o", "--output", default="outputs/report.md")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("audit", help="reproducibility audit of the workspace or of a run folder (exit 1 on failure)")
+    p.add_argument("target", nargs="?", default=".", help="repository root (default) or a run folder")
+    p.add_argument("--rerun", action="store_true", help="re-evaluate the final checkpoint and compare the metrics")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        metavar="METRIC=ABS",
+        help="absolute tolerance of the rerun comparison, e.g. psnr=0.01 (repeatable)",
+    )
+    p.add_argument("--out-dir", help="where audit.json and audit.md go (default outputs/audit or RUN/audit)")
+    p.set_defaults(func=cmd_audit)
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 
@@ -454,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(sub)
     add_train_commands(sub)
+    add_pipeline_commands(sub)
     return parser
 
 

@@ -1,0 +1,408 @@
+"""Reproducibility audit of the workspace (or of a run folder): is every result traceable to data, params and code?
+
+    vidtok audit                 # the DVC workspace: pipeline status, data hashes, runs, checkpoints, metrics
+    vidtok audit --rerun         # ... and re-evaluate the final checkpoint, comparing with the recorded metrics
+    vidtok audit experiments/sweep-fps/runs/trial_3/stage2 --rerun      # one run folder
+
+Checks (each pass / fail / skip with a one-line detail):
+- dvc-status: `dvc status` is clean: data, params and code are what dvc.lock recorded (names changed stages,
+  deps, params and outputs);
+- data: every file under data/ has the md5 that data.dvc's directory listing records (names the changed file);
+- git: the commit, and tracked files modified since it (dvc.lock excepted: it records outputs, which carry
+  timestamps);
+- run:<stage>: each run folder's run.json validates and records seed, device, git commit and package versions;
+  packages:<stage> compares those versions with this environment; checkpoint:<stage> compares the final
+  checkpoint's sha256 with run.json and its config.json;
+- metrics: the evaluation file is the one dvc.lock recorded, and it evaluated the checkpoint the run produced;
+- rerun (with --rerun): the final checkpoint evaluated again on the same clips, every recorded metric compared
+  within the stated tolerance.
+
+Writes outputs/audit/audit.json and audit.md (atomically) and exits non-zero when any check fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
+# absorbs thread-count and library-version float noise, not real differences (0.01 dB is far below any effect).
+DEFAULT_TOLERANCE = {
+    "psnr": 0.01,
+    "ssim": 1e-4,
+    "vmaf": 0.05,
+    "lpips": 1e-4,
+    "fvd": 0.5,
+    "codebook_utilisation": 1e-6,
+    "codebook_perplexity": 1e-3,
+}
+PIPELINE_RUNS = ("outputs/train/stage1", "outputs/train/stage2")
+PIPELINE_EVAL = "outputs/eval/metrics.json"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | fail | skip
+    detail: str
+
+
+@dataclass
+class AuditResult:
+    target: str
+    checked_at: str
+    checks: list[Check] = field(default_factory=list)
+    tolerance: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def add(self, name: str, ok: bool | None, detail: str) -> None:
+        self.checks.append(Check(name, "skip" if ok is None else "pass" if ok else "fail", detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "target": self.target,
+            "checked_at": self.checked_at,
+            "tolerance": self.tolerance,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def table(self) -> str:
+        width = max((len(c.name) for c in self.checks), default=4)
+        lines = [f"{'check':{width}s}  result  detail", f"{'-' * width}  ------  ------"]
+        lines += [f"{c.name:{width}s}  {c.status.upper():6s}  {c.detail}" for c in self.checks]
+        verdict = "PASSED" if self.passed else f"FAILED ({sum(c.status == 'fail' for c in self.checks)} checks)"
+        return "\n".join(lines) + f"\n\naudit {verdict}: {self.target}\n"
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Reproducibility audit: {'passed' if self.passed else 'FAILED'}",
+            "",
+            f"Target `{self.target}`, checked {self.checked_at}.",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c.name} | {c.status} | {c.detail.replace('|', '/')} |" for c in self.checks]
+        if self.tolerance:
+            lines += ["", "Re-run tolerance (absolute): " + ", ".join(f"{k} {v:g}" for k, v in self.tolerance.items())]
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def _md5(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _dvc_command() -> list[str]:
+    exe = Path(sys.executable).with_name("dvc")
+    return [str(exe)] if exe.is_file() else ["dvc"]
+
+
+def _describe_dvc_status(status: dict[str, Any]) -> str:
+    """`dvc status --json` -> 'train-stage1: params changed (train.lr); evaluate: outs modified (...)'."""
+    parts = []
+    for stage, entries in status.items():
+        changes = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if isinstance(entry, str):
+                changes.append(entry)
+                continue
+            for kind, items in entry.items():
+                if isinstance(items, dict):
+                    names = []
+                    for key, value in items.items():
+                        if isinstance(value, dict):  # changed params: {params.yaml: {train.lr: modified}}
+                            names += [f"{k} {v}" for k, v in value.items()]
+                        else:
+                            names.append(f"{key} {value}")
+                    changes.append(f"{kind}: {', '.join(names)}")
+                else:
+                    changes.append(f"{kind}: {items}")
+        parts.append(f"{stage}: {'; '.join(changes)}")
+    return " | ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_dvc_status(result: AuditResult, repo: Path) -> None:
+    proc = _run([*_dvc_command(), "status", "--json"], repo)
+    if proc.returncode:
+        result.add("dvc-status", False, f"dvc status failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        return
+    status = json.loads(proc.stdout or "{}")
+    if not status:
+        result.add("dvc-status", True, "data, params and code match dvc.lock; nothing to reproduce")
+    else:
+        result.add("dvc-status", False, _describe_dvc_status(status))
+
+
+def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
+    """Compare every file with the md5 listing of data.dvc's .dir object in the DVC cache."""
+    import yaml
+
+    dvc_file = repo / f"{name}.dvc"
+    if not dvc_file.is_file():
+        result.add("data", None, f"no {dvc_file.name}")
+        return
+    out = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])[0]
+    md5 = str(out.get("md5", ""))
+    listing_file = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    folder = repo / out.get("path", name)
+    if not listing_file.is_file():
+        result.add("data", None, f"{dvc_file.name}: its file listing {md5} is not in the DVC cache (dvc pull)")
+        return
+    listing = {e["relpath"]: e["md5"] for e in json.loads(listing_file.read_text())}
+    present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+    changed = [rel for rel, digest in listing.items() if rel in present and _md5(present[rel]) != digest]
+    missing = sorted(set(listing) - set(present))
+    extra = sorted(set(present) - set(listing))
+    problems = [f"modified {folder.name}/{r}" for r in changed] + [f"missing {folder.name}/{r}" for r in missing]
+    problems += [f"not in {dvc_file.name}: {folder.name}/{r}" for r in extra]
+    if problems:
+        result.add("data", False, "; ".join(problems))
+    else:
+        result.add("data", True, f"{len(listing)} files match {dvc_file.name} ({md5})")
+
+
+def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
+    head = _run(["git", "rev-parse", "HEAD"], repo)
+    if head.returncode:
+        result.add("git", None, "not a git repository")
+        return {}
+    commit = head.stdout.strip()
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.splitlines()
+    modified = [line[3:] for line in status if line[3:] != "dvc.lock"]
+    if modified:
+        result.add("git", False, f"commit {commit[:10]} with modified tracked files: {', '.join(modified[:6])}")
+    else:
+        result.add("git", True, f"commit {commit[:10]}, no modified tracked files")
+    return {"commit": commit, "modified": modified}
+
+
+def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
+    """The run manifest, the package versions it recorded and the integrity of its final checkpoint."""
+    from vidtok.runs import RunManifestError, package_versions, read_manifest
+
+    label = run_dir.name
+    try:
+        manifest = read_manifest(run_dir)
+    except RunManifestError as err:
+        result.add(f"run:{label}", False, str(err))
+        return None
+    git = manifest.git or {}
+    device = manifest.device or {}
+    recorded = (
+        f"seed {manifest.seed}, {device.get('accelerator', '?')} x{device.get('world_size', 1)}, "
+        f"commit {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, status {manifest.status}"
+    )
+    ok = manifest.status == "completed" and git.get("commit") is not None and not git.get("dirty")
+    if head and git.get("commit") and git["commit"] != head:
+        recorded += f"; made at an older commit than HEAD {head[:10]} (dvc-status says whether code changed)"
+    result.add(f"run:{label}", ok, recorded)
+    now = package_versions()
+    diffs = [f"{k} {v} -> {now.get(k)}" for k, v in (manifest.packages or {}).items() if now.get(k) != v]
+    result.add(f"packages:{label}", not diffs, "; ".join(diffs) if diffs else f"{len(now)} packages as recorded")
+    if manifest.final_checkpoint is None:
+        result.add(f"checkpoint:{label}", False, "no final checkpoint recorded")
+        return manifest
+    weights = run_dir / manifest.final_checkpoint / "model.safetensors"
+    config = run_dir / manifest.final_checkpoint / "config.json"
+    if not weights.is_file():
+        result.add(f"checkpoint:{label}", False, f"{weights}: missing")
+        return manifest
+    actual = _sha256(weights)
+    recorded_cfg = json.loads(config.read_text()).get("weights_sha256") if config.is_file() else None
+    if actual != manifest.final_checkpoint_sha256 or actual != recorded_cfg:
+        result.add(
+            f"checkpoint:{label}",
+            False,
+            f"{weights}: sha256 {actual[:12]} differs from run.json {str(manifest.final_checkpoint_sha256)[:12]}"
+            f" / config.json {str(recorded_cfg)[:12]}",
+        )
+    else:
+        result.add(f"checkpoint:{label}", True, f"{weights.relative_to(run_dir)} sha256 {actual[:12]} as recorded")
+    return manifest
+
+
+def check_metrics_file(result: AuditResult, repo: Path, metrics_path: Path, final_sha: str | None) -> dict | None:
+    """The evaluation file is what dvc.lock recorded and names the checkpoint the run produced."""
+    import yaml
+
+    if not metrics_path.is_file():
+        result.add("metrics", False, f"{metrics_path}: missing (run `dvc repro evaluate`)")
+        return None
+    try:
+        record = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as err:
+        result.add("metrics", False, f"{metrics_path}: not valid JSON ({err})")
+        return None
+    problems = []
+    lock = repo / "dvc.lock"
+    rel = (
+        metrics_path.resolve().relative_to(repo.resolve()).as_posix()
+        if metrics_path.is_absolute()
+        else metrics_path.as_posix()
+    )
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        recorded = [o.get("md5") for s in stages.values() for o in s.get("outs", []) if o.get("path") == rel]
+        if recorded and recorded[0] != _md5(metrics_path):
+            problems.append(f"{rel}: md5 {_md5(metrics_path)[:12]} differs from dvc.lock {recorded[0][:12]}")
+    ck_sha = (record.get("checkpoint") or {}).get("weights_sha256")
+    if final_sha and ck_sha != final_sha:
+        problems.append(f"{rel} evaluated weights {str(ck_sha)[:12]}, the run's final checkpoint is {final_sha[:12]}")
+    if problems:
+        result.add("metrics", False, "; ".join(problems))
+    else:
+        result.add("metrics", True, f"{rel} as recorded, evaluating checkpoint {str(ck_sha)[:12]}")
+    return record
+
+
+def check_rerun(
+    result: AuditResult, record: dict[str, Any], checkpoint: Path, data: Any, tolerance: dict[str, float]
+) -> None:
+    """Evaluate the checkpoint again on the same clips and compare every recorded metric."""
+    from vidtok.evaluate import evaluate
+
+    protocol = record.get("data") or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = evaluate(
+            checkpoint,
+            data,
+            split=protocol.get("split", "val"),
+            out_dir=tmp,
+            resolution=int(str(protocol.get("resolution", "0x0")).split("x")[0]) or None,
+            fps=protocol.get("fps"),
+            max_clips=int(protocol.get("num_clips") or 0),
+            vmaf="value" in (record.get("metrics", {}).get("vmaf") or {}),
+            num_videos=0,
+            progress=False,
+        )
+    if fresh.get("data", {}).get("clip_index_sha256") != protocol.get("clip_index_sha256"):
+        result.add("rerun", False, "the clip index changed since the evaluation (the rerun saw other clips)")
+        return
+    diffs, compared = [], []
+    for name, entry in (record.get("metrics") or {}).items():
+        if "value" not in entry:
+            continue
+        new = (fresh["metrics"].get(name) or {}).get("value")
+        tol = tolerance.get(name, 1e-6)
+        compared.append(name)
+        if new is None or not math.isfinite(new) or abs(new - entry["value"]) > tol:
+            diffs.append(
+                f"{name} recorded {entry['value']:.6g}, rerun {new if new is None else format(new, '.6g')}"
+                f" (tolerance {tol:g})"
+            )
+    if diffs:
+        result.add("rerun", False, "; ".join(diffs))
+    else:
+        result.add("rerun", True, f"{', '.join(compared)} reproduced within tolerance")
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def write_outputs(result: AuditResult, out_dir: str | os.PathLike[str]) -> Path:
+    from vidtok.pipeline import write_text_atomic
+
+    folder = Path(out_dir)
+    write_text_atomic(folder / "audit.md", result.markdown())
+    write_text_atomic(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    return folder
+
+
+def audit(
+    target: str | os.PathLike[str] = ".",
+    *,
+    rerun: bool = False,
+    tolerance: dict[str, float] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> AuditResult:
+    """Audit the DVC workspace `target` (the repository root) or a single run folder (with a run.json)."""
+    path = Path(target).resolve()
+    tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
+    result = AuditResult(str(path), datetime.now(UTC).isoformat(timespec="seconds"), tolerance=tol if rerun else {})
+    if (path / "run.json").is_file():  # one run folder, e.g. a sweep trial
+        repo = Path(_run(["git", "rev-parse", "--show-toplevel"], path).stdout.strip() or path)
+        head = check_git(result, repo).get("commit")
+        manifest = check_run(result, path, head)
+        metrics_path = path / "eval" / "metrics.json"
+        if not metrics_path.is_file():
+            metrics_path = path.parent / "eval" / "metrics.json"
+        record = None
+        if metrics_path.is_file() and manifest is not None:
+            record = check_metrics_file(result, repo, metrics_path, manifest.final_checkpoint_sha256)
+        if rerun:
+            _rerun(result, record, path, manifest, tol)
+    else:
+        repo = path
+        if not (repo / "dvc.yaml").is_file():
+            raise FileNotFoundError(f"{repo}: neither a DVC workspace (dvc.yaml) nor a run folder (run.json)")
+        check_dvc_status(result, repo)
+        check_data(result, repo)
+        head = check_git(result, repo).get("commit")
+        manifest = None
+        for run in PIPELINE_RUNS:
+            if (repo / run / "run.json").is_file():
+                manifest = check_run(result, repo / run, head)
+            else:
+                result.add(f"run:{Path(run).name}", False, f"{run}: no run.json (run `dvc repro`)")
+        final_sha = None if manifest is None else manifest.final_checkpoint_sha256
+        record = check_metrics_file(result, repo, repo / PIPELINE_EVAL, final_sha)
+        if rerun:
+            _rerun(result, record, repo / PIPELINE_RUNS[-1], manifest, tol)
+    if out_dir is None:  # a run folder keeps its own audit; the workspace's goes to outputs/audit
+        out_dir = path / "audit" if (path / "run.json").is_file() else path / "outputs" / "audit"
+    write_outputs(result, out_dir)
+    return result
+
+
+def _rerun(result: AuditResult, record: dict | None, run_dir: Path, manifest: Any, tol: dict[str, float]) -> None:
+    if record is None or manifest is None or manifest.final_checkpoint is None:
+        result.add("rerun", None, "nothing to re-evaluate (no metrics or no final checkpoint)")
+        return
+    from vidtok.data import DataConfig
+
+    data = DataConfig.from_dict(manifest.config.get("data", {}))
+    cwd = Path.cwd()
+    try:
+        # Run paths in the manifest's data config (clip index, cache) are relative to the workspace root.
+        os.chdir(_workspace_of(run_dir))
+        check_rerun(result, record, run_dir / manifest.final_checkpoint, data, tol)
+    finally:
+        os.chdir(cwd)
+
+
+def _workspace_of(run_dir: Path) -> Path:
+    for parent in [run_dir, *run_dir.parents]:
+        if (parent / "dvc.yaml").is_file() or (parent / "params.yaml").is_file():
+            return parent
+    return Path.cwd()
