@@ -357,3 +357,30 @@ def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_pa
     assert record["data"]["resolution"] == "64x64" and record["checkpoint"]["metadata"]["stage"] == "stage2"
     assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "x"), "--set", "train.lr=-1"]) == 1
     assert "train.lr must be a number >= 0" in capsys.readouterr().err
+
+
+def test_lr_warmup_is_a_function_of_the_step() -> None:
+    from vidtok.losses import VidTokLoss
+    from vidtok.training_loop import TrainingModule
+
+    torch.manual_seed(0)
+    module = TrainingModule(
+        VidTok.from_preset("tiny_ae_causal_444"),
+        VidTokLoss(LossConfig(perceptual_weight=0, disc_type="none")),
+        lr=1e-3,
+        lr_disc=1e-3,
+        betas=(0.9, 0.999),
+        grad_clip=20,
+        seed=0,
+        freeze_encoder=False,
+        ema_decay=None,
+        lr_warmup=4,
+        start_step=1,  # as after a resume at step 1
+    )
+    (opt,) = module.configure_optimizers()
+    x = _clips(1).clips
+    module.iteration(x, opt, None, lambda t: t.backward())
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 4)  # iteration 1 of 4
+    for _ in range(3):
+        module.iteration(x, opt, None, lambda t: t.backward())
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)

@@ -87,6 +87,7 @@ class TrainConfig:
     fps: float = 3.0  # frame rate of the training clips (the paper: 3); val clips use data.val_fps
     lr: float = 5e-4
     lr_disc: float | None = None  # None: the same as lr (the reference)
+    lr_warmup: int = 0  # iterations of linear warm-up of both rates (the reference: none, constant rates)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 20.0  # max gradient norm for both optimizers; 0 turns clipping off
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
@@ -114,6 +115,7 @@ class TrainConfig:
             ("resolution", 8),
             ("devices", 1),
             ("num_threads", 0),
+            ("lr_warmup", 0),
             ("seed", 0),
             ("checkpoint_every", 0),
             ("keep_checkpoints", 0),

@@ -315,6 +315,7 @@ class TrainingModule(L.LightningModule):
         seed: int,
         freeze_encoder: bool,
         ema_decay: float | None,
+        lr_warmup: int = 0,
         start_step: int = 0,
         resume: tuple[dict[str, Any], dict[str, Tensor]] | None = None,
         make_loader: Callable[[int, int], DataLoader] | None = None,
@@ -323,6 +324,7 @@ class TrainingModule(L.LightningModule):
         self.automatic_optimization = False
         self.model, self.loss = model, loss
         self.lr, self.lr_disc, self.betas, self.grad_clip = lr, lr_disc, tuple(betas), grad_clip
+        self.lr_warmup = lr_warmup
         self.seed, self.freeze_encoder = seed, freeze_encoder
         if freeze_encoder:
             model.encoder.requires_grad_(False)
@@ -411,6 +413,12 @@ class TrainingModule(L.LightningModule):
             x, recon, encoded.aux, step, last_layer(model), include_aux=not self.freeze_encoder
         )
         self._finite(loss_g, "generator loss", step)
+        # Linear warm-up of both learning rates over the first lr_warmup iterations: a function of the step only,
+        # so a resumed run sets the same rates.
+        scale = min(1.0, (step + 1) / self.lr_warmup) if self.lr_warmup else 1.0
+        for opt, base in ((opt_g, self.lr), (opt_d, self.lr_disc)):
+            for group in getattr(opt, "param_groups", ()):
+                group["lr"] = base * scale
         opt_g.zero_grad(set_to_none=True)
         backward(loss_g)
         logs["grad_norm_g"] = self._clip(self.generator_parameters(), "generator", step)
@@ -545,7 +553,7 @@ class Recorder(L.Callback):
         elapsed, self._t0 = now - self._t0, now
         step = module.completed_steps
         logs = dict(module.last_logs)
-        logs["lr"] = module.lr
+        logs["lr"] = module.lr * (min(1.0, step / module.lr_warmup) if module.lr_warmup else 1.0)
         logs["step_time_s"] = elapsed
         logs["clips_per_s"] = self.global_batch / elapsed if elapsed > 0 else float("nan")
         if self._csv is not None and (step % self.log_every == 0 or step == self.total):

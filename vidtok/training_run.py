@@ -362,6 +362,7 @@ class Run:
             seed=cfg.seed,
             freeze_encoder=cfg.stage == "stage2",
             ema_decay=cfg.ema_decay if cfg.ema else None,
+            lr_warmup=cfg.lr_warmup,
             start_step=self.start_step,
             resume=self.resume,
             make_loader=LoaderFactory(
