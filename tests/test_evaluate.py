@@ -99,6 +99,18 @@ def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoi
     assert len(videos) == 1
     info = probe(videos[0])
     assert (info.width, info.height) == (64, 32)  # original | reconstruction
+    # per-frame values: one row per evaluated frame, pooling back to the recorded mean
+    import pandas as pd
+
+    frames = pd.read_csv(out / "per_frame.csv")
+    assert len(frames) == s["num_clips"] * 9 and list(frames.columns) == ["video", "clip", "frame", "psnr", "ssim"]
+    assert frames["psnr"].mean() == pytest.approx(s["psnr"], abs=1e-4)
+    # the shown video's latents in the `vidtok encode` format, at the evaluation fps and short side
+    from vidtok.tokens import TokenFile
+
+    (token_path,) = sorted((out / "tokens").glob("*.tokens"))
+    tokens = TokenFile.load(token_path)
+    assert tokens.kind == "latents" and tokens.fps == 8 and min(tokens.geometry.height, tokens.geometry.width) == 32
 
 
 def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:
@@ -128,11 +140,16 @@ def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint
 def test_discrete_model_reports_codebook_use(data_config: DataConfig, tmp_path: Path) -> None:
     ckpt = tmp_path / "fsq"
     save_pretrained(VidTok.from_preset("tiny_fsq_causal_444"), ckpt, metadata={"resolution": 32})
-    record = evaluate(ckpt, data_config, out_dir=tmp_path / "e", progress=False, max_clips=1, num_videos=0)
+    record = evaluate(ckpt, data_config, out_dir=tmp_path / "e", progress=False, max_clips=1, num_videos=1)
     util = record["metrics"]["codebook_utilisation"]
     assert 0 < util["value"] <= 1 and util["protocol"]["extra"]["codebook_size"] == 4096
     assert record["summary"]["codebook_perplexity"] >= 1
     assert "codebook" not in record["unavailable"]
+    from vidtok.tokens import TokenFile
+
+    (token_path,) = sorted((tmp_path / "e" / "tokens").glob("*.tokens"))
+    tokens = TokenFile.load(token_path)
+    assert tokens.kind == "indices" and 0 <= int(tokens.tensor.min()) <= int(tokens.tensor.max()) < 4096
 
 
 def test_cli_evaluate_and_its_errors(

@@ -153,6 +153,26 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
         _train(tmp_path / "run", steps=3, lr=2e-3)
 
 
+def test_on_change_restart_starts_a_changed_run_over(tmp_path: Path) -> None:
+    first = _train(tmp_path / "run", steps=2, val_every=0)
+    ds = _clips()
+    again = train(
+        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, lr=2e-3), NO_LPIPS, tmp_path / "run",
+        datasets=(ds, ds), progress=False, on_change="restart",
+    )  # fmt: skip
+    assert again.manifest.run_id != first.manifest.run_id
+    assert read_manifest(tmp_path / "run").config["train"]["lr"] == 2e-3
+    with pytest.raises(ValueError, match="on_change must be"):
+        train(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(), NO_LPIPS, tmp_path / "x", on_change="wipe")
+
+
+def test_freeze_encoder_needs_a_trained_model(tmp_path: Path) -> None:
+    _assert_fails_before_compute(tmp_path / "run", "frozen encoder must come from a trained model",
+                                 train={"freeze_encoder": True})  # fmt: skip
+    with pytest.raises(ValueError, match="train.freeze_encoder must be true, false or null"):
+        TrainConfig(freeze_encoder="yes")
+
+
 # ------------------------------------------------------------------------------------------------ runs
 
 
@@ -195,6 +215,13 @@ def test_stage2_freezes_encoder_and_trains_decoder(tmp_path: Path) -> None:
     _, s1_state = read_training_state(s1.final_checkpoint)
     assert s1_state["loss.logvar"] != 0
     assert "kl" in (tmp_path / "s2/metrics.csv").read_text().splitlines()[0]
+    # freeze_encoder=false: the paper's Table 4 "fix enc. no" row trains the encoder in stage 2 as well
+    s2_all = _train(
+        tmp_path / "s2all", steps=3, stage="stage2", resolution=64, init_from=str(tmp_path / "s1"), val_every=0,
+        freeze_encoder=False,
+    )  # fmt: skip
+    enc_all = load_pretrained(s2_all.final_checkpoint).encoder.state_dict()
+    assert any(not torch.equal(enc_b[k], enc_all[k]) for k in enc_b)
 
 
 def test_ema_weights_are_the_final_checkpoint(tmp_path: Path) -> None:

@@ -329,6 +329,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
             args.run_dir or f"outputs/train/{args.stage}",
             params=params_info(config, args.profile, overrides),
             progress=not args.no_progress,
+            on_change=args.on_change,
         )
         if result is None:  # a DDP worker process (rank > 0): rank 0 reports
             return
@@ -391,6 +392,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     params_flags(p)
     p.add_argument("--run-dir", help="run folder (default outputs/train/STAGE); an existing one is resumed")
     p.add_argument("--init-from", help="checkpoint or run folder to start from (required by stage2)")
+    p.add_argument(
+        "--on-change",
+        choices=("error", "restart"),
+        default="error",
+        help="when --run-dir holds a run with other settings: stop with an error (default) or delete it and restart",
+    )
     p.set_defaults(func=one_line_errors(cmd_train))
 
     p = sub.add_parser("evaluate", help="metrics (with protocols) of a checkpoint on val clips, vs the trivial codec")

@@ -245,6 +245,7 @@ def evaluate(
     clip_counts: dict[str, int] = defaultdict(int)
     counts = torch.zeros(cfg.num_codes or 1, dtype=torch.int64)
     videos: dict[str, list[Tensor]] = defaultdict(list)
+    frame_rows: list[tuple[str, int, int, float, float]] = []  # video, clip, frame, psnr, ssim
     keep_videos = list(dict.fromkeys(str(p) for p in dataset.paths[:n]))[:num_videos]
     with torch.no_grad(), tqdm(total=n, unit="clip", desc=f"evaluate {split}", disable=not progress) as bar:
         for lo in range(0, n, batch_size):
@@ -271,8 +272,14 @@ def evaluate(
                 parts[name].append(result)
                 for i, r in enumerate(rows):
                     by_video[str(dataset.paths[r])][name].append(result.per_clip[i])  # type: ignore[index]
+            t = x.shape[2]
             for i, r in enumerate(rows):
                 path = str(dataset.paths[r])
+                for f in range(t):
+                    frame_rows.append(
+                        (path, clip_counts[path], f, results["psnr"].per_frame[i * t + f],  # type: ignore[index]
+                         results["ssim"].per_frame[i * t + f])  # type: ignore[index]
+                    )  # fmt: skip
                 clip_counts[path] += 1
                 if path in keep_videos and len(videos[path]) < 8:
                     videos[path].append(torch.cat([ref[i], rec[i]], dim=-1))  # original | reconstruction
@@ -349,8 +356,37 @@ def evaluate(
 
     _write_text_atomic(out_dir / metrics_name, json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n")
     _write_per_video(out_dir / "per_video.csv", by_video, clip_counts, config.clip_frames)
+    _write_per_frame(out_dir / "per_frame.csv", frame_rows)
     _write_videos(out_dir / "videos", videos, fps)
+    from vidtok.data import join
+
+    sources = [join(dataset.data_dir, v) for v in keep_videos]
+    _write_tokens(out_dir / "tokens", sources, folder, fps, resolution, cfg, config.clip_frames, device)
     return result
+
+
+def _write_per_frame(path: Path, rows: list[tuple[str, int, int, float, float]]) -> None:
+    """Per-frame PSNR/SSIM (clip = the video's n-th evaluated clip): the seams and drifts a mean hides."""
+    buffer = _io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["video", "clip", "frame", "psnr", "ssim"])
+    for video, clip, frame, p, q in rows:
+        writer.writerow([video, clip, frame, f"{p:.6g}", f"{q:.6g}"])
+    _write_text_atomic(path, buffer.getvalue())
+
+
+def _write_tokens(
+    folder: Path, sources: list[str], checkpoint: Path, fps: float, resolution: int, cfg: Any, clip: int, device: str
+) -> None:
+    """The token file (`vidtok encode` format) of each shown video at the evaluation fps and short side: what the
+    dashboard's token maps read. Indices for discrete models, latents for KL."""
+    from vidtok.tokens import RunOptions, encode_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    options = RunOptions(chunk_frames=16 if cfg.causal else clip, device=device)
+    for source in sources:
+        encode_file(source, folder / f"{Path(source).stem}.tokens", checkpoint=str(checkpoint), fps=fps,
+                    resolution=resolution, options=options)  # fmt: skip
 
 
 def _write_per_video(

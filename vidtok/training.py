@@ -45,6 +45,7 @@ from vidtok.checkpoints import CheckpointError, read_config, sha256_file
 from vidtok.data import DataConfig
 from vidtok.losses import LossConfig
 from vidtok.model import ModelConfig
+from vidtok.params import SECTIONS, resolve_sections
 from vidtok.runs import (
     CHECKPOINTS_DIR,
     METRICS_NAME,
@@ -61,7 +62,6 @@ from vidtok.runs import (
 __all__ = ["ModelSpec", "Params", "TrainConfig", "TrainResult", "check_setup", "load_params", "train"]
 
 Stage = Literal["stage1", "stage2", "onestage"]
-SECTIONS = ("data", "model", "train", "loss")
 # Settings a resumed run may change: they do not change what the finished run computes.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "val_every", "num_threads", "init_from"}
@@ -100,6 +100,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
     init_from: str | None = None  # checkpoint folder or run folder; required by stage2
+    # None: the stage's rule (stage 2 freezes encoder and regularizer, the paper's recipe; the others train all).
+    # false in stage 2 is the paper's Table 4 "fix enc. no" row; true elsewhere needs init_from.
+    freeze_encoder: bool | None = None
     checkpoint_every: int = 100  # iterations between checkpoints (0: only at the end)
     keep_checkpoints: int = 2  # step checkpoints kept (0: all); `final` always stays
     log_every: int = 1
@@ -145,6 +148,8 @@ class TrainConfig:
         for name in ("ema", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.freeze_encoder is not None and not isinstance(self.freeze_encoder, bool):
+            raise ValueError(f"train.freeze_encoder must be true, false or null, got {self.freeze_encoder!r}")
         if not (isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1):
             raise ValueError(f"train.ema_decay must be in (0, 1), e.g. 0.999, got {self.ema_decay!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
@@ -162,6 +167,11 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
         return data
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether this stage trains the decoder only (encoder and regularizer fixed)."""
+        return self.stage == "stage2" if self.freeze_encoder is None else self.freeze_encoder
 
     @property
     def lr_d(self) -> float:
@@ -218,71 +228,6 @@ class Params(NamedTuple):
 # ------------------------------------------------------------------------------------------------ params.yaml
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = dict(value) if isinstance(value, Mapping) else value
-    return base
-
-
-def _sections(where: str, mapping: Any) -> dict[str, Any]:
-    if not isinstance(mapping, Mapping):
-        raise ValueError(f"{where} must be a mapping of sections {', '.join(SECTIONS)}")
-    out = {}
-    for section, values in mapping.items():
-        if section not in SECTIONS:
-            raise ValueError(f"{where}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise ValueError(f"{where}.{section} must be a mapping of config fields")
-        out[section] = dict(values)
-    return out
-
-
-def _yaml_loader() -> type:
-    """PyYAML's SafeLoader reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); DVC's YAML 1.2 reader and every
-    user mean the number. This loader also resolves exponent floats without a dot."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789."),
-    )
-    return Loader
-
-
-def _yaml_load(text: Any) -> Any:
-    import yaml
-
-    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """'train.stage2.steps=50' -> (['train', 'stage2', 'steps'], 50); the value is parsed as YAML."""
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or len(parts) < 2 or not all(parts):
-        raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
-    if parts[0] not in SECTIONS:
-        raise ValueError(f"--set {item!r}: the key must start with one of {', '.join(s + '.' for s in SECTIONS)}")
-    try:
-        value = _yaml_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ValueError(f"--set {item!r}: the value is not valid YAML ({err.__class__.__name__})") from None
-    return parts, value
-
-
 def load_params(
     path: str | os.PathLike[str] | None,
     profile: str | None = None,
@@ -293,40 +238,12 @@ def load_params(
     """(DataConfig, ModelSpec, TrainConfig, LossConfig) from a params file, a profile and `--set` overrides.
 
     `stage` picks the `train.<stage>` sub-mapping (default: `train.stage`, else stage1). A missing file (None)
-    gives the defaults; an unknown section, key or profile is a ValueError naming it."""
-    import yaml
-
-    doc: Any = {}
-    source = "params"
-    if path is not None:
-        source = str(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: params file not found")
-        with open(path, encoding="utf-8") as f:
-            try:
-                doc = _yaml_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ValueError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-        if not isinstance(doc, Mapping):
-            raise ValueError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
-    profiles = doc.get("profiles") or {}
-    if not isinstance(profiles, Mapping):
-        raise ValueError(f"{source}: profiles must map profile names to sections")
-    name = profile if profile is not None else doc.get("profile")
-    merged: dict[str, Any] = {s: {} for s in SECTIONS}
-    if name is not None:
-        if name not in profiles:
-            raise ValueError(f"{source}: no profile {name!r}; profiles: {', '.join(map(str, profiles)) or 'none'}")
-        _merge(merged, _sections(f"{source}: profiles.{name}", profiles[name]))
-    _merge(merged, _sections(source, {s: doc[s] for s in SECTIONS if s in doc}))
-    for item in overrides:
-        parts, value = parse_override(item)
-        node = merged
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+    gives the defaults; an unknown section, key or profile is a ValueError naming it. The merging itself is
+    vidtok.params (torch-free, shared with the data commands and the dashboard)."""
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: params file not found")
+    source = "params" if path is None else str(path)
+    merged = resolve_sections(path, profile, overrides)
     train_values = merged["train"]
     chosen = stage or train_values.get("stage") or "stage1"
     if chosen not in STAGES:
@@ -413,6 +330,11 @@ def check_setup(
             "stage2 trains the decoder of a stage-1 model: set train.init_from (or --init-from) to the stage-1 "
             "checkpoint or run folder"
         )
+    if config.encoder_frozen and init is None:
+        raise ValueError(
+            "train.freeze_encoder: a frozen encoder must come from a trained model; set train.init_from "
+            "(or --init-from), or leave freeze_encoder unset"
+        )
     if init is not None:
         try:
             have = ModelConfig.from_dict(init.record["model"])
@@ -450,7 +372,8 @@ def _snapshot(data: DataConfig, model: ModelSpec, config: TrainConfig, loss: Los
     return {"data": data_dict, "model": model.to_dict(), "train": config.to_dict(), "loss": loss.to_dict()}
 
 
-def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'section.key: old -> new' for every setting that changes what a run computes (resumable ones excluded)."""
     out = []
     for section in SECTIONS:
         a, b = saved.get(section, {}), current.get(section, {})
@@ -541,18 +464,34 @@ def train(
     params: Mapping[str, Any] | None = None,
     datasets: tuple[Any, Any] | None = None,
     progress: bool = True,
+    on_change: Literal["error", "restart"] = "error",
 ) -> TrainResult | None:
     """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
 
     `params` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
     layer with in-memory datasets (tests, benchmarks): items are indexed by (row, seed) like ClipDataset. Bad
     configuration raises ValueError / CheckpointError / MissingWeightsError before any computation; a non-finite
-    loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None."""
+    loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None.
+
+    A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
+    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change)."""
+    if on_change not in ("error", "restart"):
+        raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
     from vidtok.training_run import Run
 
     threads = torch.get_num_threads()
     try:
-        run = Run.prepare(data, model, config, loss, Path(run_dir), params=params, datasets=datasets, progress=progress)
+        run = Run.prepare(
+            data,
+            model,
+            config,
+            loss,
+            Path(run_dir),
+            params=params,
+            datasets=datasets,
+            progress=progress,
+            on_change=on_change,
+        )
         return run.execute()
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this call only

@@ -8,8 +8,10 @@ call back into the run (checkpoints, validation, manifest updates) from the rank
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping
@@ -42,13 +44,13 @@ from vidtok.training import (
     TrainConfig,
     TrainResult,
     _accelerator,
-    _differences,
     _find_resume,
     _quiet_lightning,
     _rank,
     _snapshot,
     _strategy,
     check_setup,
+    config_differences,
     make_run_id,
     new_manifest,
     read_csv_rows,
@@ -66,6 +68,8 @@ from vidtok.training_loop import (
     training_tensors,
     write_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 
 class LoaderFactory:
@@ -135,6 +139,7 @@ class Run:
         params: Mapping[str, Any] | None,
         datasets: tuple[Any, Any] | None,
         progress: bool,
+        on_change: str = "error",
     ) -> Run:
         rank = _rank()
         if config.num_threads:
@@ -152,9 +157,14 @@ class Run:
 
         start_step, resume = 0, None
         found = _find_resume(run_dir)
+        diffs = [] if found is None else config_differences(found[1].get("config", {}), snapshot)
+        if diffs and on_change == "restart":
+            log.warning("%s: settings changed (%s); starting the run over", run_dir, "; ".join(diffs[:3]))
+            if rank == 0:
+                shutil.rmtree(run_dir)
+            found, diffs = None, []
         if found is not None:
             folder, record, tensors = found
-            diffs = _differences(record.get("config", {}), snapshot)
             if diffs:
                 raise ValueError(
                     f"{run_dir} holds a run with other settings ({'; '.join(diffs[:3])}); "
@@ -360,7 +370,7 @@ class Run:
             betas=cfg.betas,
             grad_clip=cfg.grad_clip,
             seed=cfg.seed,
-            freeze_encoder=cfg.stage == "stage2",
+            freeze_encoder=cfg.encoder_frozen,
             ema_decay=cfg.ema_decay if cfg.ema else None,
             lr_warmup=cfg.lr_warmup,
             start_step=self.start_step,
