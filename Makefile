@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps run test test-all lint bench clean dashboard
+.PHONY: help setup system-deps run test test-all lint bench clean dashboard prefect-up prefect-down
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,3 +52,10 @@ dashboard: setup  ## the Streamlit dashboard on http://127.0.0.1:8501 (another d
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+prefect-up:  ## local Prefect server on 127.0.0.1:4200 + the process serving the sweeps (pids and logs in .prefect/)
+	@test -x $(BIN)/prefect || $(MAKE) setup
+	$(PY) -m flows.local up --port $${PREFECT_PORT:-4200} --home .prefect
+
+prefect-down:  ## stop what prefect-up started
+	$(PY) -m flows.local down --home .prefect

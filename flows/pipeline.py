@@ -1,0 +1,253 @@
+"""The `pipeline` flow: the DVC pipeline's stages as Prefect tasks, cached across runs.
+
+    prefect deployment run pipeline/pipeline --param profile=smoke      # against a served deployment
+    python -m flows.pipeline --profile smoke                             # one local run (ephemeral API)
+
+Each task calls the same plain function as its DVC stage (vidtok.data.build_manifest, vidtok.data_clips,
+vidtok.training.train, vidtok.evaluate.evaluate, vidtok.pipeline.report), so the flow holds no logic of its own.
+
+Caching. Prefect's default policy hits only inside one flow run; here every task uses INPUTS + TASK_SOURCE with
+inputs that name what its output depends on: the params file's sha256, the profile and overrides, the content
+hash of the data folder, and the sha256 of the upstream stage's output (manifest, final checkpoint). A second run
+with the same inputs reuses every stage; a changed video or parameter reruns what depends on it. Results are
+persisted (small JSON dicts of paths and numbers, under PREFECT_HOME/storage). A task whose output files were
+deleted since is run again (refresh_cache), so a cache hit never points at nothing.
+
+Retries: once, after 10 s, on transient errors (OSError such as a full disk or a dropped network mount,
+RuntimeError such as CUDA out of memory); not on configuration errors (ValueError, missing files) or a
+non-finite loss, which would fail the same way again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from vidtok.sweeps import data_overrides
+
+CACHED = INPUTS + TASK_SOURCE
+NOT_TRANSIENT = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: OSError / RuntimeError, except the ones a retry cannot fix."""
+    try:
+        state.result()
+    except Exception as err:
+        from vidtok.training_loop import TrainingError  # a non-finite loss: the same step fails again
+
+        if isinstance(err, NOT_TRANSIENT | TrainingError | NotImplementedError):
+            return False
+        return isinstance(err, OSError | RuntimeError)
+    return False
+
+
+RETRY = {"retries": 1, "retry_delay_seconds": 10, "retry_condition_fn": transient}
+TASK = {"cache_policy": CACHED, "persist_result": True, "result_serializer": "json", **RETRY}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def data_hash(data_dir: str) -> str:
+    """Content hash of the data folder: sha256 over (relative path, sha256) of every file, sorted. Content, not
+    mtimes, so a copy or a fresh `dvc pull` of the same videos hits the cache."""
+    from vidtok.data import join, list_files, sha256_of
+
+    entries = [(rel, sha256_of(join(data_dir, rel))[0]) for rel in sorted(list_files(data_dir))]
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def _params(root: str, params_path: str) -> str | None:
+    path = Path(root) / params_path
+    return str(path) if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+@task(name="samples", **RETRY)
+def samples_task(data_dir: str) -> str:
+    """`vidtok data samples` when the data folder is empty or missing: a fresh machine has real videos offline."""
+    from vidtok.data import copy_samples
+
+    folder = Path(data_dir)
+    if "://" not in data_dir and (not folder.is_dir() or not any(folder.iterdir())):
+        copy_samples(folder, log=print)
+    return data_dir
+
+
+@task(name="manifest", **TASK)
+def manifest_task(root: str, params_path: str, profile: str | None, sets: list[str], data_sha: str, params_sha: str):
+    """`vidtok data manifest`; returns the manifest path and its sha256 (the key of the resample tasks)."""
+    from vidtok.data import build_manifest, load_data_config, manifest_summary
+
+    config = load_data_config(_params(root, params_path), profile, sets)
+    df = build_manifest(config, progress=False)
+    print("\n".join(manifest_summary(df)))
+    return {"manifest": config.manifest, "sha256": sha256_file(config.manifest)}
+
+
+@task(name="resample", task_run_name="resample-{fps:g}fps", **TASK)
+def resample_task(root: str, params_path: str, profile: str | None, sets: list[str], fps: float, manifest_sha: str):
+    """`vidtok data resample --fps N`: the clip index and the frame caches at the profile's resolutions."""
+    from vidtok.data import load_data_config
+    from vidtok.data_clips import build_clip_cache, build_clip_index, read_clip_summary
+
+    config = load_data_config(_params(root, params_path), profile, sets)
+    index = build_clip_index(config, fps, progress=False)
+    caches = [str(build_clip_cache(config, fps, size, progress=False)) for size in config.cache_resolutions]
+    summary = read_clip_summary(config, fps)
+    return {"index": index, "caches": caches, "clips": summary["clips"], "index_sha256": summary["index_sha256"]}
+
+
+@task(name="train", task_run_name="train-{stage}", **TASK)
+def train_task(
+    root: str,
+    params_path: str,
+    profile: str | None,
+    sets: list[str],
+    stage: str,
+    run_dir: str,
+    init_from: str | None,
+    upstream_sha: str,
+) -> dict[str, Any]:
+    """`vidtok train --stage STAGE`: an existing run folder resumes (or is reused when finished)."""
+    from vidtok.training import load_params, params_info, train
+
+    overrides = [*sets, *([f"train.init_from={json.dumps(init_from)}"] if init_from else [])]
+    params = load_params(_params(root, params_path), profile, overrides, stage=stage)
+    result = train(*params, run_dir, params=params_info(_params(root, params_path), profile, overrides), progress=False)
+    manifest = result.manifest
+    return {
+        "run_dir": str(result.run_dir),
+        "final_checkpoint": str(result.final_checkpoint),
+        "final_sha256": manifest.final_checkpoint_sha256,
+        "steps": result.steps,
+        "wall_time_s": result.wall_time_s,
+    }
+
+
+@task(name="evaluate", **TASK)
+def evaluate_task(
+    root: str, params_path: str, profile: str | None, sets: list[str], checkpoint: str, out: str, vmaf: bool,
+    max_clips: int, checkpoint_sha: str,
+) -> dict[str, Any]:  # fmt: skip
+    """`vidtok evaluate --checkpoint STAGE2 --split val [--vmaf]`: metrics.json with every metric's protocol."""
+    from vidtok.evaluate import evaluate
+    from vidtok.training import load_params
+
+    data = load_params(_params(root, params_path), profile, sets).data
+    record = evaluate(checkpoint, data, split="val", out_dir=Path(out).parent, metrics_name=Path(out).name,
+                      vmaf=vmaf, max_clips=max_clips, progress=False)  # fmt: skip
+    return {"metrics_path": out, "summary": record["summary"], "sha256": sha256_file(out)}
+
+
+@task(name="report", **TASK)
+def report_task(eval_path: str, out: str, run_dirs: list[str], eval_sha: str) -> dict[str, str]:
+    """`vidtok report`: the markdown table of the metrics with their protocols and the training runs."""
+    from vidtok.pipeline import report
+
+    return {"path": out, "markdown": report(eval_path, out, run_dirs=run_dirs)}
+
+
+# ------------------------------------------------------------------------------------------------ flow
+
+
+def _missing(*paths: str) -> bool:
+    return not all(Path(p).exists() for p in paths)
+
+
+def metrics_table(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric of a metrics.json record: value (or why unavailable) and its protocol."""
+    rows = []
+    for name, m in (record.get("metrics") or {}).items():
+        protocol = m.get("protocol") or {}
+        rows.append(
+            {
+                "metric": name,
+                "value": m.get("value") if m.get("available", True) else None,
+                "note": m.get("reason", "") if m.get("available") is False else "",
+                "protocol": "; ".join(f"{k} {v}" for k, v in protocol.items() if not isinstance(v, dict | list)),
+            }
+        )
+    return rows
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(
+    profile: str | None = None,
+    root: str = ".",
+    out_dir: str = "outputs/flow",
+    overrides: list[str] | None = None,
+    vmaf: bool = True,
+    eval_clips: int = 0,
+    params_path: str = "params.yaml",
+) -> dict[str, Any]:
+    """manifest -> resample (train fps and val fps) -> stage 1 -> stage 2 -> evaluate -> report.
+
+    `root` holds params.yaml and data/ (relative data paths resolve there); outputs go to `root`/`out_dir`
+    (train/stage1, train/stage2, eval/metrics.json, report.md), apart from the DVC pipeline's outputs/train so
+    the two never overwrite each other's run folders. `overrides` are `section.key=value` strings."""
+    from vidtok.data import load_data_config
+    from vidtok.params import resolve_sections
+
+    base = Path(root).resolve()
+    params_file = base / params_path
+    sets = [*data_overrides(base, params_file, profile), *(overrides or [])]
+    resolved = resolve_sections(params_file if params_file.is_file() else None, profile, sets)
+    config = load_data_config(_params(str(base), params_path), profile, sets)
+    out = base / out_dir
+    args = (str(base), params_path, profile, sets)
+    params_sha = sha256_file(params_file) if params_file.is_file() else "defaults"
+
+    samples_task(config.data_dir)
+    data_sha = data_hash(config.data_dir)
+    manifest = manifest_task.with_options(refresh_cache=_missing(config.manifest))(*args, data_sha, params_sha)
+    train_fps = float((resolved["train"] or {}).get("fps", 3.0))
+    for fps in sorted({train_fps, float(config.val_fps)}):
+        resample_task(*args, fps, manifest["sha256"])
+    runs = {}
+    upstream, init = data_sha + params_sha, None
+    for stage in ("stage1", "stage2"):
+        run_dir = str(out / "train" / stage)
+        fresh = _missing(str(Path(run_dir) / "run.json"))
+        runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, run_dir, init, upstream)
+        upstream, init = runs[stage]["final_sha256"], runs[stage]["run_dir"]
+    metrics_path = str(out / "eval" / "metrics.json")
+    ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(
+        *args, runs["stage2"]["run_dir"], metrics_path, vmaf, eval_clips, upstream
+    )
+    report_path = str(out / "report.md")
+    rep = report_task.with_options(refresh_cache=_missing(report_path))(
+        metrics_path, report_path, [r["run_dir"] for r in runs.values()], ev["sha256"]
+    )
+    record = json.loads(Path(metrics_path).read_text())
+    create_markdown_artifact(rep["markdown"], key="pipeline-report", description=f"vidtok pipeline report ({out})")
+    create_table_artifact(metrics_table(record), key="pipeline-metrics", description="metrics with their protocols")
+    return {"runs": runs, "summary": ev["summary"], "metrics_path": metrics_path, "report": report_path}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--out-dir", default="outputs/flow")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--no-vmaf", action="store_true")
+    a = parser.parse_args()
+    result = pipeline(profile=a.profile, root=a.root, out_dir=a.out_dir, overrides=a.set, vmaf=not a.no_vmaf)
+    print(json.dumps(result["summary"], indent=2))
+    sys.exit(0)

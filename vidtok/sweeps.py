@@ -1,0 +1,935 @@
+"""Optuna studies of the paper's open questions: each trial is one pipeline run (vidtok.pipeline.run_trial).
+
+    python -m vidtok.sweeps sweep-fps --n-trials 2 --profile smoke     # two trials of the frame-rate study
+    python -m vidtok.sweeps sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
+    python -m vidtok.sweeps --list                                      # the studies and their levels
+
+Four studies (STUDIES), one factor each, every level repeated with several seeds so a difference comes with
+its spread: `sweep-fps` (training frame rate 1 ... 30 fps), `sweep-codebook` (FSQ / LFQ / VQ with 2^8 ... 2^18
+codes), `sweep-staging` (one stage at high resolution vs two stages split at several points, decoder-only or
+whole-model stage 2, with the compute each took) and `ablations` (the paper's Table 2 / Table 3 variants).
+
+How a study runs (`run_study`), and why:
+- The grid is small and categorical, so it is enumerated, not sampled: every (level, seed) point not yet done
+  is enqueued as a WAITING trial, in seed-major order (all levels at seed 0 first, so a short sweep still covers
+  the factor). Workers pop WAITING trials atomically (Optuna's storage does that), so parallel workers never run
+  the same point; enqueueing happens under a file lock in the study folder, and a duplicate that slipped through
+  anyway (workers on other machines) is noticed when popped and skipped.
+- The default storage is JournalStorage on `experiments/<study>/optuna.journal` (safe for parallel writers on
+  one file system; Optuna advises against SQLite for parallel runs). `sqlite:///`, `postgresql://` and
+  `mysql://` URLs use RDBStorage, so many machines can share a study. The study is loaded if it exists: a rerun
+  with a larger `n_trials` continues the queue and never reruns a completed point.
+- A trial that raises is told FAIL with its error as one line and the study goes on. A RUNNING trial whose
+  process died (same host and its pid gone, or no heartbeat for `stale_after_s`) is failed as stale on the next
+  run and its point enqueued again; the new trial takes over the dead trial's run folder, so training resumes
+  from its last checkpoint. Other failed points are retried only with `retry_failed=True` (a config error would
+  just fail again).
+- After every trial the whole trials table is rebuilt from the storage (so parallel workers agree) and written
+  atomically with the summary (vidtok.studies layout: study.json, trials.parquet, summary.json, summary.md,
+  runs/trial_<n>/).
+- `StepPruningHook` is the step-keyed pruner hook: training calls it with (step, validation value) and it
+  reports to Optuna and raises optuna.TrialPruned when the pruner says so. Validation runs at step intervals,
+  not epochs, so the epoch-keyed Lightning callback of optuna-integration does not fit.
+
+Torch-free at import: training is imported only when a trial runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from vidtok.studies import COLUMNS, FACTORS, LOWER_IS_BETTER, STUDY_JSON, summary_markdown, write_summary, write_trials
+
+__all__ = [
+    "FSQ_LEVELS",
+    "STUDIES",
+    "Level",
+    "StepPruningHook",
+    "StudyResult",
+    "StudySpec",
+    "get_study",
+    "needed_fps",
+    "open_storage",
+    "prepare_data",
+    "run_study",
+    "trials_frame",
+]
+
+JOURNAL_NAME = "optuna.journal"
+LOCK_NAME = ".sweep.lock"
+DEFAULT_SEEDS = (0, 1)
+SEED_HIGH = 2**31 - 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# FSQ level tuples per bits of codebook size: products are exact powers of two (8 = 2^3, 4 = 2^2), 8 levels per
+# channel where possible as in the released models (8^4 = 4,096, 8^5 = 32,768, 8^6 = 262,144 codes).
+FSQ_LEVELS: dict[int, tuple[int, ...]] = {
+    8: (8, 8, 4),  # 64 * 4 = 256
+    10: (8, 8, 4, 4),  # 64 * 16 = 1,024
+    12: (8, 8, 8, 8),  # 4,096
+    14: (8, 8, 8, 8, 4),  # 4,096 * 4 = 16,384
+    16: (8, 8, 8, 8, 4, 4),  # 4,096 * 16 = 65,536
+    18: (8, 8, 8, 8, 8, 8),  # 262,144
+}
+assert all(math.prod(v) == 2**k for k, v in FSQ_LEVELS.items())
+
+
+# ================================================================================================= study specs
+
+
+@dataclass(frozen=True)
+class Level:
+    """One setting of a study's factor: what run_trial gets for it."""
+
+    label: str
+    value: float | None  # numeric axis: fps, bits per token, stage-1 share of the step budget
+    quantizer: str | None = None
+    overrides: tuple[str, ...] = ()  # `section.key=value` strings for run_trial
+    schedule: str = "two-stage"
+    stage1_fraction: float | None = None
+    stage2_trains: str = "decoder"
+    fps: float | None = None  # the training frame rate it needs clips for; None: the profile's train.fps
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study: the question, the factor it varies and its levels (the categorical grid, with the seeds)."""
+
+    name: str
+    factor: str
+    question: str
+    levels: tuple[Level, ...]
+    metric: str = "psnr"
+
+    def __post_init__(self) -> None:
+        if self.factor not in FACTORS:
+            raise ValueError(f"study {self.name}: factor must be one of {', '.join(FACTORS)}, got {self.factor!r}")
+        labels = [lv.label for lv in self.levels]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"study {self.name}: level labels must be unique, got {labels}")
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+
+    def level(self, label: str) -> Level:
+        for lv in self.levels:
+            if lv.label == label:
+                return lv
+        raise ValueError(f"study {self.name}: no level {label!r}; levels: {', '.join(lv.label for lv in self.levels)}")
+
+
+def _codebook_levels() -> tuple[Level, ...]:
+    """FSQ at 2^8 ... 2^18 codes, then LFQ (bits = channels) and VQ (a learned codebook of 2^bits vectors, as
+    many latent channels as FSQ uses at that size) at the same sizes."""
+    out = []
+    for quantizer in ("fsq", "lfq", "vq"):
+        for bits, levels in FSQ_LEVELS.items():
+            if quantizer == "fsq":
+                changes = [f"model.fsq_levels={list(levels)}"]
+            elif quantizer == "lfq":
+                changes = ["model.fsq_levels=[]", f"model.z_channels={bits}"]
+            else:
+                changes = ["model.fsq_levels=[]", f"model.codebook_size={2**bits}", f"model.z_channels={len(levels)}"]
+            overrides = (f"model.regularizer={quantizer}", *changes)
+            out.append(Level(f"{quantizer.upper()} 2^{bits}", float(bits), quantizer, overrides))
+    return tuple(out)
+
+
+def _staging_levels() -> tuple[Level, ...]:
+    """One stage at the high resolution; two stages with the profile's stage1 + stage2 step budget split at 25, 50
+    and 75 % (the switch point); the 75 % split again with the whole model trained in stage 2 (paper Table 4)."""
+    out = [Level("one-stage", 0.0, schedule="one-stage")]
+    for share in (0.25, 0.5, 0.75):
+        out.append(Level(f"two-stage {share:.0%}", share, stage1_fraction=share))
+    out.append(Level("two-stage 75% whole model", 0.75, stage1_fraction=0.75, stage2_trains="all"))
+    return tuple(out)
+
+
+def _ablation_levels() -> tuple[Level, ...]:
+    """The labels match the dashboard's paper rows (dashboard/paper.py): Table 2 architecture variants and the
+    Table 3 quantizers at 262,144 codes."""
+    q18 = FSQ_LEVELS[18]
+    return (
+        Level("VidTok", None),
+        Level("w/o AlphaBlender", None, overrides=("model.temporal_resampler=conv",)),
+        Level("fixed alpha", None, overrides=("model.alpha=fixed",)),
+        Level("fully 3D", None, overrides=("model.fully_3d=true",)),
+        Level("FSQ 262,144", None, "fsq", ("model.regularizer=fsq", f"model.fsq_levels={list(q18)}")),
+        Level("LFQ 262,144", None, "lfq", ("model.regularizer=lfq", "model.fsq_levels=[]", "model.z_channels=18")),
+        Level(
+            "VQ 262,144",
+            None,
+            "vq",
+            (
+                "model.regularizer=vq",
+                "model.fsq_levels=[]",
+                f"model.codebook_size={2**18}",
+                f"model.z_channels={len(q18)}",
+            ),
+        ),
+    )
+
+
+STUDIES: dict[str, StudySpec] = {
+    s.name: s
+    for s in (
+        StudySpec(
+            "sweep-fps",
+            "fps",
+            "Which training frame rate gives the best reconstructions? (the paper compares 3 and 8 fps)",
+            tuple(
+                Level(f"{f:g} fps", float(f), overrides=(f"train.fps={f}",), fps=float(f)) for f in (1, 2, 3, 4, 8, 30)
+            ),
+        ),
+        StudySpec(
+            "sweep-codebook",
+            "log2_codes",
+            "How does quality scale with the codebook size, per quantizer (FSQ, LFQ, VQ)?",
+            _codebook_levels(),
+        ),
+        StudySpec(
+            "sweep-staging",
+            "schedule",
+            "Which staging schedule gives the best quality for its compute?",
+            _staging_levels(),
+        ),
+        StudySpec(
+            "ablations",
+            "variant",
+            "Do the paper's design choices (AlphaBlender, learnable alpha, 2D+1D blocks, FSQ) hold up when rerun?",
+            _ablation_levels(),
+        ),
+    )
+}
+
+
+def get_study(name: str) -> StudySpec:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+# ================================================================================================= storage
+
+
+def _is_url(storage: str) -> bool:
+    return bool(re.match(r"^(sqlite|postgresql|postgres|mysql)(\+[a-z0-9_]+)?://", storage))
+
+
+def open_storage(storage: str | None, study_dir: str | os.PathLike[str]) -> tuple[optuna.storages.BaseStorage, str]:
+    """The Optuna storage and its printable URL (password hidden).
+
+    None: JournalStorage on `study_dir`/optuna.journal. A `sqlite:///`, `postgresql://` or `mysql://` URL:
+    RDBStorage (SQLite with a 60 s lock timeout against "database is locked"). A path ending in .journal: a
+    journal file there. Anything else is a ValueError naming the accepted forms."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage is None or storage == "":
+        path = Path(study_dir) / JOURNAL_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path))), str(path)
+    if not isinstance(storage, str):
+        raise ValueError(f"storage must be a URL string or None, got {type(storage).__name__}")
+    if storage.endswith(".journal") and "://" not in storage:
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path))), str(path)
+    if not _is_url(storage):
+        raise ValueError(
+            f"storage {storage!r}: expected sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., a .journal "
+            "path, or nothing (experiments/<study>/optuna.journal)"
+        )
+    import sqlalchemy
+
+    try:
+        shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as err:
+        raise ValueError(f"storage {storage!r}: not a valid database URL ({err})") from None
+    kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        return RDBStorage(storage, **kwargs), shown
+    except Exception as err:  # driver missing, host unreachable: one line naming the storage
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"storage {shown}: cannot open it ({type(err).__name__}: {line})") from None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the study folder: parallel workers on this machine enqueue and pop one at a time."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the duplicate check after popping still holds
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ================================================================================================= pruning
+
+
+class StepPruningHook:
+    """Step-keyed pruning for one trial: call it with (step, value) after each validation.
+
+    It reports the value at the global step (stage 2's steps continue after stage 1's: pass `stage` and the
+    offset moves on when the stage changes) and raises optuna.TrialPruned when the study's pruner says so; the
+    sweep then tells the trial PRUNED. Non-finite values are not reported (a pruner compares numbers)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self._stage: str | None = None
+        self._offset = 0
+        self._last = -1
+
+    def __call__(self, step: int, value: float, stage: str | None = None) -> None:
+        if stage is not None and stage != self._stage:
+            if self._stage is not None:
+                self._offset = self._last + 1
+            self._stage = stage
+        global_step = self._offset + int(step)
+        if value is None or not math.isfinite(float(value)) or global_step <= self._last:
+            return
+        self._last = global_step
+        self.trial.report(float(value), global_step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {global_step} ({float(value):.4g})")
+
+    def report_curves(self, runs: Mapping[str, Path], column: str = "val_psnr") -> None:
+        """Report the validation curves of finished stages (their val.csv) as intermediate values, without
+        pruning: the record Optuna's pruners compare later trials against, and what optuna-dashboard plots."""
+        import csv
+
+        for stage, run_dir in runs.items():
+            path = Path(run_dir) / "val.csv"
+            if not path.is_file():
+                continue
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if stage != self._stage and self._stage is not None:
+                self._offset = self._last + 1
+            self._stage = stage
+            for row in rows:
+                try:
+                    step, value = int(float(row["step"])), float(row[column])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if math.isfinite(value) and self._offset + step > self._last:
+                    self._last = self._offset + step
+                    self.trial.report(value, self._last)
+
+
+def make_pruner(pruner: str | optuna.pruners.BasePruner | None) -> optuna.pruners.BasePruner:
+    """None / "none": never prune (a grid of seeds wants every point finished); "median": MedianPruner after
+    two complete trials and the first validation."""
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner in (None, "", "none"):
+        return optuna.pruners.NopPruner()
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    raise ValueError(f"pruner must be 'none' or 'median', got {pruner!r}")
+
+
+# ================================================================================================= data
+
+
+def _rooted(root: Path, path: str) -> str:
+    return path if "://" in path or os.path.isabs(path) else str(root / path)
+
+
+def data_overrides(root: Path, params_path: Path, profile: str | None) -> list[str]:
+    """`data.*` overrides that make the params file's relative data paths point into `root`, so trials do not
+    depend on the working directory of the process (a Prefect worker, a test)."""
+    from vidtok.params import resolve_sections
+
+    data = resolve_sections(params_path if params_path.is_file() else None, profile)["data"]
+    defaults = {"data_dir": "data", "manifest": "outputs/data/manifest.parquet"}
+    defaults |= {"clips_dir": "outputs/data/clips", "cache_dir": "outputs/data/cache"}
+    return [f"data.{k}={json.dumps(_rooted(root, str(data.get(k, v))))}" for k, v in defaults.items()]
+
+
+def _train_fps(params_path: Path, profile: str | None, overrides: Sequence[str]) -> float:
+    from vidtok.params import resolve_sections
+
+    train = resolve_sections(params_path if params_path.is_file() else None, profile, overrides)["train"]
+    return float(train.get("fps", 3.0))
+
+
+def needed_fps(
+    study: str | StudySpec,
+    root: str | os.PathLike[str] = ".",
+    *,
+    params_path: str = "params.yaml",
+    profile: str | None = None,
+    levels: Sequence[str] | None = None,
+) -> list[float]:
+    """The training frame rates the study's (chosen) levels need clips at (data.val_fps comes on top)."""
+    spec = get_study(study) if isinstance(study, str) else study
+    chosen = list(spec.levels) if not levels else [spec.level(label) for label in levels]
+    params = Path(root).resolve() / params_path
+    return sorted({lv.fps or _train_fps(params, profile, lv.overrides) for lv in chosen})
+
+
+def prepare_data(
+    root: str | os.PathLike[str] = ".",
+    *,
+    params_path: str | os.PathLike[str] = "params.yaml",
+    profile: str | None = None,
+    fps: Sequence[float] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Make the data a trial needs, reusing what is current: the sample videos when the data folder is empty
+    (`vidtok data samples`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
+    index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). Returns what it
+    used, for logs and artifacts."""
+    from vidtok.data import build_manifest, copy_samples, list_files, load_data_config
+    from vidtok.data_clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
+
+    root = Path(root).resolve()
+    params = root / params_path
+    config = load_data_config(params if params.is_file() else None, profile, data_overrides(root, params, profile))
+    local = "://" not in config.data_dir
+    if local and (not Path(config.data_dir).is_dir() or not any(Path(config.data_dir).iterdir())):
+        copy_samples(config.data_dir, log=log)
+    manifest = Path(config.manifest)
+    stale = not manifest.is_file()
+    if not stale and local:
+        newest = max((p.stat().st_mtime for p in Path(config.data_dir).rglob("*") if p.is_file()), default=0.0)
+        stale = newest > manifest.stat().st_mtime
+    if stale:
+        log(f"manifest of {config.data_dir} ({len(list_files(config.data_dir))} files) -> {config.manifest}")
+        build_manifest(config, progress=False)
+    rates = sorted({float(f) for f in fps} | {float(config.val_fps)})
+    clips: dict[str, int] = {}
+    for rate in rates:
+        ensure_clip_index(config, rate, progress=False)
+        for size in config.cache_resolutions:
+            ensure_clip_cache(config, rate, size, progress=False)
+        clips[f"{rate:g}"] = int(read_clip_summary(config, rate)["clips"])
+    log(f"data ready: clips per fps {clips} (caches at {list(config.cache_resolutions)} px)")
+    return {"data_dir": config.data_dir, "manifest": config.manifest, "clips": clips}
+
+
+# ================================================================================================= trials table
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _attr_float(attrs: Mapping[str, Any], key: str) -> float | None:
+    value = attrs.get(key)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.DataFrame:
+    """The trials table (vidtok.studies.TrialsSchema) from the Optuna storage: one row per trial of the grid.
+    Popped duplicates (`skipped`) are left out; they ran nothing."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if a.get("skipped") or "level" not in a:
+            continue
+        state = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.RUNNING: "RUNNING"}
+        state |= {TrialState.WAITING: "WAITING"}
+        row: dict[str, Any] = {
+            "study": study_name,
+            "trial": t.number,
+            "state": state.get(t.state, "FAIL"),
+            "factor": spec.factor,
+            "level": a["level"],
+            "level_value": a.get("level_value"),
+            "seed": int(a["seed"]),
+            "quantizer": a.get("quantizer"),
+            "steps": a.get("steps"),
+            "run_dir": a.get("run_dir"),
+            "metrics_path": a.get("metrics_path"),
+            "params_json": json.dumps(a.get("params", {}), sort_keys=True),
+            "error": a.get("error") if t.state == TrialState.FAIL else None,
+            "started_at": a.get("started_at") or _iso(t.datetime_start),
+            "ended_at": _iso(t.datetime_complete),
+        }
+        for name in ("psnr", "ssim", "vmaf", "lpips", "fvd", "trivial_psnr", "codebook_utilisation", "perplexity"):
+            row[name] = _attr_float(a, name)
+        row["train_wall_s"] = _attr_float(a, "train_wall_s")
+        row["gpu_hours"] = _attr_float(a, "gpu_hours")
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["steps"] = df["steps"].astype("Int64")
+    return df.sort_values("trial").reset_index(drop=True)
+
+
+def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, study_dir: Path) -> dict[str, Any]:
+    """Rewrite trials.parquet (validated, atomic) and summary.json / summary.md; returns the summary."""
+    df = trials_frame(study, spec, study_name)
+    write_trials(df, study_dir)
+    return write_summary(study_dir, df, study_name, spec.factor, spec.metric)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    from vidtok.pipeline import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# ================================================================================================= running
+
+
+@dataclass
+class StudyResult:
+    """What a `run_study` call did: the trials it ran, the table and the summary as written."""
+
+    study_name: str
+    folder: Path
+    storage: str
+    ran: list[int]
+    summary: dict[str, Any]
+    trials: pd.DataFrame
+    markdown: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _point(t: FrozenTrial) -> tuple[str, int] | None:
+    a = t.user_attrs
+    return (str(a["level"]), int(a["seed"])) if "level" in a and "seed" in a else None
+
+
+def _stale_reason(t: FrozenTrial, now: float, stale_after_s: float) -> str | None:
+    """Why a RUNNING trial's process is gone, or None while it may still be alive."""
+    a = t.user_attrs
+    if a.get("host") == socket.gethostname() and isinstance(a.get("pid"), int):
+        try:
+            os.kill(a["pid"], 0)
+        except ProcessLookupError:
+            return f"its process {a['pid']} on {a['host']} is gone"
+        except PermissionError:
+            pass  # alive, another user's
+    beat = a.get("heartbeat_at")
+    if beat is None and t.datetime_start is not None:
+        beat = t.datetime_start.timestamp()
+    if beat is not None and now - float(beat) > stale_after_s:
+        return f"no heartbeat for {now - float(beat):.0f} s"
+    return None
+
+
+def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Mark RUNNING trials whose process died as FAIL (user attr `stale`); returns their numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    storage, now, failed = study._storage, time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        why = _stale_reason(t, now, stale_after_s)
+        if why is None:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "stale", True)
+            storage.set_trial_user_attr(t._trial_id, "error", f"stale: {why} (killed?); its point is retried")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed.append(t.number)
+        except UpdateFinishedTrialError:
+            continue  # it finished after all
+    return failed
+
+
+def _enqueue_open_points(
+    study: optuna.Study, spec: StudySpec, points: list[tuple[Level, int]], base: dict[str, Any], retry_failed: bool
+) -> int:
+    """Enqueue every requested (level, seed) point that no live, finished or (unless retry_failed) failed trial
+    holds. Stale failures are always retried."""
+    held: dict[tuple[str, int], set[str]] = {}
+    for t in study.get_trials(deepcopy=False):
+        p = _point(t)
+        if p is None or t.user_attrs.get("skipped"):
+            continue
+        kind = t.state.name
+        if t.state == TrialState.FAIL and (t.user_attrs.get("stale") or retry_failed):
+            kind = "RETRY"
+        held.setdefault(p, set()).add(kind)
+    count = 0
+    for level, seed in points:
+        if held.get((level.label, seed), set()) - {"RETRY"}:
+            continue
+        params = {**base, "level": level.label, "seed": seed, **_level_params(level)}
+        attrs = {"level": level.label, "seed": seed, "level_value": level.value, "quantizer": level.quantizer}
+        study.enqueue_trial({"level": level.label, "seed": seed}, user_attrs={**attrs, "params": params})
+        count += 1
+    return count
+
+
+def _level_params(level: Level) -> dict[str, Any]:
+    return {k: v for k, v in asdict(level).items() if k not in ("label", "value", "fps")}
+
+
+class _Heartbeat:
+    """Writes `heartbeat_at` on the running trial every `interval` s, so other workers can tell it is alive."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float) -> None:
+        self._storage, self._id, self._interval = study._storage, trial._trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(Exception):  # the trial finished meanwhile; the next beat is not needed
+                self._storage.set_trial_user_attr(self._id, "heartbeat_at", time.time())
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:500]
+
+
+def _validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_HIGH for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers in 0..{SEED_HIGH}, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {list(seeds)!r}")
+    if not isinstance(study_name, str) or not _NAME.match(study_name):
+        raise ValueError(
+            f"study_name {study_name!r}: use letters, digits, '.', '_' and '-' (it names experiments/<study_name>/)"
+        )
+
+
+def run_study(
+    study: str | StudySpec,
+    *,
+    root: str | os.PathLike[str] = ".",
+    n_trials: int = 2,
+    profile: str | None = None,
+    seeds: Sequence[int] | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    params_path: str = "params.yaml",
+    levels: Sequence[str] | None = None,
+    eval_clips: int = 0,
+    retry_failed: bool = False,
+    pruner: str | optuna.pruners.BasePruner | None = None,
+    prepare: bool = True,
+    stale_after_s: float = 600.0,
+    heartbeat_s: float = 30.0,
+    run_fn: Callable[..., Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run up to `n_trials` open points of a study into `root`/experiments/<study_name>/ (see the module doc).
+
+    `levels` restricts the grid to some level labels; `run_fn` replaces vidtok.pipeline.run_trial (same
+    signature; the Prefect flows wrap it in a task). Bad arguments (unknown study or level, n_trials < 1, a bad
+    storage URL or profile) raise ValueError with one line before anything is written."""
+    spec = get_study(study) if isinstance(study, str) else study
+    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
+    study_name = study_name or spec.name
+    _validate_args(n_trials, seeds, study_name)
+    chosen = list(spec.levels) if not levels else [spec.level(label) for label in levels]
+    make_pruner(pruner)  # validate before touching anything
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise ValueError(f"root {root}: not a folder (the repository root or a data root with params.yaml)")
+    params = root / params_path
+    from vidtok.params import resolve_sections
+
+    resolve_sections(params if params.is_file() else None, profile)  # an unknown profile fails here, in one line
+    study_dir = root / "experiments" / study_name
+    backend, shown = open_storage(storage, study_dir)
+    base_overrides = data_overrides(root, params, profile)
+    data_info: dict[str, Any] = {}
+    if prepare:
+        rates = needed_fps(spec, root, params_path=params_path, profile=profile, levels=levels)
+        data_info = prepare_data(root, params_path=params_path, profile=profile, fps=rates, log=log)
+    run = run_fn
+    if run is None:
+        from vidtok.pipeline import run_trial as run
+    accepts_hook = "on_validation" in inspect.signature(run).parameters
+
+    direction = spec.direction
+    ostudy = optuna.create_study(
+        storage=backend,
+        study_name=study_name,
+        direction=direction,
+        pruner=make_pruner(pruner),
+        # Every trial comes from the queue with fixed params: the sampler never samples.
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        load_if_exists=True,
+    )
+    if ostudy.direction.name.lower() != direction:
+        raise ValueError(
+            f"study {study_name} in {shown} was created to {ostudy.direction.name.lower()}, not {direction}"
+        )
+    meta = {
+        "study": study_name,
+        "spec": spec.name,
+        "factor": spec.factor,
+        "question": spec.question,
+        "metric": spec.metric,
+        "direction": direction,
+        "levels": [{"label": lv.label, "value": lv.value, **_level_params(lv)} for lv in spec.levels],
+        "requested_levels": [lv.label for lv in chosen],
+        "seeds": seeds,
+        "profile": profile,
+        "params": params_path,
+        "storage": shown if storage else f"journal:{JOURNAL_NAME}",
+        "optuna_study": study_name,
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": f"prefect deployment run {spec.name}/{spec.name} --param n_trials=2 --param profile=cpu",
+    }
+    _write_json_atomic(study_dir / STUDY_JSON, meta)
+    points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
+    base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
+    with _locked(study_dir):
+        stale = fail_stale_trials(ostudy, stale_after_s)
+        queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed)
+    if stale:
+        log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
+    log(f"{study_name}: {queued} point(s) newly queued; storage {meta['storage']}")
+    write_study_files(ostudy, spec, study_name, study_dir)
+
+    ran: list[int] = []
+    while len(ran) < n_trials:
+        with _locked(study_dir):
+            if not ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                log(f"{study_name}: every requested point is done or running")
+                break
+            trial = ostudy.ask()
+        if _skip_duplicate(ostudy, trial):
+            continue
+        ran.append(trial.number)
+        _run_one(
+            ostudy, trial, spec, study_name, study_dir, params, profile, base_overrides, eval_clips, run,
+            accepts_hook, heartbeat_s, progress, log,
+        )  # fmt: skip
+        write_study_files(ostudy, spec, study_name, study_dir)
+    summary = write_study_files(ostudy, spec, study_name, study_dir)
+    df = trials_frame(ostudy, spec, study_name)
+    return StudyResult(
+        study_name, study_dir, meta["storage"], ran, summary, df, summary_markdown(summary, study_name, spec.factor),
+        data_info,
+    )  # fmt: skip
+
+
+def _skip_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """A popped trial whose point another live or finished trial holds (a race between machines), or one that is
+    not from the queue: told FAIL with `skipped` (left out of the trials table) so it runs nothing."""
+    storage = study._storage
+    attrs = storage.get_trial(trial._trial_id).user_attrs
+    reason = None
+    if "level" not in attrs:
+        reason = "not from the study's queue (another worker took the last point)"
+    else:
+        mine = (attrs["level"], int(attrs["seed"]))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)):
+            if (
+                t.number != trial.number
+                and _point(t) == mine
+                and (t.state != TrialState.RUNNING or t.number < trial.number)
+            ):
+                reason = f"duplicate of trial {t.number}"
+                break
+    if reason is None:
+        return False
+    storage.set_trial_user_attr(trial._trial_id, "skipped", reason)
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
+def _run_one(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    study_name: str,
+    study_dir: Path,
+    params: Path,
+    profile: str | None,
+    base_overrides: list[str],
+    eval_clips: int,
+    run: Callable[..., Any],
+    accepts_hook: bool,
+    heartbeat_s: float,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes on),
+    KeyboardInterrupt fails the trial and is re-raised."""
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    try:
+        level = spec.level(attrs["level"])
+        trial.suggest_categorical("level", [lv.label for lv in spec.levels])
+        seed = trial.suggest_int("seed", 0, SEED_HIGH)
+    except ValueError as err:  # the study was made with other levels: another study_name is needed
+        trial.set_user_attr("error", _one_line(err))
+        study.tell(trial, state=TrialState.FAIL)
+        log(f"{study_name}: trial {trial.number} FAILED: {_one_line(err)}")
+        return
+    folder = study_dir / "runs" / f"trial_{trial.number}"
+    _adopt_stale_folder(study, trial, level.label, seed, study_dir, folder)
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("heartbeat_at", time.time())
+    trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    trial.set_user_attr("run_dir", os.path.relpath(folder, study_dir))
+    write_study_files(study, spec, study_name, study_dir)  # the RUNNING row
+    log(f"{study_name}: trial {trial.number} {level.label} seed {seed} -> {folder}")
+    hook = StepPruningHook(trial)
+    overrides = [*base_overrides, *level.overrides, f"train.seed={seed}"]
+    kwargs: dict[str, Any] = {"on_validation": hook} if accepts_hook else {}
+    started = time.perf_counter()
+    try:
+        with _Heartbeat(study, trial, heartbeat_s):
+            result = run(
+                folder,
+                params_path=params if params.is_file() else None,
+                profile=profile,
+                overrides=overrides,
+                schedule=level.schedule,
+                stage1_fraction=level.stage1_fraction,
+                stage2_trains=level.stage2_trains,
+                eval_clips=eval_clips,
+                progress=progress,
+                **kwargs,
+            )
+        value = _record_result(trial, result, study_dir, spec.metric)
+        hook.report_curves(getattr(result, "runs", {}) or {})
+    except optuna.TrialPruned as err:
+        trial.set_user_attr("error", str(err))
+        study.tell(trial, state=TrialState.PRUNED)
+        log(f"{study_name}: trial {trial.number} pruned ({err})")
+        return
+    except Exception as err:
+        trial.set_user_attr("error", _one_line(err))
+        study.tell(trial, state=TrialState.FAIL)
+        log(f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {_one_line(err)}")
+        return
+    except BaseException:
+        trial.set_user_attr("error", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+    log(f"{study_name}: trial {trial.number} {spec.metric} {value:.3f} in {time.perf_counter() - started:.0f} s")
+
+
+def _adopt_stale_folder(
+    study: optuna.Study, trial: optuna.Trial, label: str, seed: int, study_dir: Path, folder: Path
+) -> None:
+    """Take over the run folder of a stale (killed) trial of the same point: run_trial resumes its stages from
+    their last checkpoints instead of starting over."""
+    if folder.exists():
+        return
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        old = study_dir / "runs" / f"trial_{t.number}"
+        if t.user_attrs.get("stale") and _point(t) == (label, seed) and old.is_dir():
+            os.replace(old, folder)
+            study._storage.set_trial_user_attr(t._trial_id, "run_dir", os.path.relpath(folder, study_dir))
+            trial.set_user_attr("resumed_from_trial", t.number)
+            return
+
+
+def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: str) -> float:
+    """Store the trial's metrics, compute and paths as user attrs (the trials table is rebuilt from them) and
+    return the objective value; a missing or non-finite metric is an error."""
+    summary = (result.metrics or {}).get("summary") or {}
+    names = {"psnr": "psnr", "ssim": "ssim", "vmaf": "vmaf", "lpips": "lpips", "fvd": "fvd"}
+    names |= {"trivial_psnr": "trivial_psnr", "codebook_utilisation": "codebook_utilisation"}
+    names |= {"perplexity": "codebook_perplexity"}
+    for column, key in names.items():
+        value = summary.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            trial.set_user_attr(column, float(value))
+    trial.set_user_attr("train_wall_s", float(result.train_wall_s))
+    trial.set_user_attr("gpu_hours", None if result.gpu_hours is None else float(result.gpu_hours))
+    trial.set_user_attr("steps", int(result.steps))
+    metrics_file = Path(result.folder) / "eval" / "metrics.json"
+    if metrics_file.is_file():
+        trial.set_user_attr("metrics_path", os.path.relpath(metrics_file, study_dir))
+    value = summary.get(metric)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"the evaluation gave no finite {metric} ({value!r})")
+    return float(value)
+
+
+# ================================================================================================= command line
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vidtok.sweeps", description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", help=f"one of {', '.join(STUDIES)}")
+    parser.add_argument("--list", action="store_true", help="list the studies and their levels")
+    parser.add_argument("--n-trials", type=int, default=2)
+    parser.add_argument("--profile", help="params.yaml profile (default: its profile:)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--study-name", help="Optuna study and folder name (default: the study)")
+    parser.add_argument(
+        "--storage", help="sqlite:///..., postgresql://... (default experiments/<study>/optuna.journal)"
+    )
+    parser.add_argument("--root", default=".", help="folder holding params.yaml, data/ and experiments/")
+    parser.add_argument("--level", action="append", help="run only this level (repeatable)")
+    parser.add_argument("--eval-clips", type=int, default=0, help="evaluate at most this many val clips (0: all)")
+    parser.add_argument("--retry-failed", action="store_true", help="queue failed points again")
+    parser.add_argument("--pruner", choices=("none", "median"), default="none")
+    args = parser.parse_args(argv)
+    if args.list or not args.study:
+        for spec in STUDIES.values():
+            print(f"{spec.name} ({spec.factor}): {spec.question}")
+            print("  " + "; ".join(lv.label for lv in spec.levels))
+        return 0 if args.list else 2
+    try:
+        result = run_study(
+            args.study,
+            root=args.root,
+            n_trials=args.n_trials,
+            profile=args.profile,
+            seeds=args.seeds,
+            study_name=args.study_name,
+            storage=args.storage,
+            levels=args.level,
+            eval_clips=args.eval_clips,
+            retry_failed=args.retry_failed,
+            pruner=args.pruner,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {_one_line(err).split(': ', 1)[-1]}", file=sys.stderr)
+        return 1
+    print(result.markdown, end="")
+    print(f"wrote {result.folder}/trials.parquet, summary.json, summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
