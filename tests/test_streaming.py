@@ -131,3 +131,21 @@ def test_tile_sizes_must_fit_the_spatial_factor() -> None:
         encode_video(model, torch.zeros(1, 3, 5, 64, 64), tile=TileSpec(size=36, overlap=8))
     with pytest.raises(ValueError, match="need size > overlap"):
         TileSpec(size=32, overlap=32)
+
+
+@pytest.mark.slow  # about 3 minutes on 2 cores: the full-size KL 4x8x8 model on 720p frames
+def test_720p_clip_streams_through_kl_488_in_under_4_gb() -> None:
+    """Issue 3's bound, measured as benchmarks/tiling.py does: a fresh process, peak RSS after the weights load."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tiling.py"
+    # 5 real 1280x720 frames (bigbuckbunny), 256-pixel tiles with 64 overlap, chunks of 4 frames
+    proc = subprocess.run(
+        [sys.executable, str(script), "--worker", "5", "256", "64", "4", "2"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+    assert peak < 4096, f"peak {peak:.0f} MB"

@@ -60,11 +60,12 @@ def test_load_params_layers_profile_sections_stage_and_overrides(tmp_path: Path)
             model: {preset: tiny_fsq_causal_444}
             train:
               lr: 1e-3
-              stage2: {resolution: 64, steps: 7}
+              seed: null
+              stage2: {resolution: 64, steps: 7, batch_size: null}
             loss: {perceptual_weight: 0}
             profiles:
               cpu:
-                train: {steps: 5, lr: 5e-4, resolution: 32}
+                train: {steps: 5, lr: 5e-4, resolution: 32, seed: 3, stage2: {batch_size: 4}}
                 loss: {disc_type: none}
               paper:
                 train: {steps: 50000, precision: bf16-mixed}
@@ -78,6 +79,7 @@ def test_load_params_layers_profile_sections_stage_and_overrides(tmp_path: Path)
     assert p.model.config().regularizer == "fsq" and p.data.clip_frames == 9
     s2 = load_params(path, stage="stage2", overrides=["train.lr=2e-4", "model.fsq_levels=[8, 8, 8]"])
     assert (s2.train.stage, s2.train.resolution, s2.train.steps, s2.train.lr) == ("stage2", 64, 7, 2e-4)
+    assert (s2.train.seed, s2.train.batch_size) == (3, 4)  # null at the top level: the profile's value
     assert s2.model.config().num_codes == 512 and s2.model.name == "tiny_fsq_causal_444[fsq_levels=(8, 8, 8)]"
     paper = load_params(path, profile="paper")
     assert paper.train.precision == "bf16-mixed" and paper.loss.disc_type == "2d"

@@ -9,7 +9,7 @@ Format (sections `data`, `model`, `train`, `loss`; their keys are the typed conf
       cpu:   {data: ..., model: {preset: ...}, train: {..., stage1: {...}, stage2: {...}}, loss: ...}
       paper: {...}
     data: {}                     # top-level sections override the profile key by key
-    train: {lr: 3e-4}            #   (`dvc exp run -S train.lr=3e-4` writes here)
+    train: {lr: null}            #   null: the profile's value (`dvc exp run -S train.lr=3e-4` writes here)
 
 Precedence, lowest first: the dataclass defaults, the profile, the top-level sections, `--set section.key=value`.
 Torch-free, so the data commands and the dashboard can read parameters without importing the model.
@@ -48,6 +48,12 @@ def _sections(where: str, mapping: Any) -> dict[str, Any]:
             raise ValueError(f"{where}.{section} must be a mapping of config fields")
         out[section] = dict(values)
     return out
+
+
+def _unset_removed(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level sections without their null entries: `lr: null` there means "the profile's value". The keys
+    are listed so that `dvc exp run -S train.lr=...` can set them (DVC only overrides keys that exist)."""
+    return {k: _unset_removed(v) if isinstance(v, Mapping) else v for k, v in mapping.items() if v is not None}
 
 
 def _yaml_loader() -> type:
@@ -121,7 +127,7 @@ def resolve_sections(
         if name not in profiles:
             raise ValueError(f"{source}: no profile {name!r}; profiles: {', '.join(map(str, profiles)) or 'none'}")
         _merge(merged, _sections(f"{source}: profiles.{name}", profiles[name]))
-    _merge(merged, _sections(source, {s: doc[s] for s in SECTIONS if s in doc}))
+    _merge(merged, _unset_removed(_sections(source, {s: doc[s] for s in SECTIONS if s in doc})))
     for item in overrides:
         parts, value = parse_override(item)
         node = merged

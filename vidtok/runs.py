@@ -281,6 +281,13 @@ def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(status.strip())}
 
 
+def workspace_git_info() -> dict[str, Any]:
+    """git_info of the workspace a run is launched from (the current folder: where dvc.yaml, params.yaml and the
+    code deps live), else of this package's repository."""
+    info = git_info(os.getcwd())
+    return info if info["commit"] is not None else git_info()
+
+
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -53,10 +53,10 @@ from vidtok.runs import (
     VAL_NAME,
     RunManifest,
     RunManifestError,
-    git_info,
     now_iso,
     package_versions,
     read_manifest,
+    workspace_git_info,
 )
 
 __all__ = ["ModelSpec", "Params", "TrainConfig", "TrainResult", "check_setup", "load_params", "train"]
@@ -528,7 +528,7 @@ def new_manifest(
         params=dict(params or {"file": None, "sha256": None, "profile": None, "overrides": []}),
         seed=config.seed,
         device=device,
-        git=git_info(),
+        git=workspace_git_info(),
         packages=package_versions(),
         total_steps=config.steps,
         data_hash=data_hash,
