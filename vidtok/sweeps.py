@@ -453,7 +453,14 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
     """The trials table (vidtok.studies.TrialsSchema) from the Optuna storage: one row per trial of the grid.
     Popped duplicates (`skipped`) are left out; they ran nothing."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    # A stale trial's folder moved to the trial that resumed it.
+    moved = {
+        t.user_attrs["resumed_from_trial"]: t.user_attrs.get("run_dir")
+        for t in trials
+        if "resumed_from_trial" in t.user_attrs
+    }
+    for t in trials:
         a = t.user_attrs
         if a.get("skipped") or "level" not in a:
             continue
@@ -469,7 +476,7 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "seed": int(a["seed"]),
             "quantizer": a.get("quantizer"),
             "steps": a.get("steps"),
-            "run_dir": a.get("run_dir"),
+            "run_dir": moved.get(t.number, a.get("run_dir")),
             "metrics_path": a.get("metrics_path"),
             "params_json": json.dumps(a.get("params", {}), sort_keys=True),
             "error": a.get("error") if t.state == TrialState.FAIL else None,
@@ -854,8 +861,7 @@ def _adopt_stale_folder(
         old = study_dir / "runs" / f"trial_{t.number}"
         if t.user_attrs.get("stale") and _point(t) == (label, seed) and old.is_dir():
             os.replace(old, folder)
-            study._storage.set_trial_user_attr(t._trial_id, "run_dir", os.path.relpath(folder, study_dir))
-            trial.set_user_attr("resumed_from_trial", t.number)
+            trial.set_user_attr("resumed_from_trial", t.number)  # the finished trial itself cannot be updated
             return
 
 
