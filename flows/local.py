@@ -40,6 +40,15 @@ def healthy(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def deployed(port: int, name: str = "sweep-fps/sweep-fps") -> bool:
+    """Whether the server knows deployment `flow/deployment` (the serve process registers them on start)."""
+    try:
+        with urllib.request.urlopen(f"{api_url(port)}/deployments/name/{name}", timeout=2.0) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -112,6 +121,14 @@ def up(port: int = 4200, home: str | os.PathLike[str] = ".prefect", cwd: str | o
     if serving is None:
         serving = _start(home, "serve", [sys.executable, "-m", "flows.serve"], _environment(home, port), cwd)
         log(f"serving the deployments from {cwd} (pid {serving}, log {home / 'serve.log'})")
+    # Wait until the deployments exist: a `prefect deployment run` right after `up` must find them.
+    deadline = time.monotonic() + timeout
+    while not deployed(port):
+        if not _alive(serving):
+            raise RuntimeError(f"the serve process exited; see {home / 'serve.log'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the deployments were not registered within {timeout:.0f} s; see {home / 'serve.log'}")
+        time.sleep(1)
     log(f"next: export PREFECT_API_URL={api_url(port)}")
     log("      prefect deployment run sweep-fps/sweep-fps --param n_trials=2 --param profile=cpu")
     return {"server": server, "serve": serving}
