@@ -413,3 +413,23 @@ def test_lr_warmup_is_a_function_of_the_step() -> None:
     for _ in range(3):
         module.iteration(x, opt, None, lambda t: t.backward())
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_on_validation_hook_sees_every_pass_and_can_stop_the_run(tmp_path: Path) -> None:
+    seen: list[tuple[int, float]] = []
+
+    class Pruned(Exception):
+        pass
+
+    def hook(step: int, value: float) -> None:
+        seen.append((step, value))
+        if step == 2:
+            raise Pruned(f"pruned at step {step}")
+
+    ds = _clips()
+    with pytest.raises(Pruned, match="pruned at step 2"):
+        train(DATA, ModelSpec(), _cfg(steps=4), NO_LPIPS, tmp_path / "run", datasets=(ds, ds), progress=False,
+              on_validation=hook)  # fmt: skip
+    assert [s for s, _ in seen] == [0, 2] and all(v > 0 for _, v in seen)
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest.status == "failed" and "pruned at step 2" in manifest.error

@@ -10,6 +10,7 @@ parameters into a folder of its own (a sweep trial), reusing the shared data sta
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -168,14 +169,16 @@ def run_trial(
     stage2_trains: str = "decoder",
     eval_clips: int = 0,
     progress: bool = False,
+    on_validation: Callable[..., None] | None = None,
 ) -> TrialResult:
     """Train (two-stage or one-stage) and evaluate one parameter set into `folder`.
 
     `overrides` are `section.key=value` strings (e.g. `train.fps=8`, `model.fsq_levels=[8,8,8]`). With
     `stage1_fraction`, the two-stage step budget (stage1.steps + stage2.steps of the profile) is split at that
     share: the staging study's switch point. `stage2_trains="all"` trains the whole model in stage 2 (encoder not
-    frozen), the paper's Table 4 "fix enc. no" row. A finished stage in `folder` is reused (same params), an
-    interrupted one resumes from its last checkpoint.
+    frozen), the paper's Table 4 "fix enc. no" row. `on_validation(step, val_psnr, stage=...)` runs after every
+    validation pass of every stage (a sweep's step-keyed pruning hook). A finished stage in `folder` is reused
+    (same params), an interrupted one resumes from its last checkpoint.
     """
     from vidtok.evaluate import evaluate
     from vidtok.training import load_params, params_info, train
@@ -210,7 +213,11 @@ def run_trial(
             stage_overrides.append(f"train.init_from={previous}")
         params = load_params(params_path, profile, stage_overrides, stage=stage)
         result = train(
-            *params, root / stage, params=params_info(params_path, profile, stage_overrides), progress=progress
+            *params,
+            root / stage,
+            params=params_info(params_path, profile, stage_overrides),
+            progress=progress,
+            on_validation=None if on_validation is None else functools.partial(on_validation, stage=stage),
         )
         runs[stage] = result.run_dir
         wall += result.wall_time_s

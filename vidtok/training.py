@@ -34,7 +34,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -465,6 +465,7 @@ def train(
     datasets: tuple[Any, Any] | None = None,
     progress: bool = True,
     on_change: Literal["error", "restart"] = "error",
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> TrainResult | None:
     """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
 
@@ -474,7 +475,8 @@ def train(
     loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None.
 
     A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
-    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change)."""
+    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change).
+    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook."""
     if on_change not in ("error", "restart"):
         raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
     from vidtok.training_run import Run
@@ -491,6 +493,7 @@ def train(
             datasets=datasets,
             progress=progress,
             on_change=on_change,
+            on_validation=on_validation,
         )
         return run.execute()
     finally:

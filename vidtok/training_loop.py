@@ -483,7 +483,8 @@ class Recorder(L.Callback):
     """Rank 0's bookkeeping: metrics.csv, the progress bar, validation (val.csv) and checkpoints.
 
     `save(module, step, final)` writes a checkpoint; `validate(module)` returns (psnr, ssim) on the val clips;
-    `on_checkpoint(path, step)` lets the caller update the run manifest."""
+    `on_checkpoint(path, step)` lets the caller update the run manifest; `on_validation(step, val_psnr)` is called
+    after every validation pass (a sweep's step-keyed pruning hook; an exception it raises ends the run)."""
 
     def __init__(
         self,
@@ -501,12 +502,14 @@ class Recorder(L.Callback):
         validate: Callable[[TrainingModule], dict[str, float]] | None,
         on_checkpoint: Callable[[Path, int, bool], None],
         progress: bool,
+        on_validation: Callable[[int, float], None] | None = None,
     ):
         self.run_dir, self.total, self.start = run_dir, total_steps, start_step
         self.columns, self.log_every, self.val_every = columns, log_every, val_every
         self.checkpoint_every, self.keep = checkpoint_every, keep_checkpoints
         self.global_batch, self.progress = global_batch, progress
         self._save, self._validate, self._on_checkpoint = save, validate, on_checkpoint
+        self._on_validation = on_validation
         self._csv: _Csv | None = None
         self._val: _Csv | None = None
         self._bar: Any = None
@@ -543,6 +546,8 @@ class Recorder(L.Callback):
         result = self._validate(module)
         self._val.write({"step": step, **result})
         module.last_logs = {**module.last_logs, "val_psnr": result["val_psnr"]}
+        if self._on_validation is not None:  # e.g. a sweep's pruner: raising here stops the run (status failed)
+            self._on_validation(step, result["val_psnr"])
 
     def on_train_batch_end(self, trainer: L.Trainer, module: TrainingModule, *args: Any) -> None:
         if trainer.global_rank != 0:

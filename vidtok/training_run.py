@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ class Run:
         datasets: tuple[Any, Any] | None,
         progress: bool,
         on_change: str = "error",
+        on_validation: Callable[[int, float], None] | None = None,
     ) -> Run:
         rank = _rank()
         if config.num_threads:
@@ -207,6 +208,7 @@ class Run:
             val_ds=val_ds,
             spe=_samples_per_epoch(data, train_ds, config.batch_size),
             progress=progress,
+            on_validation=on_validation,
             run_id=None,
             wall_base=0.0,
             segment_start=time.time(),
@@ -399,6 +401,7 @@ class Run:
             validate=self.validate,
             on_checkpoint=self.on_checkpoint,
             progress=self.progress,
+            on_validation=self.on_validation,
         )
         try:
             with _quiet_lightning():
