@@ -49,7 +49,8 @@ def report_markdown(eval_record: dict[str, Any], runs: Sequence[dict[str, Any]] 
         f"Model `{ck.get('name')}` ({ck.get('compression')}, {ck.get('regularizer')}), checkpoint "
         f"`{ck.get('path')}` (sha256 {str(ck.get('weights_sha256'))[:12]}).",
         f"Evaluated on {data['num_clips']} {data['split']} clips of {data['clip_length']} frames at "
-        f"{_fmt(data['fps'], 0)} fps, {data['resolution']} ({data['num_videos']} videos).",
+        f"{_fmt(data['fps'], 0)} fps, {data['resolution']} ({data['num_videos']} "
+        f"video{'' if data['num_videos'] == 1 else 's'}).",
         "",
         "| metric | value | protocol |",
         "|---|---|---|",
@@ -59,12 +60,12 @@ def report_markdown(eval_record: dict[str, Any], runs: Sequence[dict[str, Any]] 
             lines.append(f"| {name} | unavailable | {record.get('reason', '')} |")
         else:
             lines.append(f"| {name} | {_fmt(record.get('value'), 4)} | {_protocol_text(record)} |")
-    verdict = "beats" if s.get("beats_trivial_codec") else "does **not** beat"
+    gain = s.get("psnr_gain_over_trivial_db")
+    verdict = "beats it" if s.get("beats_trivial_codec") else "does **not** beat it"
     lines += [
         "",
         f"Trivial codec at the same compression: PSNR {_fmt(s.get('trivial_psnr'))} dB, SSIM "
-        f"{_fmt(s.get('trivial_ssim'), 4)}. The tokenizer {verdict} it by "
-        f"{_fmt(s.get('psnr_gain_over_trivial_db'))} dB.",
+        f"{_fmt(s.get('trivial_ssim'), 4)}. The tokenizer {verdict} (PSNR difference {_fmt(gain)} dB).",
     ]
     if runs:
         lines += ["", "| run | stage | status | steps | wall time (s) | seed | device | commit |"]

@@ -4,10 +4,11 @@
     python -m vidtok.sweeps sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
     python -m vidtok.sweeps --list                                      # the studies and their levels
 
-Four studies (STUDIES), one factor each, every level repeated with several seeds so a difference comes with
-its spread: `sweep-fps` (training frame rate 1 ... 30 fps), `sweep-codebook` (FSQ / LFQ / VQ with 2^8 ... 2^18
-codes), `sweep-staging` (one stage at high resolution vs two stages split at several points, decoder-only or
-whole-model stage 2, with the compute each took) and `ablations` (the paper's Table 2 / Table 3 variants).
+Four studies (STUDIES, defined in vidtok/sweep_specs.py), one factor each, every level repeated with several
+seeds so a difference comes with its spread: `sweep-fps` (training frame rate 1 ... 30 fps), `sweep-codebook`
+(FSQ / LFQ / VQ with 2^8 ... 2^18 codes), `sweep-staging` (one stage at high resolution vs two stages split at
+several points, decoder-only or whole-model stage 2, with the compute each took) and `ablations` (the paper's
+Table 2 / Table 3 variants).
 
 How a study runs (`run_study`), and why:
 - The grid is small and categorical, so it is enumerated, not sampled: every (level, seed) point not yet done
@@ -56,7 +57,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from vidtok.studies import COLUMNS, FACTORS, LOWER_IS_BETTER, STUDY_JSON, summary_markdown, write_summary, write_trials
+from vidtok.studies import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
+from vidtok.sweep_specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 
 __all__ = [
     "FSQ_LEVELS",
@@ -78,155 +80,6 @@ LOCK_NAME = ".sweep.lock"
 DEFAULT_SEEDS = (0, 1)
 SEED_HIGH = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-# FSQ level tuples per bits of codebook size: products are exact powers of two (8 = 2^3, 4 = 2^2), 8 levels per
-# channel where possible as in the released models (8^4 = 4,096, 8^5 = 32,768, 8^6 = 262,144 codes).
-FSQ_LEVELS: dict[int, tuple[int, ...]] = {
-    8: (8, 8, 4),  # 64 * 4 = 256
-    10: (8, 8, 4, 4),  # 64 * 16 = 1,024
-    12: (8, 8, 8, 8),  # 4,096
-    14: (8, 8, 8, 8, 4),  # 4,096 * 4 = 16,384
-    16: (8, 8, 8, 8, 4, 4),  # 4,096 * 16 = 65,536
-    18: (8, 8, 8, 8, 8, 8),  # 262,144
-}
-assert all(math.prod(v) == 2**k for k, v in FSQ_LEVELS.items())
-
-
-# ================================================================================================= study specs
-
-
-@dataclass(frozen=True)
-class Level:
-    """One setting of a study's factor: what run_trial gets for it."""
-
-    label: str
-    value: float | None  # numeric axis: fps, bits per token, stage-1 share of the step budget
-    quantizer: str | None = None
-    overrides: tuple[str, ...] = ()  # `section.key=value` strings for run_trial
-    schedule: str = "two-stage"
-    stage1_fraction: float | None = None
-    stage2_trains: str = "decoder"
-    fps: float | None = None  # the training frame rate it needs clips for; None: the profile's train.fps
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A study: the question, the factor it varies and its levels (the categorical grid, with the seeds)."""
-
-    name: str
-    factor: str
-    question: str
-    levels: tuple[Level, ...]
-    metric: str = "psnr"
-
-    def __post_init__(self) -> None:
-        if self.factor not in FACTORS:
-            raise ValueError(f"study {self.name}: factor must be one of {', '.join(FACTORS)}, got {self.factor!r}")
-        labels = [lv.label for lv in self.levels]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"study {self.name}: level labels must be unique, got {labels}")
-
-    @property
-    def direction(self) -> str:
-        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
-
-    def level(self, label: str) -> Level:
-        for lv in self.levels:
-            if lv.label == label:
-                return lv
-        raise ValueError(f"study {self.name}: no level {label!r}; levels: {', '.join(lv.label for lv in self.levels)}")
-
-
-def _codebook_levels() -> tuple[Level, ...]:
-    """FSQ at 2^8 ... 2^18 codes, then LFQ (bits = channels) and VQ (a learned codebook of 2^bits vectors, as
-    many latent channels as FSQ uses at that size) at the same sizes."""
-    out = []
-    for quantizer in ("fsq", "lfq", "vq"):
-        for bits, levels in FSQ_LEVELS.items():
-            if quantizer == "fsq":
-                changes = [f"model.fsq_levels={list(levels)}"]
-            elif quantizer == "lfq":
-                changes = ["model.fsq_levels=[]", f"model.z_channels={bits}"]
-            else:
-                changes = ["model.fsq_levels=[]", f"model.codebook_size={2**bits}", f"model.z_channels={len(levels)}"]
-            overrides = (f"model.regularizer={quantizer}", *changes)
-            out.append(Level(f"{quantizer.upper()} 2^{bits}", float(bits), quantizer, overrides))
-    return tuple(out)
-
-
-def _staging_levels() -> tuple[Level, ...]:
-    """One stage at the high resolution; two stages with the profile's stage1 + stage2 step budget split at 25, 50
-    and 75 % (the switch point); the 75 % split again with the whole model trained in stage 2 (paper Table 4)."""
-    out = [Level("one-stage", 0.0, schedule="one-stage")]
-    for share in (0.25, 0.5, 0.75):
-        out.append(Level(f"two-stage {share:.0%}", share, stage1_fraction=share))
-    out.append(Level("two-stage 75% whole model", 0.75, stage1_fraction=0.75, stage2_trains="all"))
-    return tuple(out)
-
-
-def _ablation_levels() -> tuple[Level, ...]:
-    """The labels match the dashboard's paper rows (dashboard/paper.py): Table 2 architecture variants and the
-    Table 3 quantizers at 262,144 codes."""
-    q18 = FSQ_LEVELS[18]
-    return (
-        Level("VidTok", None),
-        Level("w/o AlphaBlender", None, overrides=("model.temporal_resampler=conv",)),
-        Level("fixed alpha", None, overrides=("model.alpha=fixed",)),
-        Level("fully 3D", None, overrides=("model.fully_3d=true",)),
-        Level("FSQ 262,144", None, "fsq", ("model.regularizer=fsq", f"model.fsq_levels={list(q18)}")),
-        Level("LFQ 262,144", None, "lfq", ("model.regularizer=lfq", "model.fsq_levels=[]", "model.z_channels=18")),
-        Level(
-            "VQ 262,144",
-            None,
-            "vq",
-            (
-                "model.regularizer=vq",
-                "model.fsq_levels=[]",
-                f"model.codebook_size={2**18}",
-                f"model.z_channels={len(q18)}",
-            ),
-        ),
-    )
-
-
-STUDIES: dict[str, StudySpec] = {
-    s.name: s
-    for s in (
-        StudySpec(
-            "sweep-fps",
-            "fps",
-            "Which training frame rate gives the best reconstructions? (the paper compares 3 and 8 fps)",
-            tuple(
-                Level(f"{f:g} fps", float(f), overrides=(f"train.fps={f}",), fps=float(f)) for f in (1, 2, 3, 4, 8, 30)
-            ),
-        ),
-        StudySpec(
-            "sweep-codebook",
-            "log2_codes",
-            "How does quality scale with the codebook size, per quantizer (FSQ, LFQ, VQ)?",
-            _codebook_levels(),
-        ),
-        StudySpec(
-            "sweep-staging",
-            "schedule",
-            "Which staging schedule gives the best quality for its compute?",
-            _staging_levels(),
-        ),
-        StudySpec(
-            "ablations",
-            "variant",
-            "Do the paper's design choices (AlphaBlender, learnable alpha, 2D+1D blocks, FSQ) hold up when rerun?",
-            _ablation_levels(),
-        ),
-    )
-}
-
-
-def get_study(name: str) -> StudySpec:
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
-    return STUDIES[name]
-
 
 # ================================================================================================= storage
 
