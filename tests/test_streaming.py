@@ -133,7 +133,7 @@ def test_tile_sizes_must_fit_the_spatial_factor() -> None:
         TileSpec(size=32, overlap=32)
 
 
-@pytest.mark.slow  # ~25 minutes on a 2-core VM (full-size KL 4x8x8 on 720p frames); minutes on a workstation
+@pytest.mark.slow  # ~25 minutes on a 2-core VM (full-size KL 4x8x8 on 720p frames)
 def test_720p_clip_streams_through_kl_488_in_under_4_gb() -> None:
     """Issue 3's bound, measured as benchmarks/tiling.py does: a fresh process, peak RSS after the weights load."""
     import json
