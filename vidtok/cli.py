@@ -317,6 +317,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         return run
 
     def cmd_train(args: argparse.Namespace) -> None:
+        from vidtok.params import active_profile
         from vidtok.training import load_params, params_info, train
 
         config = params_file(args.config)
@@ -327,7 +328,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         result = train(
             *params,
             args.run_dir or f"outputs/train/{args.stage}",
-            params=params_info(config, args.profile, overrides),
+            # the profile actually used: --profile, else the params file's `profile:` (recorded in run.json)
+            params=params_info(config, active_profile(config, args.profile), overrides),
             progress=not args.no_progress,
             on_change=args.on_change,
         )
