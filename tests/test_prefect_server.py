@@ -26,7 +26,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # server start (~20 s on 2 cores), serve process, one real smoke trial in a flow-run subprocess
+# About 100 s on 2 cores (server start ~20 s, serve process, one real smoke trial in a flow-run subprocess): the
+# one test of the documented path, so it runs in CI.
 def test_deployment_run_against_a_local_server(smoke_root_template: Path, tmp_path: Path) -> None:
     from flows import local
 
