@@ -11,8 +11,10 @@ loaded (Linux VmHWM reset), so it covers torch, the weights and all activations.
 quality: a trained checkpoint (default: the pipeline's stage-2 model) reconstructs a real clip (bigbuckbunny at
 `--quality-short-side`, 17 frames) without tiles and with tiles; PSNR of each against the original, and the
 per-column mean absolute error of the tiled reconstruction: a seam shows as a spike at a tile border. Reported:
-the PSNR loss (target <= 0.1 dB) and the worst border column's error over the median column's ("border_spike",
-1.0 = no seam). Tiles are smaller here (`--quality-tile`) so a modest frame has several borders.
+the PSNR loss (target <= 0.1 dB), the worst border column's error over the median column's ("border_spike"; the
+same for the untiled reconstruction, "border_spike_untiled", is the content's own error there) and what tiling
+adds at a border column over the median column error ("border_excess", 0 = no seam). Tiles are smaller here
+(`--quality-tile`) so a modest frame has several borders.
 
 Prints one JSON line per part and appends them to benchmarks/results/tiling.jsonl.
 """
@@ -86,6 +88,7 @@ def quality(checkpoint: Path, short_side: int, tile: int, overlap: int) -> dict:
         tiled = decode_video(model, z, 17, tile=spec).clamp(-1, 1)
     width = clip.shape[-1]
     column_error = (tiled - clip).abs().mean(dim=(0, 1, 2, 3)).numpy()  # per output column
+    column_error_untiled = (whole - clip).abs().mean(dim=(0, 1, 2, 3)).numpy()
     starts = tile_starts(width, tile, overlap)
     # Tile borders: where a tile's own region ends and the blend with the next begins, +-2 columns.
     borders = sorted({s + d for s in starts[1:] for d in (-2, -1, 0, 1, 2, overlap - 1, overlap, overlap + 1)})
@@ -103,6 +106,14 @@ def quality(checkpoint: Path, short_side: int, tile: int, overlap: int) -> dict:
         "psnr_loss_db": round(psnr(whole, clip) - psnr(tiled, clip), 4),
         "max_abs_tiled_vs_untiled": round(float((tiled - whole).abs().max()), 4),
         "border_spike": round(max(float(column_error[b]) for b in borders) / median, 3) if borders else None,
+        # The same columns of the untiled reconstruction: the content's own error there, which tiling did not add.
+        "border_spike_untiled": round(max(float(column_error_untiled[b]) for b in borders) / median, 3)
+        if borders
+        else None,
+        # What tiling adds at a border column, relative to the median column error (0 = no seam at all).
+        "border_excess": round(max(float(column_error[b] - column_error_untiled[b]) for b in borders) / median, 4)
+        if borders
+        else None,
         "median_column_mae": round(median, 5),
     }
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.test_model import tiny
+from vidtok.model import set_streaming
 from vidtok.streaming import (
     TileSpec,
     _TileGrid,
@@ -92,13 +93,47 @@ def test_tiles_cover_the_frame(length: int, size: int, overlap: int) -> None:
 def test_tile_blend_is_a_partition_of_unity(height: int, width: int, size: int, overlap: int) -> None:
     """Blending tiles of a function that agrees on overlaps returns it exactly (weights sum to one everywhere)."""
     grid = _TileGrid(height, width, size, overlap, scale=1.0)
-    x = torch.rand(1, 2, 3, height, width)
-    out = grid.run(torch.nn.Identity(), x, lambda part: part * 2)
-    assert torch.allclose(out, x * 2, atol=1e-6)
+    x, y = torch.rand(1, 2, 3, height, width), torch.rand(1, 2, 1, height, width)
+    double, negate = (lambda part: part * 2), (lambda part: -part)
+    out_x, out_y = grid.run(torch.nn.Identity(), [x, y], [double, negate], last=True)
+    assert torch.allclose(out_x, x * 2, atol=1e-6) and torch.allclose(out_y, -y, atol=1e-6)
     up = _TileGrid(height // 4, width // 4, size // 4, overlap // 4, scale=4.0)
     coarse = torch.rand(1, 2, 3, height // 4, width // 4)
     nearest = lambda part: part.repeat_interleave(4, -1).repeat_interleave(4, -2)  # noqa: E731
-    assert torch.allclose(up.run(torch.nn.Identity(), coarse, nearest), nearest(coarse), atol=1e-6)
+    assert torch.allclose(up.run(torch.nn.Identity(), [coarse], [nearest], True)[0], nearest(coarse), atol=1e-6)
+
+
+def test_tile_blend_ignores_the_outer_quarter_of_each_overlap() -> None:
+    """Tile outputs wrong within overlap/4 of their edges (zero padding instead of the neighbour) blend seamlessly."""
+    height, width, size, overlap = 48, 112, 48, 32
+    dead = overlap // 4
+    grid = _TileGrid(height, width, size, overlap, scale=1.0)
+    x = torch.rand(1, 1, 1, height, width)
+
+    def wrong_near_edges(part: torch.Tensor) -> torch.Tensor:
+        out = part.clone()
+        out[..., :dead] += 5.0
+        out[..., -dead:] += 5.0
+        return out
+
+    (out,) = grid.run(torch.nn.Identity(), [x], [wrong_near_edges], last=True)
+    assert len(grid.tiles) > 1
+    assert torch.allclose(out[..., dead:-dead], x[..., dead:-dead], atol=1e-6)  # every internal border is clean
+
+
+def test_tile_states_are_kept_between_segments_only() -> None:
+    """Tile by tile: a segment that ends the stream keeps no per-tile state (what bounds the memory of a clip)."""
+    model = tiny()
+    grid = _TileGrid(64, 96, 32, 16, scale=0.25)
+    set_streaming(model.encoder, True)
+    try:
+        with torch.no_grad():
+            grid.run(model.encoder, [torch.randn(1, 3, 4, 64, 96)], [model.encoder], last=False)
+            assert len(grid.states) == len(grid.tiles) > 1
+            grid.run(model.encoder, [torch.randn(1, 3, 4, 64, 96)], [model.encoder], last=True)
+            assert grid.states == {}
+    finally:
+        set_streaming(model.encoder, False)
 
 
 def test_tiling_with_streaming_equals_tiling_without() -> None:
@@ -108,12 +143,16 @@ def test_tiling_with_streaming_equals_tiling_without() -> None:
     tile = TileSpec(size=32, overlap=16)
     with torch.no_grad():
         one_chunk = encode_video(model, video, chunk_frames=16, tile=tile)
-        chunked = encode_video(model, video, chunk_frames=4, tile=tile)
+        chunked = encode_video(model, video, chunk_frames=4, tile=tile)  # one segment: tile by tile
+        per_chunk = encode_video(model, video, chunk_frames=4, tile=tile, segment_frames=4)  # tile states handed over
         assert (chunked.latents - one_chunk.latents).abs().max() <= 1e-5
+        assert (per_chunk.latents - one_chunk.latents).abs().max() <= 1e-5
         frames_one = decode_video(model, one_chunk.latents, 13, chunk_latents=4, tile=tile)
         frames_chunked = decode_video(model, one_chunk.latents, 13, chunk_latents=1, tile=tile)
+        frames_per_chunk = decode_video(model, one_chunk.latents, 13, chunk_latents=1, tile=tile, segment_frames=4)
     assert frames_one.shape == video.shape
     assert (frames_one - frames_chunked).abs().max() <= 1e-5
+    assert (frames_one - frames_per_chunk).abs().max() <= 1e-5
 
 
 def test_a_tile_larger_than_the_frame_is_no_tiling() -> None:

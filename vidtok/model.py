@@ -553,6 +553,7 @@ class TemporalUpsample(nn.Module):
             self._first = first if self._first is None else torch.cat([self._first, first], dim=2)
             if self._first.shape[2] == self.first_frames or flush:
                 outs.append(_linear_upsample_time(self._first, False, True))
+                self._first = None  # emitted; later inputs never join the first segment (self._seen says so)
         rest = x[:, :, take:]
         if rest.shape[2]:
             has_prev = self._held is not None
@@ -624,6 +625,14 @@ class Encoder(nn.Module):
         return module(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_global(self.forward_local(x))
+
+    def local_modules(self) -> nn.ModuleList:
+        """The layers `forward_local` runs: they see a bounded neighbourhood, so they can run on spatial tiles."""
+        return nn.ModuleList([self.conv_in, self.down, self.down_temporal])
+
+    def forward_local(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_in and the down levels: video -> features at the latent resolution (convolutions only)."""
         x = self.conv_in(_channels_last(x))
         for level, temporal in zip(self.down, self.down_temporal):
             for j, block in enumerate(level.block):
@@ -636,6 +645,10 @@ class Encoder(nn.Module):
                     x = temporal.downsample(x)
                     if x.shape[2] == 0:
                         raise ValueError("streaming chunk too short: a temporal downsample produced no frame")
+        return x
+
+    def forward_global(self, x: torch.Tensor) -> torch.Tensor:
+        """The mid block (its attention spans the whole frame) and the output conv, at the latent resolution."""
         x = self._run(self.mid.block_1, x)
         x = self._run(self.mid.attn_1, x)
         x = self._run(self.mid.block_2, x)
@@ -705,10 +718,21 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, flush: bool = True) -> torch.Tensor:
         """`flush=False` (streaming only) holds back frames that still depend on a future latent."""
+        return self.forward_local(self.forward_global(z), flush=flush)
+
+    def local_modules(self) -> nn.ModuleList:
+        """The layers `forward_local` runs: they see a bounded neighbourhood, so they can run on spatial tiles."""
+        return nn.ModuleList([self.up, self.up_temporal, self.norm_out, self.conv_out])
+
+    def forward_global(self, z: torch.Tensor) -> torch.Tensor:
+        """conv_in and the mid block (its attention spans the whole frame), at the latent resolution."""
         x = self.conv_in(_channels_last(z))
         x = self._run(self.mid.block_1, x)
         x = self._run(self.mid.attn_1, x)
-        x = self._run(self.mid.block_2, x)
+        return self._run(self.mid.block_2, x)
+
+    def forward_local(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
+        """The up levels and the output conv: mid-block features -> video (convolutions only)."""
         for level, temporal in zip(reversed(self.up), reversed(self.up_temporal)):
             for j, block in enumerate(level.block):
                 x = self._run(block, x)

@@ -19,12 +19,18 @@ across each overlap. Every tile keeps its own streaming state, so tiling and tem
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from vidtok.model import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
+
+# With tiles, frames buffered and run tile by tile at a time (see _TileGrid.run): a longer segment means fewer
+# hand-overs of every tile's carried state, a shorter one smaller input/output buffers.
+DEFAULT_SEGMENT_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,21 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
 
 
 def _ramp(start: int, size: int, overlap: int, total: int) -> torch.Tensor:
-    """1D blend weight of a tile at `start`: rises across the overlap with the previous tile, falls across the next."""
+    """1D blend weight of a tile at `start`: rises across the overlap with the previous tile, falls across the next.
+
+    The outer quarter of a shared edge gets weight 0: those pixels were computed next to the tile's zero padding
+    instead of the neighbour's content, and a linear ramp over the whole overlap still lets that error through (a
+    visible seam). The middle half of the overlap cross-fades; the weights of two neighbours sum to one.
+    """
     w = torch.ones(size)
     overlap = min(overlap, size)
     if overlap == 0:
         return w
-    ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+    dead = overlap // 4
+    fade = overlap - 2 * dead
+    ramp = torch.ones(overlap)
+    ramp[:dead] = 0.0
+    ramp[dead : dead + fade] = (torch.arange(fade, dtype=torch.float32) + 0.5) / fade
     if start > 0:
         w[:overlap] = ramp
     if start + size < total:
@@ -89,27 +104,52 @@ class _TileGrid:
     def _out(self, value: int) -> int:
         return round(value * self.scale)
 
-    def run(self, module: torch.nn.Module, x: torch.Tensor, fn) -> torch.Tensor:
-        """Apply `fn` to every tile of x (restoring that tile's streaming state of `module`) and blend."""
-        acc = weight_sum = None
+    def run(self, module: torch.nn.Module, parts: list[torch.Tensor], fns: list, last: bool) -> list[torch.Tensor]:
+        """Consecutive chunks `parts` of one stream through `fns`, tile by tile, blended per chunk.
+
+        Tile-major order: a tile runs all the parts (its streaming state restored first) before the next tile
+        starts, so only one tile's activations and carried tails are alive at a time. Unless `last`, each tile's
+        state is kept for the next call; those states together hold a full frame's worth of causal-conv tails,
+        which is why a clip passed as one segment needs much less memory than the same clip chunk by chunk.
+        """
         out_overlap = self._out(self.overlap)
         total_h, total_w = self._out(self.height), self._out(self.width)
         if self._fresh is None:
             self._fresh = get_stream_state(module)
+        accs: list[torch.Tensor | None] = [None] * len(parts)
+        dtypes: list[torch.dtype | None] = [None] * len(parts)
+        weight_sum = torch.zeros(total_h, total_w, device=parts[0].device)
         for y, x0 in self.tiles:
-            set_stream_state(module, self.states.get((y, x0), self._fresh))
-            out = fn(x[..., y : y + self.size_h, x0 : x0 + self.size_w])
-            self.states[(y, x0)] = get_stream_state(module)
-            if acc is None:
-                acc = out.new_zeros((*out.shape[:3], total_h, total_w), dtype=torch.float32)
-                weight_sum = torch.zeros(total_h, total_w, device=out.device)
-            oy, ox, oh, ow = self._out(y), self._out(x0), out.shape[-2], out.shape[-1]
-            w = (_ramp(oy, oh, out_overlap, total_h)[:, None] * _ramp(ox, ow, out_overlap, total_w)[None, :]).to(
-                out.device
-            )
-            acc[..., oy : oy + oh, ox : ox + ow] += out.float() * w
+            set_stream_state(module, self.states.pop((y, x0), self._fresh))
+            oy, ox = self._out(y), self._out(x0)
+            oh, ow = self._out(self.size_h), self._out(self.size_w)
+            w = _ramp(oy, oh, out_overlap, total_h)[:, None] * _ramp(ox, ow, out_overlap, total_w)[None, :]
+            w = w.to(parts[0].device)
             weight_sum[oy : oy + oh, ox : ox + ow] += w
-        return (acc / weight_sum).to(out.dtype)
+            for i, (part, fn) in enumerate(zip(parts, fns, strict=True)):
+                out = fn(part[..., y : y + self.size_h, x0 : x0 + self.size_w])
+                if accs[i] is None:
+                    accs[i] = out.new_zeros((*out.shape[:3], total_h, total_w), dtype=torch.float32)
+                    dtypes[i] = out.dtype
+                accs[i][..., oy : oy + oh, ox : ox + ow] += out.float() * w
+            if not last:
+                self.states[(y, x0)] = get_stream_state(module)
+        set_stream_state(module, self._fresh)  # the module no longer references the last tile's tensors
+        return [(acc / weight_sum).to(dtype) for acc, dtype in zip(accs, dtypes, strict=True)]
+
+
+def _segments(chunks: Iterable[torch.Tensor], max_frames: int) -> Iterator[tuple[list[torch.Tensor], bool]]:
+    """Group consecutive chunks into lists of at most `max_frames` frames (at least one chunk each); flag the last."""
+    segment: list[torch.Tensor] = []
+    frames = 0
+    for chunk in chunks:
+        if segment and frames + chunk.shape[2] > max_frames:
+            yield segment, False
+            segment, frames = [], 0
+        segment.append(chunk)
+        frames += chunk.shape[2]
+    if segment:
+        yield segment, True
 
 
 def _check_tiling(model: VidTok, tile: TileSpec | None, height: int, width: int) -> bool:
@@ -153,11 +193,13 @@ def iter_encode(
     *,
     chunk_frames: int = 16,
     tile: TileSpec | None = None,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
 ) -> Iterator[Encoded]:
     """Encode a stream of frame chunks (B, 3, t, H, W) in [-1, 1] totalling `num_frames`; yields latent chunks.
 
     Causal: chunk outputs concatenated along time equal `model.encode(whole clip)`. Non-causal: one Encoded per
-    clip of `chunk_frames` frames (the last one padded by repeating its final frame).
+    clip of `chunk_frames` frames (the last one padded by repeating its final frame). With tiles, up to
+    `segment_frames` frames are buffered and run tile by tile (see `_TileGrid.run`).
     """
     tf = model.config.temporal_factor
     if chunk_frames <= 0 or chunk_frames % tf:
@@ -165,40 +207,69 @@ def iter_encode(
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     if model.config.causal:
-        yield from _iter_encode_causal(model, frames, num_frames, chunk_frames, tile)
+        yield from _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames)
     else:
         yield from _iter_encode_clips(model, frames, num_frames, chunk_frames, tile)
 
 
-def _encode_features(model: VidTok, x: torch.Tensor, grid: _TileGrid | None) -> torch.Tensor:
-    if grid is None:
-        return model.encoder(x)
-    return grid.run(model.encoder, x, model.encoder)
+def _encode_tiled(model: VidTok, grid: _TileGrid, chunks: list[torch.Tensor], last: bool) -> list[torch.Tensor]:
+    """The encoder's convolutional levels on tiles, then its mid block (whole-frame attention) on the blend.
+
+    Only the mid block is global: running it on tiles would give each tile its own attention context and offset
+    every tile's latents by a different amount (measured: a per-tile plateau of error, not a seam).
+    """
+    encoder = model.encoder
+    local = grid.run(encoder.local_modules(), chunks, [encoder.forward_local] * len(chunks), last)
+    return [encoder.forward_global(features) for features in local]  # in stream order: it carries causal state
 
 
-def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile) -> Iterator[Encoded]:
+def _causal_input_chunks(
+    model: VidTok, frames, num_frames: int, chunk_frames: int
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """The causal encoder's chunks (front padding on the first) with the number of real frames in each; checked."""
     pad = model.front_padding(num_frames)
     first = model.config.temporal_factor - pad
     seen = 0
+    for index, chunk in enumerate(_rechunk(frames, _causal_chunk_sizes(first, chunk_frames))):
+        if index == 0:
+            model.check_video(chunk)
+            chunk = torch.cat([chunk[:, :, :1].expand(-1, -1, pad, -1, -1), chunk], dim=2)
+        real = chunk.shape[2] - (pad if index == 0 else 0)
+        seen += real
+        if seen > num_frames:
+            raise ValueError(f"the stream has more frames than num_frames={num_frames}")
+        if chunk.shape[2] % model.config.temporal_factor:
+            raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+        yield chunk, real
+    if seen != num_frames:
+        raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+
+
+def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames) -> Iterator[Encoded]:
+    chunks = _causal_input_chunks(model, frames, num_frames, chunk_frames)
+    first = next(chunks)
     grid = None
+    if _check_tiling(model, tile, *first[0].shape[-2:]):
+        grid = _TileGrid(*first[0].shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
+    reals: list[int] = []
+
+    def tensors() -> Iterator[torch.Tensor]:  # the chunks, remembering each one's count of real frames
+        for chunk, real in itertools.chain([first], chunks):
+            reals.append(real)
+            yield chunk
+
     set_streaming(model.encoder, True)
     try:
-        for index, chunk in enumerate(_rechunk(frames, _causal_chunk_sizes(first, chunk_frames))):
-            if index == 0:
-                model.check_video(chunk)
-                if _check_tiling(model, tile, *chunk.shape[-2:]):
-                    grid = _TileGrid(*chunk.shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
-                chunk = torch.cat([chunk[:, :, :1].expand(-1, -1, pad, -1, -1), chunk], dim=2)
-            seen += chunk.shape[2] - (pad if index == 0 else 0)
-            if seen > num_frames:
-                raise ValueError(f"the stream has more frames than num_frames={num_frames}")
-            if chunk.shape[2] % model.config.temporal_factor:
-                raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
-            q = model.regularization(_encode_features(model, chunk, grid))
-            real = chunk.shape[2] - (pad if index == 0 else 0)
-            yield Encoded(latents=q.latents, num_frames=real, indices=q.indices, mean=q.mean, logvar=q.logvar)
-        if seen != num_frames:
-            raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+        for segment, last in _segments(tensors(), segment_frames if grid else 0):
+            if grid is None:
+                features = [model.encoder(segment[0])]
+            else:
+                features = _encode_tiled(model, grid, segment, last)
+            for feature in features:
+                q = model.regularization(feature)
+                yield Encoded(
+                    latents=q.latents, num_frames=reals.pop(0), indices=q.indices, mean=q.mean, logvar=q.logvar
+                )
     finally:
         set_streaming(model.encoder, False)
 
@@ -211,21 +282,29 @@ def _iter_encode_clips(model, frames, num_frames, clip_frames, tile) -> Iterator
         if real < clip_frames:  # the last clip: repeat its final frame up to the clip length
             clip = torch.cat([clip, clip[:, :, -1:].expand(-1, -1, clip_frames - real, -1, -1)], dim=2)
         model.check_video(clip)
-        grid = None
         if _check_tiling(model, tile, *clip.shape[-2:]):
             grid = _TileGrid(*clip.shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
-        q = model.regularization(_encode_features(model, clip, grid))
+            features = _encode_tiled(model, grid, [clip], last=True)[0]
+        else:
+            features = model.encoder(clip)
+        q = model.regularization(features)
         yield Encoded(latents=q.latents, num_frames=real, indices=q.indices, mean=q.mean, logvar=q.logvar)
     if seen != num_frames:
         raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
 
 
 def encode_video(
-    model: VidTok, video: torch.Tensor, *, chunk_frames: int = 16, tile: TileSpec | None = None
+    model: VidTok,
+    video: torch.Tensor,
+    *,
+    chunk_frames: int = 16,
+    tile: TileSpec | None = None,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
 ) -> Encoded:
     """Chunked/tiled encode of a whole (B, 3, T, H, W) tensor; latents and indices concatenated along time."""
+    stream = video.split(chunk_frames, dim=2)
     chunks = list(
-        iter_encode(model, video.split(chunk_frames, dim=2), video.shape[2], chunk_frames=chunk_frames, tile=tile)
+        iter_encode(model, stream, video.shape[2], chunk_frames=chunk_frames, tile=tile, segment_frames=segment_frames)
     )
     indices = [c.indices for c in chunks]
     return Encoded(
@@ -245,75 +324,87 @@ def iter_decode(
     *,
     chunk_latents: int = 4,
     tile: TileSpec | None = None,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
 ) -> Iterator[torch.Tensor]:
     """Decode latents (a tensor, or a stream of latent chunks) into frame chunks totalling `num_frames`.
 
     Causal: frames equal `model.decode(all latents, num_frames)`. Non-causal: latents are consumed per clip
     (clip_frames / t_factor latents each, the clip length used at encode time = chunk_latents * t_factor).
+    With tiles, latent chunks covering up to `segment_frames` frames are buffered and run tile by tile.
     """
     if chunk_latents < 1:
         raise ValueError("chunk_latents must be >= 1")
     stream = latents.split(chunk_latents, dim=2) if torch.is_tensor(latents) else latents
     if model.config.causal:
-        yield from _iter_decode_causal(model, stream, num_frames, tile)
+        yield from _iter_decode_causal(model, stream, num_frames, tile, segment_frames)
     else:
         yield from _iter_decode_clips(model, stream, num_frames, chunk_latents, tile)
 
 
-def _decode_pixels(model: VidTok, z: torch.Tensor, grid: _TileGrid | None, flush: bool) -> torch.Tensor:
-    run = lambda part: model.decoder(part, flush=flush)  # noqa: E731
-    if grid is None:
-        return run(z)
-    return grid.run(model.decoder, z, run)
+def _decode_tiled(
+    model: VidTok, grid: _TileGrid, chunks: list[torch.Tensor], flush: list[bool], last: bool
+) -> list[torch.Tensor]:
+    """The decoder's mid block (whole-frame attention) on each latent chunk, then its up levels on tiles."""
+    decoder = model.decoder
+    mid = [decoder.forward_global(z) for z in chunks]  # in stream order: it carries causal state
+    fns = [functools.partial(decoder.forward_local, flush=f) for f in flush]
+    return grid.run(decoder.local_modules(), mid, fns, last)
 
 
-def _iter_decode_causal(model, stream, num_frames, tile) -> Iterator[torch.Tensor]:
-    tf = model.config.temporal_factor
-    total_latents = model.config.latent_frames(num_frames)
-    to_skip = tf * total_latents - num_frames  # reconstructions of the front padding
-    seen_latents = 0
-    grid = None
-    # Look one chunk ahead so the decoder knows which call is the last (it then flushes held-back frames).
-    iterator = iter(stream)
-    current = next(iterator, None)
-    if current is None:
+def _checked_latents(model: VidTok, stream, num_frames: int) -> Iterator[torch.Tensor]:
+    total = model.config.latent_frames(num_frames)
+    seen = 0
+    for z in stream:
+        model._check_latents(z)
+        seen += z.shape[2]
+        if seen > total:
+            raise ValueError(f"more latent frames than num_frames={num_frames} needs ({total})")
+        yield z
+    if seen == 0:
         raise ValueError("no latents to decode")
+    if seen != total:
+        raise ValueError(f"got {seen} latent frames, num_frames={num_frames} needs {total}")
+
+
+def _iter_decode_causal(model, stream, num_frames, tile, segment_frames) -> Iterator[torch.Tensor]:
+    tf, s = model.config.temporal_factor, model.config.spatial_factor
+    to_skip = tf * model.config.latent_frames(num_frames) - num_frames  # reconstructions of the front padding
+    latents = _checked_latents(model, stream, num_frames)
+    first = next(latents)
+    grid = None
+    if _check_tiling(model, tile, *(d * s for d in first.shape[-2:])):
+        grid = _TileGrid(*first.shape[-2:], tile.size // s, tile.overlap // s, s)
     set_streaming(model.decoder, True)
     try:
-        while current is not None:
-            model._check_latents(current)
-            following = next(iterator, None)
-            seen_latents += current.shape[2]
-            if seen_latents > total_latents:
-                raise ValueError(f"more latent frames than num_frames={num_frames} needs ({total_latents})")
-            if grid is None and _check_tiling(
-                model, tile, *(d * model.config.spatial_factor for d in current.shape[-2:])
-            ):
-                s = model.config.spatial_factor
-                grid = _TileGrid(*current.shape[-2:], tile.size // s, tile.overlap // s, s)
-            frames = _decode_pixels(model, current, grid, flush=following is None)
-            if to_skip:
-                dropped = min(to_skip, frames.shape[2])
-                frames, to_skip = frames[:, :, dropped:], to_skip - dropped
-            if frames.shape[2]:
-                yield frames.contiguous()
-            current = following
-        if seen_latents != total_latents:
-            raise ValueError(f"got {seen_latents} latent frames, num_frames={num_frames} needs {total_latents}")
+        segments = _segments(itertools.chain([first], latents), segment_frames // tf if grid else 0)
+        for segment, last in segments:
+            flush = [False] * len(segment)
+            flush[-1] = last  # frames that need a later latent wait for it, until the end of the stream
+            if grid is None:
+                outputs = [model.decoder(segment[0], flush=flush[0])]
+            else:
+                outputs = _decode_tiled(model, grid, segment, flush, last)
+            for frames in outputs:
+                if to_skip:
+                    dropped = min(to_skip, frames.shape[2])
+                    frames, to_skip = frames[:, :, dropped:], to_skip - dropped
+                if frames.shape[2]:
+                    yield frames.contiguous()
     finally:
         set_streaming(model.decoder, False)
 
 
 def _iter_decode_clips(model, stream, num_frames, chunk_latents, tile) -> Iterator[torch.Tensor]:
-    tf = model.config.temporal_factor
+    tf, s = model.config.temporal_factor, model.config.spatial_factor
     remaining = num_frames
     for z in stream:
         model._check_latents(z)
-        s = model.config.spatial_factor
-        grid = None
         if _check_tiling(model, tile, *(d * s for d in z.shape[-2:])):
             grid = _TileGrid(*z.shape[-2:], tile.size // s, tile.overlap // s, s)
-        frames = _decode_pixels(model, z, grid, flush=True)[:, :, : min(remaining, tf * z.shape[2])]
+            frames = _decode_tiled(model, grid, [z], [True], last=True)[0]
+        else:
+            frames = model.decoder(z)
+        frames = frames[:, :, : min(remaining, tf * z.shape[2])]
         remaining -= frames.shape[2]
         yield frames.contiguous()
     if remaining:
@@ -321,7 +412,16 @@ def _iter_decode_clips(model, stream, num_frames, chunk_latents, tile) -> Iterat
 
 
 def decode_video(
-    model: VidTok, latents: torch.Tensor, num_frames: int, *, chunk_latents: int = 4, tile: TileSpec | None = None
+    model: VidTok,
+    latents: torch.Tensor,
+    num_frames: int,
+    *,
+    chunk_latents: int = 4,
+    tile: TileSpec | None = None,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
 ) -> torch.Tensor:
     """Chunked/tiled decode of a latent tensor into a (B, 3, T, H, W) video."""
-    return torch.cat(list(iter_decode(model, latents, num_frames, chunk_latents=chunk_latents, tile=tile)), dim=2)
+    frames = iter_decode(
+        model, latents, num_frames, chunk_latents=chunk_latents, tile=tile, segment_frames=segment_frames
+    )
+    return torch.cat(list(frames), dim=2)
