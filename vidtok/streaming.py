@@ -12,9 +12,13 @@ look-ahead, which the decoder holds back internally until the next chunk or the 
 Non-causal models see independent clips of `clip_frames` (a multiple of f); the last clip is padded by repeating
 its last frame and the padding is trimmed after decoding.
 
-Spatial tiling splits frames into overlapping tiles (sizes in pixels, multiples of the spatial factor). Encoder
-features (before quantization, so discrete codes stay valid) and decoded pixels are blended with linear ramps
-across each overlap. Every tile keeps its own streaming state, so tiling and temporal chunking combine.
+Spatial tiling splits frames into overlapping tiles (sizes in pixels, multiples of the spatial factor). Only the
+convolutional levels run on tiles; the mid block, whose attention spans the whole frame, runs on the blended
+frame at the latent resolution (encoder: before quantization, so discrete codes stay valid; decoder: before the
+up levels), so tiling changes nothing but the convolutions' view near tile borders. Tile outputs are blended
+with linear ramps across the middle half of each overlap. Every tile keeps its own streaming state, so tiling and
+temporal chunking combine; up to `segment_frames` frames run tile by tile, so a short clip keeps only one tile's
+activations and causal tails alive (between segments all tiles' tails are held: a full frame's worth).
 """
 
 from __future__ import annotations
