@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vidtok.subprocess_env import tool_env
+
 # Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
 # absorbs thread-count and library-version float noise, not real differences (0.01 dB is far below any effect).
 DEFAULT_TOLERANCE = {
@@ -106,7 +108,7 @@ class AuditResult:
 
 
 def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = tool_env()
     return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 

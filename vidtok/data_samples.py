@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vidtok.data import sha256_of
+from vidtok.subprocess_env import tool_env
 
 __all__ = ["SAMPLE_FILES", "SAMPLES_PACKAGE", "SAMPLES_VERSION", "copy_samples", "sync_dvc_cache"]
 
@@ -102,7 +103,7 @@ def _dvc_dir_md5(folder: Path) -> str:
 
 
 def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = tool_env()
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidtok.subprocess_env import tool_env
+
 SCHEDULES = ("two-stage", "one-stage")
 
 
@@ -124,7 +126,7 @@ def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], Non
     os.chdir(root)
     start = time.perf_counter()
     copy_samples(root / "data", log=log)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = tool_env()
     log("dvc repro: manifest -> resample@fps -> train-stage1 -> train-stage2 -> evaluate -> report")
     dvc = [sys.executable, "-m", "dvc"] if shutil.which("dvc") is None else ["dvc"]
     status = subprocess.call([*dvc, "repro"], cwd=root, env=env)
