@@ -32,7 +32,7 @@ import torch
 
 from vidtok.model import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
 
-# With tiles, frames buffered and run tile by tile at a time (see _TileGrid.run): a longer segment means fewer
+# With tiles, how many frames are buffered and run tile by tile (see _TileGrid.run): a longer segment means fewer
 # hand-overs of every tile's carried state, a shorter one smaller input/output buffers.
 DEFAULT_SEGMENT_FRAMES = 32
 
