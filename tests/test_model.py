@@ -255,3 +255,47 @@ def test_config_json_round_trip() -> None:
     assert ModelConfig.from_dict(ModelConfig.from_dict(config.to_dict()).to_dict()) == config
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({**config.to_dict(), "colour": "blue"})
+
+
+@pytest.mark.parametrize("name", ["tiny_kl_causal_444", "tiny_kl_noncausal_444", "tiny_fsq_causal_488"])
+def test_activations_stay_channels_last(name: str) -> None:
+    """Every block hands the next one a channels-last tensor: a channels-first result (an expanded causal pad fed
+    to torch.cat did that) makes every later convolution and norm pay a transposing copy (~25% of encode time)."""
+    from vidtok.model import CausalConv3d, ResBlock, TemporalDownsample, TemporalUpsample
+
+    model = tiny(name)
+    seen: list[str] = []
+
+    def check(module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        if output.shape[2] > 1:  # a single frame is trivially both layouts
+            seen.append(type(module).__name__)
+            assert output.is_contiguous(memory_format=torch.channels_last_3d), type(module).__name__
+
+    for module in model.modules():
+        if isinstance(module, ResBlock | CausalConv3d | TemporalDownsample | TemporalUpsample):
+            module.register_forward_hook(check)
+    frames = 17 if model.config.causal else 16
+    with torch.no_grad():
+        model(torch.rand(1, 3, frames, 32, 32) * 2 - 1)
+    assert "ResBlock" in seen and "TemporalUpsample" in seen
+
+
+def test_low_precision_conv_on_cpu_rounds_operands() -> None:
+    """Under bf16 autocast on a CPU without native bf16 kernels, conv3d multiplies bf16-rounded operands in fp32
+    (PyTorch's own fallback is ~600x slower); with native kernels it is PyTorch's bf16 convolution. Either way the
+    result is bf16 and matches the fp32 convolution of the rounded operands to bf16 output precision."""
+    import torch.nn.functional as F
+
+    from vidtok.model import conv3d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 5, 12, 12).contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(6, 8, 3, 3, 3) * 0.1, torch.randn(6)
+    expected = F.conv3d(*(t.bfloat16().double() for t in (x, w, b)), padding=(0, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = conv3d(x, w, b, padding=(0, 1, 1))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), expected, rtol=1e-2, atol=1e-2)
+    got_tensors = conv3d(x.bfloat16(), w.bfloat16(), b.bfloat16(), padding=(0, 1, 1))  # bf16 tensors, no autocast
+    assert got_tensors.dtype == torch.bfloat16
+    torch.testing.assert_close(got_tensors.double(), expected, rtol=1e-2, atol=1e-2)

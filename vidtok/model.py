@@ -179,24 +179,42 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d)
 
 
+def _has_native(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has native CPU kernels for a low-precision dtype (AVX512-BF16 / AMX / AVX-NE-CONVERT)."""
+    if dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.float16 and torch.ops.mkldnn._is_mkldnn_fp16_supported()
+
+
 def conv3d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0)
 ) -> torch.Tensor:
-    """F.conv3d, but on CPU fp32 always through oneDNN (mkldnn).
+    """F.conv3d, but on CPU always through oneDNN (mkldnn).
 
-    PyTorch sends a batch-1 input whose N*C*T*H is at most 20,480 to its slow reference kernel (im2col + GEMM);
-    for the tiny presets and the deep levels of the big ones that is 3-15x slower than oneDNN on the same shapes
-    (benchmarks/README.md). The oneDNN op has its own autograd formula, so training is unaffected.
+    fp32: PyTorch sends a batch-1 input whose N*C*T*H is at most 20,480 to its slow reference kernel (im2col +
+    GEMM); for the tiny presets and the deep levels of the big ones that is 3-15x slower than oneDNN on the same
+    shapes (benchmarks/README.md). The oneDNN op has its own autograd formula, so training is unaffected.
+
+    bf16 / fp16 (autocast or low-precision tensors) on a CPU without native kernels for them: PyTorch's fallback
+    is a reference kernel ~600x slower than fp32 (35 s for one 128-channel 3x3x3 conv on 10x32x32 on an AVX2
+    machine). Instead the operands are rounded to the low precision and multiplied in fp32 by oneDNN: the same
+    numbers a bf16 convolution with fp32 accumulation (GPUs, AMX) produces, at fp32 speed, returned in bf16/fp16.
     """
-    if (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and not torch.is_autocast_enabled("cpu")
-    ):
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), list(stride), [1, 1, 1], 1)
+    if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return F.conv3d(x, weight, bias, stride, padding)
+    args = (list(padding), list(stride), [1, 1, 1], 1)
+    low = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    if low is None and x.dtype in (torch.bfloat16, torch.float16):
+        low = x.dtype
+    if low is None:
+        if x.dtype == weight.dtype == torch.float32:
+            return torch.ops.aten.mkldnn_convolution(x, weight, bias, *args)
+    elif not _has_native(low):
+
+        def rounded(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(low).float()
+
+        return torch.ops.aten.mkldnn_convolution(rounded(x), rounded(weight), rounded(bias), *args).to(low)
     return F.conv3d(x, weight, bias, stride, padding)
 
 
@@ -243,7 +261,9 @@ def _pad_past(x: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
         pad = x[:, :, :1].expand(-1, -1, frames, -1, -1)
     else:
         pad = x.new_zeros(x.shape[0], x.shape[1], frames, *x.shape[3:])
-    return torch.cat([pad, x], dim=2)
+    # torch.cat takes its memory format from the inputs: an expanded (stride-0) pad would make it write a
+    # channels-first result, a transposing copy that every later layer then pays for again.
+    return torch.cat([pad.contiguous(memory_format=torch.channels_last_3d), x], dim=2)
 
 
 class _CausalTime(nn.Module):
@@ -470,35 +490,35 @@ class TemporalDownsample(_CausalTime):
         return _alpha_blend(self, _channels_last(smooth), learned)
 
 
-def _linear_upsample_time(seq: torch.Tensor, has_prev: bool, close: bool) -> torch.Tensor:
-    """Linear x2 upsampling in time with clamped edges (F.interpolate 'trilinear', align_corners=False).
+def _empty_frames(like: torch.Tensor, frames: int) -> torch.Tensor:
+    """An uninitialised channels-last (B, C, frames, H, W) tensor shaped like `like` in the other dimensions."""
+    b, c, _, h, w = like.shape
+    return torch.empty(b, c, frames, h, w, dtype=like.dtype, device=like.device, memory_format=torch.channels_last_3d)
 
-    For a segment s_0..s_{m-1}: even output 2k = 0.75 s_k + 0.25 s_{k-1} (s_0 at the start), odd output 2k+1 =
-    0.75 s_k + 0.25 s_{k+1} (s_{m-1} at the end). `seq` may start with the previous chunk's last frame
-    (has_prev), whose odd output was held back; without `close` the last frame's odd output is held back.
-    """
+
+def _linear_upsample_into(seq: torch.Tensor, out: torch.Tensor) -> None:
+    """Linear x2 upsampling in time with clamped edges (F.interpolate 'trilinear', align_corners=False), written
+    into `out` (2m frames for a segment s_0..s_{m-1}): even output 2k = 0.75 s_k + 0.25 s_{k-1} (s_0 at the start),
+    odd output 2k+1 = 0.75 s_k + 0.25 s_{k+1} (s_{m-1} at the end). Writing in place saves the stack/cat copies."""
+    if seq.shape[2] == 0:
+        return
+    out[:, :, 0] = seq[:, :, 0]
+    out[:, :, -1] = seq[:, :, -1]
+    if seq.shape[2] > 1:
+        out[:, :, 2::2] = torch.lerp(seq[:, :, 1:], seq[:, :, :-1], 0.25)
+        out[:, :, 1:-1:2] = torch.lerp(seq[:, :, :-1], seq[:, :, 1:], 0.25)
+
+
+def _linear_upsample_time(seq: torch.Tensor, has_prev: bool, close: bool) -> torch.Tensor:
+    """`_linear_upsample_into` for a streamed segment. `seq` may start with the previous chunk's last frame
+    (has_prev), whose even output was already emitted; without `close` the last frame's odd output is held back
+    (it depends on the next chunk's first frame)."""
     m = seq.shape[2]
     if m == 0:
         return seq
-    evens = [seq[:, :, :1]] if not has_prev else []
-    odds = []
-    if m > 1:
-        evens.append(0.75 * seq[:, :, 1:] + 0.25 * seq[:, :, :-1])
-        odds.append(0.75 * seq[:, :, :-1] + 0.25 * seq[:, :, 1:])
-    evens_t = torch.cat(evens, dim=2) if evens else seq[:, :, :0]
-    odds_t = torch.cat(odds, dim=2) if odds else seq[:, :, :0]
-    # Output order: [even_0], odd_0, even_1, odd_1, ..., even_{m-1}, [odd_{m-1}].
-    if has_prev:
-        pairs = torch.stack([odds_t, evens_t], dim=3)  # (odd_k, even_{k+1}) for k = 0..m-2
-    else:
-        pairs = torch.stack([evens_t[:, :, :-1], odds_t], dim=3)  # (even_k, odd_k) for k = 0..m-2
-    b, c, n, _, h, w = pairs.shape
-    out = [pairs.reshape(b, c, 2 * n, h, w)]
-    if not has_prev:
-        out.append(evens_t[:, :, -1:])
-    if close:
-        out.append(seq[:, :, -1:])
-    return torch.cat(out, dim=2)
+    out = _empty_frames(seq, 2 * m)
+    _linear_upsample_into(seq, out)
+    return out[:, :, int(has_prev) : 2 * m - (0 if close else 1)]
 
 
 class TemporalUpsample(nn.Module):
@@ -542,13 +562,17 @@ class TemporalUpsample(nn.Module):
 
     def _upsample(self, x: torch.Tensor, flush: bool) -> torch.Tensor:
         if self.interpolation == "nearest":
-            return x.repeat_interleave(2, dim=2)
+            out = _empty_frames(x, 2 * x.shape[2])
+            out[:, :, 0::2] = x
+            out[:, :, 1::2] = x
+            return out
         if not self.streaming:
             n = self.first_frames
-            parts = [_linear_upsample_time(x[:, :, :n], False, True)]
+            out = _empty_frames(x, 2 * x.shape[2])
+            _linear_upsample_into(x[:, :, :n], out[:, :, : 2 * n])
             if x.shape[2] > n:
-                parts.append(_linear_upsample_time(x[:, :, n:], False, True))
-            return torch.cat(parts, dim=2)
+                _linear_upsample_into(x[:, :, n:], out[:, :, 2 * n :])
+            return out
         outs = []
         take = max(0, min(self.first_frames - self._seen, x.shape[2]))
         self._seen += x.shape[2]
