@@ -38,6 +38,41 @@ def test_causal_streaming_equals_whole_clip(preset: str, upsample: str, padding:
             assert (frames_out - decoded).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize(
+    "preset,upsample,tile",
+    [
+        ("tiny_kl_causal_444", "trilinear", None),
+        ("tiny_fsq_causal_488", "nearest", None),
+        ("tiny_kl_causal_444", "trilinear", TileSpec(16, 8)),
+    ],
+)
+def test_decoding_in_frame_pieces_changes_nothing(preset: str, upsample: str, tile: TileSpec | None) -> None:
+    """With a budget of one element every up level of a streamed decode runs frame by frame (pieces whose frames
+    all wait for a later one yield nothing); the frames are those of the same decode in whole chunks."""
+    model = tiny(preset, temporal_upsample=upsample)
+    video = torch.rand(1, 3, 13, 32, 32) * 2 - 1
+    calls: list[int] = []
+    original = model.decoder._up_levels
+
+    def counting(x, first, flush, in_piece):
+        calls.append(x.shape[2])
+        return original(x, first, flush, in_piece)
+
+    with torch.no_grad():
+        latents = model.encode(video).latents
+        for chunk_latents in (1, 4):
+            reference = decode_video(model, latents, 13, chunk_latents=chunk_latents, tile=tile)
+            if tile is None:
+                assert (reference - model.decode(latents, 13)).abs().max() <= 1e-5
+            model.decoder._up_levels, model.decoder.stream_piece_elements = counting, 1
+            calls.clear()
+            pieces = decode_video(model, latents, 13, chunk_latents=chunk_latents, tile=tile)
+            model.decoder._up_levels, model.decoder.stream_piece_elements = original, 32 * 2**20
+            assert pieces.shape == reference.shape
+            assert (pieces - reference).abs().max() <= 1e-5
+            assert calls.count(1) > len(calls) // 2  # most calls ran one frame: it did split
+
+
 def test_stream_of_irregular_chunks() -> None:
     """A reader may hand over frames in any chunk sizes; the result is still the whole-clip result."""
     model = tiny()

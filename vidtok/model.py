@@ -738,6 +738,9 @@ class Decoder(nn.Module):
         self.up_temporal = nn.ModuleList(up_temporal)
         self.norm_out = ChannelLayerNorm(block_in)
         self.conv_out = _make_conv("3d", block_in, 3, 3, causal, pad)
+        # Streaming inference runs an up level on pieces of frames when its largest activation would exceed this
+        # many elements (32 Mi fp32 values = 128 MiB); whole-clip calls and training never split.
+        self.stream_piece_elements = 32 * 2**20
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -761,7 +764,36 @@ class Decoder(nn.Module):
 
     def forward_local(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
         """The up levels and the output conv: mid-block features -> video (convolutions only)."""
-        for level, temporal in zip(reversed(self.up), reversed(self.up_temporal)):
+        return self._up_levels(x, 0, flush, in_piece=False)
+
+    def _streaming(self) -> bool:
+        return bool(getattr(self.conv_out, "streaming", False))
+
+    def _level_peak_per_frame(self, index: int, x: torch.Tensor) -> int:
+        """Elements of the largest activation of up level `index` (counted from the deepest) per input frame."""
+        level, temporal = self.up[-1 - index], self.up_temporal[-1 - index]
+        channels = max(x.shape[1], self.cfg.ch * self.cfg.ch_mult[-1 - index])
+        growth = (4 if hasattr(level, "upsample") else 1) * (2 if hasattr(temporal, "upsample") else 1)
+        return x.shape[0] * channels * x.shape[3] * x.shape[4] * growth
+
+    def _up_levels(self, x: torch.Tensor, first: int, flush: bool, in_piece: bool) -> torch.Tensor:
+        levels = list(zip(reversed(self.up), reversed(self.up_temporal)))
+        for i in range(first, len(levels)):
+            frames = x.shape[2]
+            if frames > 1 and self._streaming() and not torch.is_grad_enabled():
+                piece = max(1, self.stream_piece_elements // self._level_peak_per_frame(i, x))
+                if piece < frames:
+                    # Streaming layers carry their causal state from call to call, so running the rest of the
+                    # decoder on a few frames at a time gives the same frames as the whole chunk, with the peak
+                    # memory of the full-resolution levels cut to a piece (a 256 px tile of the 4x8x8 models:
+                    # one 2-frame piece instead of 4 frames at 256 channels).
+                    pieces = x.split(piece, dim=2)
+                    outs = [
+                        self._up_levels(p, i, flush and j == len(pieces) - 1, in_piece=True)
+                        for j, p in enumerate(pieces)
+                    ]
+                    return torch.cat(outs, dim=2)
+            level, temporal = levels[i]
             for j, block in enumerate(level.block):
                 x = self._run(block, x)
                 if len(temporal.block):
@@ -771,6 +803,10 @@ class Decoder(nn.Module):
                 if hasattr(temporal, "upsample"):
                     x = temporal.upsample(x, flush=flush)
                     if x.shape[2] == 0:
+                        if in_piece:  # every frame of this piece waits for the next one (first-latent frames)
+                            ups = sum(hasattr(lv, "upsample") for lv, _ in levels[i + 1 :])
+                            b, _, _, h, w = x.shape
+                            return x.new_zeros(b, 3, 0, h * 2**ups, w * 2**ups)
                         raise ValueError("streaming decode got no frame at a temporal upsample; start with latent 0")
         return self.conv_out(_silu(self.norm_out(x)))
 
