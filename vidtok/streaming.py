@@ -23,6 +23,8 @@ activations and causal tails alive (between segments all tiles' tails are held: 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import itertools
 from collections.abc import Iterable, Iterator
@@ -35,6 +37,28 @@ from vidtok.model import Encoded, VidTok, get_stream_state, set_stream_state, se
 # With tiles, how many frames are buffered and run tile by tile (see _TileGrid.run): a longer segment means fewer
 # hand-overs of every tile's carried state, a shorter one smaller input/output buffers.
 DEFAULT_SEGMENT_FRAMES = 32
+
+
+@functools.cache
+def _glibc_malloc_trim():
+    """glibc's malloc_trim, or None on other C libraries (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the operating system (glibc only; elsewhere a no-op).
+
+    Chunk after chunk, activations of varying sizes leave glibc's heap fragmented: freed blocks below the mmap
+    threshold stay mapped, so resident memory creeps up over a long stream (measured: 17 -> 1,025 frames grew the
+    peak by up to 1.3x with nothing alive). Trimming after every chunk keeps it flat at a cost lost in the noise
+    (a heap walk, far cheaper than the convolutions of one chunk)."""
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclass(frozen=True)
@@ -274,6 +298,8 @@ def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_f
                 yield Encoded(
                     latents=q.latents, num_frames=reals.pop(0), indices=q.indices, mean=q.mean, logvar=q.logvar
                 )
+            features = feature = q = segment = None  # nothing of this segment stays alive while the heap is trimmed
+            release_freed_memory()
     finally:
         set_streaming(model.encoder, False)
 
@@ -370,10 +396,33 @@ def _checked_latents(model: VidTok, stream, num_frames: int) -> Iterator[torch.T
         raise ValueError(f"got {seen} latent frames, num_frames={num_frames} needs {total}")
 
 
+def _last_latent_apart(stream: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The stream, with the final latent frame as a chunk of its own when the decoder holds frames back by then.
+
+    Streaming, the decoder holds back the frames that need the next latent for their linear temporal
+    interpolation (one per upsampling level, doubled by the levels above: 3 frames at factor 4) and releases them
+    at the end of the stream, so a last chunk of k latents would produce t_factor * k + 3 frames, more than any
+    regular chunk, and set the peak memory of the whole stream. Giving the release a single latent keeps the last
+    call smaller than a regular one. Nothing is held back while only latent 0 (decoded on its own) came before."""
+    previous = None
+    seen = 0
+    for z in stream:
+        if previous is not None:
+            seen += previous.shape[2]
+            yield previous
+        previous = z
+    if previous is None:
+        return
+    if seen > 1 and previous.shape[2] > 1:
+        yield previous[:, :, :-1]
+        previous = previous[:, :, -1:]
+    yield previous
+
+
 def _iter_decode_causal(model, stream, num_frames, tile, segment_frames) -> Iterator[torch.Tensor]:
     tf, s = model.config.temporal_factor, model.config.spatial_factor
     to_skip = tf * model.config.latent_frames(num_frames) - num_frames  # reconstructions of the front padding
-    latents = _checked_latents(model, stream, num_frames)
+    latents = _last_latent_apart(_checked_latents(model, stream, num_frames))
     first = next(latents)
     grid = None
     if _check_tiling(model, tile, *(d * s for d in first.shape[-2:])):
@@ -394,6 +443,8 @@ def _iter_decode_causal(model, stream, num_frames, tile, segment_frames) -> Iter
                     frames, to_skip = frames[:, :, dropped:], to_skip - dropped
                 if frames.shape[2]:
                     yield frames.contiguous()
+            outputs = frames = segment = None  # nothing of this segment stays alive while the heap is trimmed
+            release_freed_memory()
     finally:
         set_streaming(model.decoder, False)
 
