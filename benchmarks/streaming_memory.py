@@ -1,7 +1,7 @@
 """Peak memory and throughput of streaming (chunked causal) encode+decode against whole-clip inference.
 
     python benchmarks/streaming_memory.py                      # every case (about 15 min on 2 cores)
-    python benchmarks/streaming_memory.py --cases tiny:17 tiny:129
+    python benchmarks/streaming_memory.py --cases tiny:17 tiny:129 tiny:1025 --repeats 3
 
 Cases: a tiny preset at 128x128 for 17, 129 and 1,025 frames, and vidtok_kl_causal_488_4chn at 128x128 for 17 and 65
 frames. Every case runs in a fresh process; frames are generated chunk by chunk (a moving pattern over a real
@@ -10,13 +10,16 @@ just before the first chunk (Linux VmHWM reset), so it covers torch, the weights
 Whole-clip mode holds the clip and runs `model.encode` / `model.decode` once, for the throughput comparison.
 
 Targets (issue 3): streaming peak at 1,025 frames <= 1.15x the peak at 17 frames; streaming throughput within
-15% of whole-clip mode. One JSON line per case, also appended to benchmarks/results/streaming_memory.jsonl.
+15% of whole-clip mode. With --repeats N every mode runs N times (streaming and whole-clip alternating, each in
+its own process) and the row gives the medians, with every run's value in the *_runs fields. One JSON line per
+case, also appended to benchmarks/results/streaming_memory.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--chunk-frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per mode; the row gives the medians")
     parser.add_argument("--whole-max-frames", type=int, default=129, help="longest clip also run whole (memory)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "streaming_memory.jsonl")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
@@ -100,23 +104,32 @@ def main() -> None:
     for case in args.cases:
         key, frames = case.split(":")
         frames = int(frames)
-        stream = run_case(key, frames, args.size, "stream", args.chunk_frames, args.threads)
+        stream_runs, whole_runs = [], []
+        for _ in range(args.repeats):
+            stream_runs.append(run_case(key, frames, args.size, "stream", args.chunk_frames, args.threads))
+            if frames <= args.whole_max_frames:
+                whole_runs.append(run_case(key, frames, args.size, "whole", args.chunk_frames, args.threads))
+        stream_s = statistics.median(r["seconds"] for r in stream_runs)
         row = {
             "case": f"{MODELS[key]}/{frames}x{args.size}x{args.size}",
             "chunk_frames": args.chunk_frames,
-            "stream_s": round(stream["seconds"], 2),
-            "stream_fps": round(frames / stream["seconds"], 2),
-            "stream_peak_mb": round(stream["peak_mb"]),
-            "baseline_mb": round(stream["baseline_mb"]),
+            "repeats": args.repeats,
+            "stream_s": round(stream_s, 2),
+            "stream_fps": round(frames / stream_s, 2),
+            "stream_peak_mb": round(statistics.median(r["peak_mb"] for r in stream_runs)),
+            "baseline_mb": round(statistics.median(r["baseline_mb"] for r in stream_runs)),
         }
-        if frames <= args.whole_max_frames:
-            whole = run_case(key, frames, args.size, "whole", args.chunk_frames, args.threads)
+        if args.repeats > 1:
+            row["stream_peak_mb_runs"] = [round(r["peak_mb"]) for r in stream_runs]
+            row["stream_s_runs"] = [round(r["seconds"], 2) for r in stream_runs]
+        if whole_runs:
+            whole_s = statistics.median(r["seconds"] for r in whole_runs)
             row.update(
                 {
-                    "whole_s": round(whole["seconds"], 2),
-                    "whole_fps": round(frames / whole["seconds"], 2),
-                    "whole_peak_mb": round(whole["peak_mb"]),
-                    "stream_vs_whole_throughput": round(whole["seconds"] / stream["seconds"], 3),
+                    "whole_s": round(whole_s, 2),
+                    "whole_fps": round(frames / whole_s, 2),
+                    "whole_peak_mb": round(statistics.median(r["peak_mb"] for r in whole_runs)),
+                    "stream_vs_whole_throughput": round(whole_s / stream_s, 3),
                 }
             )
         line = json.dumps(row)
