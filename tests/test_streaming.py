@@ -222,7 +222,7 @@ def test_tile_sizes_must_fit_the_spatial_factor() -> None:
         TileSpec(size=32, overlap=32)
 
 
-@pytest.mark.slow  # ~25 minutes on a 2-core VM (full-size KL 4x8x8 on 720p frames)
+@pytest.mark.slow  # ~40 minutes on a 2-core VM (full-size KL 4x8x8 on 720p frames)
 def test_720p_clip_streams_through_kl_488_in_under_4_gb() -> None:
     """Issue 3's bound, measured as benchmarks/tiling.py does: a fresh process, peak RSS after the weights load."""
     import json
@@ -231,10 +231,11 @@ def test_720p_clip_streams_through_kl_488_in_under_4_gb() -> None:
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "tiling.py"
-    # 5 real 1280x720 frames (bigbuckbunny), 256-pixel tiles with 64 overlap, chunks of 4 frames
+    # 5 real 1280x720 frames (bigbuckbunny), 192-pixel tiles with 64 overlap, chunks of 4 frames (measured: 2997 MiB;
+    # 256-pixel tiles peak at 3921 MiB, see benchmarks/README.md)
     proc = subprocess.run(
-        [sys.executable, str(script), "--worker", "5", "256", "64", "4", "2"], capture_output=True, text=True
+        [sys.executable, str(script), "--worker", "5", "192", "64", "4", "2"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
-    assert peak < 4096, f"peak {peak:.0f} MB"
+    assert peak * 2**20 < 4e9, f"peak {peak:.0f} MiB is not under 4 GB"
