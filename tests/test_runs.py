@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from vidtok.runs import (
     RunManifest,
     RunManifestError,
     git_info,
+    modified_tracked_files,
     package_versions,
     read_manifest,
     write_manifest,
@@ -97,6 +99,25 @@ def test_corrupt_or_incomplete_files_give_one_line_errors(tmp_path: Path) -> Non
         read_manifest(tmp_path)
     for err in (RunManifestError("x"),):
         assert "\n" not in str(err)
+
+
+def test_a_rewritten_dvc_lock_does_not_make_a_run_dirty(tmp_path: Path) -> None:
+    """dvc repro rewrites dvc.lock between stages; stage 2 must not record its commit as dirty because of it."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "dvc.lock").write_text("stages: {}\n")
+    (tmp_path / "train.py").write_text("lr = 1e-3\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_info(tmp_path)["dirty"] is False
+    (tmp_path / "dvc.lock").write_text("stages: {stage1: {}}\n")
+    assert git_info(tmp_path)["dirty"] is False
+    (tmp_path / "train.py").write_text("lr = 2e-3\n")
+    assert git_info(tmp_path)["dirty"] is True
+    assert modified_tracked_files(" M dvc.lock\n M train.py\n") == ["train.py"]
 
 
 def test_environment_records() -> None:

@@ -200,8 +200,9 @@ def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
         result.add("git", None, "not a git repository")
         return {}
     commit = head.stdout.strip()
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.splitlines()
-    modified = [line[3:] for line in status if line[3:] != "dvc.lock"]
+    from vidtok.runs import modified_tracked_files
+
+    modified = modified_tracked_files(_run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout)
     if modified:
         result.add("git", False, f"commit {commit[:10]} with modified tracked files: {', '.join(modified[:6])}")
     else:

@@ -261,9 +261,21 @@ def read_manifest(run_dir_or_file: str | os.PathLike[str]) -> RunManifest:
 # ------------------------------------------------------------------------------------------------ environment
 
 
+# DVC rewrites dvc.lock after every stage of `dvc repro`, so a run started by a later stage always finds it
+# modified: that is the pipeline's own bookkeeping, not a change to the code or the parameters the run used.
+PIPELINE_BOOKKEEPING = frozenset({"dvc.lock"})
+
+
+def modified_tracked_files(porcelain: str) -> list[str]:
+    """Paths in `git status --porcelain` output, less the pipeline's own bookkeeping files (see above)."""
+    paths = [line[3:] for line in porcelain.splitlines() if line.strip()]
+    return [p for p in paths if p.rsplit("/", 1)[-1] not in PIPELINE_BOOKKEEPING]
+
+
 def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Commit of the repository holding `path` (default: this package) and whether tracked files differ from it.
-    Untracked files do not count as dirty (outputs and data live in ignored folders). None when not in git."""
+    Untracked files do not count as dirty (outputs and data live in ignored folders), nor does dvc.lock.
+    None when not in git."""
     where = str(path or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(
@@ -278,7 +290,7 @@ def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": bool(status.strip())}
+    return {"commit": commit or None, "dirty": bool(modified_tracked_files(status))}
 
 
 def workspace_git_info() -> dict[str, Any]:
