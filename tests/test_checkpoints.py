@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from tests.test_model import tiny
 from vidtok import VidTok
@@ -16,6 +19,7 @@ from vidtok.checkpoints import (
     load_pretrained,
     read_upstream_state_dict,
     save_pretrained,
+    save_safetensors,
 )
 
 
@@ -52,11 +56,40 @@ def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vidtok.checkpoints.save_file", broken)
+    monkeypatch.setattr("vidtok.checkpoints.save_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(tiny(), tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+_WRITE_IN_A_FRESH_PROCESS = """
+import sys, torch
+from vidtok.checkpoints import save_safetensors
+torch.manual_seed(0)
+tensors = {"b.weight": torch.randn(3, 2), "a.bias": torch.arange(4, dtype=torch.int64)}
+save_safetensors(tensors, sys.argv[1], metadata={f"key{i}": f"value {i}" for i in range(8)})
+"""
+
+
+def test_safetensors_files_are_byte_identical_across_processes(tmp_path) -> None:
+    # The library orders metadata by a per-process random hash seed: with 8 keys, two processes writing the same
+    # file agree by chance once in 40320 times, so this fails on the library's own save_file.
+    paths = [tmp_path / f"run{i}.safetensors" for i in range(2)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", _WRITE_IN_A_FRESH_PROCESS, str(path)], check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    with safe_open(str(paths[0]), "pt") as f:
+        assert f.metadata() == {f"key{i}": f"value {i}" for i in range(8)}
+        assert torch.equal(f.get_tensor("a.bias"), torch.arange(4))
+        assert f.get_tensor("b.weight").shape == (3, 2)
+    assert int.from_bytes(paths[0].read_bytes()[:8], "little") % 8 == 0, "header not padded to 8 bytes"
+
+
+def test_safetensors_metadata_must_be_strings(tmp_path) -> None:
+    with pytest.raises(TypeError, match="str to str"):
+        save_safetensors({"x": torch.zeros(1)}, tmp_path / "x.safetensors", metadata={"step": 7})
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_tampered_weights_are_detected(tmp_path) -> None:

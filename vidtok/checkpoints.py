@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from vidtok.model import ModelConfig, VidTok
 
@@ -39,6 +39,32 @@ _MODEL_PREFIXES = ("encoder.", "decoder.", "regularization.")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: one line naming the file and the problem."""
+
+
+def save_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file`, with the same bytes for the same tensors and metadata in every process.
+
+    The library serialises the header's metadata from a Rust HashMap, whose iteration order is seeded per
+    process: the same checkpoint written by two runs differed in its header, so a re-run stage looked like a new
+    output to DVC and to anyone comparing sha256s. Here the library writes the tensors without metadata (their
+    header entries and data layout are deterministic) and the header is rewritten as sorted, compact JSON with the
+    metadata added, padded with spaces to 8 bytes as the library does. Offsets in the header are relative to the
+    end of the header, so its length may change freely."""
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
+    raw = memoryview(safetensors_bytes(dict(tensors)))
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(bytes(raw[8 : 8 + length]))
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as out:
+        out.write(len(text).to_bytes(8, "little"))
+        out.write(text)
+        out.write(raw[8 + length :])
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -111,7 +137,7 @@ def save_pretrained(model: VidTok, path: str | os.PathLike, metadata: dict | Non
 
     def write(folder: Path) -> None:
         weights = folder / WEIGHTS_NAME
-        save_file(state, str(weights), metadata={"format": "vidtok", "name": model.name, "config": config_json})
+        save_safetensors(state, weights, metadata={"format": "vidtok", "name": model.name, "config": config_json})
         record = {
             "format": "vidtok",
             "format_version": FORMAT_VERSION,
@@ -292,7 +318,7 @@ def to_diffusers(model: VidTok, path: str | os.PathLike) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
     def write(folder: Path) -> None:
-        save_file(state, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(state, folder / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     target = Path(path)

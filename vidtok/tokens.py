@@ -32,9 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from vidtok.checkpoints import load_pretrained
+from vidtok.checkpoints import load_pretrained, save_safetensors
 from vidtok.io import VideoWriter, iter_frames, iter_resampled, probe
 from vidtok.model import VidTok
 from vidtok.streaming import TileSpec, iter_decode, iter_encode
@@ -253,7 +252,7 @@ class TokenFile:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         os.close(fd)
         try:
-            save_file({self.kind: tensor}, tmp, metadata=metadata)
+            save_safetensors({self.kind: tensor}, tmp, metadata=metadata)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

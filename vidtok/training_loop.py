@@ -30,11 +30,10 @@ import lightning as L
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from vidtok.checkpoints import CheckpointError, read_config, save_pretrained, sha256_file
+from vidtok.checkpoints import CheckpointError, read_config, save_pretrained, save_safetensors, sha256_file
 from vidtok.losses import LossConfig, VidTokLoss
 from vidtok.model import VidTok
 
@@ -219,7 +218,7 @@ def write_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_pretrained(_Weights(model, weights), tmp, metadata=metadata)  # type: ignore[arg-type]
-        save_file(dict(tensors), str(tmp / STATE_TENSORS), metadata={"format": STATE_FORMAT})
+        save_safetensors(tensors, tmp / STATE_TENSORS, metadata={"format": STATE_FORMAT})
         record = {
             **state,
             "format": STATE_FORMAT,
