@@ -45,7 +45,7 @@ from vidtok.data_clips import (
 )
 from vidtok.data_module import ClipDataset, RandomClipSampler, VideoDataModule, val_subset
 from vidtok.data_samples import _dvc_dir_md5
-from vidtok.io import read_frames
+from vidtok.io import read_frames, write_video
 
 try:  # tests/ is a package (tests/__init__.py): the repository root is on sys.path
     from tests import videofactory as vf
@@ -203,6 +203,13 @@ def test_manifest_of_the_samples(samples):
         )
         assert row.sha256 == SAMPLE_FILES[name]
     assert sorted(df["split"]) == ["train", "train", "train", "val"]  # ceil(0.25 * 4) = 1 in val
+    # carphone_distorted is a compressed copy of carphone_pristine: one content group, so never split apart.
+    assert rows["content_group"].to_dict() == {
+        "bigbuckbunny.mp4": "bigbuckbunny.mp4",
+        "bikes.mp4": "bikes.mp4",
+        "carphone_distorted.mp4": "carphone_distorted.mp4",
+        "carphone_pristine.mp4": "carphone_distorted.mp4",
+    }
 
 
 def test_manifest_csv_round_trip(samples, tmp_path):
@@ -371,14 +378,60 @@ def test_split_is_deterministic_exact_and_salted():
     assert sum(s == "val" for s in split_of(paths[:10], 0.3, "").values()) == 3  # 0.3 * 10 is 3.0000000000000004
 
 
+def test_split_keeps_each_group_together():
+    paths = [f"scene{i:02d}_{quality}.mp4" for i in range(10) for quality in ("hq", "lq")]
+    groups = {p: p.split("_")[0] for p in paths}
+    for salt in ("a", "b", "c"):
+        split = split_of(paths, 0.25, salt, groups)
+        for scene in set(groups.values()):
+            assert len({split[p] for p in paths if groups[p] == scene}) == 1, scene
+        assert sum(s == "val" for s in split.values()) == 6  # groups of 2 until >= ceil(0.25 * 20) = 5 videos
+    one_group = {p: "all" for p in paths}
+    assert set(split_of(paths, 0.5, "", one_group).values()) == {"train"}  # nothing to hold out
+    two = split_of(["a.mp4", "b.mp4", "c.mp4"], 0.01, "", {"a.mp4": "x", "b.mp4": "x", "c.mp4": "c.mp4"})
+    assert two["a.mp4"] == two["b.mp4"] != two["c.mp4"]  # both splits non-empty
+
+
+def test_content_groups_find_re_encodes_not_other_footage(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    source = vf.make_video(tmp_path / "source.mkv", frames=50, size=(96, 64), codec="ffv1", pix_fmt="yuv444p")
+    frames = read_frames(source)
+    write_video(d / "ladder_high.mp4", frames, 25, crf=18)
+    write_video(d / "ladder_low.mp4", frames, 25, crf=45)  # heavily compressed
+    write_video(d / "ladder_small.mp4", np.ascontiguousarray(frames[:, ::2, ::2]), 25, crf=30)  # another size
+    write_video(d / "flipped.mp4", np.ascontiguousarray(frames[:, ::-1]), 25)  # the same length, other pictures
+    blocks = np.random.default_rng(0).integers(0, 256, (1, 8, 12, 3), dtype=np.uint8)
+    write_video(d / "blocks.mp4", np.repeat(np.kron(blocks, np.ones((1, 8, 8, 1), np.uint8)), 50, axis=0), 25)
+    config = DataConfig(data_dir=str(d), manifest=str(tmp_path / "m.parquet"), min_side=32, val_fraction=0.5)
+    df = build_manifest(config, progress=False).set_index("path")
+    assert df["content_group"].to_dict() == {
+        "blocks.mp4": "blocks.mp4",
+        "flipped.mp4": "flipped.mp4",
+        "ladder_high.mp4": "ladder_high.mp4",
+        "ladder_low.mp4": "ladder_high.mp4",
+        "ladder_small.mp4": "ladder_high.mp4",
+    }
+    assert df.loc[["ladder_high.mp4", "ladder_low.mp4", "ladder_small.mp4"], "split"].nunique() == 1
+    assert "same footage as ladder_high.mp4" in "\n".join(vd.manifest_summary(df.reset_index()))
+    tampered = df.reset_index()
+    tampered.loc[tampered["path"] == "ladder_low.mp4", "split"] = (
+        "val" if df.loc["ladder_high.mp4", "split"] == "train" else "train"
+    )
+    with pytest.raises(ManifestError, match="share one split"):
+        validate_manifest(tampered)
+
+
 def test_manifest_split_follows_the_salt(samples, tmp_path):
     base = read_manifest(samples.manifest).set_index("path")["split"]
     seen = set()
-    for salt in ("a", "b", "c", "d", "e", "f"):
+    for salt in ("a", "b", "c", "d", "e", "f", "g", "h"):
         config = DataConfig(data_dir=samples.data_dir, manifest=str(tmp_path / "m.parquet"), split_salt=salt)
         split = build_manifest(config, write=False, progress=False).set_index("path")["split"]
-        assert (split == "val").sum() == 1
-        seen.add(tuple(split[split == "val"].index))
+        val = tuple(split[split == "val"].index)
+        assert len(val) == 1 or val == ("carphone_distorted.mp4", "carphone_pristine.mp4"), val
+        assert split["carphone_distorted.mp4"] == split["carphone_pristine.mp4"]  # the same footage
+        seen.add(val)
     assert len(seen) > 1  # another salt, another val video
     again = build_manifest(
         DataConfig(data_dir=samples.data_dir, manifest=samples.manifest), write=False, progress=False

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from fsspec.implementations.local import LocalFileSystem
@@ -306,6 +307,18 @@ class ManifestError(ValueError):
     """A manifest that fails its schema; the message is one line listing the first failures."""
 
 
+# Content fingerprints: grey thumbnails of a few frames. Re-encodes of the same footage (a quality ladder, a
+# pristine/distorted pair, another resolution) give nearly equal thumbnails; different footage does not.
+FINGERPRINT_POSITIONS = (0.1, 0.5, 0.9)  # where in the video (share of its frames) the thumbnails are taken
+FINGERPRINT_SIDE = 8  # thumbnails are 8x8 block means of the whole frame (aspect ratio ignored)
+FINGERPRINT_BYTES = len(FINGERPRINT_POSITIONS) * FINGERPRINT_SIDE**2
+# Same footage: thumbnails correlate (Pearson, all 192 values) at least this much. Measured on the samples: the
+# heavily compressed carphone pair 0.995; different videos -0.28 to 0.58.
+SAME_CONTENT_MIN_CORRELATION = 0.97
+SAME_CONTENT_FLAT_DIFF = 2.0  # footage without contrast to correlate: equal within 2 grey levels on average
+SAME_CONTENT_DURATION = (0.5, 0.02)  # durations must agree within max(0.5 s, 2%)
+
+
 MANIFEST_COLUMNS = [
     "path",
     "sha256",
@@ -322,6 +335,8 @@ MANIFEST_COLUMNS = [
     "pix_fmt",
     "bit_depth",
     "variable_frame_rate",
+    "fingerprint",
+    "content_group",
     "split",
     "status",
     "reason",
@@ -348,6 +363,8 @@ class ManifestSchema(pa.DataFrameModel):
     pix_fmt: Series[str] = pa.Field(nullable=True)
     bit_depth: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1, le=16)
     variable_frame_rate: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    fingerprint: Series[str] = pa.Field(nullable=True, str_matches=rf"^[0-9a-f]{{{2 * FINGERPRINT_BYTES}}}$")
+    content_group: Series[str] = pa.Field(nullable=True)  # path of the group's first video (see content_groups)
     split: Series[str] = pa.Field(nullable=True, isin=["train", "val"])
     status: Series[str] = pa.Field(isin=["ok", "rejected"])
     reason: Series[str] = pa.Field()
@@ -361,9 +378,18 @@ class ManifestSchema(pa.DataFrameModel):
     def reason_iff_rejected(cls, df: pd.DataFrame) -> pd.Series:
         return (df["status"] == "rejected") == (df["reason"].fillna("").str.len() > 0)
 
-    @pa.dataframe_check(error="ok rows need every video field (container ... variable_frame_rate) and a split")
+    @pa.dataframe_check(error="ok rows need every video field (container ... content_group) and a split")
     def ok_rows_complete(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["status"] != "ok") | df[[*_VIDEO_COLUMNS, "split"]].notna().all(axis=1)
+        return (df["status"] != "ok") | df[[*_VIDEO_COLUMNS, "fingerprint", "content_group", "split"]].notna().all(
+            axis=1
+        )
+
+    @pa.dataframe_check(error="a content group must name an ok row, and all its videos must share one split")
+    def content_groups_share_a_split(cls, df: pd.DataFrame) -> pd.Series:
+        ok = df[df["status"] == "ok"]
+        split_of_path = dict(zip(ok["path"], ok["split"], strict=True))
+        leader_split = df["content_group"].map(split_of_path)
+        return (df["status"] != "ok") | (leader_split.notna() & (leader_split == df["split"]))
 
     @pa.dataframe_check(error="rejected rows have no split")
     def rejected_rows_unsplit(cls, df: pd.DataFrame) -> pd.Series:
@@ -417,20 +443,85 @@ def validate_manifest(
     return out
 
 
-def split_of(paths: Iterable[str], val_fraction: float, salt: str) -> dict[str, str]:
-    """train/val for each path: rank the paths by sha256(salt NUL path) and give the first ceil(val_fraction * n)
-    to val (with >= 2 paths, at least one in each split). The same files and salt always give the same split;
-    the val share is exact rather than only expected; a new file can move others across the boundary (the
-    price of the exact share on small datasets: rebuild, never reuse, old split lists)."""
+def split_of(
+    paths: Iterable[str], val_fraction: float, salt: str, groups: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """train/val for each path. Videos of one group (``groups``: path -> group name; by default every path is
+    its own group) always share a split, so re-encodes of the same footage cannot leak from train into val.
+
+    Groups are ranked by sha256(salt NUL group) and go to val in that order until val holds at least
+    ceil(val_fraction * n) videos; with >= 2 groups each split gets at least one (the last-ranked group always
+    trains). With singleton groups the val share is exact. The same files and salt always give the same split; a
+    new file can move others across the boundary (the price of the exact share on small datasets: rebuild,
+    never reuse, old split lists)."""
     paths = list(paths)
-    n = len(paths)
-    ranked = sorted(paths, key=lambda p: hashlib.sha256(f"{salt}\0{p}".encode()).hexdigest())
-    n_val = math.ceil(val_fraction * n - 1e-9) if val_fraction > 0 else 0  # 0.3 * 10 = 3.0000000000000004
-    if n >= 2 and val_fraction > 0:
-        n_val = min(max(n_val, 1), n - 1)
-    else:
-        n_val = 0  # a single video trains; there is nothing to hold out
-    return {p: ("val" if i < n_val else "train") for i, p in enumerate(ranked)}
+    group_of = {p: (groups or {}).get(p, p) for p in paths}
+    members: dict[str, int] = {}
+    for group in group_of.values():
+        members[group] = members.get(group, 0) + 1
+    ranked = sorted(members, key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest())
+    wanted = math.ceil(val_fraction * len(paths) - 1e-9) if val_fraction > 0 else 0  # 0.3 * 10 = 3.0000000000000004
+    val: set[str] = set()
+    held_out = 0
+    for group in ranked[:-1]:  # a single group trains: there is nothing to hold out
+        if held_out >= max(wanted, 1) or val_fraction <= 0:
+            break
+        val.add(group)
+        held_out += members[group]
+    return {p: ("val" if group_of[p] in val else "train") for p in paths}
+
+
+def _thumbnail(frame: np.ndarray, side: int = FINGERPRINT_SIDE) -> np.ndarray:
+    grey = frame.astype(np.float64).mean(axis=2)
+    rows = np.linspace(0, grey.shape[0], side + 1).astype(int)
+    cols = np.linspace(0, grey.shape[1], side + 1).astype(int)
+    sums = np.add.reduceat(np.add.reduceat(grey, rows[:-1], axis=0), cols[:-1], axis=1)
+    return sums / np.outer(np.diff(rows), np.diff(cols))
+
+
+def content_fingerprint(url: str, num_frames: int) -> str:
+    """Hex string of the 8x8 grey thumbnails of the frames at 10%, 50% and 90% of the video."""
+    indices = [min(num_frames - 1, int(p * num_frames)) for p in FINGERPRINT_POSITIONS]
+    frames = vio.read_frames(url, indices)
+    thumbs = np.stack([_thumbnail(f) for f in frames])
+    return np.clip(np.round(thumbs), 0, 255).astype(np.uint8).tobytes().hex()
+
+
+def same_content(fingerprint_a: str, fingerprint_b: str) -> bool:
+    """Whether two fingerprints show the same footage: correlated thumbnails (brightness and contrast changes
+    of a re-grade do not matter), or, for flat footage, nearly equal ones."""
+    a = np.frombuffer(bytes.fromhex(fingerprint_a), dtype=np.uint8).astype(np.float64)
+    b = np.frombuffer(bytes.fromhex(fingerprint_b), dtype=np.uint8).astype(np.float64)
+    if float(np.abs(a - b).mean()) <= SAME_CONTENT_FLAT_DIFF:
+        return True
+    if a.std() == 0 or b.std() == 0:
+        return False
+    return float(np.corrcoef(a, b)[0, 1]) >= SAME_CONTENT_MIN_CORRELATION
+
+
+def content_groups(paths: Sequence[str], fingerprints: Sequence[str], durations: Sequence[float]) -> dict[str, str]:
+    """path -> its group's name, the first (sorted) path of the group. Videos of about the same duration with
+    nearly equal fingerprints are one group, transitively. Trimmed copies (other durations) are not caught."""
+    order = sorted(range(len(paths)), key=lambda i: (durations[i], paths[i]))
+    parent = list(range(len(paths)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    absolute, relative = SAME_CONTENT_DURATION
+    for k, i in enumerate(order):  # only neighbours in duration can match: no all-pairs comparison
+        for j in order[k + 1 :]:
+            if durations[j] - durations[i] > max(absolute, relative * durations[j]):
+                break
+            if same_content(fingerprints[i], fingerprints[j]):
+                parent[root(j)] = root(i)
+    name: dict[int, str] = {}
+    for i in sorted(range(len(paths)), key=lambda i: paths[i]):
+        name.setdefault(root(i), paths[i])
+    return {paths[i]: name[root(i)] for i in range(len(paths))}
 
 
 def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
@@ -476,6 +567,11 @@ def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
     elif short < config.min_side:
         row["reason"] = f"too small: {info.width}x{info.height}, short side {short} < min_side {config.min_side}"
     else:
+        try:
+            row["fingerprint"] = content_fingerprint(url, info.num_frames)
+        except vio.VideoError as err:
+            row["reason"] = f"frames cannot be decoded: {err.problem}"
+            return row
         row.update(status="ok")
     return row
 
@@ -488,7 +584,8 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
     clip_frames frames, short side < min_side, and a byte-identical duplicate of an earlier path ("duplicate of
     X"). Accepted as they are, since vidtok.io converts them on reading: rotated (upright frames, displayed size),
     grayscale / 10-bit / any pixel format (8-bit RGB), variable frame rate (timestamps drive resampling), odd
-    sizes. Ok rows get a train/val split (:func:`split_of`)."""
+    sizes. Ok rows get a content group (:func:`content_groups`: re-encodes of the same footage, found by their
+    thumbnails) and a train/val split by group (:func:`split_of`), so no footage is in both splits."""
     files = list_files(config.data_dir)
     if not files:
         raise FileNotFoundError(f"{config.data_dir}: no files (run `vidtok data samples` or copy videos there)")
@@ -502,7 +599,10 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
         else:
             first_of[digest] = df.at[i, "path"]
     ok = df["status"] == "ok"
-    split = split_of(df.loc[ok, "path"], config.val_fraction, config.split_salt)
+    df.loc[~ok, "fingerprint"] = None
+    groups = content_groups(list(df.loc[ok, "path"]), list(df.loc[ok, "fingerprint"]), list(df.loc[ok, "duration"]))
+    df["content_group"] = df["path"].map(groups).where(ok, None)
+    split = split_of(df.loc[ok, "path"], config.val_fraction, config.split_salt, groups)
     df["split"] = df["path"].map(split).where(ok, None)
     df = validate_manifest(df, config.allowed_codecs, name=config.manifest)
     if write:
@@ -541,6 +641,7 @@ def manifest_summary(df: pd.DataFrame) -> list[str]:
         lines.append(
             f"  ok        {row.path}: {row.codec} {row.width}x{row.height} {row.fps_fraction} fps "
             f"({row.fps:.3f}), {row.num_frames} frames, {row.duration:.2f} s, {row.split}"
+            + (f" (same footage as {row.content_group})" if row.content_group != row.path else "")
         )
     for row in rejected.itertuples():
         lines.append(f"  rejected  {row.path}: {row.reason}")
