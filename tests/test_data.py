@@ -347,6 +347,9 @@ def test_schema_rejects_a_tampered_manifest(samples):
     bad.loc[0, "split"] = "test"
     fails(bad, "split", "isin")
     fails(good.drop(columns=["sha256"]), "sha256")
+    fails(
+        good.drop(columns=["fingerprint", "content_group"]), "missing column(s) fingerprint, content_group", "rebuild"
+    )
     fails(good, "codec 'h264', not in allowed_codecs (vp9)", codecs=["vp9"])
     validate_manifest(good, samples.allowed_codecs)  # the untouched one passes
 

@@ -427,6 +427,12 @@ def validate_manifest(
 ) -> pd.DataFrame:
     """The validated (type-coerced) manifest, or ManifestError with a one-line summary of what failed.
     ``allowed_codecs``: ok rows must use one of these codecs."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{name}: invalid manifest: missing column(s) {', '.join(missing)} (written by an older vidtok? "
+            "rebuild it with `vidtok data manifest`)"
+        )
     try:
         out = ManifestSchema.validate(df, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as err:
