@@ -4,6 +4,7 @@ cache across runs, a sweep flow with its artifacts, and the deployments prefect.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -16,13 +17,22 @@ pytestmark = pytest.mark.prefect
 FLOW_NAMES = ["pipeline", "sweep-fps", "sweep-codebook", "sweep-staging", "ablations"]
 
 
-def task_states(flow_run_id) -> dict[str, str]:
+def task_states(flow_run_id, timeout: float = 60.0) -> dict[str, str]:
+    """Task run name -> state name, once every task run of the flow run is in a final state (or `timeout` is up).
+
+    Prefect 3 records the states of task runs from client events, asynchronously: right after a flow returns, a
+    task run can still read Pending under its default name (seen as 'train-208': Pending next to 'train-stage1':
+    Cached), so reading once made the cache test flaky."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name: r.state.name for r in runs}
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if all(r.state is not None and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            return {r.name: (r.state.name if r.state else "no state") for r in runs}
+        time.sleep(0.5)
 
 
 def _latest(client, key: str):
