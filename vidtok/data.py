@@ -43,6 +43,7 @@ import math
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -462,15 +463,14 @@ def split_of(
     never reuse, old split lists)."""
     paths = list(paths)
     group_of = {p: (groups or {}).get(p, p) for p in paths}
-    members: dict[str, int] = {}
-    for group in group_of.values():
-        members[group] = members.get(group, 0) + 1
+    members = Counter(group_of.values())
     ranked = sorted(members, key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest())
-    wanted = math.ceil(val_fraction * len(paths) - 1e-9) if val_fraction > 0 else 0  # 0.3 * 10 = 3.0000000000000004
+    # At least one video in val when asked for any; 0.3 * 10 = 3.0000000000000004, hence the epsilon.
+    wanted = max(math.ceil(val_fraction * len(paths) - 1e-9), 1) if val_fraction > 0 else 0
     val: set[str] = set()
     held_out = 0
-    for group in ranked[:-1]:  # a single group trains: there is nothing to hold out
-        if held_out >= max(wanted, 1) or val_fraction <= 0:
+    for group in ranked[:-1]:  # the last-ranked group always trains (a single group: nothing to hold out)
+        if held_out >= wanted:
             break
         val.add(group)
         held_out += members[group]
