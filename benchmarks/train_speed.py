@@ -6,7 +6,7 @@
 For each preset two things are timed, alternating so both see the same machine load:
 - `bare`: `TrainingModule.iteration` (generator step, plus the discriminator step when the GAN is on) with plain
   Adam optimizers on one random (B, 3, T, R, R) tensor already in memory: the compute alone.
-- `train`: `vidtok.training.train` on the sample videos (data/, via the data layer, frame cache on unless
+- `train`: `vidtok.train.run.train` on the sample videos (data/, via the data layer, frame cache on unless
   --no-cache) with the same settings: per-step wall time from its metrics.csv (`step_time_s`: data loading,
   Lightning's loop, the iteration, logging and the progress bar; not the validation and checkpoint passes,
   which are reported apart as `fixed_s`, the run's time outside the timed steps).
@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidtok import VidTok  # noqa: E402
-from vidtok.data import DataConfig  # noqa: E402
-from vidtok.losses import LossConfig, VidTokLoss  # noqa: E402
-from vidtok.presets import get_preset  # noqa: E402
-from vidtok.training import ModelSpec, TrainConfig, train  # noqa: E402
-from vidtok.training_loop import TrainingModule  # noqa: E402
+from vidtok.data.config import DataConfig  # noqa: E402
+from vidtok.model.config import ModelSpec, get_preset  # noqa: E402
+from vidtok.train.config import TrainConfig  # noqa: E402
+from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
+from vidtok.train.module import TrainingModule  # noqa: E402
+from vidtok.train.run import train  # noqa: E402
 
 PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 

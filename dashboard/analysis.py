@@ -3,7 +3,7 @@
     python -m dashboard.analysis experiments/sweep-fps      # print the per-setting table of a study
 
 Pure pandas on what dashboard.data read; nothing is recomputed from videos or checkpoints. The spread is the
-sample standard deviation over seeds (ddof=1, as vidtok.studies.summarize), absent for a single seed.
+sample standard deviation over seeds (ddof=1, as vidtok.studies.results.summarize), absent for a single seed.
 """
 
 from __future__ import annotations

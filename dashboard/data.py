@@ -6,10 +6,10 @@ The data root is `--root DIR` after the streamlit command (`streamlit run dashbo
 the environment variable VIDTOK_ROOT, else the current directory. Under it:
 
     outputs/train/{stage1,stage2,onestage}/  pipeline run folders (vidtok/runs.py: run.json, metrics.csv, val.csv)
-    outputs/eval/                            evaluation (vidtok/evaluate.py: metrics.json, per_video.csv,
+    outputs/eval/                            evaluation (vidtok/evaluation/evaluate.py: metrics.json, per_video.csv,
                                              videos/*.mp4; optional per_frame.csv and tokens/*.tokens)
     outputs/audit/audit.json, audit.md       `vidtok audit`
-    experiments/<study>/                     studies (vidtok/studies.py: trials.parquet, study.json, summary.*)
+    experiments/<study>/                     studies (vidtok/studies/results.py: trials.parquet, study.json, summary.*)
     params.yaml, data.dvc                    the profiles, the raw data's hash
 
 Every parse is cached (st.cache_data) on the file's path, mtime and size, so a rerun re-reads only what changed.
@@ -21,25 +21,25 @@ message is one line naming the file and the problem.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from vidtok import runs
+from vidtok.studies import results
+
 ROOT_ENV = "VIDTOK_ROOT"
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = ("stage1", "stage2", "onestage")
 TOKEN_FORMAT = "vidtok-tokens"  # vidtok/tokens.py
-METRICS_FORMAT = "vidtok-metrics"  # vidtok/evaluate.py
+METRICS_FORMAT = "vidtok-metrics"  # vidtok/evaluation/evaluate.py
 AUDIT_STATUSES = ("pass", "fail", "skip")
 
 CMD_PIPELINE = "make run"  # README main job: sample data -> dvc repro -> metrics
@@ -121,34 +121,6 @@ def display(path: str | os.PathLike[str]) -> str:
         return p.resolve().relative_to(root()).as_posix()
     except ValueError:
         return str(p)
-
-
-# ------------------------------------------------------------------------------------------------ contract modules
-
-_LOAD_LOCK = threading.Lock()
-
-
-def contract(name: str) -> ModuleType:
-    """vidtok.<name> for the file contracts (runs, studies: standard library, pandas and pandera only), loaded from
-    its file without running vidtok/__init__.py, which imports the model and with it torch (about 3 s of start-up
-    the dashboard does not need). Where vidtok.<name> is already imported, that module is used."""
-    if f"vidtok.{name}" in sys.modules:
-        return sys.modules[f"vidtok.{name}"]
-    alias = f"_dashboard_vidtok_{name}"
-    with _LOAD_LOCK:
-        if alias not in sys.modules:
-            path = REPO / "vidtok" / f"{name}.py"
-            spec = importlib.util.spec_from_file_location(alias, path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise ImportError(f"{path}: vidtok.{name} not found next to the dashboard")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[alias] = module  # dataclasses look their module up while the class is built
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[alias]
-                raise
-    return sys.modules[alias]
 
 
 # ------------------------------------------------------------------------------------------------ cached parsing
@@ -235,7 +207,6 @@ def _one_line(err: Exception, path: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _manifest_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    runs = contract("runs")
     try:
         return runs.read_manifest(path).to_dict()
     except runs.RunManifestError as err:
@@ -265,15 +236,14 @@ def read_val_curve(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _trials_cached(folder: str, stamp: tuple[int, int]) -> pd.DataFrame:
-    studies = contract("studies")
     try:
-        return studies.read_trials(folder)
-    except studies.StudyFileError as err:
+        return results.read_trials(folder)
+    except results.StudyFileError as err:
         raise DataError(_one_line(err, str(Path(folder) / "trials.parquet"))) from None
 
 
 def read_trials(study_dir: Path) -> pd.DataFrame | None:
-    """The validated trials table (vidtok.studies.TrialsSchema), None when the study has not written one."""
+    """The validated trials table (vidtok.studies.results.TrialsSchema), None when the study has not written one."""
     stamp = _stamp(study_dir / "trials.parquet")
     return None if stamp is None else _trials_cached(str(study_dir), stamp)
 
@@ -309,7 +279,7 @@ def _is_num(value: Any) -> bool:
 
 
 def read_eval(folder: Path) -> dict[str, Any] | None:
-    """metrics.json of an evaluation folder (format vidtok-metrics, vidtok/evaluate.py), checked for the fields the
+    """metrics.json of an evaluation folder (format vidtok-metrics, vidtok/evaluation/evaluate.py), checked for the fields the
     dashboard shows; None when absent."""
     path = folder / "metrics.json"
     data = read_json(path)
@@ -365,7 +335,7 @@ def per_frame_table(folder: Path, record: dict[str, Any] | None) -> pd.DataFrame
 
 
 def num_codes(model_config: dict[str, Any]) -> int | None:
-    """Codebook size from a model config dict (the rule of vidtok.model.ModelConfig.num_codes)."""
+    """Codebook size from a model config dict (the rule of vidtok.model.config.ModelConfig.num_codes)."""
     reg = model_config.get("regularizer")
     if reg == "fsq":
         return int(np.prod(model_config.get("fsq_levels") or [0])) or None

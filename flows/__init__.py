@@ -6,7 +6,7 @@
 
 - flows.pipeline: `pipeline` (manifest -> resample -> stage 1 -> stage 2 -> evaluate -> report), the same
   functions as the DVC stages, with retries on transient errors and caching across runs.
-- flows.sweeps: `sweep-fps`, `sweep-codebook`, `sweep-staging`, `ablations` (Optuna studies, vidtok.sweeps).
+- flows.sweeps: `sweep-fps`, `sweep-codebook`, `sweep-staging`, `ablations` (Optuna studies, vidtok.studies.sweeps).
 - flows.serve: serves all five as deployments; flows.local: starts / stops the local server and that process.
 
 See flows/README.md for the commands, a PostgreSQL-backed server and Docker / Kubernetes work pools.

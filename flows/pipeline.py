@@ -3,8 +3,8 @@
     prefect deployment run pipeline/pipeline --param profile=smoke      # against a served deployment
     python -m flows.pipeline --profile smoke                             # one local run (ephemeral API)
 
-Each task calls the same plain function as its DVC stage (vidtok.data.build_manifest, vidtok.data_clips,
-vidtok.training.train, vidtok.evaluate.evaluate, vidtok.pipeline.report), so the flow holds no logic of its own.
+Each task calls the same plain function as its DVC stage (vidtok.data.manifest.build_manifest, vidtok.data.clips,
+vidtok.train.run.train, vidtok.evaluation.evaluate.evaluate, vidtok.evaluation.report.report), so the flow holds no logic of its own.
 
 Caching. Prefect's default policy hits only inside one flow run; here every task uses INPUTS + TASK_SOURCE with
 inputs that name what its output depends on: the params file's sha256, the profile and overrides, the content
@@ -31,7 +31,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from vidtok.sweeps import data_overrides
+from vidtok.studies.sweeps import data_overrides
 
 CACHED = INPUTS + TASK_SOURCE
 NOT_TRANSIENT = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -42,7 +42,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as err:
-        from vidtok.training_loop import TrainingError  # a non-finite loss: the same step fails again
+        from vidtok.train.module import TrainingError  # a non-finite loss: the same step fails again
 
         if isinstance(err, NOT_TRANSIENT | TrainingError | NotImplementedError):
             return False
@@ -62,9 +62,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def data_hash(data_dir: str) -> str:
     """Content hash of the data folder: sha256 over (relative path, sha256) of every file, sorted. Content, not
     mtimes, so a copy or a fresh `dvc pull` of the same videos hits the cache."""
-    from vidtok.data import join, list_files, sha256_of
+    from vidtok.data.config import join, list_files
 
-    entries = [(rel, sha256_of(join(data_dir, rel))[0]) for rel in sorted(list_files(data_dir))]
+    entries = [(rel, sha256_file(join(data_dir, rel))) for rel in sorted(list_files(data_dir))]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
@@ -79,7 +79,7 @@ def _params(root: str, params_path: str) -> str | None:
 @task(name="samples", **RETRY)
 def samples_task(data_dir: str) -> str:
     """`vidtok data samples` when the data folder is empty or missing: a fresh machine has real videos offline."""
-    from vidtok.data import copy_samples
+    from vidtok.data.sources import copy_samples
 
     folder = Path(data_dir)
     if "://" not in data_dir and (not folder.is_dir() or not any(folder.iterdir())):
@@ -90,7 +90,8 @@ def samples_task(data_dir: str) -> str:
 @task(name="manifest", **TASK)
 def manifest_task(root: str, params_path: str, profile: str | None, sets: list[str], data_sha: str, params_sha: str):
     """`vidtok data manifest`; returns the manifest path and its sha256 (the key of the resample tasks)."""
-    from vidtok.data import build_manifest, load_data_config, manifest_summary
+    from vidtok.data.config import load_data_config
+    from vidtok.data.manifest import build_manifest, manifest_summary
 
     config = load_data_config(_params(root, params_path), profile, sets)
     df = build_manifest(config, progress=False)
@@ -101,8 +102,8 @@ def manifest_task(root: str, params_path: str, profile: str | None, sets: list[s
 @task(name="resample", task_run_name="resample-{fps:g}fps", **TASK)
 def resample_task(root: str, params_path: str, profile: str | None, sets: list[str], fps: float, manifest_sha: str):
     """`vidtok data resample --fps N`: the clip index and the frame caches at the profile's resolutions."""
-    from vidtok.data import load_data_config
-    from vidtok.data_clips import build_clip_cache, build_clip_index, read_clip_summary
+    from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
+    from vidtok.data.config import load_data_config
 
     config = load_data_config(_params(root, params_path), profile, sets)
     index = build_clip_index(config, fps, progress=False)
@@ -123,7 +124,8 @@ def train_task(
     upstream_sha: str,
 ) -> dict[str, Any]:
     """`vidtok train --stage STAGE`: an existing run folder resumes (or is reused when finished)."""
-    from vidtok.training import load_params, params_info, train
+    from vidtok.train.config import load_params, params_info
+    from vidtok.train.run import train
 
     overrides = [*sets, *([f"train.init_from={json.dumps(init_from)}"] if init_from else [])]
     params = load_params(_params(root, params_path), profile, overrides, stage=stage)
@@ -144,8 +146,8 @@ def evaluate_task(
     max_clips: int, checkpoint_sha: str,
 ) -> dict[str, Any]:  # fmt: skip
     """`vidtok evaluate --checkpoint STAGE2 --split val [--vmaf]`: metrics.json with every metric's protocol."""
-    from vidtok.evaluate import evaluate
-    from vidtok.training import load_params
+    from vidtok.evaluation.evaluate import evaluate
+    from vidtok.train.config import load_params
 
     data = load_params(_params(root, params_path), profile, sets).data
     record = evaluate(checkpoint, data, split="val", out_dir=Path(out).parent, metrics_name=Path(out).name,
@@ -156,7 +158,7 @@ def evaluate_task(
 @task(name="report", **TASK)
 def report_task(eval_path: str, out: str, run_dirs: list[str], eval_sha: str) -> dict[str, str]:
     """`vidtok report`: the markdown table of the metrics with their protocols and the training runs."""
-    from vidtok.pipeline import report
+    from vidtok.evaluation.report import report
 
     return {"path": out, "markdown": report(eval_path, out, run_dirs=run_dirs)}
 
@@ -199,7 +201,7 @@ def pipeline(
     `root` holds params.yaml and data/ (relative data paths resolve there); outputs go to `root`/`out_dir`
     (train/stage1, train/stage2, eval/metrics.json, report.md), apart from the DVC pipeline's outputs/train so
     the two never overwrite each other's run folders. `overrides` are `section.key=value` strings."""
-    from vidtok.data import load_data_config
+    from vidtok.data.config import load_data_config
     from vidtok.params import resolve_sections
 
     base = Path(root).resolve()

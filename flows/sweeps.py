@@ -1,4 +1,4 @@
-"""The sweep flows: one Optuna study each (vidtok.sweeps), served as deployments of the same name.
+"""The sweep flows: one Optuna study each (vidtok.studies.sweeps), served as deployments of the same name.
 
     prefect deployment run sweep-fps/sweep-fps --param n_trials=2 --param profile=cpu
     prefect deployment run sweep-codebook/sweep-codebook --param n_trials=4 --param 'quantizers=["fsq"]'
@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import RETRY
-from vidtok import sweeps
+from vidtok.studies import sweeps
 
 
 @task(name="prepare-data", **RETRY)
@@ -37,8 +37,8 @@ def prepare_task(root: str, profile: str | None, fps: list[float]) -> dict[str, 
 
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
 def trial_task(folder: str, **kwargs: Any) -> Any:
-    """One trial: vidtok.pipeline.run_trial (train + evaluate into the trial's run folder)."""
-    from vidtok.pipeline import run_trial
+    """One trial: vidtok.studies.trial.run_trial (train + evaluate into the trial's run folder)."""
+    from vidtok.studies.trial import run_trial
 
     return run_trial(folder, **kwargs)
 

@@ -41,7 +41,7 @@ def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_d
     `copy_root` before writing into it."""
     import shutil
 
-    from vidtok.sweeps import prepare_data
+    from vidtok.studies.sweeps import prepare_data
 
     root = tmp_path_factory.mktemp("smoke-root")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")

@@ -13,14 +13,8 @@ from safetensors import safe_open
 
 from tests.test_model import tiny
 from vidtok import VidTok
-from vidtok.checkpoints import (
-    CheckpointError,
-    from_upstream,
-    load_pretrained,
-    read_upstream_state_dict,
-    save_pretrained,
-    save_safetensors,
-)
+from vidtok.model.interop import from_upstream, read_upstream_state_dict
+from vidtok.model.vidtok import CheckpointError, load_pretrained, save_pretrained, save_safetensors
 
 
 def _same_outputs(a: VidTok, b: VidTok) -> bool:
@@ -56,7 +50,7 @@ def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vidtok.checkpoints.save_safetensors", broken)
+    monkeypatch.setattr("vidtok.model.vidtok.save_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(tiny(), tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
@@ -65,7 +59,7 @@ def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch) -> None:
 
 _WRITE_IN_A_FRESH_PROCESS = """
 import sys, torch
-from vidtok.checkpoints import save_safetensors
+from vidtok.model.vidtok import save_safetensors
 torch.manual_seed(0)
 tensors = {"b.weight": torch.randn(3, 2), "a.bias": torch.arange(4, dtype=torch.int64)}
 save_safetensors(tensors, sys.argv[1], metadata={f"key{i}": f"value {i}" for i in range(8)})

@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 from tests import videofactory
 from tests.test_model import randomize_identity_init
 from vidtok import VidTok
-from vidtok.checkpoints import save_pretrained
 from vidtok.cli import main
-from vidtok.io import probe, read_frames
+from vidtok.data.video import probe, read_frames
+from vidtok.model.vidtok import save_pretrained
 from vidtok.tokens import TokenFile
 
 pytestmark = pytest.mark.filterwarnings("ignore:preset .* has random weights")

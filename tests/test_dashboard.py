@@ -146,7 +146,7 @@ def test_page_corrupt_one_line_errors(page: str, roots: dict[str, Path], monkeyp
 def test_study_best_setting_and_tables_match_the_study_summary(
     roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The per-setting table equals vidtok.studies' own summary.json (mean, std over seeds), the best is marked."""
+    """The per-setting table equals vidtok.studies.results' own summary.json (mean, std over seeds), the best is marked."""
     at = run_page(roots["normal"], "frame_rate", monkeypatch)
     table = at.dataframe[0].value
     summary = json.loads((roots["normal"] / "experiments" / "sweep-fps" / "summary.json").read_text())
@@ -274,17 +274,17 @@ def test_root_from_cli_argument_env_and_cwd(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_loading_is_cached_on_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidtok.studies
+    import vidtok.studies.results
 
     calls: list[str] = []
-    real = vidtok.studies.read_trials
-    monkeypatch.setattr(vidtok.studies, "read_trials", lambda folder: calls.append(folder) or real(folder))
+    real = vidtok.studies.results.read_trials
+    monkeypatch.setattr(vidtok.studies.results, "read_trials", lambda folder: calls.append(folder) or real(folder))
     study = tmp_path / "experiments" / "sweep-fps"
-    vidtok.studies.write_trials(trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {})]), study)
+    vidtok.studies.results.write_trials(trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {})]), study)
     assert len(data.read_trials(study)) == 2 and len(data.read_trials(study)) == 2
     assert len(calls) == 1  # the second read came from the cache
     time.sleep(0.01)
-    vidtok.studies.write_trials(
+    vidtok.studies.results.write_trials(
         trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {}), (8, 8.0, "kl", 24.0, {})]), study
     )
     assert len(data.read_trials(study)) == 4 and len(calls) == 2  # a rewritten file (new mtime) is read again

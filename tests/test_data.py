@@ -1,4 +1,4 @@
-"""Tests for the data layer (vidtok.data, vidtok.data_clips, vidtok.data_module): the real sample videos, every
+"""Tests for the data layer (vidtok.data, vidtok.data.clips, vidtok.data.loader): the real sample videos, every
 bad-data case (generated with tests/videofactory.py), the schema, the split, the clip index, datasets and the
 Lightning data module.
 
@@ -21,20 +21,9 @@ import pandas as pd
 import pytest
 import torch
 
-from vidtok import data as vd
+from vidtok._files import sha256_file
 from vidtok.cli import main
-from vidtok.data import (
-    SAMPLE_FILES,
-    DataConfig,
-    ManifestError,
-    build_manifest,
-    copy_samples,
-    read_manifest,
-    split_of,
-    validate_manifest,
-    write_table,
-)
-from vidtok.data_clips import (
+from vidtok.data.clips import (
     ClipIndexError,
     FrameCache,
     build_clip_cache,
@@ -43,9 +32,19 @@ from vidtok.data_clips import (
     load_clip_index,
     read_clip_summary,
 )
-from vidtok.data_module import ClipDataset, RandomClipSampler, VideoDataModule, val_subset
-from vidtok.data_samples import _dvc_dir_md5
-from vidtok.io import read_frames, write_video
+from vidtok.data.config import DataConfig, load_data_config
+from vidtok.data.loader import ClipDataset, RandomClipSampler, VideoDataModule, val_subset
+from vidtok.data.manifest import (
+    ManifestError,
+    build_manifest,
+    manifest_summary,
+    read_manifest,
+    split_of,
+    validate_manifest,
+    write_table,
+)
+from vidtok.data.sources import SAMPLE_FILES, _dvc_dir_md5, copy_samples, sync_dvc_cache
+from vidtok.data.video import read_frames, write_video
 
 try:  # tests/ is a package (tests/__init__.py): the repository root is on sys.path
     from tests import videofactory as vf
@@ -124,13 +123,13 @@ def test_config_rejects_bad_values_with_the_field_name(change, words):
 def test_config_from_params_file(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("data:\n  fps: [3, 8]\n  clip_frames: 16\n  cache_resolutions: [64, 128]\ntrain:\n  lr: 1\n")
-    config = vd.load_data_config(params, seed=7, batch_size=None)
+    config = load_data_config(params, seed=7, batch_size=None)
     assert (config.fps, config.clip_frames, config.cache_resolutions, config.seed) == ((3, 8), 16, (64, 128), 7)
     assert config.batch_size == DataConfig().batch_size  # None overrides change nothing
-    assert vd.load_data_config(tmp_path / "absent.yaml") == DataConfig()
+    assert load_data_config(tmp_path / "absent.yaml") == DataConfig()
     params.write_text("data:\n  fsp: [3]\n")
     with pytest.raises(ValueError, match="unknown data parameter.*fsp; known: .*fps"):
-        vd.load_data_config(params)
+        load_data_config(params)
 
 
 # ----------------------------------------------------------------------------------------------------- samples
@@ -143,7 +142,7 @@ def test_copy_samples_is_byte_identical_and_idempotent(tmp_path, sample_video_di
     assert sorted(p.name for p in paths) == sorted(SAMPLE_FILES) == sorted(p.name for p in dest.iterdir())
     for p in paths:
         assert p.read_bytes() == (sample_video_dir / p.name).read_bytes()
-        assert vd.sha256_of(str(p))[0] == SAMPLE_FILES[p.name]
+        assert sha256_file(p) == SAMPLE_FILES[p.name]
     stamp = (dest / "bikes.mp4").stat().st_mtime_ns
     copy_samples(dest, dvc=False, log=logs.append)
     assert "(0 copied, 4 already there)" in logs[-1]
@@ -153,7 +152,7 @@ def test_copy_samples_is_byte_identical_and_idempotent(tmp_path, sample_video_di
     with pytest.raises(FileExistsError, match="bikes.mp4: exists with other contents.*--force"):
         copy_samples(dest, dvc=False, log=logs.append)
     copy_samples(dest, force=True, dvc=False, log=logs.append)
-    assert vd.sha256_of(str(dest / "bikes.mp4"))[0] == SAMPLE_FILES["bikes.mp4"]
+    assert sha256_file(dest / "bikes.mp4") == SAMPLE_FILES["bikes.mp4"]
     assert not list(dest.glob(".*"))  # no temporary files left
 
 
@@ -173,7 +172,7 @@ def test_samples_match_the_committed_data_dvc_and_fill_a_fresh_cache(tmp_path):
     assert json.loads(status.stdout) == {}
     assert (tmp_path / "data.dvc").read_text() == (REPO / "data.dvc").read_text()  # the record is untouched
     (tmp_path / "data" / "mine.mp4").write_bytes(b"x")  # a user's own file: never committed behind their back
-    assert "differs from data.dvc" in vd.sync_dvc_cache(tmp_path / "data")
+    assert "differs from data.dvc" in sync_dvc_cache(tmp_path / "data")
 
 
 # ----------------------------------------------------------------------------------------------------- manifest
@@ -416,7 +415,7 @@ def test_content_groups_find_re_encodes_not_other_footage(tmp_path):
         "ladder_small.mp4": "ladder_high.mp4",
     }
     assert df.loc[["ladder_high.mp4", "ladder_low.mp4", "ladder_small.mp4"], "split"].nunique() == 1
-    assert "same footage as ladder_high.mp4" in "\n".join(vd.manifest_summary(df.reset_index()))
+    assert "same footage as ladder_high.mp4" in "\n".join(manifest_summary(df.reset_index()))
     tampered = df.reset_index()
     tampered.loc[tampered["path"] == "ladder_low.mp4", "split"] = (
         "val" if df.loc["ladder_high.mp4", "split"] == "train" else "train"
@@ -637,7 +636,8 @@ def test_data_module_stage_settings_and_cache(samples):
     assert dm.train_dataset.cache is not None and dm.val_dataset.cache is not None
     assert len(dm.train_dataset) == 14 and len(dm.val_dataset) == 2  # bikes at 3 fps; bigbuckbunny at 8 fps
     loader = dm.train_dataloader()
-    assert len(loader.sampler) == 3  # one non-overlapping clip in bikes at 3 fps, raised to one batch
+    # one non-overlapping clip in bikes at 3 fps, raised to one batch of 3: an epoch is one iteration
+    assert loader.dataset.samples_per_epoch == 3 and len(loader) == 1
     assert next(iter(loader)).shape == (3, 3, 17, 32, 32)
     assert len(val_subset(load_clip_index(samples, 30), 17, 1, 0)) == 9  # 143 bigbuckbunny clips, every 17th
     low = VideoDataModule(samples, fps=2, resolution=16)
@@ -684,17 +684,17 @@ def test_workers_start_safely_after_decoding_in_the_main_process(samples, monkey
     loader collects and freezes first. Here a worker collects at once, and the garbage is kept until the fork."""
     import gc
 
-    import vidtok.data_module as module
+    import vidtok.data.loader as module
 
     dm = VideoDataModule(samples, fps=8, resolution=32, num_workers=2, samples_per_epoch=6)
     dm.setup("fit")
-    original = module._worker_init
+    original = module.worker_init
 
     def collecting_worker_init(worker_id: int) -> None:
         gc.collect()
         original(worker_id)
 
-    monkeypatch.setattr(module, "_worker_init", collecting_worker_init)
+    monkeypatch.setattr(module, "worker_init", collecting_worker_init)
     gc.disable()  # until the workers start (explicit gc.collect() calls still run)
     try:
         for row in range(2):

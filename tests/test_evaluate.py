@@ -14,12 +14,13 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from vidtok import VidTok
 from vidtok import metrics as M
-from vidtok.checkpoints import save_pretrained
 from vidtok.cli import main as cli_main
-from vidtok.data import DataConfig
-from vidtok.evaluate import evaluate, trivial_codec
-from vidtok.io import probe
-from vidtok.presets import get_preset
+from vidtok.data.config import DataConfig
+from vidtok.data.video import probe
+from vidtok.evaluation.evaluate import evaluate
+from vidtok.metrics import trivial_codec
+from vidtok.model.config import get_preset
+from vidtok.model.vidtok import save_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,8 @@ def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoi
 def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:
     record = evaluate(kl_checkpoint, data_config, out_dir=tmp_path, progress=False, max_clips=2, lpips_net=None)
     # Recompute from the same clips: the data module's val rule at 8 fps, 32x32 centre crops.
-    from vidtok.data_clips import load_clip_index
-    from vidtok.data_module import ClipDataset, val_subset
+    from vidtok.data.clips import load_clip_index
+    from vidtok.data.loader import ClipDataset, val_subset
 
     index = val_subset(load_clip_index(data_config, 8.0), 9, 1, 0)
     ds = ClipDataset(index, data_config.data_dir, 32)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, copy_root
-from vidtok.studies import read_trials
+from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect
 

@@ -13,15 +13,16 @@ import pytest
 import torch
 
 from vidtok import VidTok
-from vidtok.checkpoints import CheckpointError, from_diffusers, to_diffusers
-from vidtok.presets import derive, get_preset
+from vidtok.model.config import derive, get_preset
+from vidtok.model.interop import from_diffusers, to_diffusers
+from vidtok.model.vidtok import CheckpointError
 
 diffusers = pytest.importorskip("diffusers", reason="the interop extra (diffusers) is not installed")
 pytestmark = pytest.mark.interop
 
 
 def _peer_from(model: VidTok):
-    from vidtok.checkpoints import diffusers_config
+    from vidtok.model.interop import diffusers_config
 
     cfg = {k: v for k, v in diffusers_config(model.config).items() if not k.startswith("_")}
     peer = diffusers.AutoencoderVidTok(**cfg).eval()

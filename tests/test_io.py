@@ -1,4 +1,4 @@
-"""Tests for vidtok.io: real sample videos, generated ones (tests/videofactory.py) and every bad-input case.
+"""Tests for vidtok.data.video: real sample videos, generated ones (tests/videofactory.py) and every bad-input case.
 
 .venv/bin/pytest tests/test_io.py -q
 """
@@ -20,8 +20,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from vidtok import io as vio
-from vidtok.io import (
+from vidtok.data import video as vio
+from vidtok.data.video import (
     VideoError,
     VideoInfo,
     VideoWriter,

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from vidtok import VidTok
-from vidtok.losses import (
+from vidtok.metrics import MissingWeightsError
+from vidtok.train.losses import (
     LossConfig,
     PatchDiscriminator2d,
     PatchDiscriminator3d,
@@ -18,8 +19,7 @@ from vidtok.losses import (
     lecam_regularizer,
     non_saturating_g_loss,
 )
-from vidtok.metrics import MissingWeightsError
-from vidtok.training_loop import TrainingModule, last_layer
+from vidtok.train.module import TrainingModule, last_layer
 
 
 def _video(b: int = 2, t: int = 3, h: int = 32, w: int = 32) -> torch.Tensor:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vidtok import ModelConfig, VidTok
-from vidtok.presets import PRESETS, RELEASED_NAMES, count_parameters, derive, get_preset
+from vidtok.model.config import PRESETS, RELEASED_NAMES, derive, get_preset
+from vidtok.model.vidtok import count_parameters
 
 
 def randomize_identity_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
@@ -261,7 +262,7 @@ def test_config_json_round_trip() -> None:
 def test_activations_stay_channels_last(name: str) -> None:
     """Every block hands the next one a channels-last tensor: a channels-first result (an expanded causal pad fed
     to torch.cat did that) makes every later convolution and norm pay a transposing copy (~25% of encode time)."""
-    from vidtok.model import CausalConv3d, ResBlock, TemporalDownsample, TemporalUpsample
+    from vidtok.model.vidtok import CausalConv3d, ResBlock, TemporalDownsample, TemporalUpsample
 
     model = tiny(name)
     seen: list[str] = []
@@ -286,7 +287,7 @@ def test_low_precision_conv_on_cpu_rounds_operands() -> None:
     result is bf16 and matches the fp32 convolution of the rounded operands to bf16 output precision."""
     import torch.nn.functional as F
 
-    from vidtok.model import conv3d
+    from vidtok.model.vidtok import conv3d
 
     torch.manual_seed(0)
     x = torch.randn(1, 8, 5, 12, 12).contiguous(memory_format=torch.channels_last_3d)

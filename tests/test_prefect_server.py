@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, copy_root
-from vidtok.studies import read_trials
+from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect
 

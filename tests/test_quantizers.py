@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from vidtok.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, VectorQuantizer
+from vidtok.model.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, VectorQuantizer
 
 
 def test_fsq_codebook_sizes() -> None:
@@ -99,7 +99,7 @@ def test_fsq_training_entropy_at_262144_codes_runs_in_bounded_memory() -> None:
     script = textwrap.dedent(
         """
         import resource, torch
-        from vidtok.quantizers import FSQ
+        from vidtok.model.quantizers import FSQ
         torch.set_num_threads(2)
         fsq = FSQ((8,) * 6).train()
         h = torch.randn(1, 6, 5, 16, 16, requires_grad=True)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from tests.test_model import tiny
-from vidtok.model import set_streaming
-from vidtok.streaming import (
+from vidtok.model.streaming import (
     TileSpec,
     _TileGrid,
     decode_video,
@@ -16,6 +15,7 @@ from vidtok.streaming import (
     iter_encode,
     tile_starts,
 )
+from vidtok.model.vidtok import set_streaming
 
 
 @pytest.mark.parametrize("preset", ["tiny_kl_causal_444", "tiny_fsq_causal_488"])

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from vidtok.studies import StudyFileError, read_trials, summarize, write_summary, write_trials
+from vidtok.studies.results import StudyFileError, read_trials, summarize, write_summary, write_trials
 
 
 def trials(rows: list[tuple[float, int, str, float | None]]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from vidtok.subprocess_env import tool_env
+from vidtok._files import tool_env
 
 
 def test_stage_commands_are_found_without_an_activated_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""vidtok.sweeps without Prefect: real trials on the sample videos, resume, failures, killed trials, pruning and
+"""vidtok.studies.sweeps without Prefect: real trials on the sample videos, resume, failures, killed trials, pruning and
 parallel workers against the same Optuna journal."""
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import pandas as pd
 import pytest
 
 from tests.conftest import copy_root
-from vidtok import sweeps
-from vidtok.studies import read_trials
+from vidtok.studies import sweeps
+from vidtok.studies.results import read_trials
 
 SMOKE = {"profile": "smoke", "eval_clips": 2, "log": lambda _: None}
 FAKE = {**SMOKE, "prepare": False}  # fake trials need no clips
 
 
 class Fake:
-    """A stand-in for vidtok.pipeline.run_trial that records its calls; `fail` maps a train.fps override to an error."""
+    """A stand-in for vidtok.studies.trial.run_trial that records its calls; `fail` maps a train.fps override to an error."""
 
     def __init__(self, fail: dict[str, BaseException] | None = None, psnr: float = 20.0):
         self.calls: list[tuple[str, list[str]]] = []
@@ -60,8 +60,8 @@ def root(smoke_root_template: Path, tmp_path: Path) -> Path:
 
 def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
     from dashboard.paper import paper_row
+    from vidtok.model.config import derive
     from vidtok.params import parse_override
-    from vidtok.presets import derive
 
     assert [lv.value for lv in sweeps.STUDIES["sweep-fps"].levels] == [1, 2, 3, 4, 8, 30]
     codebook = sweeps.STUDIES["sweep-codebook"].levels
@@ -186,7 +186,7 @@ def test_evaluation_without_psnr_is_a_failed_trial(root: Path) -> None:
 KILLED = """
 import sys, time
 from pathlib import Path
-from vidtok import sweeps
+from vidtok.studies import sweeps
 
 def hang(folder, **kw):
     (Path(folder) / "stage1").mkdir(parents=True)
@@ -252,7 +252,7 @@ def test_hook_offsets_stage_two_steps_after_stage_one() -> None:
 WORKER = """
 import sys, time, types
 from pathlib import Path
-from vidtok import sweeps
+from vidtok.studies import sweeps
 
 def quick(folder, **kw):
     Path(folder).mkdir(parents=True, exist_ok=True)

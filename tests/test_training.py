@@ -16,13 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vidtok.checkpoints import CheckpointError, load_pretrained, save_pretrained
-from vidtok.data import DataConfig
-from vidtok.losses import LossConfig
-from vidtok.model import VidTok
+from vidtok.data.config import DataConfig
+from vidtok.data.loader import TensorClips
+from vidtok.model.config import ModelSpec
+from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, save_pretrained
 from vidtok.runs import read_manifest
-from vidtok.training import ModelSpec, TrainConfig, load_params, train
-from vidtok.training_loop import TensorClips, TrainingError, read_training_state
+from vidtok.train.config import TrainConfig, load_params
+from vidtok.train.losses import LossConfig
+from vidtok.train.module import TrainingError
+from vidtok.train.run import train
+from vidtok.train.state import read_training_state
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(clip_frames=9)
@@ -268,10 +271,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 SCRIPT = """
 import sys, torch
-from vidtok.data import DataConfig
-from vidtok.losses import LossConfig
-from vidtok.training import ModelSpec, TrainConfig, train
-from vidtok.training_loop import TensorClips
+from vidtok.data.config import DataConfig
+from vidtok.data.loader import TensorClips
+from vidtok.model.config import ModelSpec
+from vidtok.train.config import TrainConfig
+from vidtok.train.losses import LossConfig
+from vidtok.train.run import train
 
 run_dir, steps, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 g = torch.Generator().manual_seed(7)
@@ -389,8 +394,8 @@ def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_pa
 
 
 def test_lr_warmup_is_a_function_of_the_step() -> None:
-    from vidtok.losses import VidTokLoss
-    from vidtok.training_loop import TrainingModule
+    from vidtok.train.losses import VidTokLoss
+    from vidtok.train.module import TrainingModule
 
     torch.manual_seed(0)
     module = TrainingModule(

@@ -1,6 +1,6 @@
 """VidTok video tokenizers: `from vidtok import VidTok`.
 
-Attributes load lazily, so light modules (vidtok.runs, vidtok.studies, vidtok.data's manifest) can be imported by
+Attributes load lazily, so light modules (vidtok.runs, vidtok.studies.results, vidtok.data's manifest) can be imported by
 the dashboard and the data commands without importing torch.
 """
 
@@ -12,12 +12,13 @@ __all__ = ["Encoded", "ModelConfig", "VidTok", "set_streaming"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from vidtok.model import Encoded, ModelConfig, VidTok, set_streaming
+    from vidtok.model.config import ModelConfig
+    from vidtok.model.vidtok import Encoded, VidTok, set_streaming
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from vidtok import model
+        from vidtok.model import vidtok as model
 
         return getattr(model, name)
     raise AttributeError(f"module 'vidtok' has no attribute {name!r}")

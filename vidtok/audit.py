@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vidtok.subprocess_env import tool_env
+from vidtok._files import tool_env
 
 # Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
 # absorbs thread-count and library-version float noise, not real differences (0.01 dB is far below any effect).
@@ -293,7 +293,7 @@ def check_rerun(
     result: AuditResult, record: dict[str, Any], checkpoint: Path, data: Any, tolerance: dict[str, float]
 ) -> None:
     """Evaluate the checkpoint again on the same clips and compare every recorded metric."""
-    from vidtok.evaluate import evaluate
+    from vidtok.evaluation.evaluate import evaluate
 
     protocol = record.get("data") or {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -334,11 +334,11 @@ def check_rerun(
 
 
 def write_outputs(result: AuditResult, out_dir: str | os.PathLike[str]) -> Path:
-    from vidtok.pipeline import write_text_atomic
+    from vidtok._files import atomic_write
 
     folder = Path(out_dir)
-    write_text_atomic(folder / "audit.md", result.markdown())
-    write_text_atomic(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    atomic_write(folder / "audit.md", result.markdown())
+    atomic_write(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
     return folder
 
 
@@ -392,7 +392,7 @@ def _rerun(result: AuditResult, record: dict | None, run_dir: Path, manifest: An
     if record is None or manifest is None or manifest.final_checkpoint is None:
         result.add("rerun", None, "nothing to re-evaluate (no metrics or no final checkpoint)")
         return
-    from vidtok.data import DataConfig
+    from vidtok.data.config import DataConfig
 
     data = DataConfig.from_dict(manifest.config.get("data", {}))
     cwd = Path.cwd()

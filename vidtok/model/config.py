@@ -1,4 +1,5 @@
-"""Named model configurations: every released VidTok v1.0 / v1.1 model and tiny CPU presets.
+"""What a VidTok model is: ModelConfig, the named presets (every released v1.0 / v1.1 model and tiny CPU presets) and
+the `model:` section of params.yaml (ModelSpec: a preset plus fields to change). Torch-free.
 
     vidtok presets            # the table: name, regularizer, compression, latent shape, parameters
 
@@ -14,11 +15,149 @@ AlphaBlender) at a few hundred thousand parameters, for CPU training, sweeps and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
 
-import torch
+# ================================================================================================= config
 
-from vidtok.model import ModelConfig
+RegularizerKind = Literal["kl", "fsq", "vq", "lfq", "none"]
+
+# ================================================================================================= config
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a VidTok architecture. The presets below fill it for released models."""
+
+    causal: bool = True
+    regularizer: RegularizerKind = "kl"
+    # Latent channels. KL / none / VQ: free; FSQ: len(fsq_levels); LFQ: bits per token.
+    z_channels: int = 4
+    fsq_levels: tuple[int, ...] = ()
+    codebook_size: int = 0  # VQ only; FSQ has prod(levels) codes, LFQ 2**z_channels
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    # Levels that resample. Defaults (reference code): spatial down at every level but the last, temporal
+    # down at levels n-2 and n-3; the decoder mirrors with up at levels 1..n-1 and temporal up at 1 and 2.
+    spatial_ds: tuple[int, ...] | None = None
+    tempo_ds: tuple[int, ...] | None = None
+    spatial_us: tuple[int, ...] | None = None
+    tempo_us: tuple[int, ...] | None = None
+    # Causal temporal padding: v1.1 repeats the first frame, v1.0 pads with zeros.
+    causal_padding: Literal["replicate", "zeros"] = "replicate"
+    # Causal temporal upsampling: v1.1 interpolates linearly (the first latent's frames on their own),
+    # v1.0 repeats frames. Non-causal models always repeat.
+    temporal_upsample: Literal["trilinear", "nearest"] = "trilinear"
+    # Ablations of the paper (Table 2): plain strided/interpolating conv instead of AlphaBlender,
+    # a fixed instead of a learnable blend, and 3D convolutions in every block.
+    temporal_resampler: Literal["alphablender", "conv"] = "alphablender"
+    alpha: Literal["learnable", "fixed"] = "learnable"
+    alpha_init: float = 2.0  # sigmoid(2.0) = 0.881
+    fully_3d: bool = False
+    dropout: float = 0.0
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        n = len(self.ch_mult)
+        if n < 1 or self.ch < 1 or min(self.ch_mult) < 1:
+            raise ValueError(f"ch={self.ch} and ch_mult={self.ch_mult} must be positive")
+        defaults = {
+            "spatial_ds": tuple(range(0, n - 1)),
+            "tempo_ds": tuple(i for i in (n - 2, n - 3) if i >= 0),
+            "spatial_us": tuple(range(1, n)),
+            "tempo_us": tuple(i for i in (1, 2) if i < n),
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, default if value is None else tuple(sorted(int(v) for v in value)))
+        for name in ("ch_mult", "fsq_levels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in defaults:
+            bad = [i for i in getattr(self, name) if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"{name}={getattr(self, name)} names levels outside 0..{n - 1}")
+        # Temporal resampling runs inside the spatial resampling step of a level (reference code).
+        if not set(self.tempo_ds) <= set(self.spatial_ds):
+            raise ValueError(f"tempo_ds={self.tempo_ds} must be a subset of spatial_ds={self.spatial_ds}")
+        if not set(self.tempo_us) <= set(self.spatial_us):
+            raise ValueError(f"tempo_us={self.tempo_us} must be a subset of spatial_us={self.spatial_us}")
+        if len(self.tempo_ds) != len(self.tempo_us) or len(self.spatial_ds) != len(self.spatial_us):
+            raise ValueError(
+                "encoder and decoder must resample by the same factors: "
+                f"spatial {self.spatial_ds} vs {self.spatial_us}, temporal {self.tempo_ds} vs {self.tempo_us}"
+            )
+        if self.regularizer not in ("kl", "fsq", "vq", "lfq", "none"):
+            raise ValueError(f"regularizer must be one of kl, fsq, vq, lfq, none; got {self.regularizer!r}")
+        if self.regularizer == "fsq":
+            if not self.fsq_levels:
+                raise ValueError("regularizer='fsq' needs fsq_levels, e.g. (8, 8, 8, 8, 8, 8) for 262,144 codes")
+            object.__setattr__(self, "z_channels", len(self.fsq_levels))
+        if self.regularizer == "vq" and self.codebook_size < 2:
+            raise ValueError("regularizer='vq' needs codebook_size >= 2")
+        if self.z_channels < 1:
+            raise ValueError(f"z_channels must be >= 1, got {self.z_channels}")
+        for name, allowed in (
+            ("causal_padding", ("replicate", "zeros")),
+            ("temporal_upsample", ("trilinear", "nearest")),
+            ("temporal_resampler", ("alphablender", "conv")),
+            ("alpha", ("learnable", "fixed")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** len(self.tempo_ds)
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** len(self.spatial_ds)
+
+    @property
+    def num_codes(self) -> int | None:
+        """Codebook size of discrete regularizers (None for KL and none)."""
+        if self.regularizer == "fsq":
+            return math.prod(self.fsq_levels)
+        if self.regularizer == "lfq":
+            return 2**self.z_channels
+        if self.regularizer == "vq":
+            return self.codebook_size
+        return None
+
+    @property
+    def compression(self) -> str:
+        """'4x8x8' style temporal x height x width factors."""
+        return f"{self.temporal_factor}x{self.spatial_factor}x{self.spatial_factor}"
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Causal: ceil(T / t_factor) (17 -> 5 at factor 4). Non-causal: T / t_factor (16 -> 4)."""
+        return -(-num_frames // self.temporal_factor)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, t, h, w) of the latent of a (T, H, W) clip."""
+        s = self.spatial_factor
+        return (self.z_channels, self.latent_frames(num_frames), height // s, width // s)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ================================================================================================= presets
 
 # Reference metrics on MCL-JCV (VidTok README / paper Table 5): PSNR, SSIM, LPIPS, FVD. v1.0 rows are 17-frame
 # (causal) or 16-frame (non-causal) clips at 256x256; v1.1 rows are whole videos decoded chunk by chunk.
@@ -155,33 +294,40 @@ def derive(name: str, **changes) -> ModelConfig:
     return replace(get_preset(name), **changes)
 
 
-def count_parameters(config: ModelConfig) -> dict[str, int]:
-    """Encoder / decoder / regularizer parameter counts, built on the meta device (no memory, no init cost)."""
-    from vidtok.model import VidTok
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ``model:`` section of params.yaml: a preset name plus ModelConfig fields to change (ablations, codebook
+    sweeps)."""
 
-    with torch.device("meta"):
-        model = VidTok(config)
-    return model.num_parameters()
+    preset: str = "tiny_kl_causal_444"
+    overrides: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self) -> None:
+        items = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        items = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items))
+        object.__setattr__(self, "overrides", items)
+        self.config()  # validates the preset name and every override
 
-def preset_table() -> list[dict[str, object]]:
-    """One row per preset for `vidtok presets`: latent shape of a 17x256x256 clip (16 frames non-causal)."""
-    rows = []
-    for preset in PRESETS.values():
-        cfg = preset.config
-        frames = 17 if cfg.causal else 16
-        c, t, h, w = cfg.latent_shape(frames, 256, 256)
-        params = count_parameters(cfg)
-        reg = cfg.regularizer if cfg.num_codes is None else f"{cfg.regularizer} {cfg.num_codes:,}"
-        rows.append(
-            {
-                "name": preset.name,
-                "family": preset.family,
-                "causal": cfg.causal,
-                "regularizer": reg,
-                "compression": cfg.compression,
-                "latent": f"{c}x{t}x{h}x{w} ({frames}x256x256)",
-                "params_m": (params["encoder"] + params["decoder"] + params["regularizer"]) / 1e6,
-            }
-        )
-    return rows
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelSpec:
+        values = dict(values)
+        preset = values.pop("preset", cls.preset)
+        known = {f.name for f in fields(ModelConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model parameter(s) {', '.join(unknown)}; model: takes preset and ModelConfig fields "
+                f"({', '.join(sorted(known))})"
+            )
+        return cls(preset=preset, overrides=tuple(values.items()))
+
+    def config(self) -> ModelConfig:
+        return derive(self.preset, **dict(self.overrides))
+
+    @property
+    def name(self) -> str:
+        changes = ",".join(f"{k}={v}" for k, v in self.overrides)
+        return f"{self.preset}[{changes}]" if changes else self.preset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, **{k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides}}

@@ -1,6 +1,6 @@
 """Latent regularizers of the VidTok family: KL, FSQ, VQ, LFQ and `none`.
 
-    python -c "import torch; from vidtok.quantizers import FSQ; print(FSQ((8, 8, 8))(torch.randn(1, 3, 2, 4, 4)))"
+    python -c "import torch; from vidtok.model.quantizers import FSQ; print(FSQ((8, 8, 8))(torch.randn(1, 3, 2, 4, 4)))"
 
 Every regularizer maps the encoder output (B, C, t, h, w) to the latent the decoder reads and returns a
 `QuantizerOutput`. Auxiliary losses (entropy, commitment, codebook, KL) are computed only while the module is

@@ -3,7 +3,7 @@
     vidtok reconstruct bikes.mp4 -o rec.mp4 --preset tiny_kl_causal_444 --chunk-frames 16 --tile 256
 
 Causal models stream: every causal temporal layer carries the unconsumed tail of its input from one chunk to the
-next (`vidtok.model.set_streaming`), so peak memory depends on the chunk length, not on the video length, and the
+next (`vidtok.model.vidtok.set_streaming`), so peak memory depends on the chunk length, not on the video length, and the
 latents and frames equal those of whole-clip inference. Chunking of a T-frame causal clip at factor f: the
 p = (-T) mod f padding copies of frame 0 plus the first f - p frames form latent 0; then chunks of `chunk_frames`
 (a multiple of f). Decoding feeds latents in chunks; the linear temporal upsampling (v1.1) needs one latent of
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vidtok.model import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
+from vidtok.model.vidtok import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
 
 # With tiles, how many frames are buffered and run tile by tile (see _TileGrid.run): a longer segment means fewer
 # hand-overs of every tile's carried state, a shorter one smaller input/output buffers.

@@ -2,7 +2,8 @@
 
     python -c "from vidtok import VidTok; m = VidTok.from_preset('tiny_fsq_causal_444'); print(m)"
 
-One file, read top to bottom: config -> layers -> blocks -> encoder -> decoder -> the autoencoder.
+One file, read top to bottom: layers -> blocks -> encoder -> decoder -> the autoencoder -> saving and loading.
+The configuration (ModelConfig) and the named presets are in vidtok/model/config.py.
 
 Video tensors are (B, C, T, H, W) with values in [-1, 1]. The network is factorised: 2D res-blocks run on each
 frame, 1D temporal res-blocks run on each pixel's time series, 3D convolutions fuse both at the input, output
@@ -22,150 +23,21 @@ Implementation notes (why it looks the way it does):
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vidtok.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, Regularizer, VectorQuantizer
-
-RegularizerKind = Literal["kl", "fsq", "vq", "lfq", "none"]
-
-# ================================================================================================= config
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that defines a VidTok architecture. Presets in `vidtok.presets` fill it for released models."""
-
-    causal: bool = True
-    regularizer: RegularizerKind = "kl"
-    # Latent channels. KL / none / VQ: free; FSQ: len(fsq_levels); LFQ: bits per token.
-    z_channels: int = 4
-    fsq_levels: tuple[int, ...] = ()
-    codebook_size: int = 0  # VQ only; FSQ has prod(levels) codes, LFQ 2**z_channels
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
-    num_res_blocks: int = 2
-    # Levels that resample. Defaults (reference code): spatial down at every level but the last, temporal
-    # down at levels n-2 and n-3; the decoder mirrors with up at levels 1..n-1 and temporal up at 1 and 2.
-    spatial_ds: tuple[int, ...] | None = None
-    tempo_ds: tuple[int, ...] | None = None
-    spatial_us: tuple[int, ...] | None = None
-    tempo_us: tuple[int, ...] | None = None
-    # Causal temporal padding: v1.1 repeats the first frame, v1.0 pads with zeros.
-    causal_padding: Literal["replicate", "zeros"] = "replicate"
-    # Causal temporal upsampling: v1.1 interpolates linearly (the first latent's frames on their own),
-    # v1.0 repeats frames. Non-causal models always repeat.
-    temporal_upsample: Literal["trilinear", "nearest"] = "trilinear"
-    # Ablations of the paper (Table 2): plain strided/interpolating conv instead of AlphaBlender,
-    # a fixed instead of a learnable blend, and 3D convolutions in every block.
-    temporal_resampler: Literal["alphablender", "conv"] = "alphablender"
-    alpha: Literal["learnable", "fixed"] = "learnable"
-    alpha_init: float = 2.0  # sigmoid(2.0) = 0.881
-    fully_3d: bool = False
-    dropout: float = 0.0
-    in_channels: int = 3
-
-    def __post_init__(self) -> None:
-        n = len(self.ch_mult)
-        if n < 1 or self.ch < 1 or min(self.ch_mult) < 1:
-            raise ValueError(f"ch={self.ch} and ch_mult={self.ch_mult} must be positive")
-        defaults = {
-            "spatial_ds": tuple(range(0, n - 1)),
-            "tempo_ds": tuple(i for i in (n - 2, n - 3) if i >= 0),
-            "spatial_us": tuple(range(1, n)),
-            "tempo_us": tuple(i for i in (1, 2) if i < n),
-        }
-        for name, default in defaults.items():
-            value = getattr(self, name)
-            object.__setattr__(self, name, default if value is None else tuple(sorted(int(v) for v in value)))
-        for name in ("ch_mult", "fsq_levels"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        for name in defaults:
-            bad = [i for i in getattr(self, name) if not 0 <= i < n]
-            if bad:
-                raise ValueError(f"{name}={getattr(self, name)} names levels outside 0..{n - 1}")
-        # Temporal resampling runs inside the spatial resampling step of a level (reference code).
-        if not set(self.tempo_ds) <= set(self.spatial_ds):
-            raise ValueError(f"tempo_ds={self.tempo_ds} must be a subset of spatial_ds={self.spatial_ds}")
-        if not set(self.tempo_us) <= set(self.spatial_us):
-            raise ValueError(f"tempo_us={self.tempo_us} must be a subset of spatial_us={self.spatial_us}")
-        if len(self.tempo_ds) != len(self.tempo_us) or len(self.spatial_ds) != len(self.spatial_us):
-            raise ValueError(
-                "encoder and decoder must resample by the same factors: "
-                f"spatial {self.spatial_ds} vs {self.spatial_us}, temporal {self.tempo_ds} vs {self.tempo_us}"
-            )
-        if self.regularizer not in ("kl", "fsq", "vq", "lfq", "none"):
-            raise ValueError(f"regularizer must be one of kl, fsq, vq, lfq, none; got {self.regularizer!r}")
-        if self.regularizer == "fsq":
-            if not self.fsq_levels:
-                raise ValueError("regularizer='fsq' needs fsq_levels, e.g. (8, 8, 8, 8, 8, 8) for 262,144 codes")
-            object.__setattr__(self, "z_channels", len(self.fsq_levels))
-        if self.regularizer == "vq" and self.codebook_size < 2:
-            raise ValueError("regularizer='vq' needs codebook_size >= 2")
-        if self.z_channels < 1:
-            raise ValueError(f"z_channels must be >= 1, got {self.z_channels}")
-        for name, allowed in (
-            ("causal_padding", ("replicate", "zeros")),
-            ("temporal_upsample", ("trilinear", "nearest")),
-            ("temporal_resampler", ("alphablender", "conv")),
-            ("alpha", ("learnable", "fixed")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    @property
-    def temporal_factor(self) -> int:
-        return 2 ** len(self.tempo_ds)
-
-    @property
-    def spatial_factor(self) -> int:
-        return 2 ** len(self.spatial_ds)
-
-    @property
-    def num_codes(self) -> int | None:
-        """Codebook size of discrete regularizers (None for KL and none)."""
-        if self.regularizer == "fsq":
-            return math.prod(self.fsq_levels)
-        if self.regularizer == "lfq":
-            return 2**self.z_channels
-        if self.regularizer == "vq":
-            return self.codebook_size
-        return None
-
-    @property
-    def compression(self) -> str:
-        """'4x8x8' style temporal x height x width factors."""
-        return f"{self.temporal_factor}x{self.spatial_factor}x{self.spatial_factor}"
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Causal: ceil(T / t_factor) (17 -> 5 at factor 4). Non-causal: T / t_factor (16 -> 4)."""
-        return -(-num_frames // self.temporal_factor)
-
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(C, t, h, w) of the latent of a (T, H, W) clip."""
-        s = self.spatial_factor
-        return (self.z_channels, self.latent_frames(num_frames), height // s, width // s)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
+from vidtok._files import atomic_folder, sha256_file
+from vidtok.model.config import PRESETS, ModelConfig, get_preset
+from vidtok.model.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, Regularizer, VectorQuantizer
 
 # ================================================================================================= layers
 
@@ -896,20 +768,14 @@ class VidTok(nn.Module):
     @classmethod
     def from_preset(cls, name: str) -> VidTok:
         """A randomly initialised model of a named preset (`vidtok presets` lists them)."""
-        from vidtok.presets import get_preset
-
         return cls(get_preset(name), name=name)
 
     @classmethod
     def from_pretrained(cls, path: str, map_location: str | torch.device = "cpu") -> VidTok:
         """Load a `save_pretrained` folder (safetensors + JSON; nothing is unpickled)."""
-        from vidtok.checkpoints import load_pretrained
-
         return load_pretrained(path, map_location=map_location)
 
     def save_pretrained(self, path: str, metadata: dict | None = None) -> None:
-        from vidtok.checkpoints import save_pretrained
-
         save_pretrained(self, path, metadata=metadata)
 
     # ---------------------------------------------------------------------------------------- shape rules
@@ -1012,3 +878,180 @@ class VidTok(nn.Module):
             "decoder": sum(p.numel() for p in self.decoder.parameters()),
             "regularizer": sum(p.numel() for p in self.regularization.parameters()),
         }
+
+
+# ================================================================================================= saving and loading
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: one line naming the file and the problem."""
+
+
+def save_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file`, with the same bytes for the same tensors and metadata in every process.
+
+    The library serialises the header's metadata from a Rust HashMap, whose iteration order is seeded per
+    process: the same checkpoint written by two runs differed in its header, so a re-run stage looked like a new
+    output to DVC and to anyone comparing sha256s. Here the library writes the tensors without metadata (their
+    header entries and data layout are deterministic) and the header is rewritten as sorted, compact JSON with the
+    metadata added, padded with spaces to 8 bytes as the library does. Offsets in the header are relative to the
+    end of the header, so its length may change freely."""
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
+    raw = memoryview(safetensors_bytes(dict(tensors)))
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(bytes(raw[8 : 8 + length]))
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as out:
+        out.write(len(text).to_bytes(8, "little"))
+        out.write(text)
+        out.write(raw[8 + length :])
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def check_state_dict(model: VidTok, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first mismatching keys (missing, unexpected, wrong shape)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches (first: {'; '.join(wrong[:3])})")
+    if problems:
+        raise CheckpointError(
+            f"{source}: does not match {model.name} ({model.config.compression}, "
+            f"{model.config.regularizer}): " + "; ".join(problems)
+        )
+
+
+def load_checked_state(model: VidTok, state: Mapping[str, torch.Tensor], source: str) -> VidTok:
+    """Load `state` into `model` after `check_state_dict` (every name and shape must match)."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(dict(state), strict=True)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ own format
+
+
+def save_pretrained(model: VidTok, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Save weights (safetensors) and config (JSON) to the folder `path`, atomically."""
+    target = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config_json = model.config.to_json()
+
+    with atomic_folder(target) as folder:
+        write_weights(folder, model.name, config_json, state, metadata)
+    return target
+
+
+def write_weights(
+    folder: Path, name: str, config_json: str, state: Mapping[str, torch.Tensor], metadata: dict | None = None
+) -> None:
+    """model.safetensors + config.json (with the weights' sha256) into `folder`, a folder being written (see
+    `save_pretrained`; a training checkpoint adds its training state beside them before it is published)."""
+    weights = folder / WEIGHTS_NAME
+    save_safetensors(state, weights, metadata={"format": "vidtok", "name": name, "config": config_json})
+    record = {
+        "format": "vidtok",
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "model": json.loads(config_json),
+        "weights_sha256": sha256_file(weights),
+        "metadata": metadata or {},
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The config.json record of a checkpoint folder (CheckpointError when absent or unreadable)."""
+    folder = Path(path)
+    config_file = folder / CONFIG_NAME
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder not found")
+    if not config_file.is_file():
+        raise CheckpointError(f"{folder}: no {CONFIG_NAME} (not a vidtok checkpoint folder)")
+    try:
+        record = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_file}: not valid JSON ({err})") from None
+    if record.get("format") != "vidtok" or "model" not in record:
+        raise CheckpointError(f"{config_file}: not a vidtok checkpoint config (missing format/model)")
+    return record
+
+
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu", verify: bool = True) -> VidTok:
+    """Build the model described by `path`/config.json and load `path`/model.safetensors into it."""
+    folder = Path(path)
+    record = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}")
+    if verify and record.get("weights_sha256") and sha256_file(weights) != record["weights_sha256"]:
+        raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupt)")
+    try:
+        config = ModelConfig.from_dict(record["model"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: invalid model config: {err}") from None
+    model = VidTok(config, name=record.get("name", "custom"))
+    try:
+        state = {}
+        with safe_open(str(weights), framework="pt", device=str(map_location)) as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                state[key] = f.get_tensor(key)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
+    return load_checked_state(model.to(map_location), state, str(weights))
+
+
+# ================================================================================================= the preset table
+
+
+def count_parameters(config: ModelConfig) -> dict[str, int]:
+    """Encoder / decoder / regularizer parameter counts, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = VidTok(config)
+    return model.num_parameters()
+
+
+def preset_table() -> list[dict[str, object]]:
+    """One row per preset for `vidtok presets`: latent shape of a 17x256x256 clip (16 frames non-causal)."""
+    rows = []
+    for preset in PRESETS.values():
+        cfg = preset.config
+        frames = 17 if cfg.causal else 16
+        c, t, h, w = cfg.latent_shape(frames, 256, 256)
+        params = count_parameters(cfg)
+        reg = cfg.regularizer if cfg.num_codes is None else f"{cfg.regularizer} {cfg.num_codes:,}"
+        rows.append(
+            {
+                "name": preset.name,
+                "family": preset.family,
+                "causal": cfg.causal,
+                "regularizer": reg,
+                "compression": cfg.compression,
+                "latent": f"{c}x{t}x{h}x{w} ({frames}x256x256)",
+                "params_m": (params["encoder"] + params["decoder"] + params["regularizer"]) / 1e6,
+            }
+        )
+    return rows

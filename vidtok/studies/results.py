@@ -1,6 +1,6 @@
 """Study results on disk: the trials table every sweep writes and the dashboard reads, and its summary.
 
-    python -m vidtok.studies experiments/sweep-fps      # validate trials.parquet and print the summary table
+    python -m vidtok.studies.results experiments/sweep-fps      # validate trials.parquet and print the summary table
 
 A study answers one open question of the paper by varying one factor over levels, with several seeds per level:
 
@@ -233,7 +233,7 @@ def write_summary(
 
 def _main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m vidtok.studies STUDY_DIR", file=sys.stderr)
+        print("usage: python -m vidtok.studies.results STUDY_DIR", file=sys.stderr)
         return 2
     try:
         df = read_trials(argv[0])

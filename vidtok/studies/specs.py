@@ -1,9 +1,9 @@
 """The studies of the paper's open questions: each one factor, its levels, and what a trial of a level runs.
 
-    python -m vidtok.sweeps --list          # the studies and their levels
+    python -m vidtok.studies.sweeps --list          # the studies and their levels
 
-A Level carries what vidtok.pipeline.run_trial needs for it (param overrides, staging schedule, the frame rate
-its clips must exist at); vidtok.sweeps runs them as Optuna studies. Torch- and Optuna-free.
+A Level carries what vidtok.studies.trial.run_trial needs for it (param overrides, staging schedule, the frame rate
+its clips must exist at); vidtok.studies.sweeps runs them as Optuna studies. Torch- and Optuna-free.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vidtok.studies import FACTORS, LOWER_IS_BETTER
+from vidtok.studies.results import FACTORS, LOWER_IS_BETTER
 
 __all__ = ["FSQ_LEVELS", "STUDIES", "Level", "StudySpec", "get_study"]
 

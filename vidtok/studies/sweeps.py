@@ -1,10 +1,10 @@
-"""Optuna studies of the paper's open questions: each trial is one pipeline run (vidtok.pipeline.run_trial).
+"""Optuna studies of the paper's open questions: each trial is one pipeline run (vidtok.studies.trial.run_trial).
 
-    python -m vidtok.sweeps sweep-fps --n-trials 2 --profile smoke     # two trials of the frame-rate study
-    python -m vidtok.sweeps sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
-    python -m vidtok.sweeps --list                                      # the studies and their levels
+    python -m vidtok.studies.sweeps sweep-fps --n-trials 2 --profile smoke     # two trials of the frame-rate study
+    python -m vidtok.studies.sweeps sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
+    python -m vidtok.studies.sweeps --list                                      # the studies and their levels
 
-Four studies (STUDIES, defined in vidtok/sweep_specs.py), one factor each, every level repeated with several
+Four studies (STUDIES, defined in vidtok/studies/specs.py), one factor each, every level repeated with several
 seeds so a difference comes with its spread: `sweep-fps` (training frame rate 1 ... 30 fps), `sweep-codebook`
 (FSQ / LFQ / VQ with 2^8 ... 2^18 codes), `sweep-staging` (one stage at high resolution vs two stages split at
 several points, decoder-only or whole-model stage 2, with the compute each took) and `ablations` (the paper's
@@ -26,7 +26,7 @@ How a study runs (`run_study`), and why:
   from its last checkpoint. Other failed points are retried only with `retry_failed=True` (a config error would
   just fail again).
 - After every trial the whole trials table is rebuilt from the storage (so parallel workers agree) and written
-  atomically with the summary (vidtok.studies layout: study.json, trials.parquet, summary.json, summary.md,
+  atomically with the summary (vidtok.studies.results layout: study.json, trials.parquet, summary.json, summary.md,
   runs/trial_<n>/).
 - `StepPruningHook` is the step-keyed pruner hook: training calls it with (step, validation value) and it
   reports to Optuna and raises optuna.TrialPruned when the pruner says so. Validation runs at step intervals,
@@ -57,8 +57,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from vidtok.studies import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
-from vidtok.sweep_specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
+from vidtok._files import write_json
+from vidtok.studies.results import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
+from vidtok.studies.specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 
 __all__ = [
     "FSQ_LEVELS",
@@ -262,8 +263,10 @@ def prepare_data(
     (`vidtok data samples`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
     index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). Returns what it
     used, for logs and artifacts."""
-    from vidtok.data import build_manifest, copy_samples, list_files, load_data_config
-    from vidtok.data_clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
+    from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
+    from vidtok.data.config import list_files, load_data_config
+    from vidtok.data.manifest import build_manifest
+    from vidtok.data.sources import copy_samples
 
     root = Path(root).resolve()
     params = root / params_path
@@ -303,7 +306,7 @@ def _attr_float(attrs: Mapping[str, Any], key: str) -> float | None:
 
 
 def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.DataFrame:
-    """The trials table (vidtok.studies.TrialsSchema) from the Optuna storage: one row per trial of the grid.
+    """The trials table (vidtok.studies.results.TrialsSchema) from the Optuna storage: one row per trial of the grid.
     Popped duplicates (`skipped`) are left out; they ran nothing."""
     rows = []
     trials = study.get_trials(deepcopy=False)
@@ -351,12 +354,6 @@ def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, stu
     df = trials_frame(study, spec, study_name)
     write_trials(df, study_dir)
     return write_summary(study_dir, df, study_name, spec.factor, spec.metric)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    from vidtok.pipeline import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 # ================================================================================================= running
@@ -510,7 +507,7 @@ def run_study(
 ) -> StudyResult:
     """Run up to `n_trials` open points of a study into `root`/experiments/<study_name>/ (see the module doc).
 
-    `levels` restricts the grid to some level labels; `run_fn` replaces vidtok.pipeline.run_trial (same
+    `levels` restricts the grid to some level labels; `run_fn` replaces vidtok.studies.trial.run_trial (same
     signature; the Prefect flows wrap it in a task). Bad arguments (unknown study or level, n_trials < 1, a bad
     storage URL or profile) raise ValueError with one line before anything is written."""
     spec = get_study(study) if isinstance(study, str) else study
@@ -535,7 +532,7 @@ def run_study(
         data_info = prepare_data(root, params_path=params_path, profile=profile, fps=rates, log=log)
     run = run_fn
     if run is None:
-        from vidtok.pipeline import run_trial as run
+        from vidtok.studies.trial import run_trial as run
     accepts_hook = "on_validation" in inspect.signature(run).parameters
 
     direction = spec.direction
@@ -569,7 +566,7 @@ def run_study(
         "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": f"prefect deployment run {spec.name}/{spec.name} --param n_trials=2 --param profile=cpu",
     }
-    _write_json_atomic(study_dir / STUDY_JSON, meta)
+    write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
     points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
     base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
     with _locked(study_dir):
@@ -747,7 +744,7 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m vidtok.sweeps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vidtok.studies.sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", help=f"one of {', '.join(STUDIES)}")
     parser.add_argument("--list", action="store_true", help="list the studies and their levels")
     parser.add_argument("--n-trials", type=int, default=2)

@@ -4,113 +4,26 @@
     vidtok report --eval outputs/eval/metrics.json -o outputs/report.md
 
 The DVC stages (dvc.yaml) and the Prefect tasks (flows/) call the same functions: `vidtok data ...`,
-`vidtok.training.train`, `vidtok.evaluate.evaluate`, and `report` here. `run_trial` chains them for one set of
+`vidtok.train.run.train`, `vidtok.evaluation.evaluate.evaluate`, and `report` here. `run_trial` chains them for one set of
 parameters into a folder of its own (a sweep trial), reusing the shared data stages' outputs.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidtok.subprocess_env import tool_env
+from vidtok._files import tool_env
 
 SCHEDULES = ("two-stage", "one-stage")
-
-
-# ================================================================================================= report
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
-
-
-def _protocol_text(record: dict[str, Any]) -> str:
-    protocol = record.get("protocol") or {}
-    keys = ("pooling", "data_range", "window", "backbone", "clip_length", "resolution", "num_clips", "fps")
-    return "; ".join(f"{k} {protocol[k]}" for k in keys if protocol.get(k) not in (None, ""))
-
-
-def report_markdown(eval_record: dict[str, Any], runs: Sequence[dict[str, Any]] = ()) -> str:
-    """The metrics table (each metric with its protocol), the trivial-codec comparison and the training runs."""
-    s = eval_record["summary"]
-    ck, data = eval_record["checkpoint"], eval_record["data"]
-    lines = [
-        "# VidTok pipeline report",
-        "",
-        f"Model `{ck.get('name')}` ({ck.get('compression')}, {ck.get('regularizer')}), checkpoint "
-        f"`{ck.get('path')}` (sha256 {str(ck.get('weights_sha256'))[:12]}).",
-        f"Evaluated on {data['num_clips']} {data['split']} clips of {data['clip_length']} frames at "
-        f"{_fmt(data['fps'], 0)} fps, {data['resolution']} ({data['num_videos']} "
-        f"video{'' if data['num_videos'] == 1 else 's'}).",
-        "",
-        "| metric | value | protocol |",
-        "|---|---|---|",
-    ]
-    for name, record in eval_record["metrics"].items():
-        if record.get("available") is False:
-            lines.append(f"| {name} | unavailable | {record.get('reason', '')} |")
-        else:
-            lines.append(f"| {name} | {_fmt(record.get('value'), 4)} | {_protocol_text(record)} |")
-    gain = s.get("psnr_gain_over_trivial_db")
-    verdict = "beats it" if s.get("beats_trivial_codec") else "does **not** beat it"
-    lines += [
-        "",
-        f"Trivial codec at the same compression: PSNR {_fmt(s.get('trivial_psnr'))} dB, SSIM "
-        f"{_fmt(s.get('trivial_ssim'), 4)}. The tokenizer {verdict} (PSNR difference {_fmt(gain)} dB).",
-    ]
-    if runs:
-        lines += ["", "| run | stage | status | steps | wall time (s) | seed | device | commit |"]
-        lines += ["|---|---|---|---|---|---|---|---|"]
-        for run in runs:
-            device = run.get("device") or {}
-            git = run.get("git") or {}
-            commit = str(git.get("commit") or "-")[:10] + (" (dirty)" if git.get("dirty") else "")
-            lines.append(
-                f"| {run.get('run_id')} | {run.get('stage')} | {run.get('status')} | {run.get('steps_completed')} | "
-                f"{_fmt(run.get('wall_time_s'), 0)} | {run.get('seed')} | {device.get('accelerator', '-')} | {commit} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, target)
-    return target
-
-
-def report(eval_path: str | os.PathLike[str], out: str | os.PathLike[str], run_dirs: Sequence[str] = ()) -> str:
-    """Write the markdown report of an evaluation (and its training runs) to `out`; returns the text."""
-    from vidtok.runs import read_manifest
-
-    path = Path(eval_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no evaluation yet (run `dvc repro evaluate` or `vidtok evaluate`)")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    runs = []
-    for run_dir in run_dirs:
-        if (Path(run_dir) / "run.json").is_file():
-            runs.append(read_manifest(run_dir).to_dict())
-    text = report_markdown(record, runs)
-    write_text_atomic(out, text)
-    return text
 
 
 # ================================================================================================= main job
@@ -118,7 +31,7 @@ def report(eval_path: str | os.PathLike[str], out: str | os.PathLike[str], run_d
 
 def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], None] = print) -> int:
     """Sample videos into data/, `dvc repro`, then print the report and where to look. Returns an exit status."""
-    from vidtok.data_samples import copy_samples
+    from vidtok.data.sources import copy_samples
 
     root = Path(repo).resolve()
     if not (root / "dvc.yaml").is_file():
@@ -183,8 +96,9 @@ def run_trial(
     validation pass of every stage (a sweep's step-keyed pruning hook). A finished stage in `folder` is reused
     (same params), an interrupted one resumes from its last checkpoint.
     """
-    from vidtok.evaluate import evaluate
-    from vidtok.training import load_params, params_info, train
+    from vidtok.evaluation.evaluate import evaluate
+    from vidtok.train.config import load_params, params_info
+    from vidtok.train.run import train
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

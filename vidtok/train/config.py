@@ -1,4 +1,4 @@
-"""Two-stage VidTok training: typed configs, the params.yaml loader and the `train` entry point.
+"""Training configuration: TrainConfig, the params.yaml loader (`load_params`) and the checks run before training.
 
     vidtok train --stage stage1 --config params.yaml --run-dir outputs/train/stage1
     vidtok train --stage stage2 --config params.yaml --run-dir outputs/train/stage2 --init-from outputs/train/stage1
@@ -22,44 +22,29 @@ gradient-norm clipping at 20 for both optimizers (the reference's value), fp32 (
 fp32 on CPUs without AVX512-BF16, such as this project's 2-core machine; use bf16-mixed on GPUs). The paper's
 recipe is stage 1 at 128x128 for 50k iterations with batch 16, stage 2 at 256x256 for 30k with batch 8,
 bf16-mixed, 17-frame clips at 3 fps.
-See vidtok.training_loop for the exact-resume design and vidtok.runs for the run folder layout.
+vidtok/train/run.py runs a stage (`train`); vidtok/train/state.py holds the exact-resume design and
+vidtok/runs.py the run folder layout.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import os
-import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import torch
-
-from vidtok.checkpoints import CheckpointError, read_config, sha256_file
-from vidtok.data import DataConfig
-from vidtok.losses import LossConfig
-from vidtok.model import ModelConfig
+from vidtok._files import sha256_file
+from vidtok.data.config import DataConfig
+from vidtok.model.config import ModelConfig, ModelSpec
+from vidtok.model.vidtok import CheckpointError, read_config
 from vidtok.params import SECTIONS, resolve_sections
-from vidtok.runs import (
-    CHECKPOINTS_DIR,
-    METRICS_NAME,
-    STAGES,
-    VAL_NAME,
-    RunManifest,
-    RunManifestError,
-    now_iso,
-    package_versions,
-    read_manifest,
-    workspace_git_info,
-)
+from vidtok.runs import STAGES, RunManifestError, read_manifest
+from vidtok.train.losses import LossConfig
 
-__all__ = ["ModelSpec", "Params", "TrainConfig", "TrainResult", "check_setup", "load_params", "train"]
+__all__ = ["Params", "TrainConfig", "check_setup", "load_params", "params_info", "resolve_init"]
 
 Stage = Literal["stage1", "stage2", "onestage"]
 # Settings a resumed run may change: they do not change what the finished run computes.
@@ -176,46 +161,6 @@ class TrainConfig:
     @property
     def lr_d(self) -> float:
         return self.lr if self.lr_disc is None else self.lr_disc
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The ``model:`` section: a preset name plus ModelConfig fields to change (ablations, codebook sweeps)."""
-
-    preset: str = "tiny_kl_causal_444"
-    overrides: tuple[tuple[str, Any], ...] = ()
-
-    def __post_init__(self) -> None:
-        items = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
-        items = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items))
-        object.__setattr__(self, "overrides", items)
-        self.config()  # validates the preset name and every override
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ModelSpec:
-        values = dict(values)
-        preset = values.pop("preset", cls.preset)
-        known = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown model parameter(s) {', '.join(unknown)}; model: takes preset and ModelConfig fields "
-                f"({', '.join(sorted(known))})"
-            )
-        return cls(preset=preset, overrides=tuple(values.items()))
-
-    def config(self) -> ModelConfig:
-        from vidtok.presets import derive
-
-        return derive(self.preset, **dict(self.overrides))
-
-    @property
-    def name(self) -> str:
-        changes = ",".join(f"{k}={v}" for k, v in self.overrides)
-        return f"{self.preset}[{changes}]" if changes else self.preset
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, **{k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides}}
 
 
 class Params(NamedTuple):
@@ -355,16 +300,8 @@ def check_setup(
     return cfg
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _rank() -> int:
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    return _get_rank() or 0
-
-
-def _snapshot(data: DataConfig, model: ModelSpec, config: TrainConfig, loss: LossConfig) -> dict[str, Any]:
+def config_snapshot(data: DataConfig, model: ModelSpec, config: TrainConfig, loss: LossConfig) -> dict[str, Any]:
+    """The four configs as plain dicts: what a run folder records and compares on resume."""
     data_dict = dataclasses.asdict(data)
     for key, value in data_dict.items():
         if isinstance(value, tuple):
@@ -385,165 +322,3 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
             if a.get(key) != b.get(key):
                 out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
-
-
-def _find_resume(run_dir: Path) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]] | None:
-    """The newest readable step checkpoint of a run folder, or None."""
-    from vidtok.training_loop import read_training_state
-
-    folders = sorted((run_dir / CHECKPOINTS_DIR).glob("step_*"), reverse=True)
-    for folder in folders:
-        try:
-            record, tensors = read_training_state(folder)
-            return folder, record, tensors
-        except CheckpointError as err:
-            warnings.warn(f"skipping unreadable checkpoint {folder}: {err}", stacklevel=3)
-    return None
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's banner lines (GPU available, ...) and its few-workers hint add nothing to our progress bar."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
-def _accelerator(config: TrainConfig) -> str:
-    if config.accelerator == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if config.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("train.accelerator is 'gpu' but no CUDA device is available (set it to auto or cpu)")
-    return config.accelerator
-
-
-def _strategy(config: TrainConfig, accelerator: str) -> Any:
-    if config.strategy == "auto" and config.devices == 1:
-        return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
-
-    # Generator and discriminator steps each leave the other's parameters without gradients: DDP must look
-    # for unused parameters. gloo is the CPU backend (nccl is Lightning's default on GPUs).
-    return DDPStrategy(
-        find_unused_parameters=True,
-        process_group_backend="gloo" if accelerator == "cpu" else None,
-        start_method="spawn" if config.strategy == "ddp_spawn" else "popen",
-    )
-
-
-# ------------------------------------------------------------------------------------------------ entry point
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path
-    final_checkpoint: Path
-    steps: int
-    wall_time_s: float
-    manifest: RunManifest
-    last_metrics: dict[str, float]  # the last row of metrics.csv
-    val_curve: list[dict[str, float]]  # val.csv: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
-
-
-def train(
-    data: DataConfig,
-    model: ModelSpec,
-    config: TrainConfig,
-    loss: LossConfig,
-    run_dir: str | os.PathLike[str],
-    *,
-    params: Mapping[str, Any] | None = None,
-    datasets: tuple[Any, Any] | None = None,
-    progress: bool = True,
-    on_change: Literal["error", "restart"] = "error",
-    on_validation: Callable[[int, float], None] | None = None,
-) -> TrainResult | None:
-    """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
-
-    `params` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
-    layer with in-memory datasets (tests, benchmarks): items are indexed by (row, seed) like ClipDataset. Bad
-    configuration raises ValueError / CheckpointError / MissingWeightsError before any computation; a non-finite
-    loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None.
-
-    A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
-    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change).
-    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook."""
-    if on_change not in ("error", "restart"):
-        raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
-    from vidtok.training_run import Run
-
-    threads = torch.get_num_threads()
-    try:
-        run = Run.prepare(
-            data,
-            model,
-            config,
-            loss,
-            Path(run_dir),
-            params=params,
-            datasets=datasets,
-            progress=progress,
-            on_change=on_change,
-            on_validation=on_validation,
-        )
-        return run.execute()
-    finally:
-        torch.set_num_threads(threads)  # train.num_threads applies to this call only
-
-
-def read_csv_rows(path: Path) -> list[dict[str, float]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return rows
-
-
-def new_manifest(
-    run_id: str,
-    config: TrainConfig,
-    snapshot: dict[str, Any],
-    params: Mapping[str, Any] | None,
-    device: dict[str, Any],
-    data_hash: str | None,
-    data_files: dict[str, str],
-    init: InitSource | None,
-) -> RunManifest:
-    return RunManifest(
-        run_id=run_id,
-        stage=config.stage,
-        status="running",
-        started_at=now_iso(),
-        config=snapshot,
-        params=dict(params or {"file": None, "sha256": None, "profile": None, "overrides": []}),
-        seed=config.seed,
-        device=device,
-        git=workspace_git_info(),
-        packages=package_versions(),
-        total_steps=config.steps,
-        data_hash=data_hash,
-        data_files=data_files,
-        parent_run=None if init is None or init.run_dir is None else str(init.run_dir),
-        parent_checkpoint=None if init is None else str(init.checkpoint),
-        parent_checkpoint_sha256=None if init is None else init.record.get("weights_sha256"),
-        metrics_path=METRICS_NAME,
-        val_path=VAL_NAME,
-        wall_time_s=0.0,
-    )
-
-
-def make_run_id(run_dir: Path) -> str:
-    return f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"

@@ -1,7 +1,7 @@
 """VidTok's training loss: L1 + LPIPS inside a learned-variance NLL, PatchGAN discriminators (hinge + LeCAM), the
 non-saturating generator loss with the VQGAN adaptive weight, and the regularizer's auxiliary terms.
 
-    python -c "from vidtok.losses import LossConfig; print(LossConfig(perceptual_weight=0))"
+    python -c "from vidtok.train.losses import LossConfig; print(LossConfig(perceptual_weight=0))"
 
 The arithmetic follows the reference `GeneralLPIPSWithDiscriminator` (upstream_facts.md section 4.3):
 

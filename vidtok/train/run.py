@@ -1,129 +1,165 @@
-"""One training run: setup (checks, model, loss, resume, data, manifest), the Lightning fit, and its bookkeeping.
+"""Train one stage into a run folder: `train`, the entry point the CLI, the DVC stages, the Prefect flows and the
+study trials call.
 
-    python -c "from vidtok.training import train; help(train)"   # the entry point that uses this module
+    vidtok train --stage stage1 --run-dir outputs/train/stage1
+    vidtok train --stage stage2 --run-dir outputs/train/stage2 --init-from outputs/train/stage1
 
-`Run` is picklable on purpose: under `ddp_spawn` Lightning pickles the trainer, and with it the callbacks that
-call back into the run (checkpoints, validation, manifest updates) from the rank-0 worker.
+A call checks every setting first (vidtok.train.config.check_setup), builds the model and the loss, finds out
+whether the run folder holds this run already (resume from its newest checkpoint, or return the finished run),
+another run (refuse, or start over with on_change="restart") or nothing (start), then fits with Lightning and
+records everything in the folder (vidtok.runs describes the layout).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import logging
 import math
 import os
 import shutil
 import time
+import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
+import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.strategies import DDPStrategy
+from torch import Tensor
+from torch.utils.data import Dataset
 
 from vidtok import metrics as M
-from vidtok.checkpoints import CheckpointError, load_pretrained, read_config, sha256_file
-from vidtok.data import DataConfig
-from vidtok.losses import LossConfig, VidTokLoss
-from vidtok.model import VidTok
+from vidtok._files import one_line, resolve_device, sha256_file
+from vidtok.data.clips import clip_index_path
+from vidtok.data.config import DataConfig
+from vidtok.data.loader import StepLoader, VideoDataModule, epoch_samples, stack_clips
+from vidtok.model.config import ModelSpec
+from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, read_config
 from vidtok.runs import (
     CHECKPOINTS_DIR,
     FINAL_NAME,
     METRICS_NAME,
     VAL_NAME,
+    RunManifest,
     RunManifestError,
     device_info,
     now_iso,
+    package_versions,
     read_manifest,
+    workspace_git_info,
     write_manifest,
 )
-from vidtok.training import (
+from vidtok.train.callbacks import Recorder
+from vidtok.train.config import (
     InitSource,
-    ModelSpec,
     TrainConfig,
-    TrainResult,
-    _accelerator,
-    _find_resume,
-    _quiet_lightning,
-    _rank,
-    _snapshot,
-    _strategy,
     check_setup,
     config_differences,
-    make_run_id,
-    new_manifest,
-    read_csv_rows,
+    config_snapshot,
     resolve_init,
 )
-from vidtok.training_loop import (
-    Recorder,
-    StepBatches,
-    TrainingModule,
-    batched,
-    log_columns,
-    read_training_state,
-    split_state,
-    stack_clips,
-    training_tensors,
-    write_checkpoint,
-)
+from vidtok.train.losses import LossConfig, VidTokLoss
+from vidtok.train.module import TrainingModule, log_columns
+from vidtok.train.state import find_resume, read_training_state, split_state, training_tensors, write_checkpoint
+
+__all__ = ["TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
 
-class LoaderFactory:
-    """Builds the step-indexed DataLoader for a rank (a class, not a closure, so ddp_spawn can pickle it)."""
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    wall_time_s: float
+    manifest: RunManifest
+    last_metrics: dict[str, float]  # the last row of metrics.csv
+    val_curve: list[dict[str, float]]  # val.csv: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, start: int, stop: int, spe: int, workers: int):
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.start, self.stop, self.samples_per_epoch, self.workers = start, stop, spe, workers
 
-    def __call__(self, rank: int, world_size: int) -> DataLoader:
-        from vidtok.data_module import ForkSafeDataLoader, _worker_init
+def train(
+    data: DataConfig,
+    model: ModelSpec,
+    config: TrainConfig,
+    loss: LossConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    params: Mapping[str, Any] | None = None,
+    datasets: tuple[Dataset, Dataset | None] | None = None,
+    progress: bool = True,
+    on_change: Literal["error", "restart"] = "error",
+    on_validation: Callable[[int, float], None] | None = None,
+) -> TrainResult | None:
+    """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
 
-        steps = StepBatches(
-            self.dataset,
-            self.batch_size,
-            self.seed,
-            self.start,
-            self.stop,
-            rank=rank,
-            world_size=world_size,
-            samples_per_epoch=self.samples_per_epoch,
+    `params` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
+    layer with in-memory datasets (tests, benchmarks): items are indexed by (row, seed) like ClipDataset. Bad
+    configuration raises ValueError / CheckpointError / MissingWeightsError before any computation; a non-finite
+    loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None.
+
+    A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
+    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change).
+    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook."""
+    if on_change not in ("error", "restart"):
+        raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
+    threads = torch.get_num_threads()
+    try:
+        run = Run.prepare(
+            data,
+            model,
+            config,
+            loss,
+            Path(run_dir),
+            params=params,
+            datasets=datasets,
+            progress=progress,
+            on_change=on_change,
+            on_validation=on_validation,
         )
-        # The data layer's loader: workers forked after decoding in this process must not free its PyAV garbage.
-        return ForkSafeDataLoader(
-            steps,
-            batch_size=None,  # items are whole batches
-            shuffle=False,
-            num_workers=self.workers,
-            worker_init_fn=_worker_init if self.workers else None,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return run.execute()
+    finally:
+        torch.set_num_threads(threads)  # train.num_threads applies to this call only
 
 
-def _samples_per_epoch(data: DataConfig, dataset: Dataset, batch_size: int) -> int:
-    """The data module's epoch length: data.samples_per_epoch, else the train split's non-overlapping clips."""
-    if data.samples_per_epoch:
-        return data.samples_per_epoch
-    numbers = getattr(dataset, "clip_numbers", None)
-    if numbers is None:
-        return max(len(dataset), batch_size)  # type: ignore[arg-type]
-    step = -(-data.clip_frames // data.clip_stride)
-    return max(int(np.count_nonzero(np.asarray(numbers) % step == 0)), batch_size)
+# ------------------------------------------------------------------------------------------------ the run
 
 
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
+@dataclass
 class Run:
-    """Everything one `train` call needs after setup; `execute` fits and returns the result."""
+    """Everything one `train` call needs after setup; `execute` fits and returns the result.
 
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
+    Picklable on purpose: under `ddp_spawn` Lightning pickles the trainer, and with it the Recorder callbacks
+    that call back into the run (checkpoints, validation, manifest updates) from the rank-0 worker."""
+
+    data: DataConfig
+    model_spec: ModelSpec
+    config: TrainConfig
+    loss_config: LossConfig
+    run_dir: Path
+    rank: int
+    accelerator: str  # "cpu" or "gpu" (Lightning's names)
+    world: int  # processes training together
+    model: VidTok
+    loss: VidTokLoss
+    init: InitSource | None  # the checkpoint this run started from (stage 2: stage 1's final)
+    snapshot: dict[str, Any]  # the four configs as dicts, as recorded in run.json and checkpoints
+    train_ds: Dataset
+    val_ds: Dataset | None
+    loader: StepLoader  # iterations start_step .. config.steps
+    progress: bool
+    on_validation: Callable[[int, float], None] | None
+    start_step: int = 0
+    resume: tuple[dict[str, Any], dict[str, Tensor]] | None = None  # training state of the checkpoint resumed
+    run_id: str | None = None
+    wall_base: float = 0.0  # training seconds of earlier segments of a resumed run
+    segment_start: float = field(default_factory=time.time)
+    val_cache: tuple[Tensor, dict[str, float]] | None = None  # val clips and the trivial codec's scores on them
 
     # ---------------------------------------------------------------------------------------- setup
 
@@ -137,12 +173,12 @@ class Run:
         run_dir: Path,
         *,
         params: Mapping[str, Any] | None,
-        datasets: tuple[Any, Any] | None,
+        datasets: tuple[Dataset, Dataset | None] | None,
         progress: bool,
         on_change: str = "error",
         on_validation: Callable[[int, float], None] | None = None,
     ) -> Run:
-        rank = _rank()
+        rank = int(getattr(rank_zero_only, "rank", 0) or 0)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         init = resolve_init(config.init_from) if config.init_from else None
@@ -154,10 +190,10 @@ class Run:
         vt.decoder.gradient_checkpointing = config.gradient_checkpointing
         loss_module = VidTokLoss(loss)  # MissingWeightsError here, before any data or compute
         loss_module.check_input(data.clip_frames, config.resolution, config.resolution)
-        snapshot = _snapshot(data, model, config, loss)
+        snapshot = config_snapshot(data, model, config, loss)
 
         start_step, resume = 0, None
-        found = _find_resume(run_dir)
+        found = find_resume(run_dir)
         diffs = [] if found is None else config_differences(found[1].get("config", {}), snapshot)
         if diffs and on_change == "restart":
             log.warning("%s: settings changed (%s); starting the run over", run_dir, "; ".join(diffs[:3]))
@@ -179,14 +215,30 @@ class Run:
             start_step, resume = int(record["step"]), (record, tensors)
         elif init is not None:
             vt.load_state_dict(load_pretrained(init.checkpoint).state_dict())
-            cls._init_loss_state(loss_module, init)
+            _continue_loss_state(loss_module, init)
 
         if datasets is None:
-            train_ds, val_ds, data_hash, data_files = cls._real_data(data, config, rank)
+            dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
+            if rank == 0:
+                dm.prepare_data()  # DDP workers start later (inside fit) and find it done
+            dm.setup("fit")
+            train_ds, val_ds = dm.train_dataset, dm.val_dataset
+            loader = dm.step_loader(start_step, config.steps)
+            data_files = {}
+            for path in dict.fromkeys(
+                (data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))
+            ):
+                if "://" not in path and os.path.isfile(path):
+                    data_files[path] = sha256_file(path)
+            data_hash = data_files.get(clip_index_path(data, config.fps))
         else:
             train_ds, val_ds = datasets
+            samples = epoch_samples(
+                train_ds, config.batch_size, data.clip_frames, data.clip_stride, data.samples_per_epoch
+            )
+            loader = StepLoader(train_ds, config.batch_size, data.seed, start_step, config.steps, samples)
             data_hash, data_files = None, {}
-        if len(train_ds) == 0:
+        if len(train_ds) == 0:  # type: ignore[arg-type]
             raise ValueError("no training clips (check the data layer's clip index for the training fps)")
         world = config.devices if (config.devices > 1 or config.strategy != "auto") else 1
         run = cls(
@@ -200,55 +252,21 @@ class Run:
             world=world,
             model=vt,
             loss=loss_module,
-            start_step=start_step,
-            resume=resume,
             init=init,
             snapshot=snapshot,
             train_ds=train_ds,
             val_ds=val_ds,
-            spe=_samples_per_epoch(data, train_ds, config.batch_size),
+            loader=loader,
             progress=progress,
             on_validation=on_validation,
-            run_id=None,
-            wall_base=0.0,
-            segment_start=time.time(),
-            val_cache=None,
+            start_step=start_step,
+            resume=resume,
         )
         if rank == 0:
-            run._start_manifest(params, data_hash, data_files)
+            run.start_manifest(params, data_hash, data_files)
         return run
 
-    @staticmethod
-    def _init_loss_state(loss_module: VidTokLoss, init: InitSource) -> None:
-        """Continue logvar, discriminator and LeCAM EMAs from the init checkpoint when it has a matching state."""
-        try:
-            _, tensors = read_training_state(init.checkpoint)
-        except CheckpointError:
-            return  # a plain model checkpoint (e.g. released weights): the loss starts fresh
-        try:
-            loss_module.load_training_state_dict(split_state(tensors, "loss"))
-        except ValueError as err:
-            warnings.warn(f"{init.checkpoint}: loss state not reused ({err})", stacklevel=3)
-
-    @staticmethod
-    def _real_data(data: DataConfig, config: TrainConfig, rank: int) -> tuple[Dataset, Dataset, str, dict[str, str]]:
-        from vidtok.data_clips import clip_index_path
-        from vidtok.data_module import VideoDataModule
-
-        dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
-        if rank == 0:
-            dm.prepare_data()  # DDP workers start later (inside fit) and find it done
-        dm.setup("fit")
-        files = {}
-        for path in dict.fromkeys(
-            (data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))
-        ):
-            if "://" not in path and os.path.isfile(path):
-                files[path] = sha256_file(path)
-        data_hash = files.get(clip_index_path(data, config.fps))
-        return dm.train_dataset, dm.val_dataset, data_hash, files
-
-    def _start_manifest(self, params: Mapping[str, Any] | None, data_hash: str | None, files: dict[str, str]) -> None:
+    def start_manifest(self, params: Mapping[str, Any] | None, data_hash: str | None, files: dict[str, str]) -> None:
         cfg = self.config
         device = device_info(self.accelerator, cfg.devices, cfg.strategy, cfg.precision, self.world)
         existing = None
@@ -272,8 +290,27 @@ class Run:
                 device=device,
             )
         else:
-            manifest = new_manifest(
-                make_run_id(self.run_dir), cfg, self.snapshot, params, device, data_hash, files, self.init
+            init = self.init
+            manifest = RunManifest(
+                run_id=_new_run_id(self.run_dir),
+                stage=cfg.stage,
+                status="running",
+                started_at=now_iso(),
+                config=self.snapshot,
+                params=dict(params or {"file": None, "sha256": None, "profile": None, "overrides": []}),
+                seed=cfg.seed,
+                device=device,
+                git=workspace_git_info(),
+                packages=package_versions(),
+                total_steps=cfg.steps,
+                data_hash=data_hash,
+                data_files=files,
+                parent_run=None if init is None or init.run_dir is None else str(init.run_dir),
+                parent_checkpoint=None if init is None else str(init.checkpoint),
+                parent_checkpoint_sha256=None if init is None else init.record.get("weights_sha256"),
+                metrics_path=METRICS_NAME,
+                val_path=VAL_NAME,
+                wall_time_s=0.0,
             )
         self.run_id, self.wall_base = manifest.run_id, manifest.wall_time_s or 0.0
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +318,7 @@ class Run:
 
     # ---------------------------------------------------------------------------------------- callbacks
 
-    def _wall(self) -> float:
+    def wall(self) -> float:
         return self.wall_base + (time.time() - self.segment_start)
 
     def save(self, module: TrainingModule, step: int, final: bool) -> Path:
@@ -312,7 +349,7 @@ class Run:
 
     def on_checkpoint(self, path: Path, step: int, final: bool) -> None:
         manifest = read_manifest(self.run_dir)
-        changes: dict[str, Any] = {"steps_completed": step, "wall_time_s": round(self._wall(), 3)}
+        changes: dict[str, Any] = {"steps_completed": step, "wall_time_s": round(self.wall(), 3)}
         if final:
             changes["final_checkpoint"] = os.path.relpath(path, self.run_dir)
             changes["final_checkpoint_sha256"] = read_config(path)["weights_sha256"]
@@ -321,13 +358,11 @@ class Run:
     def validate(self, module: TrainingModule) -> dict[str, float]:
         """PSNR / SSIM of the weights the final checkpoint will hold on the first val clips, and of the trivial
         codec (downsample by the model's factors, upsample back) on the same clips."""
-        from vidtok.evaluate import trivial_codec
-
         if self.val_cache is None:
             x = stack_clips(self.val_ds, self.config.val_clips) if self.val_ds is not None else torch.zeros(0)
             trivial: dict[str, float] = {"trivial_psnr": math.nan, "trivial_ssim": math.nan}
             if x.numel():
-                ref, triv = M.to_unit(x), M.to_unit(trivial_codec(x, self.model.config))
+                ref, triv = M.to_unit(x), M.to_unit(M.trivial_codec(x, self.model.config))
                 trivial = {"trivial_psnr": M.psnr(ref, triv).value, "trivial_ssim": M.ssim(ref, triv).value}
             self.val_cache = (x, trivial)
         x, trivial = self.val_cache
@@ -339,8 +374,8 @@ class Run:
         try:
             outs = []
             with torch.no_grad():
-                for chunk in batched(x, self.config.batch_size):
-                    chunk = chunk.to(module.device)
+                for lo in range(0, x.shape[0], self.config.batch_size):
+                    chunk = x[lo : lo + self.config.batch_size].to(module.device)
                     out = torch.func.functional_call(model, state, (chunk,)) if state is not None else model(chunk)
                     outs.append(out[0].float().cpu())
         finally:
@@ -362,8 +397,6 @@ class Run:
                     "delete the folder to retrain, or raise train.steps to continue"
                 )
             return self._complete()
-        import lightning as L
-
         module = TrainingModule(
             self.model,
             self.loss,
@@ -377,15 +410,7 @@ class Run:
             lr_warmup=cfg.lr_warmup,
             start_step=self.start_step,
             resume=self.resume,
-            make_loader=LoaderFactory(
-                self.train_ds,
-                cfg.batch_size,
-                self.data.seed,
-                self.start_step,
-                cfg.steps,
-                self.spe,
-                self.data.num_workers,
-            ),
+            make_loader=self.loader,
         )
         recorder = Recorder(
             self.run_dir,
@@ -436,7 +461,10 @@ class Run:
             write_manifest(
                 self.run_dir,
                 manifest.replace(
-                    status="failed", error=_one_line(err), ended_at=now_iso(), wall_time_s=round(self._wall(), 3)
+                    status="failed",
+                    error=one_line(err, with_type=True),
+                    ended_at=now_iso(),
+                    wall_time_s=round(self.wall(), 3),
                 ),
             )
         except (OSError, RunManifestError):
@@ -450,7 +478,7 @@ class Run:
             manifest = manifest.replace(
                 status="completed",
                 ended_at=now_iso(),
-                wall_time_s=round(self._wall(), 3),
+                wall_time_s=round(self.wall(), 3),
                 steps_completed=self.config.steps,
                 final_checkpoint=os.path.relpath(final, self.run_dir),
                 final_checkpoint_sha256=record["weights_sha256"],
@@ -466,3 +494,65 @@ class Run:
             last_metrics=rows[-1] if rows else {},
             val_curve=read_csv_rows(self.run_dir / VAL_NAME),
         )
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def read_csv_rows(path: Path) -> list[dict[str, float]]:
+    """The rows of metrics.csv / val.csv as floats (empty cells left out); [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _continue_loss_state(loss_module: VidTokLoss, init: InitSource) -> None:
+    """Continue logvar, discriminator and LeCAM EMAs from the init checkpoint when it has a matching state."""
+    try:
+        _, tensors = read_training_state(init.checkpoint)
+    except CheckpointError:
+        return  # a plain model checkpoint (e.g. released weights): the loss starts fresh
+    try:
+        loss_module.load_training_state_dict(split_state(tensors, "loss"))
+    except ValueError as err:
+        warnings.warn(f"{init.checkpoint}: loss state not reused ({err})", stacklevel=3)
+
+
+def _new_run_id(run_dir: Path) -> str:
+    return f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def _accelerator(config: TrainConfig) -> str:
+    """Lightning's accelerator name for train.accelerator: "gpu" when CUDA is asked for (or auto and present)."""
+    device = resolve_device("auto" if config.accelerator == "auto" else config.accelerator)
+    return "gpu" if device.startswith("cuda") else "cpu"
+
+
+def _strategy(config: TrainConfig, accelerator: str) -> Any:
+    if config.strategy == "auto" and config.devices == 1:
+        return "auto"
+    # Generator and discriminator steps each leave the other's parameters without gradients: DDP must look
+    # for unused parameters. gloo is the CPU backend (nccl is Lightning's default on GPUs).
+    return DDPStrategy(
+        find_unused_parameters=True,
+        process_group_backend="gloo" if accelerator == "cpu" else None,
+        start_method="spawn" if config.strategy == "ddp_spawn" else "popen",
+    )
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's banner lines (GPU available, ...) and its few-workers hint add nothing to our progress bar."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)

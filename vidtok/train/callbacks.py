@@ -1,0 +1,183 @@
+"""What training writes while it runs (rank 0): metrics.csv, val.csv, the progress bar and the checkpoints.
+
+python -c "from vidtok.train.callbacks import Recorder; help(Recorder)"
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from tqdm import tqdm
+
+from vidtok._files import atomic_path
+from vidtok.runs import CHECKPOINTS_DIR, METRICS_NAME, VAL_NAME
+from vidtok.train.module import TrainingModule
+
+
+class _Csv:
+    """Append-only CSV with a fixed header; rows past `keep_until` are dropped when (re)opened for a resume."""
+
+    def __init__(self, path: Path, columns: list[str], keep_until: int | None):
+        self.path, self.columns = path, columns
+        rows: list[dict[str, str]] = []
+        if keep_until is not None and path.is_file():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames == columns:
+                    for row in reader:
+                        try:
+                            if int(row["step"]) <= keep_until:
+                                rows.append(row)
+                        except (TypeError, ValueError):
+                            continue  # a row cut off by a kill
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run
+        self._writer = csv.DictWriter(self._file, columns, restval="", extrasaction="raise")
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Recorder(L.Callback):
+    """Rank 0's bookkeeping: metrics.csv, the progress bar, validation (val.csv) and checkpoints.
+
+    `save(module, step, final)` writes a checkpoint; `validate(module)` returns (psnr, ssim) on the val clips;
+    `on_checkpoint(path, step)` lets the caller update the run manifest; `on_validation(step, val_psnr)` is called
+    after every validation pass (a sweep's step-keyed pruning hook; an exception it raises ends the run)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        total_steps: int,
+        start_step: int,
+        columns: list[str],
+        log_every: int,
+        val_every: int,
+        checkpoint_every: int,
+        keep_checkpoints: int,
+        global_batch: int,
+        save: Callable[[TrainingModule, int, bool], Path],
+        validate: Callable[[TrainingModule], dict[str, float]] | None,
+        on_checkpoint: Callable[[Path, int, bool], None],
+        progress: bool,
+        on_validation: Callable[[int, float], None] | None = None,
+    ):
+        self.run_dir, self.total, self.start = run_dir, total_steps, start_step
+        self.columns, self.log_every, self.val_every = columns, log_every, val_every
+        self.checkpoint_every, self.keep = checkpoint_every, keep_checkpoints
+        self.global_batch, self.progress = global_batch, progress
+        self._save, self._validate, self._on_checkpoint = save, validate, on_checkpoint
+        self._on_validation = on_validation
+        self._csv: _Csv | None = None
+        self._val: _Csv | None = None
+        self._bar: Any = None
+        self._t0 = 0.0
+        self._last_val = -1
+        self._last_ckpt = -1
+
+    def on_train_start(self, trainer: L.Trainer, module: TrainingModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        keep = self.start
+        self._csv = _Csv(self.run_dir / METRICS_NAME, self.columns, keep)
+        val_columns = ["step", "val_psnr", "val_ssim", "trivial_psnr", "trivial_ssim"]
+        self._val = _Csv(self.run_dir / VAL_NAME, val_columns, keep)
+        self._bar = tqdm(
+            total=self.total,
+            initial=self.start,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            disable=not self.progress,
+            mininterval=1.0,
+        )
+        if self.start == 0:
+            self._run_validation(module, 0)
+        self._t0 = time.perf_counter()
+
+    def _run_validation(self, module: TrainingModule, step: int) -> None:
+        if self._validate is None or self._val is None or self._last_val == step:
+            return
+        self._last_val = step
+        result = self._validate(module)
+        self._val.write({"step": step, **result})
+        module.last_logs = {**module.last_logs, "val_psnr": result["val_psnr"]}
+        if self._on_validation is not None:  # e.g. a sweep's pruner: raising here stops the run (status failed)
+            self._on_validation(step, result["val_psnr"])
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: TrainingModule, *args: Any) -> None:
+        if trainer.global_rank != 0:
+            return
+        # Step time = from the end of the previous callback's step work to here: data loading, Lightning's loop,
+        # the iteration and the previous row's logging. Validation and checkpoints are not counted.
+        now = time.perf_counter()
+        elapsed, self._t0 = now - self._t0, now
+        step = module.completed_steps
+        logs = dict(module.last_logs)
+        logs["lr"] = module.lr * (min(1.0, step / module.lr_warmup) if module.lr_warmup else 1.0)
+        logs["step_time_s"] = elapsed
+        logs["clips_per_s"] = self.global_batch / elapsed if elapsed > 0 else float("nan")
+        if self._csv is not None and (step % self.log_every == 0 or step == self.total):
+            self._csv.write({"step": step, **{k: v for k, v in logs.items() if k in self.columns}})
+        if self._bar is not None:
+            shown = {"loss": logs.get("loss_g"), "psnr": logs.get("psnr"), "clips/s": logs["clips_per_s"]}
+            if "val_psnr" in module.last_logs:
+                shown["val_psnr"] = module.last_logs["val_psnr"]
+            self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if v is not None}, refresh=False)
+            self._bar.update(1)
+        paused = time.perf_counter()
+        if self.val_every and step % self.val_every == 0:
+            self._run_validation(module, step)
+        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.total:
+            self._checkpoint(module, step, final=False)
+        self._t0 += time.perf_counter() - paused
+
+    def _checkpoint(self, module: TrainingModule, step: int, final: bool) -> None:
+        if self._last_ckpt == step and not final:
+            return
+        self._last_ckpt = step
+        path = self._save(module, step, final)
+        module.last_checkpoint = str(path)
+        self._on_checkpoint(path, step, final)
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.keep <= 0:
+            return
+        steps = sorted(p for p in (self.run_dir / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def on_train_end(self, trainer: L.Trainer, module: TrainingModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        step = module.completed_steps
+        self._run_validation(module, step)
+        self._checkpoint(module, step, final=True)
+        self.close()
+
+    def close(self) -> None:
+        for handle in (self._csv, self._val):
+            if handle is not None:
+                handle.close()
+        self._csv = self._val = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self.close()
