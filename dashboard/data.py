@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file
 
 from vidtok import runs
 from vidtok.studies import results
@@ -184,7 +187,6 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _yaml_cached(path: str, stamp: tuple[int, int]) -> Any:
-    import yaml
 
     try:
         return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -348,8 +350,6 @@ def num_codes(model_config: dict[str, Any]) -> int | None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _tokens_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
 
     name = display(path)
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,17 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from vidtok._files import sha256_file
+from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
+from vidtok.data.config import join, list_files, load_data_config
+from vidtok.data.manifest import build_manifest, manifest_summary
+from vidtok.data.sources import copy_samples
+from vidtok.evaluation.evaluate import EvalOptions
+from vidtok.evaluation.report import report
+from vidtok.params import resolve_sections
 from vidtok.studies.sweeps import data_overrides
+from vidtok.studies.trial import SCHEDULES, ChainLayout, ParamSource, evaluate_stage, train_stage
+from vidtok.train.module import TrainingError
 
 CACHED = INPUTS + TASK_SOURCE
 NOT_TRANSIENT = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -42,8 +51,6 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as err:
-        from vidtok.train.module import TrainingError  # a non-finite loss: the same step fails again
-
         if isinstance(err, NOT_TRANSIENT | TrainingError | NotImplementedError):
             return False
         return isinstance(err, OSError | RuntimeError)
@@ -54,15 +61,9 @@ RETRY = {"retries": 1, "retry_delay_seconds": 10, "retry_condition_fn": transien
 TASK = {"cache_policy": CACHED, "persist_result": True, "result_serializer": "json", **RETRY}
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def data_hash(data_dir: str) -> str:
     """Content hash of the data folder: sha256 over (relative path, sha256) of every file, sorted. Content, not
     mtimes, so a copy or a fresh `dvc pull` of the same videos hits the cache."""
-    from vidtok.data.config import join, list_files
 
     entries = [(rel, sha256_file(join(data_dir, rel))) for rel in sorted(list_files(data_dir))]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
@@ -79,7 +80,6 @@ def _params(root: str, params_path: str) -> str | None:
 @task(name="samples", **RETRY)
 def samples_task(data_dir: str) -> str:
     """`vidtok data samples` when the data folder is empty or missing: a fresh machine has real videos offline."""
-    from vidtok.data.sources import copy_samples
 
     folder = Path(data_dir)
     if "://" not in data_dir and (not folder.is_dir() or not any(folder.iterdir())):
@@ -90,8 +90,6 @@ def samples_task(data_dir: str) -> str:
 @task(name="manifest", **TASK)
 def manifest_task(root: str, params_path: str, profile: str | None, sets: list[str], data_sha: str, params_sha: str):
     """`vidtok data manifest`; returns the manifest path and its sha256 (the key of the resample tasks)."""
-    from vidtok.data.config import load_data_config
-    from vidtok.data.manifest import build_manifest, manifest_summary
 
     config = load_data_config(_params(root, params_path), profile, sets)
     df = build_manifest(config, progress=False)
@@ -102,8 +100,6 @@ def manifest_task(root: str, params_path: str, profile: str | None, sets: list[s
 @task(name="resample", task_run_name="resample-{fps:g}fps", **TASK)
 def resample_task(root: str, params_path: str, profile: str | None, sets: list[str], fps: float, manifest_sha: str):
     """`vidtok data resample --fps N`: the clip index and the frame caches at the profile's resolutions."""
-    from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
-    from vidtok.data.config import load_data_config
 
     config = load_data_config(_params(root, params_path), profile, sets)
     index = build_clip_index(config, fps, progress=False)
@@ -114,22 +110,11 @@ def resample_task(root: str, params_path: str, profile: str | None, sets: list[s
 
 @task(name="train", task_run_name="train-{stage}", **TASK)
 def train_task(
-    root: str,
-    params_path: str,
-    profile: str | None,
-    sets: list[str],
-    stage: str,
-    run_dir: str,
-    init_from: str | None,
-    upstream_sha: str,
+    root: str, params_path: str, profile: str | None, sets: list[str], stage: str, out: str, upstream_sha: str
 ) -> dict[str, Any]:
-    """`vidtok train --stage STAGE`: an existing run folder resumes (or is reused when finished)."""
-    from vidtok.train.config import load_params, params_info
-    from vidtok.train.run import train
-
-    overrides = [*sets, *([f"train.init_from={json.dumps(init_from)}"] if init_from else [])]
-    params = load_params(_params(root, params_path), profile, overrides, stage=stage)
-    result = train(*params, run_dir, params=params_info(_params(root, params_path), profile, overrides), progress=False)
+    """`vidtok stage STAGE` into `out`/train/STAGE: an existing run folder resumes, or is reused when finished."""
+    source = ParamSource(_params(root, params_path), profile, tuple(sets))
+    result = train_stage(stage, _layout(out), source, on_change="restart", progress=False)
     manifest = result.manifest
     return {
         "run_dir": str(result.run_dir),
@@ -142,28 +127,30 @@ def train_task(
 
 @task(name="evaluate", **TASK)
 def evaluate_task(
-    root: str, params_path: str, profile: str | None, sets: list[str], checkpoint: str, out: str, vmaf: bool,
-    max_clips: int, checkpoint_sha: str,
+    root: str, params_path: str, profile: str | None, sets: list[str], out: str, vmaf: bool, max_clips: int,
+    checkpoint_sha: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """`vidtok evaluate --checkpoint STAGE2 --split val [--vmaf]`: metrics.json with every metric's protocol."""
-    from vidtok.evaluation.evaluate import evaluate
-    from vidtok.train.config import load_params
-
-    data = load_params(_params(root, params_path), profile, sets).data
-    record = evaluate(checkpoint, data, split="val", out_dir=Path(out).parent, metrics_name=Path(out).name,
-                      vmaf=vmaf, max_clips=max_clips, progress=False)  # fmt: skip
-    return {"metrics_path": out, "summary": record["summary"], "sha256": sha256_file(out)}
+    """`vidtok stage evaluate [--vmaf]` into `out`/eval: metrics.json with every metric's protocol."""
+    source = ParamSource(_params(root, params_path), profile, tuple(sets))
+    layout = _layout(out)
+    record = evaluate_stage(layout, source, EvalOptions(split="val", vmaf=vmaf, max_clips=max_clips), progress=False)
+    path = layout.eval_dir / "metrics.json"
+    return {"metrics_path": str(path), "summary": record["summary"], "sha256": sha256_file(path)}
 
 
 @task(name="report", **TASK)
 def report_task(eval_path: str, out: str, run_dirs: list[str], eval_sha: str) -> dict[str, str]:
     """`vidtok report`: the markdown table of the metrics with their protocols and the training runs."""
-    from vidtok.evaluation.report import report
 
     return {"path": out, "markdown": report(eval_path, out, run_dirs=run_dirs)}
 
 
 # ------------------------------------------------------------------------------------------------ flow
+
+
+def _layout(out: str) -> ChainLayout:
+    """The flow's own folders under `out` (train/<stage>, eval), apart from the DVC pipeline's outputs/."""
+    return ChainLayout(Path(out) / "train", Path(out) / "eval")
 
 
 def _missing(*paths: str) -> bool:
@@ -201,8 +188,6 @@ def pipeline(
     `root` holds params.yaml and data/ (relative data paths resolve there); outputs go to `root`/`out_dir`
     (train/stage1, train/stage2, eval/metrics.json, report.md), apart from the DVC pipeline's outputs/train so
     the two never overwrite each other's run folders. `overrides` are `section.key=value` strings."""
-    from vidtok.data.config import load_data_config
-    from vidtok.params import resolve_sections
 
     base = Path(root).resolve()
     params_file = base / params_path
@@ -220,16 +205,14 @@ def pipeline(
     for fps in sorted({train_fps, float(config.val_fps)}):
         resample_task(*args, fps, manifest["sha256"])
     runs = {}
-    upstream, init = data_sha + params_sha, None
-    for stage in ("stage1", "stage2"):
-        run_dir = str(out / "train" / stage)
-        fresh = _missing(str(Path(run_dir) / "run.json"))
-        runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, run_dir, init, upstream)
-        upstream, init = runs[stage]["final_sha256"], runs[stage]["run_dir"]
-    metrics_path = str(out / "eval" / "metrics.json")
-    ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(
-        *args, runs["stage2"]["run_dir"], metrics_path, vmaf, eval_clips, upstream
-    )
+    upstream = data_sha + params_sha
+    layout = _layout(str(out))
+    for stage in SCHEDULES["two-stage"]:
+        fresh = _missing(str(layout.run_dir(stage) / "run.json"))
+        runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, str(out), upstream)
+        upstream = runs[stage]["final_sha256"]
+    metrics_path = str(layout.eval_dir / "metrics.json")
+    ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(*args, str(out), vmaf, eval_clips, upstream)
     report_path = str(out / "report.md")
     rep = report_task.with_options(refresh_cache=_missing(report_path))(
         metrics_path, report_path, [r["run_dir"] for r in runs.values()], ev["sha256"]

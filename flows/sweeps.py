@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import RETRY
 from vidtok.studies import sweeps
+from vidtok.studies.trial import run_trial
 
 
 @task(name="prepare-data", **RETRY)
@@ -38,7 +39,6 @@ def prepare_task(root: str, profile: str | None, fps: list[float]) -> dict[str, 
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
 def trial_task(folder: str, **kwargs: Any) -> Any:
     """One trial: vidtok.studies.trial.run_trial (train + evaluate into the trial's run folder)."""
-    from vidtok.studies.trial import run_trial
 
     return run_trial(folder, **kwargs)
 

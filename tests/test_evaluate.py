@@ -17,7 +17,7 @@ from vidtok import metrics as M
 from vidtok.cli import main as cli_main
 from vidtok.data.config import DataConfig
 from vidtok.data.video import probe
-from vidtok.evaluation.evaluate import evaluate
+from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.metrics import trivial_codec
 from vidtok.model.config import get_preset
 from vidtok.model.vidtok import save_pretrained
@@ -70,7 +70,7 @@ def test_trivial_codec_keeps_latent_grid_samples_and_interpolates_linearly() -> 
 
 def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    record = evaluate(kl_checkpoint, data_config, out_dir=out, progress=False, num_videos=1)
+    record = evaluate(kl_checkpoint, data_config, EvalOptions(num_videos=1), out_dir=out, progress=False)
     assert json.loads((out / "metrics.json").read_text()) == record
     s = record["summary"]
     assert s["num_clips"] == record["data"]["num_clips"] > 0
@@ -115,7 +115,8 @@ def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoi
 
 
 def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:
-    record = evaluate(kl_checkpoint, data_config, out_dir=tmp_path, progress=False, max_clips=2, lpips_net=None)
+    options = EvalOptions(max_clips=2, lpips_net=None)
+    record = evaluate(kl_checkpoint, data_config, options, out_dir=tmp_path, progress=False)
     # Recompute from the same clips: the data module's val rule at 8 fps, 32x32 centre crops.
     from vidtok.data.clips import load_clip_index
     from vidtok.data.loader import ClipDataset, val_subset
@@ -141,7 +142,7 @@ def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint
 def test_discrete_model_reports_codebook_use(data_config: DataConfig, tmp_path: Path) -> None:
     ckpt = tmp_path / "fsq"
     save_pretrained(VidTok.from_preset("tiny_fsq_causal_444"), ckpt, metadata={"resolution": 32})
-    record = evaluate(ckpt, data_config, out_dir=tmp_path / "e", progress=False, max_clips=1, num_videos=1)
+    record = evaluate(ckpt, data_config, EvalOptions(max_clips=1, num_videos=1), out_dir=tmp_path / "e", progress=False)
     util = record["metrics"]["codebook_utilisation"]
     assert 0 < util["value"] <= 1 and util["protocol"]["extra"]["codebook_size"] == 4096
     assert record["summary"]["codebook_perplexity"] >= 1

@@ -246,7 +246,7 @@ def test_hook_offsets_stage_two_steps_after_stage_one() -> None:
         for s in steps:
             hook(s, 10.0 + s, stage=stage)
     hook(1, math.nan, stage="stage2")  # not reported
-    assert sorted(study._storage.get_trial(trial._trial_id).intermediate_values) == [0, 2, 4, 5, 7]
+    assert sorted(study.get_trials()[trial.number].intermediate_values) == [0, 2, 4, 5, 7]
 
 
 WORKER = """

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -28,10 +29,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "atomic_folder",
@@ -45,6 +49,7 @@ __all__ = [
     "sha256_and_size",
     "tool_env",
     "write_json",
+    "write_table",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -120,6 +125,16 @@ def atomic_write(path: PathLike, content: bytes | str) -> str:
 def write_json(path: PathLike, obj: Any, *, sort_keys: bool = True) -> str:
     """`obj` as indented JSON (NaN and infinity refused: they are not JSON) with a final newline, atomically."""
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
+
+
+def write_table(df: pd.DataFrame, path: PathLike) -> str:
+    """A table atomically as parquet, or as CSV when `path` ends in .csv (local path or fsspec URL)."""
+    buffer = io.BytesIO()
+    if os.fspath(path).lower().endswith(".csv"):
+        df.to_csv(buffer, index=False)
+    else:
+        df.to_parquet(buffer, index=False, engine="pyarrow")
+    return atomic_write(path, buffer.getvalue())
 
 
 def _exchange(a: Path, b: Path) -> bool:

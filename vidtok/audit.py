@@ -22,12 +22,10 @@ Writes outputs/audit/audit.json and audit.md (atomically) and exits non-zero whe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +33,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vidtok._files import tool_env
+import yaml
+
+from vidtok._files import atomic_write, dvc_command, md5_file, sha256_file, tool_env
+from vidtok.data.config import DataConfig
+from vidtok.evaluation.evaluate import EvalOptions, evaluate
+from vidtok.runs import RunManifestError, modified_tracked_files, package_versions, read_manifest
 
 # Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
 # absorbs thread-count and library-version float noise, not real differences (0.01 dB is far below any effect).
@@ -112,21 +115,6 @@ def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
-def _md5(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _dvc_command() -> list[str]:
-    exe = Path(sys.executable).with_name("dvc")
-    return [str(exe)] if exe.is_file() else ["dvc"]
-
-
 def _describe_dvc_status(status: dict[str, Any]) -> str:
     """`dvc status --json` -> 'train-stage1: params changed (train.lr); evaluate: outs modified (...)'."""
     parts = []
@@ -155,7 +143,7 @@ def _describe_dvc_status(status: dict[str, Any]) -> str:
 
 
 def check_dvc_status(result: AuditResult, repo: Path) -> None:
-    proc = _run([*_dvc_command(), "status", "--json"], repo)
+    proc = _run([*dvc_command(), "status", "--json"], repo)
     if proc.returncode:
         result.add("dvc-status", False, f"dvc status failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
         return
@@ -168,7 +156,6 @@ def check_dvc_status(result: AuditResult, repo: Path) -> None:
 
 def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
     """Compare every file with the md5 listing of data.dvc's .dir object in the DVC cache."""
-    import yaml
 
     dvc_file = repo / f"{name}.dvc"
     if not dvc_file.is_file():
@@ -183,7 +170,7 @@ def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
         return
     listing = {e["relpath"]: e["md5"] for e in json.loads(listing_file.read_text())}
     present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
-    changed = [rel for rel, digest in listing.items() if rel in present and _md5(present[rel]) != digest]
+    changed = [rel for rel, digest in listing.items() if rel in present and md5_file(present[rel]) != digest]
     missing = sorted(set(listing) - set(present))
     extra = sorted(set(present) - set(listing))
     problems = [f"modified {folder.name}/{r}" for r in changed] + [f"missing {folder.name}/{r}" for r in missing]
@@ -200,7 +187,6 @@ def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
         result.add("git", None, "not a git repository")
         return {}
     commit = head.stdout.strip()
-    from vidtok.runs import modified_tracked_files
 
     modified = modified_tracked_files(_run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout)
     if modified:
@@ -212,7 +198,6 @@ def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
 
 def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
     """The run manifest, the package versions it recorded and the integrity of its final checkpoint."""
-    from vidtok.runs import RunManifestError, package_versions, read_manifest
 
     label = run_dir.name
     try:
@@ -241,7 +226,7 @@ def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
     if not weights.is_file():
         result.add(f"checkpoint:{label}", False, f"{weights}: missing")
         return manifest
-    actual = _sha256(weights)
+    actual = sha256_file(weights)
     recorded_cfg = json.loads(config.read_text()).get("weights_sha256") if config.is_file() else None
     if actual != manifest.final_checkpoint_sha256 or actual != recorded_cfg:
         result.add(
@@ -257,7 +242,6 @@ def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
 
 def check_metrics_file(result: AuditResult, repo: Path, metrics_path: Path, final_sha: str | None) -> dict | None:
     """The evaluation file is what dvc.lock recorded and names the checkpoint the run produced."""
-    import yaml
 
     if not metrics_path.is_file():
         result.add("metrics", False, f"{metrics_path}: missing (run `dvc repro evaluate`)")
@@ -277,8 +261,8 @@ def check_metrics_file(result: AuditResult, repo: Path, metrics_path: Path, fina
     if lock.is_file():
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         recorded = [o.get("md5") for s in stages.values() for o in s.get("outs", []) if o.get("path") == rel]
-        if recorded and recorded[0] != _md5(metrics_path):
-            problems.append(f"{rel}: md5 {_md5(metrics_path)[:12]} differs from dvc.lock {recorded[0][:12]}")
+        if recorded and recorded[0] != md5_file(metrics_path):
+            problems.append(f"{rel}: md5 {md5_file(metrics_path)[:12]} differs from dvc.lock {recorded[0][:12]}")
     ck_sha = (record.get("checkpoint") or {}).get("weights_sha256")
     if final_sha and ck_sha != final_sha:
         problems.append(f"{rel} evaluated weights {str(ck_sha)[:12]}, the run's final checkpoint is {final_sha[:12]}")
@@ -293,22 +277,18 @@ def check_rerun(
     result: AuditResult, record: dict[str, Any], checkpoint: Path, data: Any, tolerance: dict[str, float]
 ) -> None:
     """Evaluate the checkpoint again on the same clips and compare every recorded metric."""
-    from vidtok.evaluation.evaluate import evaluate
 
     protocol = record.get("data") or {}
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = evaluate(
-            checkpoint,
-            data,
+        options = EvalOptions(
             split=protocol.get("split", "val"),
-            out_dir=tmp,
             resolution=int(str(protocol.get("resolution", "0x0")).split("x")[0]) or None,
             fps=protocol.get("fps"),
             max_clips=int(protocol.get("num_clips") or 0),
             vmaf="value" in (record.get("metrics", {}).get("vmaf") or {}),
             num_videos=0,
-            progress=False,
         )
+        fresh = evaluate(checkpoint, data, options, out_dir=tmp, progress=False)
     if fresh.get("data", {}).get("clip_index_sha256") != protocol.get("clip_index_sha256"):
         result.add("rerun", False, "the clip index changed since the evaluation (the rerun saw other clips)")
         return
@@ -334,8 +314,6 @@ def check_rerun(
 
 
 def write_outputs(result: AuditResult, out_dir: str | os.PathLike[str]) -> Path:
-    from vidtok._files import atomic_write
-
     folder = Path(out_dir)
     atomic_write(folder / "audit.md", result.markdown())
     atomic_write(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
@@ -392,7 +370,6 @@ def _rerun(result: AuditResult, record: dict | None, run_dir: Path, manifest: An
     if record is None or manifest is None or manifest.final_checkpoint is None:
         result.add("rerun", None, "nothing to re-evaluate (no metrics or no final checkpoint)")
         return
-    from vidtok.data.config import DataConfig
 
     data = DataConfig.from_dict(manifest.config.get("data", {}))
     cwd = Path.cwd()

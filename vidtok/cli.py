@@ -12,9 +12,41 @@ nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tqdm import tqdm
+
+from vidtok._files import one_line
+from vidtok.audit import audit
+from vidtok.data.clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
+from vidtok.data.config import load_data_config
+from vidtok.data.manifest import build_manifest, manifest_summary
+from vidtok.data.sources import copy_samples
+from vidtok.data.video import VideoError
+from vidtok.evaluation.evaluate import EvalOptions, evaluate
+from vidtok.evaluation.report import report
+from vidtok.metrics import MissingWeightsError
+from vidtok.model import interop
+from vidtok.model.streaming import TileSpec
+from vidtok.model.vidtok import CheckpointError, load_pretrained, preset_table, save_pretrained
+from vidtok.params import active_profile
+from vidtok.studies.trial import (
+    EVALUATE,
+    SCHEDULES,
+    ChainLayout,
+    ParamSource,
+    evaluate_stage,
+    run_main_job,
+    train_stage,
+)
+from vidtok.tokens import RunOptions, Source, TokenFile, decode_file, encode_file, reconstruct_file
+from vidtok.train.config import load_params, params_info
+from vidtok.train.module import TrainingError
+from vidtok.train.run import train
 
 
 class CommandError(Exception):
@@ -25,12 +57,9 @@ class CommandError(Exception):
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from vidtok.model.vidtok import preset_table
 
     rows = preset_table()
     if args.json:
-        import json
-
         print(json.dumps(rows, indent=2))
         return
     header = f"{'name':38s} {'family':6s} {'regularizer':13s} {'compression':11s} {'latent (C x t x h x w)':30s} params"
@@ -44,19 +73,18 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from vidtok import checkpoints
 
     if args.to == "diffusers":
-        model = checkpoints.load_pretrained(args.source)
-        out = checkpoints.to_diffusers(model, args.output)
+        model = load_pretrained(args.source)
+        out = interop.to_diffusers(model, args.output)
     elif args.source_format == "upstream":
         if not args.preset:
             raise CommandError("--preset is required with --from upstream (the .ckpt does not name its architecture)")
-        model = checkpoints.from_upstream(args.source, args.preset)
-        out = checkpoints.save_pretrained(model, args.output, metadata={"converted_from": str(args.source)})
+        model = interop.from_upstream(args.source, args.preset)
+        out = save_pretrained(model, args.output, metadata={"converted_from": str(args.source)})
     else:
-        model = checkpoints.from_diffusers(args.source, name=args.preset or "diffusers")
-        out = checkpoints.save_pretrained(model, args.output, metadata={"converted_from": str(args.source)})
+        model = interop.from_diffusers(args.source, name=args.preset or "diffusers")
+        out = save_pretrained(model, args.output, metadata={"converted_from": str(args.source)})
     print(f"wrote {out} ({model.name}, {model.config.compression}, {model.config.regularizer})")
 
 
@@ -64,8 +92,6 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _run_options(args: argparse.Namespace):
-    from vidtok.model.streaming import TileSpec
-    from vidtok.tokens import RunOptions
 
     tile = None
     if args.tile:
@@ -80,13 +106,11 @@ def _run_options(args: argparse.Namespace):
 
 
 def _progress(total: int | None, unit: str = "frame"):
-    from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=None, leave=False)
 
 
 def _frame_count(args: argparse.Namespace) -> int | None:
-    from vidtok.tokens import Source
 
     try:
         return Source.open(str(args.input), args.fps, args.allow_partial).num_frames
@@ -95,7 +119,6 @@ def _frame_count(args: argparse.Namespace) -> int | None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from vidtok.tokens import encode_file
 
     with _progress(_frame_count(args)) as bar:
         result = encode_file(
@@ -116,7 +139,6 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    from vidtok.tokens import TokenFile, decode_file
 
     try:
         total = TokenFile.load(args.input).num_frames
@@ -135,7 +157,6 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from vidtok.tokens import reconstruct_file
 
     with _progress(_frame_count(args)) as bar:
         result = reconstruct_file(
@@ -187,7 +208,6 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
 
 def _data_config(args: argparse.Namespace, **overrides: object):
     """DataConfig from the params file's data: section, then the flags that were given."""
-    from vidtok.data.config import load_data_config
 
     return load_data_config(args.params, args.profile, args.set or (), **overrides)
 
@@ -201,14 +221,12 @@ def _data_call(func: Callable, *a: object, **kw: object):
 
 
 def cmd_data_samples(args: argparse.Namespace) -> None:
-    from vidtok.data.sources import copy_samples
 
     dest = args.dest or _data_config(args).data_dir
     _data_call(copy_samples, dest, force=args.force, dvc=not args.no_dvc)
 
 
 def cmd_data_manifest(args: argparse.Namespace) -> None:
-    from vidtok.data.manifest import build_manifest, manifest_summary
 
     config = _data_config(args, data_dir=args.data_dir, manifest=args.output)
     df = _data_call(build_manifest, config)
@@ -217,7 +235,6 @@ def cmd_data_manifest(args: argparse.Namespace) -> None:
 
 
 def cmd_data_resample(args: argparse.Namespace) -> None:
-    from vidtok.data.clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
 
     config = _data_config(args, cache_resolutions=args.cache_resolution)
     rates = args.fps or list(config.fps)
@@ -306,8 +323,6 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         """Training's own failures (non-finite loss, missing LPIPS weights) become one-line command errors too."""
 
         def run(args: argparse.Namespace) -> None:
-            from vidtok.metrics import MissingWeightsError
-            from vidtok.train.module import TrainingError
 
             try:
                 func(args)
@@ -317,9 +332,6 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         return run
 
     def cmd_train(args: argparse.Namespace) -> None:
-        from vidtok.params import active_profile
-        from vidtok.train.config import load_params, params_info
-        from vidtok.train.run import train
 
         config = params_file(args.config)
         overrides = list(args.set or [])
@@ -345,19 +357,13 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         print(line)
 
     def cmd_evaluate(args: argparse.Namespace) -> None:
-        from vidtok.evaluation.evaluate import evaluate
-        from vidtok.train.config import load_params
 
         data = load_params(params_file(args.config), args.profile, list(args.set or [])).data
         out = Path(args.output)
         if out.suffix != ".json":
             raise CommandError(f"-o {out}: expected a .json metrics file (per_video.csv and videos/ go next to it)")
-        record = evaluate(
-            args.checkpoint,
-            data,
+        options = EvalOptions(
             split=args.split,
-            out_dir=out.parent,
-            metrics_name=out.name,
             resolution=args.resolution,
             fps=args.fps,
             max_clips=args.max_clips,
@@ -368,7 +374,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
             fvd_i3d_path=args.fvd_i3d,
             num_videos=args.videos,
             device=args.device,
-            progress=not args.no_progress,
+        )
+        record = evaluate(
+            args.checkpoint, data, options, out_dir=out.parent, metrics_name=out.name, progress=not args.no_progress
         )
         s = record["summary"]
         verdict = "beats" if s["beats_trivial_codec"] else "does NOT beat"
@@ -403,9 +411,43 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=one_line_errors(cmd_train))
 
+    def cmd_stage(args: argparse.Namespace) -> None:
+        source = ParamSource(params_file(args.config), args.profile, tuple(args.set or []))
+        layout = ChainLayout.main_job(args.repo)
+        if args.name == EVALUATE:
+            options = EvalOptions(split=args.split, vmaf=args.vmaf, lpips_net=args.lpips_net, num_videos=args.videos)
+            record = evaluate_stage(layout, source, options, schedule=args.schedule, progress=not args.no_progress)
+            s = record["summary"]
+            print(
+                f"wrote {layout.eval_dir}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f} on {s['num_clips']} "
+                f"{args.split} clips (trivial codec {s['trivial_psnr']:.2f} dB)"
+            )
+            return
+        result = train_stage(
+            args.name, layout, source, schedule=args.schedule, on_change="restart", progress=not args.no_progress
+        )
+        print(f"wrote {result.run_dir}: {result.steps} steps in {result.wall_time_s:.0f} s")
+
+    stages = sorted({s for chain in SCHEDULES.values() for s in chain}) + [EVALUATE]
+    p = sub.add_parser(
+        "stage",
+        help="one stage of the pipeline's chain (what dvc.yaml runs): outputs/train/STAGE or outputs/eval",
+        description="Run one stage of the chain stage1 -> stage2 -> evaluate (or onestage -> evaluate) into the "
+        "main job's folders; a folder holding a run made by other settings, code or data is started over.",
+    )
+    p.add_argument("name", choices=stages, metavar="STAGE", help=f"one of {', '.join(stages)}")
+    params_flags(p)
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="two-stage", help="the chain (default two-stage)")
+    p.add_argument("--repo", default=".", help="repository root whose outputs/ the chain writes (default .)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val", help="evaluate: clips of this split")
+    p.add_argument("--vmaf", action="store_true", help="evaluate: also VMAF")
+    p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="evaluate: LPIPS backbone")
+    p.add_argument("--videos", type=int, default=3, help="evaluate: side-by-side mp4s to write")
+    p.set_defaults(func=one_line_errors(cmd_stage))
+
     p = sub.add_parser("evaluate", help="metrics (with protocols) of a checkpoint on val clips, vs the trivial codec")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (its final checkpoint)")
-    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val", help="clips of this split (default val)")
     p.add_argument("-o", "--output", default="outputs/eval/metrics.json", help="metrics JSON to write")
     params_flags(p)
     p.add_argument("--resolution", type=int, help="square size (default: the checkpoint's training resolution)")
@@ -425,7 +467,6 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from vidtok.evaluation.report import report
 
     text = report(args.eval, args.output, run_dirs=args.runs)
     print(text, end="")
@@ -433,7 +474,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from vidtok.audit import audit
 
     tolerance = {}
     for item in args.tolerance or []:
@@ -453,7 +493,6 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_run_pipeline(args: argparse.Namespace) -> None:
-    from vidtok.studies.trial import run_main_job
 
     status = run_main_job(args.repo)
     if status:
@@ -536,11 +575,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -548,17 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 0
-    import warnings
-
-    from vidtok.data.video import VideoError
-    from vidtok.model.vidtok import CheckpointError
 
     format_warning = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: f"vidtok: warning: {message}\n"
     try:
         func(args)
     except (CommandError, CheckpointError, VideoError, ValueError, FileNotFoundError) as err:
-        print(f"vidtok {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"vidtok {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `vidtok presets | head`
         sys.stderr.close()

@@ -22,25 +22,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import math
 import os
-import socket
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidtok._files import sha256_file
 from vidtok.model.config import ModelConfig
 
 __all__ = [
@@ -345,7 +346,6 @@ def _vmaf_model() -> torch.nn.Module:
 
 def vmaf(reference: Tensor, reconstruction: Tensor, *, fps: float | None = None) -> MetricResult:
     """VMAF (vmaf_v0.6.1) per frame, mean over frames; motion features restart at every clip."""
-    from importlib.metadata import version
 
     ref, rec = _pair(reference, reconstruction)
 
@@ -379,22 +379,6 @@ _vmaf = vmaf  # video_metrics' `vmaf` flag shadows the function name there
 # LPIPS
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _online(host: str = "download.pytorch.org", timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def lpips_head_path(net: str, version: str = "0.1") -> Path:
     """The calibrated linear heads shipped inside the lpips wheel (found without importing lpips or downloading)."""
     spec = importlib.util.find_spec("lpips")
@@ -408,8 +392,8 @@ class LPIPSMetric:
 
     The ImageNet trunk (a torchvision state dict; only its `features.*` tensors are used) is taken from, in order:
     `trunk_path`, the env var VIDTOK_LPIPS_TRUNK, the torch hub cache (`torch.hub.get_dir()/checkpoints/
-    vgg16-397923af.pth` or `alexnet-owt-7be5be79.pth`), and a download only when `allow_download=True` and the
-    machine is online. Otherwise `MissingWeightsError` is raised at construction, before any computation.
+    vgg16-397923af.pth` or `alexnet-owt-7be5be79.pth`); nothing is ever downloaded. Otherwise `MissingWeightsError`
+    is raised at construction, before any computation.
     `random_trunk_for_tests=True` uses a randomly initialised trunk and reports "random_feature_distance", never
     "lpips": it only exercises the plumbing.
     """
@@ -419,7 +403,6 @@ class LPIPSMetric:
         net: Literal["vgg", "alex"] = "vgg",
         *,
         trunk_path: str | os.PathLike[str] | None = None,
-        allow_download: bool = False,
         random_trunk_for_tests: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
@@ -432,20 +415,18 @@ class LPIPSMetric:
         self.random_trunk = random_trunk_for_tests
         head_path = lpips_head_path(net, self.version)
         self.trunk_path, self.trunk_source = (None, "random") if self.random_trunk else self._find_trunk(trunk_path)
-        if not self.random_trunk and allow_download and self.trunk_path is None:
-            self.trunk_path, self.trunk_source = self._download(), "download"
         if not self.random_trunk and self.trunk_path is None:
             file, url = LPIPS_TRUNKS[net]
             hub = Path(torch.hub.get_dir()) / "checkpoints" / file
             raise MissingWeightsError(
                 f"LPIPS-{net} needs the torchvision ImageNet trunk {file} ({url}): put it at {hub}, pass "
-                f"trunk_path=, or set {LPIPS_TRUNK_ENV}=/path/to/{file} (allow_download=True fetches it when online)"
+                f"trunk_path=, or set {LPIPS_TRUNK_ENV}=/path/to/{file} (nothing is downloaded)"
             )
-        self.trunk_sha256 = None if self.trunk_path is None else _sha256(self.trunk_path)
+        self.trunk_sha256 = None if self.trunk_path is None else sha256_file(self.trunk_path)
         prefix = LPIPS_TRUNKS[net][0].rsplit("-", 1)[1].split(".")[0]  # torch.hub file names carry a sha256 prefix
         if self.trunk_source == "torch hub cache" and not str(self.trunk_sha256).startswith(prefix):
             raise ValueError(f"{self.trunk_path}: sha256 does not start with {prefix}; the file is corrupt, delete it")
-        self.head_sha256 = _sha256(head_path)
+        self.head_sha256 = sha256_file(head_path)
         self._model = self._build(head_path).to(device)
 
     def _find_trunk(self, trunk_path: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
@@ -460,15 +441,6 @@ class LPIPSMetric:
         if cached.is_file():
             return cached, "torch hub cache"  # sha256 prefix verified in __init__
         return None, ""
-
-    def _download(self) -> Path | None:
-        file, url = LPIPS_TRUNKS[self.net]
-        if not _online():
-            return None
-        dst = Path(torch.hub.get_dir()) / "checkpoints" / file
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=file.rsplit("-", 1)[1].split(".")[0])
-        return dst
 
     def _build(self, head_path: Path) -> torch.nn.Module:
         import lpips
@@ -606,7 +578,7 @@ class FVD:
                 f"extractor_path= or set {I3D_ENV}"
             )
         self.path, self.device, self.batch_size = Path(given), torch.device(device), batch_size
-        self.sha256 = _sha256(self.path)
+        self.sha256 = sha256_file(self.path)
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; the detector ships as one
             warnings.simplefilter("ignore", FutureWarning)
             self._model = torch.jit.load(str(self.path), map_location=self.device).eval()
@@ -814,7 +786,6 @@ def video_metrics(
 
 
 def _read_video(path: str) -> tuple[Tensor, float | None]:
-    import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]

@@ -17,11 +17,14 @@ Torch-free, so the data commands and the dashboard can read parameters without i
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import yaml
 
 SECTIONS = ("data", "model", "train", "loss")
 
@@ -59,7 +62,6 @@ def _unset_removed(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def _yaml_loader() -> type:
     """PyYAML's SafeLoader reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); DVC's YAML 1.2 reader and every
     user mean the number. This loader also resolves exponent floats without a dot."""
-    import yaml
 
     class Loader(yaml.SafeLoader):
         pass
@@ -73,14 +75,12 @@ def _yaml_loader() -> type:
 
 
 def yaml_load(text: Any) -> Any:
-    import yaml
 
     return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """'train.stage2.steps=50' -> (['train', 'stage2', 'steps'], 50); the value is parsed as YAML."""
-    import yaml
 
     key, sep, raw = item.partition("=")
     parts = key.strip().split(".")
@@ -96,7 +96,6 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def read_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    import yaml
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: params file not found")
@@ -146,9 +145,6 @@ def active_profile(path: str | os.PathLike[str] | None, profile: str | None = No
 
 
 def _main(argv: list[str]) -> int:
-    import argparse
-
-    import yaml
 
     parser = argparse.ArgumentParser(prog="python -m vidtok.params", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="params.yaml")

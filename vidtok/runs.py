@@ -42,6 +42,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +287,6 @@ def workspace_git_info() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
@@ -297,17 +297,25 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def device_info(accelerator: str, devices: int, strategy: str, precision: str, world_size: int) -> dict[str, Any]:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else None
+def device_info(
+    accelerator: str,
+    devices: int,
+    strategy: str,
+    precision: str,
+    world_size: int,
+    *,
+    torch_threads: int,
+    gpu: str | None = None,
+) -> dict[str, Any]:
+    """The `device` record of a run: how it was trained and on what (the caller knows torch; this module does not
+    import it, so the dashboard can read run folders without torch)."""
     return {
         "accelerator": accelerator,
         "devices": devices,
         "strategy": strategy,
         "precision": precision,
         "world_size": world_size,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch_threads,
         "cpu": platform.processor() or platform.machine(),
         "gpu": gpu,
         "hostname": socket.gethostname(),

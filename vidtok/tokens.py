@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
+from vidtok._files import atomic_path, resolve_device
 from vidtok.data.video import VideoWriter, iter_frames, iter_resampled, probe
+from vidtok.metrics import psnr, ssim
 from vidtok.model.streaming import TileSpec, iter_decode, iter_encode
 from vidtok.model.vidtok import VidTok, load_pretrained, save_safetensors
 
@@ -189,14 +190,6 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
 @dataclass(frozen=True)
 class RunOptions:
     chunk_frames: int = 16
@@ -247,15 +240,8 @@ class TokenFile:
             "clip_frames": str(self.clip_frames),
             "tensor_sha256": _tensor_sha256(tensor),
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             save_safetensors({self.kind: tensor}, tmp, metadata=metadata)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return target
 
     @classmethod
@@ -357,7 +343,7 @@ def encode_file(
     progress: Callable[[int], None] | None = None,
 ) -> EncodeResult:
     """Encode a video file into a token file (indices for discrete models, latents otherwise)."""
-    device = resolve_device(options.device)
+    device = torch.device(resolve_device(options.device))
     model, ref = load_model(preset, checkpoint)
     model = model.to(device).eval()
     source = Source.open(input_path, fps, options.allow_partial)
@@ -418,7 +404,7 @@ def decode_file(
     """Decode a token file into an H.264 mp4 at the recorded frame rate and size."""
     name = str(tokens_path)
     tokens = TokenFile.load(tokens_path)
-    device = resolve_device(options.device)
+    device = torch.device(resolve_device(options.device))
     model = _model_for_tokens(tokens, name, preset, checkpoint).to(device).eval()
     g = tokens.geometry
     # Non-causal latents must be cut at the clip boundaries used when encoding.
@@ -463,9 +449,8 @@ def reconstruct_file(
 
     PSNR and SSIM compare the reconstruction with the frames the model was given (after resampling and resizing).
     """
-    from vidtok.metrics import psnr, ssim
 
-    device = resolve_device(options.device)
+    device = torch.device(resolve_device(options.device))
     model, _ = load_model(preset, checkpoint)
     model = model.to(device).eval()
     source = Source.open(input_path, fps, options.allow_partial)

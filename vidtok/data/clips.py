@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from vidtok.data import video as vio
 from vidtok.data.config import DataConfig, join
-from vidtok.data.manifest import read_manifest, write_table
-from vidtok._files import sha256_and_size, write_json
+from vidtok.data.manifest import read_manifest
+from vidtok._files import atomic_path, sha256_and_size, write_json, write_table
 
 __all__ = [
     "ClipIndexError",
@@ -191,7 +191,7 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
         "videos": videos,
         "skipped": skipped,
     }
-    write_json(clip_summary_path(config, fps), summary)
+    write_json(clip_summary_path(config, fps), summary, sort_keys=False)
     return path
 
 
@@ -348,10 +348,8 @@ def build_clip_cache(
     for (path, digest), group in index.groupby(["path", "sha256"], sort=True):
         plan.append((path, digest, np.unique(np.concatenate(group["frame_indices"].map(np.asarray).tolist()))))
     total = sum(len(frames) for _, _, frames in plan)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
     videos = []
-    try:
+    with atomic_path(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, resolution, resolution, 3))
         row = 0
         with tqdm(total=total, desc=f"cache @ {fps:g} fps {resolution}px", unit="frame", disable=not progress) as bar:
@@ -366,19 +364,16 @@ def build_clip_cache(
                     bar.update(len(part))
         out.flush()
         del out
-        meta = {
-            "version": INDEX_VERSION,
-            "fps": float(fps),
-            "resolution": resolution,
-            "frames": total,
-            "index": clip_index_path(config, fps),
-            "index_sha256": index_sha,
-            "videos": videos,
-        }
-        os.replace(tmp, target)
-        write_json(target.with_suffix(".json"), meta)
-    finally:
-        tmp.unlink(missing_ok=True)
+    meta = {
+        "version": INDEX_VERSION,
+        "fps": float(fps),
+        "resolution": resolution,
+        "frames": total,
+        "index": clip_index_path(config, fps),
+        "index_sha256": index_sha,
+        "videos": videos,
+    }
+    write_json(target.with_suffix(".json"), meta, sort_keys=False)
     return target
 
 

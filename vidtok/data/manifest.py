@@ -24,7 +24,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from tqdm import tqdm
 
-from vidtok._files import atomic_write, sha256_and_size
+from vidtok._files import sha256_and_size, write_table
 from vidtok.data import video as vio
 from vidtok.data.config import DataConfig, join, list_files
 
@@ -379,15 +379,3 @@ def manifest_summary(df: pd.DataFrame) -> list[str]:
     for row in rejected.itertuples():
         lines.append(f"  rejected  {row.path}: {row.reason}")
     return lines
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> str:
-    """Write a table atomically as parquet, or CSV when ``path`` ends in .csv. Returns the path."""
-    path = os.fspath(path)
-    buf = io.BytesIO()
-    if path.lower().endswith(".csv"):
-        df.to_csv(buf, index=False)
-    else:
-        df.to_parquet(buf, index=False, engine="pyarrow")
-    atomic_write(path, buf.getvalue())
-    return path

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from vidtok._files import sha256_and_size
-from vidtok._files import tool_env
+from vidtok._files import atomic_path, dvc_command, sha256_and_size, tool_env
+import yaml
 
 __all__ = ["SAMPLE_FILES", "SAMPLES_PACKAGE", "SAMPLES_VERSION", "copy_samples", "sync_dvc_cache"]
 
@@ -74,12 +74,8 @@ def copy_samples(
         todo.append((src, dst, digest))
     dest.mkdir(parents=True, exist_ok=True)
     for src, dst, _ in todo:
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
+        with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
     log(
         f"{dest}: {len(SAMPLE_FILES)} sample videos from {SAMPLES_PACKAGE} {SAMPLES_VERSION} "
         f"({len(todo)} copied, {len(SAMPLE_FILES) - len(todo)} already there)"
@@ -104,7 +100,7 @@ def _dvc_dir_md5(folder: Path) -> str:
 
 def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = tool_env()
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run([*dvc_command(), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def sync_dvc_cache(folder: str | os.PathLike[str]) -> str:
@@ -118,7 +114,6 @@ def sync_dvc_cache(folder: str | os.PathLike[str]) -> str:
     folder = Path(folder).resolve()
     dvc_file = folder.with_name(folder.name + ".dvc")
     try:
-        import yaml
 
         outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
         recorded = outs[0].get("md5")

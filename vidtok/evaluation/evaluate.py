@@ -1,50 +1,243 @@
 """Evaluate a checkpoint on the data layer's clips: every metric with its protocol, next to the trivial codec.
 
-    vidtok evaluate --checkpoint outputs/train/stage2/checkpoints/final --split val -o outputs/eval/metrics.json
+    vidtok evaluate --checkpoint outputs/train/stage2 --split test -o outputs/eval/metrics.json
+
+Four steps, one function each: `resolve` (which checkpoint, which clips, which metrics; every setting checked
+before anything is computed), `score` (the model on the clips, batch by batch), `summarise` (the metrics.json
+record) and `write` (the files). `evaluate` runs the four.
 
 Clips: the clip index of `data` at `fps` (default data.val_fps), the videos of `split`, non-overlapping clips
-(every ceil(clip_frames / clip_stride)-th indexed clip of a video, as the data module's val set; no padded tail
-clip, unlike the reference's repeat-padding), centre crop + antialiased resize to `resolution` (default: the
-resolution the checkpoint was trained at). KL models reconstruct from the posterior mean (deterministic; the
-reference samples), outputs are clamped to [-1, 1] and mapped to [0, 1] (vidtok.metrics.to_unit).
+(vidtok.data.loader.non_overlapping_step, as the val set; no padded tail clip, unlike the reference's
+repeat-padding), centre crop + antialiased resize to `resolution` (default: the resolution the checkpoint was
+trained at). KL models reconstruct from the posterior mean (deterministic; the reference samples), outputs are
+clamped to [-1, 1] and mapped to [0, 1] (vidtok.metrics.to_unit). The trivial codec (vidtok.metrics.trivial_codec)
+is scored on the same clips.
 
 Written next to the metrics file (atomically): metrics.json (summary, every metric with its protocol, the
-trivial-codec baseline, and what was unavailable and why), per_video.csv, and videos/<name>.mp4 side-by-side
-original | reconstruction for the first few videos.
-
-The trivial codec is the "does it beat doing nothing clever" bar at the same compression: keep the samples a
-latent grid of the preset's factors would hold, then interpolate linearly back. Spatially: average s x s blocks,
-bilinear upsampling (pixel centres). Temporally, causal models: keep frames T-1, T-1-tf, ... (for T = 1 + k*tf:
-frames 0, tf, ..., T-1, exactly ceil(T / tf) = latent frames) and interpolate linearly between them; non-causal:
-average groups of tf frames, placed at the group centres, linear in between and held at the ends. It stores 3 float
-values (RGB) per latent position where the model stores z_channels, and no quantisation.
+trivial-codec baseline, and what was unavailable and why), per_video.csv, per_frame.csv, videos/<name>.mp4
+side-by-side original | reconstruction for the first few videos, and tokens/<name>.tokens for the same videos.
 """
 
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
+import json
 import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from vidtok import metrics as M
-from vidtok._files import atomic_write
+from vidtok._files import atomic_write, resolve_device, sha256_file
+from vidtok.data.clips import clip_index_path, load_clip_index, open_cache
+from vidtok.data.config import DataConfig, join
+from vidtok.data.loader import ClipDataset, VideoDataModule, non_overlapping_step
+from vidtok.data.video import write_video
+from vidtok.model.config import ModelConfig
+from vidtok.model.vidtok import VidTok, load_pretrained, read_config
+from vidtok.runs import read_manifest
+from vidtok.tokens import RunOptions, encode_file
 
-__all__ = ["evaluate"]
+__all__ = ["EvalOptions", "evaluate", "resolve", "score", "summarise", "write"]
 
 FORMAT = "vidtok-metrics"
 FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
 
 
-# ------------------------------------------------------------------------------------------------ helpers
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate: which clips, which metrics, where to compute. Defaults: the val clips at data.val_fps and the
+    checkpoint's training resolution, all of them, LPIPS (VGG) when its trunk weights are on this machine."""
+
+    split: str = "val"
+    fps: float | None = None  # None: data.val_fps
+    resolution: int | None = None  # None: the resolution the checkpoint was trained at
+    max_clips: int = 0  # 0: all
+    batch_size: int = 2
+    vmaf: bool = False  # slow
+    lpips_net: str | None = "vgg"  # vgg, alex or None
+    lpips_trunk_path: str | None = None  # else VIDTOK_LPIPS_TRUNK or the torch hub cache; never downloaded
+    fvd_i3d_path: str | None = None  # StyleGAN-V i3d_torchscript.pt; FVD only with it
+    num_videos: int = 3  # side-by-side videos and token files to write
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.lpips_net not in (None, "vgg", "alex"):
+            raise ValueError(f"lpips_net must be vgg, alex or None, got {self.lpips_net!r}")
+        for name, low in (("max_clips", 0), ("batch_size", 1), ("num_videos", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------ resolve
+
+
+@dataclass
+class Evaluation:
+    """A resolved evaluation: the checkpoint and its model, the clips and the metric objects, all checked."""
+
+    checkpoint: Path  # the save_pretrained folder
+    record: dict[str, Any]  # its config.json
+    model: VidTok
+    data: DataConfig
+    options: EvalOptions
+    fps: float
+    resolution: int
+    dataset: ClipDataset
+    num_clips: int
+    index_path: str
+    index_sha256: str | None
+    lpips: M.LPIPSMetric | None
+    fvd: M.FVD | None
+    unavailable: dict[str, str]  # metric -> why it is not computed
+
+
+def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options: EvalOptions) -> Evaluation:
+    """Everything `score` needs, checked: `checkpoint` is a save_pretrained folder or a run folder (its final
+    checkpoint). LPIPS is computed only with real trunk weights; without them it is recorded as unavailable with
+    the reason, unless a trunk path was given explicitly (then a missing file is an error)."""
+    folder = Path(checkpoint)
+    if (folder / "run.json").is_file():
+        run = read_manifest(folder)
+        if run.final_checkpoint is None:
+            raise ValueError(f"{folder}: run is {run.status}, it has no final checkpoint")
+        folder = folder / run.final_checkpoint
+    record = read_config(folder)
+    config = data if data is not None else DataConfig()
+    resolution = int(options.resolution or (record.get("metadata") or {}).get("resolution") or 128)
+    fps = float(options.fps or config.val_fps)
+    model = load_pretrained(folder)
+    cfg = model.config
+    if resolution % cfg.spatial_factor:
+        raise ValueError(f"resolution {resolution} is not divisible by the model's spatial factor {cfg.spatial_factor}")
+    if not cfg.causal and config.clip_frames % cfg.temporal_factor:
+        raise ValueError(
+            f"data.clip_frames {config.clip_frames} is not a multiple of the temporal factor {cfg.temporal_factor}"
+        )
+    unavailable: dict[str, str] = {}
+    lpips = None
+    if options.lpips_net is None:
+        unavailable["lpips"] = "not requested"
+    else:
+        try:
+            lpips = M.LPIPSMetric(options.lpips_net, trunk_path=options.lpips_trunk_path)  # type: ignore[arg-type]
+        except M.MissingWeightsError as err:
+            if options.lpips_trunk_path is not None:
+                raise
+            unavailable["lpips"] = str(err)
+    fvd = None
+    if options.fvd_i3d_path is None:
+        unavailable["fvd"] = "no I3D weights given (fvd_i3d_path / --fvd-i3d); FVD is never downloaded silently"
+    else:
+        fvd = M.FVD(options.fvd_i3d_path)
+    if not options.vmaf:
+        unavailable["vmaf"] = "not requested (slow; --vmaf)"
+    if cfg.num_codes is None:
+        unavailable["codebook"] = f"continuous latents ({cfg.regularizer}): no codebook"
+    dataset, index_path, index_sha = _clips(config, fps, options.split, resolution)
+    n = len(dataset) if options.max_clips <= 0 else min(options.max_clips, len(dataset))
+    if n == 0:
+        raise ValueError(f"no {options.split} clips at {fps:g} fps (videos shorter than {config.clip_frames} frames?)")
+    return Evaluation(
+        folder, record, model, config, options, fps, resolution, dataset, n, index_path, index_sha, lpips, fvd,
+        unavailable,
+    )  # fmt: skip
+
+
+def _clips(config: DataConfig, fps: float, split: str, resolution: int) -> tuple[ClipDataset, str, str | None]:
+    """(ClipDataset of the non-overlapping clips of `split`, clip index path, its sha256)."""
+    VideoDataModule(config, fps=fps, resolution=resolution, val_fps=fps).prepare_data()
+    index = load_clip_index(config, fps)
+    step = config.val_stride or non_overlapping_step(config.clip_frames, config.clip_stride)
+    chosen = index[(index["split"] == split) & (index["clip"] % step == 0)].reset_index(drop=True)
+    cache = None
+    for r in sorted(config.cache_resolutions):
+        if r >= resolution and (cache := open_cache(config, fps, r)) is not None:
+            break
+    dataset = ClipDataset(chosen, config.data_dir, resolution, crop="center", cache=cache)
+    path = clip_index_path(config, fps)
+    digest = sha256_file(path) if "://" not in path and os.path.isfile(path) else None
+    return dataset, path, digest
+
+
+# ------------------------------------------------------------------------------------------------ score
+
+
+@dataclass
+class Scores:
+    """What `score` measured, batch by batch, before pooling."""
+
+    parts: dict[str, list[M.MetricResult]] = field(default_factory=lambda: defaultdict(list))
+    by_video: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    clips_per_video: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    frame_rows: list[tuple[str, int, int, float, float]] = field(default_factory=list)  # video, clip, frame, psnr, ssim
+    videos: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))  # original | reconstruction
+    code_counts: Tensor | None = None
+    seconds: float = 0.0
+
+
+def score(ev: Evaluation, *, progress: bool = True) -> Scores:
+    """Reconstruct the clips batch by batch and measure every requested metric (and the trivial codec)."""
+    started = time.perf_counter()
+    cfg, opts, fps, n = ev.model.config, ev.options, ev.fps, ev.num_clips
+    model = ev.model.to(torch.device(resolve_device(opts.device))).eval()
+    device = next(model.parameters()).device
+    out = Scores(code_counts=torch.zeros(cfg.num_codes or 1, dtype=torch.int64))
+    keep_videos = list(dict.fromkeys(str(p) for p in ev.dataset.paths[:n]))[: opts.num_videos]
+    with torch.no_grad(), tqdm(total=n, unit="clip", desc=f"evaluate {opts.split}", disable=not progress) as bar:
+        for lo in range(0, n, opts.batch_size):
+            rows = list(range(lo, min(n, lo + opts.batch_size)))
+            x = torch.stack([ev.dataset[r] for r in rows])
+            recon, encoded = model(x.to(device))
+            ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
+            triv = M.to_unit(M.trivial_codec(x, cfg))
+            results = {
+                "psnr": M.psnr(ref, rec, fps=fps),
+                "ssim": M.ssim(ref, rec, fps=fps),
+                "trivial_psnr": M.psnr(ref, triv, fps=fps),
+                "trivial_ssim": M.ssim(ref, triv, fps=fps),
+            }
+            if ev.lpips is not None:
+                results["lpips"] = ev.lpips(ref, rec, fps=fps)
+            if opts.vmaf:
+                results["vmaf"] = M.vmaf(ref, rec, fps=fps)
+            if ev.fvd is not None:
+                ev.fvd.update(ref, rec)
+            if encoded.indices is not None and cfg.num_codes:
+                out.code_counts += torch.bincount(encoded.indices.flatten().long().cpu(), minlength=cfg.num_codes)
+            for name, result in results.items():
+                out.parts[name].append(result)
+                for i, r in enumerate(rows):
+                    out.by_video[str(ev.dataset.paths[r])][name].append(result.per_clip[i])  # type: ignore[index]
+            t = x.shape[2]
+            psnr_frames, ssim_frames = results["psnr"].per_frame, results["ssim"].per_frame
+            for i, r in enumerate(rows):
+                path = str(ev.dataset.paths[r])
+                clip = out.clips_per_video[path]
+                for f in range(t):
+                    out.frame_rows.append((path, clip, f, psnr_frames[i * t + f], ssim_frames[i * t + f]))  # type: ignore[index]
+                out.clips_per_video[path] += 1
+                if path in keep_videos and len(out.videos[path]) < 8:
+                    out.videos[path].append(torch.cat([ref[i], rec[i]], dim=-1))
+            bar.update(len(rows))
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ summarise
 
 
 def _pool(parts: list[M.MetricResult]) -> M.MetricResult:
@@ -73,192 +266,27 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _to_uint8(x: Tensor) -> np.ndarray:
-    """(3, T, H, W) in [0, 1] -> (T, H, W, 3) uint8, rounded."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+def _baseline_description(cfg: ModelConfig) -> str:
+    temporal = "subsampling anchored at the last frame" if cfg.causal else "group means"
+    return (
+        f"downsample by {cfg.compression} (spatial box average, temporal {temporal}), linear upsampling back;"
+        " 3 float values per latent position, no quantisation"
+    )
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _eval_clips(config: Any, fps: float, split: str, resolution: int) -> tuple[Any, str, str | None]:
-    """(ClipDataset of the non-overlapping clips of `split`, clip index path, its sha256)."""
-    import pandas as pd
-
-    from vidtok._files import sha256_file
-    from vidtok.data.clips import clip_index_path, load_clip_index, open_cache
-    from vidtok.data.loader import ClipDataset, VideoDataModule
-
-    VideoDataModule(config, fps=fps, resolution=resolution, val_fps=fps).prepare_data()
-    index = load_clip_index(config, fps)
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    # The data module's val rule (val_subset), for either split: every k-th clip of a video, k = clip length in
-    # index strides, so clips do not overlap.
-    step = config.val_stride or -(-config.clip_frames // config.clip_stride)
-    chosen: pd.DataFrame = index[(index["split"] == split) & (index["clip"] % step == 0)].reset_index(drop=True)
-    cache = None
-    for r in sorted(config.cache_resolutions):
-        if r >= resolution and (cache := open_cache(config, fps, r)) is not None:
-            break
-    dataset = ClipDataset(chosen, config.data_dir, resolution, crop="center", cache=cache)
-    path = clip_index_path(config, fps)
-    digest = sha256_file(path) if "://" not in path and os.path.isfile(path) else None
-    return dataset, path, digest
-
-
-# ------------------------------------------------------------------------------------------------ evaluate
-
-
-def evaluate(
-    checkpoint: str | os.PathLike[str],
-    data: Any = None,
-    *,
-    split: str = "val",
-    out_dir: str | os.PathLike[str] = "outputs/eval",
-    metrics_name: str = "metrics.json",
-    resolution: int | None = None,
-    fps: float | None = None,
-    max_clips: int = 0,
-    batch_size: int = 2,
-    vmaf: bool = False,
-    lpips_net: str | None = "vgg",
-    lpips_trunk_path: str | None = None,
-    fvd_i3d_path: str | None = None,
-    num_videos: int = 3,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate `checkpoint` (a save_pretrained folder, or a run folder: its final checkpoint) and write
-    out_dir/{metrics_name, per_video.csv, videos/}. Returns the metrics.json record.
-
-    `data` is a DataConfig (default: DataConfig()). LPIPS is computed only with real trunk weights (lpips_trunk_path,
-    env VIDTOK_LPIPS_TRUNK or the torch hub cache); otherwise it is recorded as unavailable with the reason, unless
-    a trunk path was given explicitly (then a missing file is an error). FVD needs `fvd_i3d_path` (never
-    downloaded). VMAF is slow and off unless `vmaf=True`."""
-    from tqdm import tqdm
-
-    from vidtok.data.config import DataConfig
-    from vidtok.model.vidtok import load_pretrained, read_config
-
-    started = time.perf_counter()
-    folder = Path(checkpoint)
-    if (folder / "run.json").is_file():
-        from vidtok.runs import read_manifest
-
-        manifest = read_manifest(folder)
-        if manifest.final_checkpoint is None:
-            raise ValueError(f"{folder}: run is {manifest.status}, it has no final checkpoint")
-        folder = folder / manifest.final_checkpoint
-    record = read_config(folder)
-    config = data if data is not None else DataConfig()
-    meta = record.get("metadata") or {}
-    resolution = int(resolution or meta.get("resolution") or 128)
-    fps = float(fps or config.val_fps)
-    if lpips_net not in (None, "vgg", "alex"):
-        raise ValueError(f"lpips_net must be vgg, alex or None, got {lpips_net!r}")
-    model = load_pretrained(folder)
-    cfg = model.config
-    s, tf = cfg.spatial_factor, cfg.temporal_factor
-    if resolution % s:
-        raise ValueError(f"resolution {resolution} is not divisible by the model's spatial factor {s}")
-    if not cfg.causal and config.clip_frames % tf:
-        raise ValueError(f"data.clip_frames {config.clip_frames} is not a multiple of the temporal factor {tf}")
-
-    unavailable: dict[str, str] = {}
-    lpips_metric = None
-    if lpips_net is None:
-        unavailable["lpips"] = "not requested"
-    else:
-        try:
-            lpips_metric = M.LPIPSMetric(lpips_net, trunk_path=lpips_trunk_path)  # type: ignore[arg-type]
-        except M.MissingWeightsError as err:
-            if lpips_trunk_path is not None:
-                raise
-            unavailable["lpips"] = str(err)
-    fvd = None
-    if fvd_i3d_path is None:
-        unavailable["fvd"] = "no I3D weights given (fvd_i3d_path / --fvd-i3d); FVD is never downloaded silently"
-    else:
-        fvd = M.FVD(fvd_i3d_path)
-    if not vmaf:
-        unavailable["vmaf"] = "not requested (slow; --vmaf)"
-    if cfg.num_codes is None:
-        unavailable["codebook"] = f"continuous latents ({cfg.regularizer}): no codebook"
-
-    dataset, index_path, index_sha = _eval_clips(config, fps, split, resolution)
-    n = len(dataset) if max_clips <= 0 else min(max_clips, len(dataset))
-    if n == 0:
-        raise ValueError(f"no {split} clips at {fps:g} fps (videos shorter than {config.clip_frames} frames?)")
-    dev = _resolve_device(device)
-    model = model.to(dev).eval()
-    parts: dict[str, list[M.MetricResult]] = defaultdict(list)
-    by_video: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    clip_counts: dict[str, int] = defaultdict(int)
-    counts = torch.zeros(cfg.num_codes or 1, dtype=torch.int64)
-    videos: dict[str, list[Tensor]] = defaultdict(list)
-    frame_rows: list[tuple[str, int, int, float, float]] = []  # video, clip, frame, psnr, ssim
-    keep_videos = list(dict.fromkeys(str(p) for p in dataset.paths[:n]))[:num_videos]
-    with torch.no_grad(), tqdm(total=n, unit="clip", desc=f"evaluate {split}", disable=not progress) as bar:
-        for lo in range(0, n, batch_size):
-            rows = list(range(lo, min(n, lo + batch_size)))
-            x = torch.stack([dataset[r] for r in rows])
-            recon, encoded = model(x.to(dev))
-            ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
-            triv = M.to_unit(M.trivial_codec(x, cfg))
-            results = {
-                "psnr": M.psnr(ref, rec, fps=fps),
-                "ssim": M.ssim(ref, rec, fps=fps),
-                "trivial_psnr": M.psnr(ref, triv, fps=fps),
-                "trivial_ssim": M.ssim(ref, triv, fps=fps),
-            }
-            if lpips_metric is not None:
-                results["lpips"] = lpips_metric(ref, rec, fps=fps)
-            if vmaf:
-                results["vmaf"] = M.vmaf(ref, rec, fps=fps)
-            if fvd is not None:
-                fvd.update(ref, rec)
-            if encoded.indices is not None and cfg.num_codes:
-                counts += torch.bincount(encoded.indices.flatten().long().cpu(), minlength=cfg.num_codes)
-            for name, result in results.items():
-                parts[name].append(result)
-                for i, r in enumerate(rows):
-                    by_video[str(dataset.paths[r])][name].append(result.per_clip[i])  # type: ignore[index]
-            t = x.shape[2]
-            for i, r in enumerate(rows):
-                path = str(dataset.paths[r])
-                for f in range(t):
-                    frame_rows.append(
-                        (path, clip_counts[path], f, results["psnr"].per_frame[i * t + f],  # type: ignore[index]
-                         results["ssim"].per_frame[i * t + f])  # type: ignore[index]
-                    )  # fmt: skip
-                clip_counts[path] += 1
-                if path in keep_videos and len(videos[path]) < 8:
-                    videos[path].append(torch.cat([ref[i], rec[i]], dim=-1))  # original | reconstruction
-            bar.update(len(rows))
-
-    pooled = {name: _pool(p) for name, p in parts.items()}
+def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
+    """The metrics.json record: summary, every metric with its protocol, the trivial codec, what was unavailable."""
+    cfg, opts = ev.model.config, ev.options
+    pooled = {name: _pool(p) for name, p in scores.parts.items()}
     metrics: dict[str, Any] = {name: _record(pooled[name]) for name in pooled if not name.startswith("trivial_")}
-    if fvd is not None:
-        metrics["fvd"] = _record(fvd.compute(fps=fps))
-    if cfg.num_codes:
-        for name, result in M.codebook_metrics(counts, cfg.num_codes, counts=True).items():
+    if ev.fvd is not None:
+        metrics["fvd"] = _record(ev.fvd.compute(fps=ev.fps))
+    if cfg.num_codes and scores.code_counts is not None:
+        for name, result in M.codebook_metrics(scores.code_counts, cfg.num_codes, counts=True).items():
             metrics[name] = _record(result)
-    for name, reason in unavailable.items():
+    for name, reason in ev.unavailable.items():
         if name != "codebook":
             metrics.setdefault(name, {"available": False, "reason": reason})
-    baseline = {
-        "description": (
-            f"downsample by {cfg.compression} (spatial box average, temporal "
-            f"{'subsampling anchored at the last frame' if cfg.causal else 'group means'}), linear upsampling back;"
-            " 3 float values per latent position, no quantisation"
-        ),
-        "psnr": _record(pooled["trivial_psnr"]),
-        "ssim": _record(pooled["trivial_ssim"]),
-    }
     gain = pooled["psnr"].value - pooled["trivial_psnr"].value
     summary: dict[str, Any] = {
         "psnr": pooled["psnr"].value,
@@ -267,103 +295,119 @@ def evaluate(
         "trivial_ssim": pooled["trivial_ssim"].value,
         "psnr_gain_over_trivial_db": gain,
         "beats_trivial_codec": bool(gain > 0),
-        "num_clips": n,
+        "num_clips": ev.num_clips,
     }
     for name in ("lpips", "vmaf", "fvd", "codebook_utilisation", "codebook_perplexity"):
         if name in metrics and "value" in metrics[name]:
             summary[name] = metrics[name]["value"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = {
+    record = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "checkpoint": {
-            "path": str(folder),
-            "name": record.get("name"),
-            "weights_sha256": record.get("weights_sha256"),
+            "path": str(ev.checkpoint),
+            "name": ev.record.get("name"),
+            "weights_sha256": ev.record.get("weights_sha256"),
             "compression": cfg.compression,
             "regularizer": cfg.regularizer,
             "num_codes": cfg.num_codes,
-            "metadata": meta,
+            "metadata": ev.record.get("metadata") or {},
         },
         "data": {
-            "split": split,
-            "fps": fps,
-            "resolution": f"{resolution}x{resolution}",
-            "clip_length": config.clip_frames,
-            "num_clips": n,
-            "num_videos": len(clip_counts),
-            "clip_index": index_path,
-            "clip_index_sha256": index_sha,
+            "split": opts.split,
+            "fps": ev.fps,
+            "resolution": f"{ev.resolution}x{ev.resolution}",
+            "clip_length": ev.data.clip_frames,
+            "num_clips": ev.num_clips,
+            "num_videos": len(scores.clips_per_video),
+            "clip_index": ev.index_path,
+            "clip_index_sha256": ev.index_sha256,
             "sampling": "non-overlapping clips of the clip index (data module val rule), no padded tail clip",
             "preprocessing": "centre crop to the target aspect, antialiased bilinear resize, uint8, then [-1, 1]",
             "latents": "KL: posterior mean (deterministic)" if cfg.regularizer == "kl" else cfg.regularizer,
         },
         "summary": summary,
         "metrics": metrics,
-        "baseline_trivial_codec": baseline,
-        "unavailable": unavailable,
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        "baseline_trivial_codec": {
+            "description": _baseline_description(cfg),
+            "psnr": _record(pooled["trivial_psnr"]),
+            "ssim": _record(pooled["trivial_ssim"]),
+        },
+        "unavailable": ev.unavailable,
+        "wall_time_s": round(scores.seconds, 3),
     }
-    result = _json_safe(result)
-    import json
-
-    atomic_write(out_dir / metrics_name, json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    _write_per_video(out_dir / "per_video.csv", by_video, clip_counts, config.clip_frames)
-    _write_per_frame(out_dir / "per_frame.csv", frame_rows)
-    _write_videos(out_dir / "videos", videos, fps)
-    from vidtok.data.config import join
-
-    sources = [join(dataset.data_dir, v) for v in keep_videos]
-    _write_tokens(out_dir / "tokens", sources, folder, fps, resolution, cfg, config.clip_frames, device)
-    return result
+    return _json_safe(record)
 
 
-def _write_per_frame(path: Path, rows: list[tuple[str, int, int, float, float]]) -> None:
+# ------------------------------------------------------------------------------------------------ write
+
+
+def write(ev: Evaluation, scores: Scores, record: dict[str, Any], out_dir: Path, metrics_name: str) -> None:
+    """metrics.json, per_video.csv, per_frame.csv, the side-by-side videos and the token files, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / metrics_name, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write(out_dir / "per_video.csv", _per_video_csv(scores, ev.data.clip_frames))
+    atomic_write(out_dir / "per_frame.csv", _per_frame_csv(scores.frame_rows))
+    (out_dir / "videos").mkdir(exist_ok=True)
+    for path, clips in scores.videos.items():
+        frames = np.concatenate([_to_uint8(c) for c in clips])
+        write_video(out_dir / "videos" / (Path(path).stem + "_orig_vs_recon.mp4"), frames, ev.fps)
+    # The token file (`vidtok encode` format) of each shown video at the evaluation fps and size: what the
+    # dashboard's token maps read. Indices for discrete models, latents for KL.
+    (out_dir / "tokens").mkdir(exist_ok=True)
+    cfg = ev.model.config
+    options = RunOptions(chunk_frames=16 if cfg.causal else ev.data.clip_frames, device=ev.options.device)
+    for video in scores.videos:
+        source = join(ev.dataset.data_dir, video)
+        encode_file(source, out_dir / "tokens" / f"{Path(video).stem}.tokens", checkpoint=str(ev.checkpoint),
+                    fps=ev.fps, resolution=ev.resolution, options=options)  # fmt: skip
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """(3, T, H, W) in [0, 1] -> (T, H, W, 3) uint8, rounded."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def _per_frame_csv(rows: list[tuple[str, int, int, float, float]]) -> str:
     """Per-frame PSNR/SSIM (clip = the video's n-th evaluated clip): the seams and drifts a mean hides."""
-    buffer = _io.StringIO()
+    buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["video", "clip", "frame", "psnr", "ssim"])
     for video, clip, frame, p, q in rows:
         writer.writerow([video, clip, frame, f"{p:.6g}", f"{q:.6g}"])
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _write_tokens(
-    folder: Path, sources: list[str], checkpoint: Path, fps: float, resolution: int, cfg: Any, clip: int, device: str
-) -> None:
-    """The token file (`vidtok encode` format) of each shown video at the evaluation fps and short side: what the
-    dashboard's token maps read. Indices for discrete models, latents for KL."""
-    from vidtok.tokens import RunOptions, encode_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    options = RunOptions(chunk_frames=16 if cfg.causal else clip, device=device)
-    for source in sources:
-        encode_file(source, folder / f"{Path(source).stem}.tokens", checkpoint=str(checkpoint), fps=fps,
-                    resolution=resolution, options=options)  # fmt: skip
-
-
-def _write_per_video(
-    path: Path, by_video: dict[str, dict[str, list[float]]], counts: dict[str, int], clip_frames: int
-) -> None:
-    names = sorted({name for values in by_video.values() for name in values})
-    buffer = _io.StringIO()
+def _per_video_csv(scores: Scores, clip_frames: int) -> str:
+    names = sorted({name for values in scores.by_video.values() for name in values})
+    buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["video", "clips", "frames", *names])
-    for video in sorted(by_video):
-        values = by_video[video]
-        row = [video, counts[video], counts[video] * clip_frames]
+    for video in sorted(scores.by_video):
+        values, clips = scores.by_video[video], scores.clips_per_video[video]
+        row = [video, clips, clips * clip_frames]
         row += [f"{float(np.mean(values[name])):.6g}" if values.get(name) else "" for name in names]
         writer.writerow(row)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _write_videos(folder: Path, videos: dict[str, list[Tensor]], fps: float) -> None:
-    from vidtok.data.video import write_video
+# ------------------------------------------------------------------------------------------------ evaluate
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, clips in videos.items():
-        name = Path(path).stem + "_orig_vs_recon.mp4"
-        frames = np.concatenate([_to_uint8(c) for c in clips])
-        write_video(folder / name, frames, fps)
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    data: DataConfig | None = None,
+    options: EvalOptions | None = None,
+    *,
+    out_dir: str | os.PathLike[str] = "outputs/eval",
+    metrics_name: str = "metrics.json",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate `checkpoint` (a save_pretrained folder, or a run folder: its final checkpoint) on the clips of
+    `data` (default DataConfig()) as `options` say, write out_dir/{metrics_name, per_video.csv, per_frame.csv,
+    videos/, tokens/} and return the metrics.json record."""
+    ev = resolve(checkpoint, data, options or EvalOptions())
+    scores = score(ev, progress=progress)
+    record = summarise(ev, scores)
+    write(ev, scores, record, Path(out_dir), metrics_name)
+    return record

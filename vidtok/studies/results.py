@@ -24,13 +24,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+
+from vidtok._files import atomic_write, write_table
 
 TRIALS_NAME = "trials.parquet"
 SUMMARY_JSON = "summary.json"
@@ -122,14 +123,7 @@ def write_trials(df: pd.DataFrame, study_dir: str | os.PathLike[str]) -> Path:
     folder = Path(study_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = validate_trials(df[COLUMNS] if set(COLUMNS) <= set(df.columns) else df, str(folder / TRIALS_NAME))
-    fd, tmp = tempfile.mkstemp(prefix=".trials.", suffix=".parquet", dir=folder)
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, folder / TRIALS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_table(table, folder / TRIALS_NAME)
     return folder / TRIALS_NAME
 
 
@@ -224,10 +218,7 @@ def write_summary(
         (SUMMARY_JSON, json.dumps(summary, indent=2) + "\n"),
         (SUMMARY_MD, summary_markdown(summary, study, factor)),
     ):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, folder / name)
+        atomic_write(folder / name, text)
     return summary
 
 

@@ -37,7 +37,10 @@ Torch-free at import: training is imported only when a trial runs.
 
 from __future__ import annotations
 
+import _thread
+import argparse
 import contextlib
+import csv
 import inspect
 import json
 import math
@@ -55,11 +58,20 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import sqlalchemy
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from vidtok._files import write_json
+from vidtok._files import one_line, write_json
+from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
+from vidtok.data.config import list_files, load_data_config
+from vidtok.data.manifest import build_manifest
+from vidtok.data.sources import copy_samples
+from vidtok.params import resolve_sections
 from vidtok.studies.results import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
 from vidtok.studies.specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
+from vidtok.studies.trial import run_trial
 
 __all__ = [
     "FSQ_LEVELS",
@@ -95,8 +107,6 @@ def open_storage(storage: str | None, study_dir: str | os.PathLike[str]) -> tupl
     None: JournalStorage on `study_dir`/optuna.journal. A `sqlite:///`, `postgresql://` or `mysql://` URL:
     RDBStorage (SQLite with a 60 s lock timeout against "database is locked"). A path ending in .journal: a
     journal file there. Anything else is a ValueError naming the accepted forms."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
 
     if storage is None or storage == "":
         path = Path(study_dir) / JOURNAL_NAME
@@ -113,7 +123,6 @@ def open_storage(storage: str | None, study_dir: str | os.PathLike[str]) -> tupl
             f"storage {storage!r}: expected sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., a .journal "
             "path, or nothing (experiments/<study>/optuna.journal)"
         )
-    import sqlalchemy
 
     try:
         shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
@@ -178,7 +187,6 @@ class StepPruningHook:
     def report_curves(self, runs: Mapping[str, Path], column: str = "val_psnr") -> None:
         """Report the validation curves of finished stages (their val.csv) as intermediate values, without
         pruning: the record Optuna's pruners compare later trials against, and what optuna-dashboard plots."""
-        import csv
 
         for stage, run_dir in runs.items():
             path = Path(run_dir) / "val.csv"
@@ -221,7 +229,6 @@ def _rooted(root: Path, path: str) -> str:
 def data_overrides(root: Path, params_path: Path, profile: str | None) -> list[str]:
     """`data.*` overrides that make the params file's relative data paths point into `root`, so trials do not
     depend on the working directory of the process (a Prefect worker, a test)."""
-    from vidtok.params import resolve_sections
 
     data = resolve_sections(params_path if params_path.is_file() else None, profile)["data"]
     defaults = {"data_dir": "data", "manifest": "outputs/data/manifest.parquet"}
@@ -230,7 +237,6 @@ def data_overrides(root: Path, params_path: Path, profile: str | None) -> list[s
 
 
 def _train_fps(params_path: Path, profile: str | None, overrides: Sequence[str]) -> float:
-    from vidtok.params import resolve_sections
 
     train = resolve_sections(params_path if params_path.is_file() else None, profile, overrides)["train"]
     return float(train.get("fps", 3.0))
@@ -263,10 +269,6 @@ def prepare_data(
     (`vidtok data samples`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
     index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). Returns what it
     used, for logs and artifacts."""
-    from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
-    from vidtok.data.config import list_files, load_data_config
-    from vidtok.data.manifest import build_manifest
-    from vidtok.data.sources import copy_samples
 
     root = Path(root).resolve()
     params = root / params_path
@@ -316,6 +318,8 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
         for t in trials
         if "resumed_from_trial" in t.user_attrs
     }
+    # A stale trial cannot be updated once failed: its retry carries why it was failed.
+    stale = {t.user_attrs["retry_of"]: t.user_attrs.get("retry_reason") for t in trials if "retry_of" in t.user_attrs}
     for t in trials:
         a = t.user_attrs
         if a.get("skipped") or "level" not in a:
@@ -335,7 +339,7 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "run_dir": moved.get(t.number, a.get("run_dir")),
             "metrics_path": a.get("metrics_path"),
             "params_json": json.dumps(a.get("params", {}), sort_keys=True),
-            "error": a.get("error") if t.state == TrialState.FAIL else None,
+            "error": _error(t, stale),
             "started_at": a.get("started_at") or _iso(t.datetime_start),
             "ended_at": _iso(t.datetime_complete),
         }
@@ -347,6 +351,14 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["steps"] = df["steps"].astype("Int64")
     return df.sort_values("trial").reset_index(drop=True)
+
+
+def _error(t: FrozenTrial, stale: Mapping[int, str | None]) -> str | None:
+    if t.state != TrialState.FAIL:
+        return None
+    if t.number in stale:
+        return f"stale: {stale[t.number]} (killed?); its point is retried"
+    return t.user_attrs.get("error")
 
 
 def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, study_dir: Path) -> dict[str, Any]:
@@ -396,38 +408,44 @@ def _stale_reason(t: FrozenTrial, now: float, stale_after_s: float) -> str | Non
     return None
 
 
-def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
-    """Mark RUNNING trials whose process died as FAIL (user attr `stale`); returns their numbers."""
-    from optuna.exceptions import UpdateFinishedTrialError
-
-    storage, now, failed = study._storage, time.time(), []
+def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> dict[int, str]:
+    """Tell RUNNING trials whose process died FAIL; returns {trial number: why}. Their points are enqueued again
+    with `retry_of` / `retry_reason` user attrs (a finished trial's attrs cannot change), and the retry takes
+    over the dead trial's run folder."""
+    now, failed = time.time(), {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         why = _stale_reason(t, now, stale_after_s)
         if why is None:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "stale", True)
-            storage.set_trial_user_attr(t._trial_id, "error", f"stale: {why} (killed?); its point is retried")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed.append(t.number)
-        except UpdateFinishedTrialError:
-            continue  # it finished after all
+            study.tell(t.number, state=TrialState.FAIL)
+        except ValueError:
+            continue  # it finished after all ("Cannot tell a COMPLETE trial")
+        failed[t.number] = why
     return failed
 
 
 def _enqueue_open_points(
-    study: optuna.Study, spec: StudySpec, points: list[tuple[Level, int]], base: dict[str, Any], retry_failed: bool
+    study: optuna.Study,
+    spec: StudySpec,
+    points: list[tuple[Level, int]],
+    base: dict[str, Any],
+    retry_failed: bool,
+    stale: Mapping[int, str],
 ) -> int:
     """Enqueue every requested (level, seed) point that no live, finished or (unless retry_failed) failed trial
-    holds. Stale failures are always retried."""
+    holds. Points of `stale` trials (just failed by `fail_stale_trials`) are always retried."""
     held: dict[tuple[str, int], set[str]] = {}
+    stale_point: dict[tuple[str, int], int] = {}
     for t in study.get_trials(deepcopy=False):
         p = _point(t)
         if p is None or t.user_attrs.get("skipped"):
             continue
         kind = t.state.name
-        if t.state == TrialState.FAIL and (t.user_attrs.get("stale") or retry_failed):
+        if t.state == TrialState.FAIL and (t.number in stale or retry_failed):
             kind = "RETRY"
+            if t.number in stale:
+                stale_point[p] = t.number
         held.setdefault(p, set()).add(kind)
     count = 0
     for level, seed in points:
@@ -435,6 +453,9 @@ def _enqueue_open_points(
             continue
         params = {**base, "level": level.label, "seed": seed, **_level_params(level)}
         attrs = {"level": level.label, "seed": seed, "level_value": level.value, "quantizer": level.quantizer}
+        dead = stale_point.get((level.label, seed))
+        if dead is not None:
+            attrs |= {"retry_of": dead, "retry_reason": stale[dead]}
         study.enqueue_trial({"level": level.label, "seed": seed}, user_attrs={**attrs, "params": params})
         count += 1
     return count
@@ -444,18 +465,36 @@ def _level_params(level: Level) -> dict[str, Any]:
     return {k: v for k, v in asdict(level).items() if k not in ("label", "value", "fps")}
 
 
-class _Heartbeat:
-    """Writes `heartbeat_at` on the running trial every `interval` s, so other workers can tell it is alive."""
+class HeartbeatLost(RuntimeError):
+    """The running trial could not write its heartbeat to the study storage several times in a row: it stops, so
+    that no other worker takes over its run folder (it looks stale to them) while it still writes there."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float) -> None:
-        self._storage, self._id, self._interval = study._storage, trial._trial_id, interval
+
+class _Heartbeat:
+    """Writes `heartbeat_at` on the running trial every `interval` s, so other workers can tell it is alive.
+
+    A failed write is logged; after `max_failures` in a row the main thread is interrupted (the trial stops and
+    `lost` says why), since other workers would soon fail the trial as stale and retry its point in its folder."""
+
+    def __init__(self, trial: optuna.Trial, interval: float, log: Callable[[str], None], max_failures: int = 3) -> None:
+        self._trial, self._interval, self._log, self._max = trial, interval, log, max_failures
+        self.lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # the trial finished meanwhile; the next beat is not needed
-                self._storage.set_trial_user_attr(self._id, "heartbeat_at", time.time())
+            try:
+                self._trial.set_user_attr("heartbeat_at", time.time())
+                failures = 0
+            except Exception as err:  # noqa: BLE001 - storage down, disk full, database locked ...
+                failures += 1
+                self._log(f"trial {self._trial.number}: heartbeat {failures}/{self._max} failed: {one_line(err)}")
+                if failures >= self._max and not self._stop.is_set():
+                    self.lost = f"heartbeat failed {failures} times in a row ({one_line(err)})"
+                    _thread.interrupt_main()  # KeyboardInterrupt in the trial's thread: see _run_one
+                    return
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -464,11 +503,6 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:500]
 
 
 def _validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
@@ -520,7 +554,6 @@ def run_study(
     if not root.is_dir():
         raise ValueError(f"root {root}: not a folder (the repository root or a data root with params.yaml)")
     params = root / params_path
-    from vidtok.params import resolve_sections
 
     resolve_sections(params if params.is_file() else None, profile)  # an unknown profile fails here, in one line
     study_dir = root / "experiments" / study_name
@@ -530,9 +563,7 @@ def run_study(
     if prepare:
         rates = needed_fps(spec, root, params_path=params_path, profile=profile, levels=levels)
         data_info = prepare_data(root, params_path=params_path, profile=profile, fps=rates, log=log)
-    run = run_fn
-    if run is None:
-        from vidtok.studies.trial import run_trial as run
+    run = run_trial if run_fn is None else run_fn
     accepts_hook = "on_validation" in inspect.signature(run).parameters
 
     direction = spec.direction
@@ -571,9 +602,9 @@ def run_study(
     base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
     with _locked(study_dir):
         stale = fail_stale_trials(ostudy, stale_after_s)
-        queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed)
+        queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed, stale)
     if stale:
-        log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
+        log(f"{study_name}: failed stale trial(s) {sorted(stale)}; their points are queued again")
     log(f"{study_name}: {queued} point(s) newly queued; storage {meta['storage']}")
     write_study_files(ostudy, spec, study_name, study_dir)
 
@@ -603,8 +634,7 @@ def run_study(
 def _skip_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
     """A popped trial whose point another live or finished trial holds (a race between machines), or one that is
     not from the queue: told FAIL with `skipped` (left out of the trials table) so it runs nothing."""
-    storage = study._storage
-    attrs = storage.get_trial(trial._trial_id).user_attrs
+    attrs = trial.user_attrs
     reason = None
     if "level" not in attrs:
         reason = "not from the study's queue (another worker took the last point)"
@@ -620,7 +650,7 @@ def _skip_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
                 break
     if reason is None:
         return False
-    storage.set_trial_user_attr(trial._trial_id, "skipped", reason)
+    trial.set_user_attr("skipped", reason)
     study.tell(trial, state=TrialState.FAIL)
     return True
 
@@ -643,18 +673,18 @@ def _run_one(
 ) -> None:
     """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes on),
     KeyboardInterrupt fails the trial and is re-raised."""
-    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    attrs = trial.user_attrs
     try:
         level = spec.level(attrs["level"])
         trial.suggest_categorical("level", [lv.label for lv in spec.levels])
         seed = trial.suggest_int("seed", 0, SEED_HIGH)
     except ValueError as err:  # the study was made with other levels: another study_name is needed
-        trial.set_user_attr("error", _one_line(err))
+        trial.set_user_attr("error", one_line(err, with_type=True))
         study.tell(trial, state=TrialState.FAIL)
-        log(f"{study_name}: trial {trial.number} FAILED: {_one_line(err)}")
+        log(f"{study_name}: trial {trial.number} FAILED: {one_line(err, with_type=True)}")
         return
     folder = study_dir / "runs" / f"trial_{trial.number}"
-    _adopt_stale_folder(study, trial, level.label, seed, study_dir, folder)
+    _adopt_stale_folder(trial, study_dir, folder)
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("heartbeat_at", time.time())
@@ -666,8 +696,9 @@ def _run_one(
     overrides = [*base_overrides, *level.overrides, f"train.seed={seed}"]
     kwargs: dict[str, Any] = {"on_validation": hook} if accepts_hook else {}
     started = time.perf_counter()
+    heartbeat = _Heartbeat(trial, heartbeat_s, log)
     try:
-        with _Heartbeat(study, trial, heartbeat_s):
+        with heartbeat:
             result = run(
                 folder,
                 params_path=params if params.is_file() else None,
@@ -688,11 +719,18 @@ def _run_one(
         log(f"{study_name}: trial {trial.number} pruned ({err})")
         return
     except Exception as err:
-        trial.set_user_attr("error", _one_line(err))
+        trial.set_user_attr("error", one_line(err, with_type=True))
         study.tell(trial, state=TrialState.FAIL)
-        log(f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {_one_line(err)}")
+        log(
+            f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {one_line(err, with_type=True)}"
+        )
         return
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt) and heartbeat.lost:
+            with contextlib.suppress(Exception):  # the storage is what is failing
+                trial.set_user_attr("error", f"stopped: {heartbeat.lost}")
+                study.tell(trial, state=TrialState.FAIL)
+            raise HeartbeatLost(f"{study_name}: trial {trial.number} stopped: {heartbeat.lost}") from None
         trial.set_user_attr("error", "interrupted")
         study.tell(trial, state=TrialState.FAIL)
         raise
@@ -700,19 +738,14 @@ def _run_one(
     log(f"{study_name}: trial {trial.number} {spec.metric} {value:.3f} in {time.perf_counter() - started:.0f} s")
 
 
-def _adopt_stale_folder(
-    study: optuna.Study, trial: optuna.Trial, label: str, seed: int, study_dir: Path, folder: Path
-) -> None:
-    """Take over the run folder of a stale (killed) trial of the same point: run_trial resumes its stages from
-    their last checkpoints instead of starting over."""
-    if folder.exists():
-        return
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        old = study_dir / "runs" / f"trial_{t.number}"
-        if t.user_attrs.get("stale") and _point(t) == (label, seed) and old.is_dir():
-            os.replace(old, folder)
-            trial.set_user_attr("resumed_from_trial", t.number)  # the finished trial itself cannot be updated
-            return
+def _adopt_stale_folder(trial: optuna.Trial, study_dir: Path, folder: Path) -> None:
+    """A retry of a stale (killed) trial takes over its run folder: run_trial resumes the stages from their last
+    checkpoints instead of starting over."""
+    dead = trial.user_attrs.get("retry_of")
+    old = study_dir / "runs" / f"trial_{dead}"
+    if dead is not None and not folder.exists() and old.is_dir():
+        os.replace(old, folder)
+        trial.set_user_attr("resumed_from_trial", int(dead))
 
 
 def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: str) -> float:
@@ -742,7 +775,6 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m vidtok.studies.sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", help=f"one of {', '.join(STUDIES)}")
@@ -780,7 +812,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             pruner=args.pruner,
         )
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {_one_line(err).split(': ', 1)[-1]}", file=sys.stderr)
+        print(f"error: {one_line(err, with_type=True).split(': ', 1)[-1]}", file=sys.stderr)
         return 1
     print(result.markdown, end="")
     print(f"wrote {result.folder}/trials.parquet, summary.json, summary.md")

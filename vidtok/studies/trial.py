@@ -1,29 +1,137 @@
-"""The pipeline end to end: the README's main job, the report stage, and one pipeline run for a sweep trial.
+"""The stage chain, written once: stage 1 -> stage 2 -> evaluate (or one stage -> evaluate) for one parameter set.
 
-    vidtok run-pipeline          # sample videos -> `dvc repro` -> the metrics table (what `make run` does)
-    vidtok report --eval outputs/eval/metrics.json -o outputs/report.md
+    vidtok stage stage1 && vidtok stage stage2 && vidtok stage evaluate     # what dvc.yaml's stages run
+    vidtok run-pipeline                                                     # the main job: data -> `dvc repro`
 
-The DVC stages (dvc.yaml) and the Prefect tasks (flows/) call the same functions: `vidtok data ...`,
-`vidtok.train.run.train`, `vidtok.evaluation.evaluate.evaluate`, and `report` here. `run_trial` chains them for one set of
-parameters into a folder of its own (a sweep trial), reusing the shared data stages' outputs.
+Three callers run the same chain: the DVC pipeline (dvc.yaml runs `vidtok stage NAME`, one stage per DVC stage,
+into outputs/train/<stage> and outputs/eval), the Prefect `pipeline` flow (one task per stage, into its own
+folder) and every study trial (`run_trial`, into experiments/<study>/runs/trial_<n>/). A stage knows its place in
+the chain: which stage it starts from (`init_from` = the previous stage's run folder) and where it writes
+(`ChainLayout`); nothing else re-declares that.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from vidtok._files import tool_env
+from vidtok._files import dvc_command, tool_env
+from vidtok.data.sources import copy_samples
+from vidtok.evaluation.evaluate import EvalOptions, evaluate
+from vidtok.params import active_profile
+from vidtok.train.config import load_params, params_info
+from vidtok.train.run import TrainResult, train
 
-SCHEDULES = ("two-stage", "one-stage")
+__all__ = [
+    "EVALUATE",
+    "SCHEDULES",
+    "ChainLayout",
+    "ParamSource",
+    "TrialResult",
+    "evaluate_stage",
+    "run_main_job",
+    "run_trial",
+    "train_stage",
+]
+
+# The training stages of each schedule, in order; evaluation follows the last one.
+SCHEDULES: dict[str, tuple[str, ...]] = {"two-stage": ("stage1", "stage2"), "one-stage": ("onestage",)}
+EVALUATE = "evaluate"
+
+
+@dataclass(frozen=True)
+class ChainLayout:
+    """Where a chain writes: run folders train_root/<stage> and the evaluation in eval_dir."""
+
+    train_root: Path
+    eval_dir: Path
+
+    def run_dir(self, stage: str) -> Path:
+        return self.train_root / stage
+
+    @classmethod
+    def main_job(cls, repo: str | os.PathLike[str] = ".") -> ChainLayout:
+        """The DVC pipeline's folders (dvc.yaml outs): outputs/train/<stage>, outputs/eval."""
+        return cls(Path(repo) / "outputs" / "train", Path(repo) / "outputs" / "eval")
+
+    @classmethod
+    def trial(cls, folder: str | os.PathLike[str]) -> ChainLayout:
+        """A study trial's folder: <folder>/<stage>, <folder>/eval."""
+        return cls(Path(folder), Path(folder) / "eval")
+
+
+@dataclass(frozen=True)
+class ParamSource:
+    """Where a chain's parameters come from: a params file (None: the dataclass defaults), its profile (None: the
+    file's `profile:`) and `section.key=value` overrides."""
+
+    path: str | os.PathLike[str] | None = "params.yaml"
+    profile: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def with_overrides(self, *more: str) -> ParamSource:
+        return ParamSource(self.path, self.profile, (*self.overrides, *more))
+
+
+def _previous(stage: str, schedule: str) -> str | None:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    chain = SCHEDULES[schedule]
+    if stage not in chain:
+        raise ValueError(f"stage {stage!r} is not part of the {schedule} chain ({' -> '.join(chain)})")
+    i = chain.index(stage)
+    return chain[i - 1] if i else None
+
+
+def train_stage(
+    stage: str,
+    layout: ChainLayout,
+    source: ParamSource,
+    *,
+    schedule: str = "two-stage",
+    on_change: Literal["error", "restart"] = "error",
+    progress: bool = True,
+    on_validation: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train `stage` of `schedule` into layout.run_dir(stage), starting from the previous stage's run folder."""
+    previous = _previous(stage, schedule)
+    overrides = list(source.overrides)
+    if previous is not None:
+        overrides.append(f"train.init_from={layout.run_dir(previous)}")
+    params = load_params(source.path, source.profile, overrides, stage=stage)
+    result = train(
+        *params,
+        layout.run_dir(stage),
+        params=params_info(source.path, active_profile(source.path, source.profile), overrides),
+        progress=progress,
+        on_change=on_change,
+        on_validation=on_validation,
+    )
+    if result is None:  # a DDP worker process: rank 0 reports
+        raise RuntimeError(f"{stage}: training returned no result in this process (a DDP worker?)")
+    return result
+
+
+def evaluate_stage(
+    layout: ChainLayout,
+    source: ParamSource,
+    options: EvalOptions,
+    *,
+    schedule: str = "two-stage",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the last stage of `schedule` into layout.eval_dir; returns the metrics.json record."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    last = SCHEDULES[schedule][-1]
+    data = load_params(source.path, source.profile, list(source.overrides), stage=last).data
+    return evaluate(layout.run_dir(last), data, options, out_dir=layout.eval_dir, progress=progress)
 
 
 # ================================================================================================= main job
@@ -31,18 +139,14 @@ SCHEDULES = ("two-stage", "one-stage")
 
 def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], None] = print) -> int:
     """Sample videos into data/, `dvc repro`, then print the report and where to look. Returns an exit status."""
-    from vidtok.data.sources import copy_samples
-
     root = Path(repo).resolve()
     if not (root / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{root}: no dvc.yaml (run this from the repository root)")
     os.chdir(root)
     start = time.perf_counter()
     copy_samples(root / "data", log=log)
-    env = tool_env()
     log("dvc repro: manifest -> resample@fps -> train-stage1 -> train-stage2 -> evaluate -> report")
-    dvc = [sys.executable, "-m", "dvc"] if shutil.which("dvc") is None else ["dvc"]
-    status = subprocess.call([*dvc, "repro"], cwd=root, env=env)
+    status = subprocess.call([*dvc_command(), "repro"], cwd=root, env=tool_env())
     if status:
         log(f"dvc repro failed (exit {status}); fix the error above and run it again: finished stages are kept")
         return status
@@ -96,46 +200,28 @@ def run_trial(
     validation pass of every stage (a sweep's step-keyed pruning hook). A finished stage in `folder` is reused
     (same params), an interrupted one resumes from its last checkpoint.
     """
-    from vidtok.evaluation.evaluate import evaluate
-    from vidtok.train.config import load_params, params_info
-    from vidtok.train.run import train
-
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if stage2_trains not in ("decoder", "all"):
         raise ValueError(f"stage2_trains must be 'decoder' or 'all', got {stage2_trains!r}")
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    overrides = list(overrides)
-    stages = ["onestage"] if schedule == "one-stage" else ["stage1", "stage2"]
+    layout = ChainLayout.trial(folder)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    source = ParamSource(params_path, profile, tuple(overrides))
     if schedule == "two-stage" and stage1_fraction is not None:
         if not 0 < stage1_fraction < 1:
             raise ValueError(f"stage1_fraction must be in (0, 1), got {stage1_fraction}")
-        base1 = load_params(params_path, profile, overrides, stage="stage1").train.steps
-        base2 = load_params(params_path, profile, overrides, stage="stage2").train.steps
+        base1 = load_params(params_path, profile, source.overrides, stage="stage1").train.steps
+        base2 = load_params(params_path, profile, source.overrides, stage="stage2").train.steps
         total = base1 + base2
         steps1 = max(1, round(total * stage1_fraction))
-        overrides += [f"train.stage1.steps={steps1}", f"train.stage2.steps={max(1, total - steps1)}"]
+        source = source.with_overrides(f"train.stage1.steps={steps1}", f"train.stage2.steps={max(1, total - steps1)}")
     if stage2_trains == "all":
-        overrides.append("train.stage2.freeze_encoder=false")
+        source = source.with_overrides("train.stage2.freeze_encoder=false")
     runs: dict[str, Path] = {}
-    wall = 0.0
-    steps = 0
-    gpu_hours = 0.0
-    on_gpu = False
-    previous: Path | None = None
-    for stage in stages:
-        stage_overrides = list(overrides)
-        if previous is not None:
-            stage_overrides.append(f"train.init_from={previous}")
-        params = load_params(params_path, profile, stage_overrides, stage=stage)
-        result = train(
-            *params,
-            root / stage,
-            params=params_info(params_path, profile, stage_overrides),
-            progress=progress,
-            on_validation=None if on_validation is None else functools.partial(on_validation, stage=stage),
-        )
+    wall, steps, gpu_hours, on_gpu = 0.0, 0, 0.0, False
+    for stage in SCHEDULES[schedule]:
+        hook = None if on_validation is None else functools.partial(on_validation, stage=stage)
+        result = train_stage(stage, layout, source, schedule=schedule, progress=progress, on_validation=hook)
         runs[stage] = result.run_dir
         wall += result.wall_time_s
         steps += result.steps
@@ -143,16 +229,6 @@ def run_trial(
         if device.get("accelerator") == "gpu":
             on_gpu = True
             gpu_hours += result.wall_time_s * int(device.get("world_size") or 1) / 3600
-        previous = result.run_dir
-    data = load_params(params_path, profile, overrides, stage=stages[-1]).data
-    record = evaluate(
-        previous,
-        data,
-        split="val",
-        out_dir=root / "eval",
-        max_clips=eval_clips,
-        lpips_net="vgg",
-        num_videos=1,
-        progress=progress,
-    )
-    return TrialResult(root, runs, record, wall, gpu_hours if on_gpu else None, steps)
+    options = EvalOptions(split="val", max_clips=eval_clips, lpips_net="vgg", num_videos=1)
+    record = evaluate_stage(layout, source, options, schedule=schedule, progress=progress)
+    return TrialResult(Path(folder), runs, record, wall, gpu_hours if on_gpu else None, steps)

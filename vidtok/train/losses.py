@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidtok.metrics import LPIPSMetric, MissingWeightsError
+
 __all__ = [
     "LossConfig",
     "PatchDiscriminator2d",
@@ -417,7 +419,6 @@ class VidTokLoss(nn.Module):
 
 def _lpips_module(config: LossConfig) -> nn.Module:
     """The frozen LPIPS network, resolved exactly as the LPIPS metric resolves its trunk (vidtok.metrics)."""
-    from vidtok.metrics import LPIPSMetric, MissingWeightsError
 
     try:
         metric = LPIPSMetric(

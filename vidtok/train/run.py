@@ -268,7 +268,16 @@ class Run:
 
     def start_manifest(self, params: Mapping[str, Any] | None, data_hash: str | None, files: dict[str, str]) -> None:
         cfg = self.config
-        device = device_info(self.accelerator, cfg.devices, cfg.strategy, cfg.precision, self.world)
+        gpu = torch.cuda.get_device_name(0) if self.accelerator == "gpu" else None
+        device = device_info(
+            self.accelerator,
+            cfg.devices,
+            cfg.strategy,
+            cfg.precision,
+            self.world,
+            torch_threads=torch.get_num_threads(),
+            gpu=gpu,
+        )
         existing = None
         if self.resume is not None:
             try:
