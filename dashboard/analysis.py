@@ -195,27 +195,31 @@ def candidates(base: Path) -> tuple[list[Candidate], list[str]]:
     problems: list[str] = []
     for run_dir in data.pipeline_runs(base):
         try:
-            manifest = data.read_manifest(run_dir)
-            curve = data.read_val_curve(run_dir, manifest)
+            run_record = data.read_run_record(run_dir)
+            curve = data.read_val_curve(run_dir, run_record)
         except data.DataError as err:
             problems.append(str(err))
             continue
-        if manifest is None:
+        if run_record is None:
             continue
-        params = flatten({"config": manifest["config"], "params": manifest["params"]})
-        params |= {"seed": manifest["seed"], "stage": manifest["stage"], "data_hash": manifest["data_hash"]}
-        params |= {"git.commit": manifest["git"]["commit"], "git.dirty": manifest["git"]["dirty"]}
+        params = flatten({"config": run_record["config"], "params": run_record["params"]})
+        params |= {
+            "seed": run_record["seed"],
+            "stage": run_record["stage"],
+            "data_sha256": (run_record.get("identity") or {}).get("data_sha256"),
+        }
+        params |= {"git.commit": run_record["git"]["commit"], "git.dirty": run_record["git"]["dirty"]}
         metrics: dict[str, Any] = {
-            "steps_completed": manifest["steps_completed"],
-            "wall_time_s": manifest["wall_time_s"],
+            "steps_completed": run_record["steps_completed"],
+            "wall_time_s": run_record["wall_time_s"],
         }
         if curve is not None and len(curve):
             last = curve.iloc[-1]
             metrics |= {f"val.{c}": float(last[c]) for c in curve.columns if c != "step" and pd.notna(last[c])}
-        record = _eval_for_run(base, run_dir)
-        if record is not None:
-            metrics |= {f"eval.{k}": v for k, v in record["summary"].items()}
-        found.append(Candidate(f"run {data.display(run_dir)} ({manifest['status']})", params, metrics))
+        evaluation = _eval_for_run(base, run_dir)
+        if evaluation is not None:
+            metrics |= {f"eval.{k}": v for k, v in evaluation["summary"].items()}
+        found.append(Candidate(f"run {data.display(run_dir)} ({run_record['status']})", params, metrics))
     for name, folder in data.study_dirs(base).items():
         try:
             trials = data.read_trials(folder)

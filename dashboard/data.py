@@ -208,18 +208,18 @@ def _one_line(err: Exception, path: str) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _manifest_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
+def _run_record_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
     try:
-        return runs.read_manifest(path).to_dict()
-    except runs.RunManifestError as err:
+        return runs.read_run_record(path).to_dict()
+    except runs.RunRecordError as err:
         raise DataError(_one_line(err, path)) from None
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    """The validated run.json of a run folder as a dict (vidtok.runs.RunManifest fields), None without one."""
+def read_run_record(run_dir: Path) -> dict[str, Any] | None:
+    """The validated run.json of a run folder as a dict (vidtok.runs.RunRecord fields), None without one."""
     path = run_dir / "run.json"
     stamp = _stamp(path)
-    return None if stamp is None else _manifest_cached(str(path), stamp)
+    return None if stamp is None else _run_record_cached(str(path), stamp)
 
 
 def pipeline_runs(base: Path) -> list[Path]:
@@ -228,8 +228,8 @@ def pipeline_runs(base: Path) -> list[Path]:
     return [f for f in folders if (f / "run.json").is_file()]
 
 
-def read_val_curve(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.DataFrame | None:
-    name = (manifest or {}).get("val_path") or "val.csv"
+def read_val_curve(run_dir: Path, record: dict[str, Any] | None = None) -> pd.DataFrame | None:
+    name = (record or {}).get("val_path") or "val.csv"
     return read_csv(run_dir / name, required=("step",))
 
 

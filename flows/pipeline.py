@@ -4,12 +4,14 @@
     python -m flows.pipeline --profile smoke                             # one local run (ephemeral API)
 
 Each task calls the same plain function as its DVC stage (vidtok.data.manifest.build_manifest, vidtok.data.clips,
-vidtok.train.run.train, vidtok.evaluation.evaluate.evaluate, vidtok.evaluation.report.report), so the flow holds no logic of its own.
+the stage chain of vidtok.studies.trial, vidtok.evaluation.report.report), so the flow holds no logic of its own.
 
-Caching. Prefect's default policy hits only inside one flow run; here every task uses INPUTS + TASK_SOURCE with
-inputs that name what its output depends on: the params file's sha256, the profile and overrides, the content
-hash of the data folder, and the sha256 of the upstream stage's output (manifest, final checkpoint). A second run
-with the same inputs reuses every stage; a changed video or parameter reruns what depends on it. Results are
+Caching. Prefect's default policy hits only inside one flow run; here every task is cached on its INPUTS, and
+the inputs are the run identity of what it makes (vidtok.runs): the params file's sha256, the profile and
+overrides, the content hash of the data folder, the sha256 of the upstream stage's output (manifest, final
+checkpoint) and the hash of the library code it runs (vidtok.runs.code_sha256), not the task wrapper's source. A
+second run with the same inputs reuses every stage; a changed video, parameter or library file reruns what
+depends on it (and training itself restarts a run folder whose identity changed). Results are
 persisted (small JSON dicts of paths and numbers, under PREFECT_HOME/storage). A task whose output files were
 deleted since is run again (refresh_cache), so a cache hit never points at nothing.
 
@@ -28,7 +30,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS
 
 from vidtok._files import sha256_file
 from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
@@ -38,11 +40,12 @@ from vidtok.data.sources import copy_samples
 from vidtok.evaluation.evaluate import EvalOptions
 from vidtok.evaluation.report import report
 from vidtok.params import resolve_sections
+from vidtok.runs import CODE_PATHS, code_sha256
 from vidtok.studies.sweeps import data_overrides
 from vidtok.studies.trial import SCHEDULES, ChainLayout, ParamSource, evaluate_stage, train_stage
 from vidtok.train.module import TrainingError
 
-CACHED = INPUTS + TASK_SOURCE
+CACHED = INPUTS  # the inputs carry the run identity: code, params, data and upstream hashes
 NOT_TRANSIENT = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
@@ -87,8 +90,10 @@ def samples_task(data_dir: str) -> str:
     return data_dir
 
 
-@task(name="manifest", **TASK)
-def manifest_task(root: str, params_path: str, profile: str | None, sets: list[str], data_sha: str, params_sha: str):
+@task(name="manifest", task_run_name="manifest", **TASK)
+def manifest_task(
+    root: str, params_path: str, profile: str | None, sets: list[str], data_sha: str, params_sha: str, code_sha: str
+):
     """`vidtok data manifest`; returns the manifest path and its sha256 (the key of the resample tasks)."""
 
     config = load_data_config(_params(root, params_path), profile, sets)
@@ -98,7 +103,9 @@ def manifest_task(root: str, params_path: str, profile: str | None, sets: list[s
 
 
 @task(name="resample", task_run_name="resample-{fps:g}fps", **TASK)
-def resample_task(root: str, params_path: str, profile: str | None, sets: list[str], fps: float, manifest_sha: str):
+def resample_task(
+    root: str, params_path: str, profile: str | None, sets: list[str], fps: float, manifest_sha: str, code_sha: str
+):
     """`vidtok data resample --fps N`: the clip index and the frame caches at the profile's resolutions."""
 
     config = load_data_config(_params(root, params_path), profile, sets)
@@ -110,25 +117,32 @@ def resample_task(root: str, params_path: str, profile: str | None, sets: list[s
 
 @task(name="train", task_run_name="train-{stage}", **TASK)
 def train_task(
-    root: str, params_path: str, profile: str | None, sets: list[str], stage: str, out: str, upstream_sha: str
+    root: str,
+    params_path: str,
+    profile: str | None,
+    sets: list[str],
+    stage: str,
+    out: str,
+    upstream_sha: str,
+    code_sha: str,
 ) -> dict[str, Any]:
     """`vidtok stage STAGE` into `out`/train/STAGE: an existing run folder resumes, or is reused when finished."""
     source = ParamSource(_params(root, params_path), profile, tuple(sets))
     result = train_stage(stage, _layout(out), source, on_change="restart", progress=False)
-    manifest = result.manifest
+    run_record = result.run_record
     return {
         "run_dir": str(result.run_dir),
         "final_checkpoint": str(result.final_checkpoint),
-        "final_sha256": manifest.final_checkpoint_sha256,
+        "final_sha256": run_record.final_checkpoint_sha256,
         "steps": result.steps,
         "wall_time_s": result.wall_time_s,
     }
 
 
-@task(name="evaluate", **TASK)
+@task(name="evaluate", task_run_name="evaluate", **TASK)
 def evaluate_task(
     root: str, params_path: str, profile: str | None, sets: list[str], out: str, vmaf: bool, max_clips: int,
-    checkpoint_sha: str,
+    checkpoint_sha: str, code_sha: str,
 ) -> dict[str, Any]:  # fmt: skip
     """`vidtok stage evaluate [--vmaf]` into `out`/eval: metrics.json with every metric's protocol."""
     source = ParamSource(_params(root, params_path), profile, tuple(sets))
@@ -138,8 +152,8 @@ def evaluate_task(
     return {"metrics_path": str(path), "summary": record["summary"], "sha256": sha256_file(path)}
 
 
-@task(name="report", **TASK)
-def report_task(eval_path: str, out: str, run_dirs: list[str], eval_sha: str) -> dict[str, str]:
+@task(name="report", task_run_name="report", **TASK)
+def report_task(eval_path: str, out: str, run_dirs: list[str], eval_sha: str, code_sha: str) -> dict[str, str]:
     """`vidtok report`: the markdown table of the metrics with their protocols and the training runs."""
 
     return {"path": out, "markdown": report(eval_path, out, run_dirs=run_dirs)}
@@ -200,22 +214,27 @@ def pipeline(
 
     samples_task(config.data_dir)
     data_sha = data_hash(config.data_dir)
-    manifest = manifest_task.with_options(refresh_cache=_missing(config.manifest))(*args, data_sha, params_sha)
+    code = {kind: code_sha256(kind) for kind in CODE_PATHS}
+    manifest = manifest_task.with_options(refresh_cache=_missing(config.manifest))(
+        *args, data_sha, params_sha, code["train"]
+    )
     train_fps = float((resolved["train"] or {}).get("fps", 3.0))
     for fps in sorted({train_fps, float(config.val_fps)}):
-        resample_task(*args, fps, manifest["sha256"])
+        resample_task(*args, fps, manifest["sha256"], code["train"])
     runs = {}
     upstream = data_sha + params_sha
     layout = _layout(str(out))
     for stage in SCHEDULES["two-stage"]:
         fresh = _missing(str(layout.run_dir(stage) / "run.json"))
-        runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, str(out), upstream)
+        runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, str(out), upstream, code["train"])
         upstream = runs[stage]["final_sha256"]
     metrics_path = str(layout.eval_dir / "metrics.json")
-    ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(*args, str(out), vmaf, eval_clips, upstream)
+    ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(
+        *args, str(out), vmaf, eval_clips, upstream, code["evaluate"]
+    )
     report_path = str(out / "report.md")
     rep = report_task.with_options(refresh_cache=_missing(report_path))(
-        metrics_path, report_path, [r["run_dir"] for r in runs.values()], ev["sha256"]
+        metrics_path, report_path, [r["run_dir"] for r in runs.values()], ev["sha256"], code["evaluate"]
     )
     record = json.loads(Path(metrics_path).read_text())
     create_markdown_artifact(rep["markdown"], key="pipeline-report", description=f"vidtok pipeline report ({out})")

@@ -60,7 +60,9 @@ def test_deployments_match_the_flows() -> None:
     assert [(d.flow_name, d.name) for d in deployments()] == [(n, n) for n in FLOW_NAMES]
 
 
-def test_pipeline_flow_then_a_second_run_is_all_cached(prefect_harness, smoke_root_template, tmp_path) -> None:
+def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
+    prefect_harness, smoke_root_template, tmp_path
+) -> None:
     from flows.pipeline import pipeline
 
     root = copy_root(smoke_root_template, tmp_path / "root")
@@ -87,6 +89,21 @@ def test_pipeline_flow_then_a_second_run_is_all_cached(prefect_harness, smoke_ro
     cached = {k: v for k, v in states.items() if not k.startswith("samples")}
     assert set(cached.values()) == {"Cached"}, states  # manifest, resample, train, evaluate, report
     assert (out / "train/stage1/run.json").stat().st_mtime_ns == stamp  # stage 1 did not run again
+
+    # Another video in the data folder: the data hash is an input of every task downstream, so nothing that
+    # depends on the data may come from the cache, and training starts its run folders over.
+    from vidtok.data.video import read_frames, write_video
+
+    first_run = json.loads((out / "train/stage1/run.json").read_text())
+    write_video(root / "data" / "bikes_flipped.mp4", read_frames(root / "data" / "bikes.mp4")[:60, :, ::-1], 25)
+    changed = pipeline(**args, return_state=True)
+    assert changed.is_completed(), changed.message
+    states = task_states(changed.state_details.flow_run_id)
+    for name in ("manifest", "resample-3fps", "train-stage1", "train-stage2", "evaluate"):
+        assert states[name] == "Completed", states
+    rerun = json.loads((out / "train/stage1/run.json").read_text())
+    assert rerun["run_id"] != first_run["run_id"]
+    assert rerun["identity"]["data_sha256"] != first_run["identity"]["data_sha256"]
 
 
 def _artifact_text(key: str) -> str:

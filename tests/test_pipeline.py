@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from vidtok.audit import audit
+from vidtok.data.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDTOK = str(Path(sys.executable).parent / "vidtok")
@@ -28,15 +29,18 @@ COPY = ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc
 pytestmark = pytest.mark.timeout(900)
 
 
-def _env() -> dict[str, str]:
+def _env(code: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
+    if code is not None:  # the stages run the clone's copy of the library, as they run the repository's own
+        env["PYTHONPATH"] = str(code)
     env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `vidtok` for the stages
     return env
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    clone = cwd if (cwd / "vidtok" / "__init__.py").is_file() and cwd != ROOT else None
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(clone), capture_output=True, text=True)
     if check and proc.returncode:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -51,8 +55,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name in COPY:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, root / name)
-    # The stages declare the library's source files as deps: the clone carries them (the code that runs is the
-    # installed package, the same files).
+    # The stages declare the library's source folders as deps: the clone carries them, and its stages run them.
     shutil.copytree(ROOT / "vidtok", root / "vidtok", ignore=shutil.ignore_patterns("__pycache__"))
     params = root / "params.yaml"
     params.write_text(params.read_text().replace("\nprofile: cpu\n", "\nprofile: smoke\n"))
@@ -137,3 +140,84 @@ def test_exp_run_with_a_train_param_reruns_training_not_data(repo: Path) -> None
     assert json.loads((repo / "outputs/train/stage1/run.json").read_text())["config"]["train"]["lr"] == 0.002
     shown = json.loads(_run([*DVC, "exp", "show", "--json"], repo).stdout)
     assert "outputs/eval/metrics.json" in json.dumps(shown)
+
+
+def test_dvc_yaml_deps_are_the_library_code_a_run_records() -> None:
+    """The code identity a run records (vidtok.runs.CODE_PATHS) and the code DVC watches are the same folders."""
+    import yaml
+
+    from vidtok.runs import CODE_PATHS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage, kind in (("train-stage1", "train"), ("train-stage2", "train"), ("evaluate", "evaluate")):
+        code = {d for d in stages[stage]["deps"] if d.startswith("vidtok")}
+        assert code == set(CODE_PATHS[kind]), (stage, sorted(code ^ set(CODE_PATHS[kind])))
+
+
+def _stage_runs(repo: Path) -> dict[str, dict]:
+    return {s: json.loads((repo / f"outputs/train/{s}/run.json").read_text()) for s in ("stage1", "stage2")}
+
+
+def test_an_added_video_retrains_with_other_weights(repo: Path) -> None:
+    """A new video changes the clips: `dvc repro` reruns training, and training starts over instead of
+    returning the old weights (the hole run identity closes)."""
+    from vidtok.data.video import read_frames, write_video
+
+    before = _stage_runs(repo)
+    weights = repo / "outputs/train/stage1/checkpoints/final/model.safetensors"
+    old_weights = weights.read_bytes()
+    frames = read_frames(repo / "data" / "bikes.mp4")[:, :, ::-1]  # other footage: the street mirrored
+    write_video(repo / "data" / "bikes_flipped.mp4", frames, 25)  # a name the split puts in train
+    _run([*DVC, "add", "data"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "data: a flipped copy of bikes (other footage)"], repo)
+    proc = _run([*DVC, "repro"], repo)
+    manifest = read_manifest(repo / "outputs" / "data" / "manifest.parquet").set_index("path")
+    assert manifest.loc["bikes_flipped.mp4", "split"] == "train"
+    assert "Running stage 'train-stage1'" in proc.stdout, proc.stdout[-2000:]
+    after = _stage_runs(repo)
+    for stage in ("stage1", "stage2"):
+        assert after[stage]["run_id"] != before[stage]["run_id"], stage
+        assert after[stage]["identity"]["data_sha256"] != before[stage]["identity"]["data_sha256"], stage
+    assert after["stage2"]["identity"]["parent_sha256"] == after["stage1"]["final_checkpoint_sha256"]
+    assert weights.read_bytes() != old_weights
+    _run(["git", "add", "dvc.lock"], repo)
+    _run(["git", "commit", "-qm", "dvc.lock"], repo)
+    result = audit(repo, out_dir=repo / "outputs" / "audit-added")
+    assert result.passed, [c for c in result.checks if c.status == "fail"]
+
+
+def test_an_edited_library_source_retrains(repo: Path) -> None:
+    before = _stage_runs(repo)
+    source = repo / "vidtok" / "model" / "vidtok.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# an edit: another code identity\n")
+        proc = _run([*DVC, "repro"], repo)
+        assert "Running stage 'train-stage1'" in proc.stdout, proc.stdout[-2000:]
+        after = _stage_runs(repo)
+        for stage in ("stage1", "stage2"):
+            assert after[stage]["run_id"] != before[stage]["run_id"], stage
+            assert after[stage]["identity"]["code_sha256"] != before[stage]["identity"]["code_sha256"], stage
+    finally:
+        source.write_text(original)
+        _run([*DVC, "repro"], repo)
+
+
+def test_audit_command_exit_codes_and_a_stale_run(repo: Path) -> None:
+    """0 when every check passes, 1 when one fails (here: library code edited after the runs: both runs are stale,
+    named with the changed input), 2 when there is nothing to audit."""
+    ok = _run([VIDTOK, "audit"], repo, check=False)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    source = repo / "vidtok" / "train" / "losses.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# edited after training\n")
+        stale = _run([VIDTOK, "audit"], repo, check=False)
+        assert stale.returncode == 1, stale.stdout[-3000:]
+        lines = [line for line in stale.stdout.splitlines() if line.startswith("identity:")]
+        assert len(lines) == 2 and all("FAIL" in line and "is stale: code changed" in line for line in lines), lines
+    finally:
+        source.write_text(original)
+    missing = _run([VIDTOK, "audit", str(repo / "no-such-folder")], repo, check=False)
+    assert missing.returncode == 2 and "cannot run" in missing.stderr and missing.stderr.count("\n") == 1

@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 
 from vidtok.runs import (
-    RunManifest,
-    RunManifestError,
+    RunRecord,
+    RunRecordError,
     git_info,
     modified_tracked_files,
     package_versions,
-    read_manifest,
-    write_manifest,
+    read_run_record,
+    write_run_record,
 )
 
 SHA = "ab" * 32
 
 
-def _manifest(**changes) -> RunManifest:
+def _manifest(**changes) -> RunRecord:
     base = dict(
         run_id="stage1-test",
         stage="stage1",
@@ -36,7 +36,7 @@ def _manifest(**changes) -> RunManifest:
         total_steps=3,
     )
     base.update(changes)
-    return RunManifest(**base)
+    return RunRecord(**base)
 
 
 def test_round_trip_through_a_run_folder(tmp_path: Path) -> None:
@@ -47,13 +47,13 @@ def test_round_trip_through_a_run_folder(tmp_path: Path) -> None:
         wall_time_s=60.0,
         final_checkpoint="checkpoints/final",
         final_checkpoint_sha256=SHA,
-        data_hash=SHA,
+        identity={"params_sha256": SHA, "code_sha256": SHA, "data_sha256": SHA, "parent_sha256": None},
         data_files={"outputs/data/clips/fps_3.parquet": SHA},
         resumed_at_steps=(2,),
     )
-    path = write_manifest(tmp_path, m)
+    path = write_run_record(tmp_path, m)
     assert path == tmp_path / "run.json"
-    assert read_manifest(tmp_path) == m == read_manifest(path)
+    assert read_run_record(tmp_path) == m == read_run_record(path)
     assert json.loads(path.read_text())["resumed_at_steps"] == [2]
     assert not list(tmp_path.glob(".run.json.*"))  # the temporary file was renamed, not left behind
 
@@ -66,38 +66,42 @@ def test_round_trip_through_a_run_folder(tmp_path: Path) -> None:
         ({"seed": "0"}, "seed"),
         ({"steps_completed": 5}, "exceeds total_steps"),
         ({"started_at": "yesterday"}, "ISO-8601"),
-        ({"data_hash": "xyz"}, "sha256"),
+        (
+            {"identity": {"params_sha256": "xyz", "code_sha256": None, "data_sha256": None, "parent_sha256": None}},
+            "sha256",
+        ),
+        ({"identity": {"params_sha256": SHA}}, "identity"),
         ({"git": {"commit": None}}, "git"),
         ({"config": {"data": {}}}, "lacks section"),
         ({"status": "completed"}, "final_checkpoint"),
         ({"status": "failed"}, "error"),
         ({"stage": "stage2"}, "parent_checkpoint"),
-        ({"schema_version": 2}, "schema_version"),
+        ({"schema_version": 1}, "schema_version"),
     ],
 )
 def test_invalid_records_are_rejected_with_the_field(change: dict, message: str) -> None:
-    with pytest.raises(RunManifestError, match=message):
+    with pytest.raises(RunRecordError, match=message):
         _manifest(**change)
 
 
 def test_corrupt_or_incomplete_files_give_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(RunManifestError, match="no run manifest"):
-        read_manifest(tmp_path)
+    with pytest.raises(RunRecordError, match="no run manifest"):
+        read_run_record(tmp_path)
     path = tmp_path / "run.json"
     path.write_text("{not json")
-    with pytest.raises(RunManifestError, match="not valid JSON"):
-        read_manifest(tmp_path)
+    with pytest.raises(RunRecordError, match="not valid JSON"):
+        read_run_record(tmp_path)
     good = _manifest().to_dict()
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "seed"}))
-    with pytest.raises(RunManifestError, match=r"missing field\(s\) \['seed'\]"):
-        read_manifest(tmp_path)
+    with pytest.raises(RunRecordError, match=r"missing field\(s\) \['seed'\]"):
+        read_run_record(tmp_path)
     path.write_text(json.dumps({**good, "extra": 1}))
-    with pytest.raises(RunManifestError, match="unknown field"):
-        read_manifest(tmp_path)
+    with pytest.raises(RunRecordError, match="unknown field"):
+        read_run_record(tmp_path)
     path.write_text(json.dumps({**good, "total_steps": -1}))
-    with pytest.raises(RunManifestError, match=r"run\.json: field 'total_steps' must be >= 0"):
-        read_manifest(tmp_path)
-    for err in (RunManifestError("x"),):
+    with pytest.raises(RunRecordError, match=r"run\.json: field 'total_steps' must be >= 0"):
+        read_run_record(tmp_path)
+    for err in (RunRecordError("x"),):
         assert "\n" not in str(err)
 
 

@@ -35,6 +35,8 @@ def trials(rows: list[tuple[float, int, str, float | None]]) -> pd.DataFrame:
                 steps=100,
                 run_dir=f"runs/trial_{i}",
                 metrics_path=None,
+                metrics_sha256=None,
+                code_sha256=None,
                 params_json=json.dumps({"fps": fps}),
                 error=None if state != "FAIL" else "stopped",
                 started_at=None,

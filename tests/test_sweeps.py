@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import copy_root
+from vidtok.audit import AuditResult, check_trials
 from vidtok.studies import sweeps
 from vidtok.studies.results import read_trials
 
@@ -142,6 +143,20 @@ def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
     from dashboard import data as dash
 
     assert len(dash.read_trials(folder)) == 4 and dash.read_study_json(folder)["study"] == "sweep-fps"
+
+    # The audit checks every finished trial's metrics file against the sha256 recorded when it finished.
+    audited = AuditResult("study", "now")
+    check_trials(audited, folder)
+    assert audited.passed and "2 finished trials" in audited.checks[0].detail
+    metrics = folder / done.iloc[0]["metrics_path"]
+    original = metrics.read_bytes()
+    record = json.loads(original)
+    record["summary"]["psnr"] += 0.5
+    metrics.write_text(json.dumps(record))
+    audited = AuditResult("study", "now")
+    check_trials(audited, folder)
+    assert not audited.passed and "trial 0 (3 fps, seed 0)" in audited.checks[0].detail
+    metrics.write_bytes(original)
 
     # A rerun asking for more trials continues the queue: completed points are not run again.
     fake = Fake()

@@ -20,7 +20,7 @@ from vidtok.data.config import DataConfig
 from vidtok.data.loader import TensorClips
 from vidtok.model.config import ModelSpec
 from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, save_pretrained
-from vidtok.runs import read_manifest
+from vidtok.runs import read_run_record
 from vidtok.train.config import TrainConfig, load_params
 from vidtok.train.losses import LossConfig
 from vidtok.train.module import TrainingError
@@ -154,8 +154,91 @@ def test_bad_setups_fail_before_any_compute(tmp_path: Path) -> None:
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     _train(tmp_path / "run", steps=2, val_every=0)
-    with pytest.raises(ValueError, match=r"other settings \(train.lr: 0.0005 -> 0.002\)"):
+    with pytest.raises(ValueError, match=r"made by something else \(settings changed: train.lr: 0.0005 -> 0.002\)"):
         _train(tmp_path / "run", steps=3, lr=2e-3)
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return load_file(result.final_checkpoint / "model.safetensors")
+
+
+def test_a_finished_run_is_reused_only_with_the_same_data(tmp_path: Path) -> None:
+    """The same settings on other clips are another run: refused by default (naming the data), started over with
+    on_change="restart" (the old folder came back with its old weights before run identity)."""
+    first = _train(tmp_path / "run", steps=2, val_every=0, ds=_clips(seed=1))
+    w1 = _weights(first)
+    again = _train(tmp_path / "run", steps=2, val_every=0, ds=_clips(seed=1))
+    assert again.run_record.run_id == first.run_record.run_id  # same settings, code and clips: reused
+    with pytest.raises(ValueError, match=r"data changed: sha256 [0-9a-f]{12} -> [0-9a-f]{12}") as err:
+        _train(tmp_path / "run", steps=2, val_every=0, ds=_clips(seed=2))
+    assert "settings changed" not in str(err.value) and "\n" not in str(err.value)
+    ds = _clips(seed=2)
+    other = train(
+        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0), NO_LPIPS, tmp_path / "run",
+        datasets=(ds, ds), progress=False, on_change="restart",
+    )  # fmt: skip
+    assert other.run_record.run_id != first.run_record.run_id
+    assert other.run_record.identity["data_sha256"] != first.run_record.identity["data_sha256"]
+    w2 = _weights(other)
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_stage2_restarts_when_its_stage1_changed(tmp_path: Path) -> None:
+    _train(tmp_path / "s1", steps=2, val_every=0)
+    s2 = _train(tmp_path / "s2", steps=2, stage="stage2", init_from=str(tmp_path / "s1"), val_every=0)
+    parent = s2.run_record.identity["parent_sha256"]
+    assert parent == s2.run_record.parent_checkpoint_sha256 and parent is not None
+    ds = _clips()
+    train(
+        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, seed=5), NO_LPIPS, tmp_path / "s1",
+        datasets=(ds, ds), progress=False, on_change="restart",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="parent checkpoint changed"):
+        _train(tmp_path / "s2", steps=2, stage="stage2", init_from=str(tmp_path / "s1"), val_every=0)
+
+
+_TRAIN_WITH_THIS_CODE = """
+import sys, torch
+from vidtok.data.config import DataConfig
+from vidtok.data.loader import TensorClips
+from vidtok.model.config import ModelSpec
+from vidtok.train.config import TrainConfig
+from vidtok.train.losses import LossConfig
+from vidtok.train.run import train
+g = torch.Generator().manual_seed(123)
+clips = TensorClips(torch.nn.functional.interpolate(torch.rand(6, 3, 3, 4, 4, generator=g) * 2 - 1,
+                                                    size=(9, 32, 32), mode="trilinear"))
+cfg = TrainConfig(steps=2, batch_size=1, resolution=32, checkpoint_every=2, val_every=0, val_clips=2)
+loss = LossConfig(perceptual_weight=0, disc_start=2, disc_ndf=16)
+r = train(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss, sys.argv[1], datasets=(clips, clips),
+          progress=False, on_change=sys.argv[2])
+print("RUN", r.run_record.run_id, r.run_record.identity["code_sha256"])
+"""
+
+
+def test_an_edited_library_source_restarts_the_run(tmp_path: Path) -> None:
+    """A copy of the package with one comment added to vidtok/model/vidtok.py: another code identity."""
+    import shutil
+
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "vidtok", code / "vidtok", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(code)}
+
+    def run(on_change: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", _TRAIN_WITH_THIS_CODE, str(tmp_path / "run"), on_change]
+        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    first = run("error")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert run("error").stdout == first.stdout  # unchanged code: the finished run is reused
+    model_file = code / "vidtok" / "model" / "vidtok.py"
+    model_file.write_text(model_file.read_text() + "\n# an edit\n")
+    refused = run("error")
+    assert refused.returncode != 0 and "code changed: sha256" in refused.stderr
+    restarted = run("restart")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    run_id, code_sha = restarted.stdout.split()[1:3]
+    assert run_id != first.stdout.split()[1] and code_sha != first.stdout.split()[2]
 
 
 def test_on_change_restart_starts_a_changed_run_over(tmp_path: Path) -> None:
@@ -165,8 +248,8 @@ def test_on_change_restart_starts_a_changed_run_over(tmp_path: Path) -> None:
         DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, lr=2e-3), NO_LPIPS, tmp_path / "run",
         datasets=(ds, ds), progress=False, on_change="restart",
     )  # fmt: skip
-    assert again.manifest.run_id != first.manifest.run_id
-    assert read_manifest(tmp_path / "run").config["train"]["lr"] == 2e-3
+    assert again.run_record.run_id != first.run_record.run_id
+    assert read_run_record(tmp_path / "run").config["train"]["lr"] == 2e-3
     with pytest.raises(ValueError, match="on_change must be"):
         train(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(), NO_LPIPS, tmp_path / "x", on_change="wipe")
 
@@ -184,12 +267,12 @@ def test_freeze_encoder_needs_a_trained_model(tmp_path: Path) -> None:
 def test_stage1_run_folder_logs_and_checkpoints(tmp_path: Path) -> None:
     run = tmp_path / "stage1"
     result = _train(run, steps=4, keep_checkpoints=1)
-    m = read_manifest(run)
+    m = read_run_record(run)
     assert m.status == "completed" and m.steps_completed == 4 and m.final_checkpoint == "checkpoints/final"
     assert (
         m.final_checkpoint_sha256 == json.loads((run / "checkpoints/final/config.json").read_text())["weights_sha256"]
     )
-    assert m.device["world_size"] == 1 and m.git["commit"] is not None and m.data_hash is None
+    assert m.device["world_size"] == 1 and m.git["commit"] is not None and m.identity["data_sha256"] is not None
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["final", "step_0000004"]  # pruned to 1
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for col in ("step", "loss_g", "nll", "l1", "logvar", "kl", "g_loss", "d_weight", "loss_d", "lecam", "clips_per_s"):
@@ -201,7 +284,7 @@ def test_stage1_run_folder_logs_and_checkpoints(tmp_path: Path) -> None:
     assert meta["step"] == 4 and meta["resolution"] == 32 and meta["weights"] == "raw"
     load_pretrained(run / "checkpoints/final")
     again = _train(run, steps=4, keep_checkpoints=1)  # a finished run is not retrained
-    assert again.manifest.ended_at == m.ended_at
+    assert again.run_record.ended_at == m.ended_at
 
 
 def test_stage2_freezes_encoder_and_trains_decoder(tmp_path: Path) -> None:
@@ -213,9 +296,9 @@ def test_stage2_freezes_encoder_and_trains_decoder(tmp_path: Path) -> None:
     assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)  # bit-identical
     dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
     assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)
-    m = read_manifest(tmp_path / "s2")
+    m = read_run_record(tmp_path / "s2")
     assert m.stage == "stage2" and m.parent_run == str(tmp_path / "s1")
-    assert m.parent_checkpoint_sha256 == read_manifest(tmp_path / "s1").final_checkpoint_sha256
+    assert m.parent_checkpoint_sha256 == read_run_record(tmp_path / "s1").final_checkpoint_sha256
     # stage 2 continued stage 1's loss state (logvar, discriminator) rather than starting it afresh
     _, s1_state = read_training_state(s1.final_checkpoint)
     assert s1_state["loss.logvar"] != 0
@@ -261,7 +344,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         TrainingError, match=r"non-finite generator loss \(nan\) at step 5; last good checkpoint: .*step_0000004"
     ):
         train(DATA, ModelSpec(), cfg, NO_LPIPS, run, datasets=(ds, _clips()), progress=False)
-    m = read_manifest(run)
+    m = read_run_record(run)
     assert m.status == "failed" and "at step 5" in m.error and m.final_checkpoint is None
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
     assert torch.isfinite(load_pretrained(run / "checkpoints/step_0000004").decoder.conv_out.conv.weight).all()
@@ -318,9 +401,9 @@ def test_sigkill_then_restart_ends_with_the_same_weights(tmp_path: Path) -> None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "checkpoints/final").exists()
-    assert read_manifest(killed).status == "running"  # killed: nobody could mark it
+    assert read_run_record(killed).status == "running"  # killed: nobody could mark it
     _run_script(tmp_path, str(killed), str(steps), "1")
-    m = read_manifest(killed)
+    m = read_run_record(killed)
     assert m.status == "completed" and len(m.resumed_at_steps) == 1 and m.resumed_at_steps[0] >= 4
     for name in ("model.safetensors", "training_state.safetensors"):
         ref = load_file(str(tmp_path / "ref/checkpoints/final" / name))
@@ -338,7 +421,7 @@ def test_sigkill_then_restart_ends_with_the_same_weights(tmp_path: Path) -> None
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     _run_script(tmp_path, str(run), "3", "2")
-    m = read_manifest(run)
+    m = read_run_record(run)
     assert m.status == "completed" and m.device["world_size"] == 2 and m.device["strategy"] == "ddp"
     lines = (run / "metrics.csv").read_text().splitlines()
     assert len(lines) == 4 and "loss_d" in lines[0]  # header + 3 steps, discriminator stepped at step 3
@@ -381,8 +464,8 @@ def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_pa
     assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "runs/s2"), *common]) == 0
     out = capsys.readouterr().out
     assert out.count("wrote ") == 2 and "trivial codec" in out
-    m1, m2 = read_manifest(tmp_path / "runs/s1"), read_manifest(tmp_path / "runs/s2")
-    assert m1.data_hash is not None and m1.data_hash in m1.data_files.values()
+    m1, m2 = read_run_record(tmp_path / "runs/s1"), read_run_record(tmp_path / "runs/s2")
+    assert m1.identity["data_sha256"] is not None and m1.data_files
     assert m2.parent_run == f"{tmp_path}/runs/s1" and m2.params["file"] == str(params)
     assert m2.config["train"]["resolution"] == 64 and m2.config["train"]["stage"] == "stage2"
     metrics = tmp_path / "eval/metrics.json"
@@ -436,5 +519,5 @@ def test_on_validation_hook_sees_every_pass_and_can_stop_the_run(tmp_path: Path)
         train(DATA, ModelSpec(), _cfg(steps=4), NO_LPIPS, tmp_path / "run", datasets=(ds, ds), progress=False,
               on_validation=hook)  # fmt: skip
     assert [s for s, _ in seen] == [0, 2] and all(v > 0 for _, v in seen)
-    manifest = read_manifest(tmp_path / "run")
+    manifest = read_run_record(tmp_path / "run")
     assert manifest.status == "failed" and "pruned at step 2" in manifest.error

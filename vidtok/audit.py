@@ -13,11 +13,18 @@ Checks (each pass / fail / skip with a one-line detail):
 - run:<stage>: each run folder's run.json validates and records seed, device, git commit and package versions;
   packages:<stage> compares those versions with this environment; checkpoint:<stage> compares the final
   checkpoint's sha256 with run.json and its config.json;
+- identity:<stage>: the run is still what the workspace would make: the library code (vidtok.runs.code_sha256),
+  the data files it read (manifest, clip indexes), its parent checkpoint and its params (re-resolved from the
+  params file, profile and overrides it recorded) hash as recorded; a stale run fails naming the changed input;
+- trials:<study>: every finished trial of a committed study: its metrics file hashes to the sha256 recorded when
+  the trial finished, and its run folders' identity holds (as identity:<stage>);
 - metrics: the evaluation file is the one dvc.lock recorded, and it evaluated the checkpoint the run produced;
 - rerun (with --rerun): the final checkpoint evaluated again on the same clips, every recorded metric compared
   within the stated tolerance.
 
-Writes outputs/audit/audit.json and audit.md (atomically) and exits non-zero when any check fails.
+A check that cannot verify what it should (a missing DVC cache listing, no git) fails; nothing is skipped silently.
+Writes outputs/audit/audit.json and audit.md (atomically). `vidtok audit` exits 0 when every check passes, 1 when
+one fails and 2 when the audit cannot run (no such workspace or run folder).
 """
 
 from __future__ import annotations
@@ -35,10 +42,20 @@ from typing import Any
 
 import yaml
 
-from vidtok._files import atomic_write, dvc_command, md5_file, sha256_file, tool_env
+from vidtok._files import atomic_write, dvc_command, md5_file, one_line, sha256_file, tool_env
 from vidtok.data.config import DataConfig
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
-from vidtok.runs import RunManifestError, modified_tracked_files, package_versions, read_manifest
+from vidtok.runs import (
+    RunRecord,
+    RunRecordError,
+    code_sha256,
+    modified_tracked_files,
+    package_versions,
+    read_run_record,
+    sha256_json,
+)
+from vidtok.studies.results import StudyFileError, read_trials
+from vidtok.train.config import computing_config, config_snapshot, load_params
 
 # Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
 # absorbs thread-count and library-version float noise, not real differences (0.01 dB is far below any effect).
@@ -159,14 +176,14 @@ def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
 
     dvc_file = repo / f"{name}.dvc"
     if not dvc_file.is_file():
-        result.add("data", None, f"no {dvc_file.name}")
+        result.add("data", False, f"no {dvc_file.name}: the raw videos are not versioned (dvc add {name})")
         return
     out = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])[0]
     md5 = str(out.get("md5", ""))
     listing_file = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
     folder = repo / out.get("path", name)
     if not listing_file.is_file():
-        result.add("data", None, f"{dvc_file.name}: its file listing {md5} is not in the DVC cache (dvc pull)")
+        result.add("data", False, f"{dvc_file.name}: its file listing {md5} is not in the DVC cache (dvc pull)")
         return
     listing = {e["relpath"]: e["md5"] for e in json.loads(listing_file.read_text())}
     present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
@@ -184,7 +201,7 @@ def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
 def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
     head = _run(["git", "rev-parse", "HEAD"], repo)
     if head.returncode:
-        result.add("git", None, "not a git repository")
+        result.add("git", False, "not a git repository: the code behind the results cannot be named")
         return {}
     commit = head.stdout.strip()
 
@@ -197,47 +214,134 @@ def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
 
 
 def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
-    """The run manifest, the package versions it recorded and the integrity of its final checkpoint."""
+    """The run record, the package versions it recorded and the integrity of its final checkpoint."""
 
     label = run_dir.name
     try:
-        manifest = read_manifest(run_dir)
-    except RunManifestError as err:
+        run_record = read_run_record(run_dir)
+    except RunRecordError as err:
         result.add(f"run:{label}", False, str(err))
         return None
-    git = manifest.git or {}
-    device = manifest.device or {}
+    git = run_record.git or {}
+    device = run_record.device or {}
     recorded = (
-        f"seed {manifest.seed}, {device.get('accelerator', '?')} x{device.get('world_size', 1)}, "
-        f"commit {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, status {manifest.status}"
+        f"seed {run_record.seed}, {device.get('accelerator', '?')} x{device.get('world_size', 1)}, "
+        f"commit {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, status {run_record.status}"
     )
-    ok = manifest.status == "completed" and git.get("commit") is not None and not git.get("dirty")
+    ok = run_record.status == "completed" and git.get("commit") is not None and not git.get("dirty")
     if head and git.get("commit") and git["commit"] != head:
         recorded += f"; made at an older commit than HEAD {head[:10]} (dvc-status says whether code changed)"
     result.add(f"run:{label}", ok, recorded)
     now = package_versions()
-    diffs = [f"{k} {v} -> {now.get(k)}" for k, v in (manifest.packages or {}).items() if now.get(k) != v]
+    diffs = [f"{k} {v} -> {now.get(k)}" for k, v in (run_record.packages or {}).items() if now.get(k) != v]
     result.add(f"packages:{label}", not diffs, "; ".join(diffs) if diffs else f"{len(now)} packages as recorded")
-    if manifest.final_checkpoint is None:
+    if run_record.final_checkpoint is None:
         result.add(f"checkpoint:{label}", False, "no final checkpoint recorded")
-        return manifest
-    weights = run_dir / manifest.final_checkpoint / "model.safetensors"
-    config = run_dir / manifest.final_checkpoint / "config.json"
+        return run_record
+    weights = run_dir / run_record.final_checkpoint / "model.safetensors"
+    config = run_dir / run_record.final_checkpoint / "config.json"
     if not weights.is_file():
         result.add(f"checkpoint:{label}", False, f"{weights}: missing")
-        return manifest
+        return run_record
     actual = sha256_file(weights)
     recorded_cfg = json.loads(config.read_text()).get("weights_sha256") if config.is_file() else None
-    if actual != manifest.final_checkpoint_sha256 or actual != recorded_cfg:
+    if actual != run_record.final_checkpoint_sha256 or actual != recorded_cfg:
         result.add(
             f"checkpoint:{label}",
             False,
-            f"{weights}: sha256 {actual[:12]} differs from run.json {str(manifest.final_checkpoint_sha256)[:12]}"
+            f"{weights}: sha256 {actual[:12]} differs from run.json {str(run_record.final_checkpoint_sha256)[:12]}"
             f" / config.json {str(recorded_cfg)[:12]}",
         )
     else:
         result.add(f"checkpoint:{label}", True, f"{weights.relative_to(run_dir)} sha256 {actual[:12]} as recorded")
-    return manifest
+    return run_record
+
+
+def identity_problems(run_dir: Path, run_record: RunRecord, workspace: Path) -> list[str]:
+    """What no longer matches a run's recorded identity in `workspace`, one phrase each (empty: still valid)."""
+    recorded = run_record.identity or {}
+    problems = []
+    code = code_sha256("train")
+    if recorded.get("code_sha256") != code:
+        problems.append(f"code changed: sha256 {str(recorded.get('code_sha256'))[:12]} -> {code[:12]}")
+    for rel, digest in sorted(run_record.data_files.items()):
+        path = Path(rel) if os.path.isabs(rel) else workspace / rel
+        now = sha256_file(path) if path.is_file() else "missing"
+        if now != digest:
+            problems.append(f"data changed: {rel} sha256 {digest[:12]} -> {now[:12]}")
+    parent = run_record.parent_checkpoint
+    if parent is not None:
+        path = Path(parent) if os.path.isabs(parent) else workspace / parent
+        weights = path / "model.safetensors"
+        now = sha256_file(weights) if weights.is_file() else "missing"
+        if now != recorded.get("parent_sha256"):
+            problems.append(
+                f"parent checkpoint changed: {parent} sha256 {str(recorded.get('parent_sha256'))[:12]} -> {now[:12]}"
+            )
+    params = run_record.params or {}
+    file = params.get("file")
+    if file is not None:
+        path = Path(file) if os.path.isabs(file) else workspace / file
+        if not path.is_file():
+            problems.append(f"params file {file} is gone")
+        else:
+            try:
+                loaded = load_params(path, params.get("profile"), params.get("overrides") or [], stage=run_record.stage)
+            except (ValueError, FileNotFoundError) as err:
+                problems.append(f"params no longer load: {one_line(err)}")
+            else:
+                now = sha256_json(computing_config(config_snapshot(*loaded)))
+                if now != recorded.get("params_sha256"):
+                    problems.append(
+                        f"params changed: {file} (profile {params.get('profile')}) now gives sha256 {now[:12]}, "
+                        f"the run recorded {str(recorded.get('params_sha256'))[:12]}"
+                    )
+    return problems
+
+
+def check_identity(result: AuditResult, run_dir: Path, run_record: RunRecord | None, workspace: Path) -> None:
+    label = f"identity:{run_dir.name}"
+    if run_record is None:
+        return
+    cwd = Path.cwd()
+    try:
+        os.chdir(workspace)  # run records hold paths relative to the workspace the run started in
+        problems = identity_problems(run_dir, run_record, workspace)
+    finally:
+        os.chdir(cwd)
+    if problems:
+        result.add(label, False, f"{run_dir} is stale: " + "; ".join(problems))
+    else:
+        result.add(label, True, "code, data, parent checkpoint and params hash as the run recorded")
+
+
+def check_trials(result: AuditResult, study_dir: Path) -> None:
+    """A committed study: each finished trial's metrics file is the one it recorded, made by the current code."""
+    label = f"trials:{study_dir.name}"
+    try:
+        df = read_trials(study_dir)
+    except StudyFileError as err:
+        result.add(label, False, str(err))
+        return
+    done = df[df["state"] == "COMPLETE"]
+    code = code_sha256("train")
+    problems = []
+    for row in done.itertuples():
+        where = f"trial {row.trial} ({row.level}, seed {row.seed})"
+        if not isinstance(row.metrics_path, str) or not isinstance(row.metrics_sha256, str):
+            problems.append(f"{where}: no metrics file sha256 recorded")
+            continue
+        path = study_dir / row.metrics_path
+        now = sha256_file(path) if path.is_file() else "missing"
+        if now != row.metrics_sha256:
+            problems.append(f"{where}: {row.metrics_path} sha256 {row.metrics_sha256[:12]} -> {now[:12]} (edited?)")
+        if row.code_sha256 != code:
+            problems.append(f"{where}: code changed since (sha256 {str(row.code_sha256)[:12]} -> {code[:12]})")
+    if problems:
+        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+        result.add(label, False, "; ".join(problems[:4]) + more)
+    else:
+        result.add(label, True, f"{len(done)} finished trials: metrics files and code as recorded")
 
 
 def check_metrics_file(result: AuditResult, repo: Path, metrics_path: Path, final_sha: str | None) -> dict | None:
@@ -334,15 +438,16 @@ def audit(
     if (path / "run.json").is_file():  # one run folder, e.g. a sweep trial
         repo = Path(_run(["git", "rev-parse", "--show-toplevel"], path).stdout.strip() or path)
         head = check_git(result, repo).get("commit")
-        manifest = check_run(result, path, head)
+        run_record = check_run(result, path, head)
+        check_identity(result, path, run_record, _workspace_of(path))
         metrics_path = path / "eval" / "metrics.json"
         if not metrics_path.is_file():
             metrics_path = path.parent / "eval" / "metrics.json"
         record = None
-        if metrics_path.is_file() and manifest is not None:
-            record = check_metrics_file(result, repo, metrics_path, manifest.final_checkpoint_sha256)
+        if metrics_path.is_file() and run_record is not None:
+            record = check_metrics_file(result, repo, metrics_path, run_record.final_checkpoint_sha256)
         if rerun:
-            _rerun(result, record, path, manifest, tol)
+            _rerun(result, record, path, run_record, tol)
     else:
         repo = path
         if not (repo / "dvc.yaml").is_file():
@@ -350,33 +455,36 @@ def audit(
         check_dvc_status(result, repo)
         check_data(result, repo)
         head = check_git(result, repo).get("commit")
-        manifest = None
+        run_record = None
         for run in PIPELINE_RUNS:
             if (repo / run / "run.json").is_file():
-                manifest = check_run(result, repo / run, head)
+                run_record = check_run(result, repo / run, head)
+                check_identity(result, repo / run, run_record, repo)
             else:
                 result.add(f"run:{Path(run).name}", False, f"{run}: no run.json (run `dvc repro`)")
-        final_sha = None if manifest is None else manifest.final_checkpoint_sha256
+        for study in sorted((repo / "experiments").glob("*/trials.parquet")):
+            check_trials(result, study.parent)
+        final_sha = None if run_record is None else run_record.final_checkpoint_sha256
         record = check_metrics_file(result, repo, repo / PIPELINE_EVAL, final_sha)
         if rerun:
-            _rerun(result, record, repo / PIPELINE_RUNS[-1], manifest, tol)
+            _rerun(result, record, repo / PIPELINE_RUNS[-1], run_record, tol)
     if out_dir is None:  # a run folder keeps its own audit; the workspace's goes to outputs/audit
         out_dir = path / "audit" if (path / "run.json").is_file() else path / "outputs" / "audit"
     write_outputs(result, out_dir)
     return result
 
 
-def _rerun(result: AuditResult, record: dict | None, run_dir: Path, manifest: Any, tol: dict[str, float]) -> None:
-    if record is None or manifest is None or manifest.final_checkpoint is None:
+def _rerun(result: AuditResult, record: dict | None, run_dir: Path, run_record: Any, tol: dict[str, float]) -> None:
+    if record is None or run_record is None or run_record.final_checkpoint is None:
         result.add("rerun", None, "nothing to re-evaluate (no metrics or no final checkpoint)")
         return
 
-    data = DataConfig.from_dict(manifest.config.get("data", {}))
+    data = DataConfig.from_dict(run_record.config.get("data", {}))
     cwd = Path.cwd()
     try:
-        # Run paths in the manifest's data config (clip index, cache) are relative to the workspace root.
+        # Run paths in the run_record's data config (clip index, cache) are relative to the workspace root.
         os.chdir(_workspace_of(run_dir))
-        check_rerun(result, record, run_dir / manifest.final_checkpoint, data, tol)
+        check_rerun(result, record, run_dir / run_record.final_checkpoint, data, tol)
     finally:
         os.chdir(cwd)
 

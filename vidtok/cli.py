@@ -482,7 +482,11 @@ def cmd_audit(args: argparse.Namespace) -> None:
             tolerance[name] = float(value)
         except ValueError:
             raise CommandError(f"--tolerance {item!r}: expected METRIC=NUMBER, e.g. psnr=0.01") from None
-    result = audit(args.target, rerun=args.rerun, tolerance=tolerance, out_dir=args.out_dir)
+    try:
+        result = audit(args.target, rerun=args.rerun, tolerance=tolerance, out_dir=args.out_dir)
+    except (OSError, ValueError) as err:  # no such workspace or run folder, unreadable files: nothing was audited
+        print(f"vidtok audit: cannot run: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(result.table(), end="")
     out = args.out_dir or (
         "outputs/audit" if not (Path(args.target) / "run.json").is_file() else f"{args.target}/audit"
@@ -515,7 +519,10 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="outputs/report.md")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("audit", help="reproducibility audit of the workspace or of a run folder (exit 1 on failure)")
+    p = sub.add_parser(
+        "audit",
+        help="reproducibility audit of the workspace or of a run folder (exit 0 pass, 1 a check failed, 2 cannot run)",
+    )
     p.add_argument("target", nargs="?", default=".", help="repository root (default) or a run folder")
     p.add_argument("--rerun", action="store_true", help="re-evaluate the final checkpoint and compare the metrics")
     p.add_argument(

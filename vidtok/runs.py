@@ -1,11 +1,11 @@
-"""Run folders and their manifest: the record the dashboard and `vidtok audit` read.
+"""Run folders and their record (run.json): what made a run and what it did; the dashboard and `vidtok audit` read it.
 
     python -m vidtok.runs outputs/train/stage1      # validate a run folder's run.json and print it
 
 Layout of a training run folder (`vidtok train --run-dir RUN`):
 
     RUN/
-      run.json                  RunManifest (below), rewritten atomically at start, every checkpoint and the end
+      run.json                  RunRecord (below), rewritten atomically at start, every checkpoint and the end
       metrics.csv               one row per logged step: `step` + every loss term, grad norms, lr, clips_per_s
       val.csv                   the learning curve: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
       checkpoints/
@@ -14,16 +14,23 @@ Layout of a training run folder (`vidtok train --run-dir RUN`):
                                 EMAs, weight EMA) and training_state.json (step, configs, param groups, sha256s)
         final/                  the weights to use (the EMA weights when train.ema) + the same training state
 
-All paths inside run.json are relative to the run folder (so a folder can be moved or pushed to a DVC remote).
 `final_checkpoint_sha256` is the sha256 of `final/model.safetensors`, the same value as its config.json's
-`weights_sha256`. `data_hash` is the sha256 of the training clip index file the run read (None for in-memory data).
+`weights_sha256`.
 
-Schema (version 1) - the fields of RunManifest, all JSON types:
+A run is what made it. `identity` holds four sha256s: `params_sha256` (the settings that change what the run
+computes, vidtok.train.config.computing_config), `code_sha256` (the library sources that can change its result:
+CODE_PATHS, see `code_sha256`), `data_sha256` (the clips it read: every clip's video sha256 and frame indices,
+and the crop and size, for train and val) and `parent_sha256` (the weights it started from: stage 2's stage-1
+checkpoint). A run folder is resumed or reused only when all four match; otherwise training restarts it or refuses,
+naming what changed (`identity_differences`).
+
+Schema (version 2) - the fields of RunRecord, all JSON types:
     schema_version int; run_id str; stage "stage1"|"stage2"|"onestage"; status "running"|"completed"|"failed";
     started_at, ended_at ISO-8601 UTC str (ended_at null while running); wall_time_s float (training time over all
     segments of a resumed run); steps_completed int; total_steps int; seed int;
     config {"data","model","train","loss"}: the typed configs as dicts; params {"file","sha256","profile",
-    "overrides"}: where they came from; data_hash str|null; data_files {path: sha256};
+    "overrides"}: where they came from; identity {params_sha256, code_sha256, data_sha256, parent_sha256: str|null};
+    data_files {path: sha256} (the manifest and clip indexes read);
     git {"commit": str|null, "dirty": bool|null}; packages {name: version}; device {accelerator, devices,
     strategy, precision, world_size, torch_threads, cpu, gpu, hostname};
     parent_run str|null, parent_checkpoint str|null, parent_checkpoint_sha256 str|null (stage 2 -> stage 1);
@@ -34,6 +41,7 @@ Schema (version 1) - the fields of RunManifest, all JSON types:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -46,23 +54,41 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from vidtok._files import write_json
+from vidtok._files import sha256_file, write_json
 
 __all__ = [
-    "MANIFEST_NAME",
-    "RunManifest",
-    "RunManifestError",
+    "RECORD_NAME",
+    "RunRecord",
+    "RunRecordError",
+    "CODE_PATHS",
+    "IDENTITY_KEYS",
     "SCHEMA_VERSION",
+    "code_sha256",
+    "identity_differences",
     "device_info",
     "git_info",
     "now_iso",
     "package_versions",
-    "read_manifest",
-    "write_manifest",
+    "read_run_record",
+    "write_run_record",
 ]
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "run.json"
+SCHEMA_VERSION = 2
+IDENTITY_KEYS = ("params_sha256", "code_sha256", "data_sha256", "parent_sha256")
+# The library sources a result can depend on, by kind of run, relative to the folder holding the vidtok package.
+# dvc.yaml lists the same paths as the deps of its train and evaluate stages (a test keeps the two equal).
+CODE_PATHS: dict[str, tuple[str, ...]] = {
+    "train": ("vidtok/data", "vidtok/metrics.py", "vidtok/model", "vidtok/params.py", "vidtok/train"),
+    "evaluate": (
+        "vidtok/data",
+        "vidtok/evaluation",
+        "vidtok/metrics.py",
+        "vidtok/model",
+        "vidtok/params.py",
+        "vidtok/tokens.py",
+    ),
+}
+RECORD_NAME = "run.json"
 METRICS_NAME = "metrics.csv"
 VAL_NAME = "val.csv"
 CHECKPOINTS_DIR = "checkpoints"
@@ -72,7 +98,7 @@ STATUSES = ("running", "completed", "failed")
 _PACKAGES = ("vidtok", "torch", "lightning", "numpy", "safetensors", "av", "lpips", "torchmetrics", "pandas")
 
 
-class RunManifestError(ValueError):
+class RunRecordError(ValueError):
     """A run.json that is missing, unreadable or invalid: one line naming the file and the field."""
 
 
@@ -87,10 +113,10 @@ def _check(name: str, value: Any, kinds: tuple[type, ...], optional: bool = Fals
     if value is None and optional:
         return
     if isinstance(value, bool) and bool not in kinds:
-        raise RunManifestError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+        raise RunRecordError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
     if not isinstance(value, kinds):
         got = type(value).__name__
-        raise RunManifestError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {got} {value!r}")
+        raise RunRecordError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {got} {value!r}")
 
 
 def _check_time(name: str, value: Any, optional: bool = False) -> None:
@@ -99,11 +125,11 @@ def _check_time(name: str, value: Any, optional: bool = False) -> None:
         try:
             datetime.fromisoformat(value)
         except ValueError:
-            raise RunManifestError(f"field {name!r} must be an ISO-8601 time, got {value!r}") from None
+            raise RunRecordError(f"field {name!r} must be an ISO-8601 time, got {value!r}") from None
 
 
 @dataclass(frozen=True)
-class RunManifest:
+class RunRecord:
     """What one training run was and did; `validate` runs on construction and on every read."""
 
     run_id: str
@@ -118,7 +144,7 @@ class RunManifest:
     packages: dict[str, str]
     total_steps: int
     steps_completed: int = 0
-    data_hash: str | None = None
+    identity: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(IDENTITY_KEYS))
     data_files: dict[str, str] = field(default_factory=dict)
     parent_run: str | None = None
     parent_checkpoint: str | None = None
@@ -139,34 +165,38 @@ class RunManifest:
 
     def validate(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
-            raise RunManifestError(f"schema_version {self.schema_version!r} is not {SCHEMA_VERSION}")
+            raise RunRecordError(
+                f"schema_version {self.schema_version!r} is not {SCHEMA_VERSION} (written by another vidtok version: "
+                "train the run again)"
+            )
         _check("run_id", self.run_id, (str,))
         if not self.run_id:
-            raise RunManifestError("field 'run_id' is empty")
+            raise RunRecordError("field 'run_id' is empty")
         if self.stage not in STAGES:
-            raise RunManifestError(f"field 'stage' must be one of {STAGES}, got {self.stage!r}")
+            raise RunRecordError(f"field 'stage' must be one of {STAGES}, got {self.stage!r}")
         if self.status not in STATUSES:
-            raise RunManifestError(f"field 'status' must be one of {STATUSES}, got {self.status!r}")
+            raise RunRecordError(f"field 'status' must be one of {STATUSES}, got {self.status!r}")
         _check_time("started_at", self.started_at)
         _check_time("ended_at", self.ended_at, optional=True)
-        for name in ("config", "params", "device", "git", "packages", "data_files"):
+        for name in ("config", "params", "device", "git", "packages", "identity", "data_files"):
             _check(name, getattr(self, name), (dict,))
         missing = [k for k in ("data", "model", "train", "loss") if k not in self.config]
         if missing:
-            raise RunManifestError(f"field 'config' lacks section(s) {missing}")
+            raise RunRecordError(f"field 'config' lacks section(s) {missing}")
         if set(self.git) != {"commit", "dirty"}:
-            raise RunManifestError(f"field 'git' must hold exactly commit and dirty, got {sorted(self.git)}")
+            raise RunRecordError(f"field 'git' must hold exactly commit and dirty, got {sorted(self.git)}")
         _check("git.commit", self.git["commit"], (str,), optional=True)
         _check("git.dirty", self.git["dirty"], (bool,), optional=True)
         for name in ("seed", "total_steps", "steps_completed"):
             _check(name, getattr(self, name), (int,))
             if getattr(self, name) < 0:
-                raise RunManifestError(f"field {name!r} must be >= 0, got {getattr(self, name)}")
+                raise RunRecordError(f"field {name!r} must be >= 0, got {getattr(self, name)}")
         if self.steps_completed > self.total_steps:
-            raise RunManifestError(f"steps_completed {self.steps_completed} exceeds total_steps {self.total_steps}")
+            raise RunRecordError(f"steps_completed {self.steps_completed} exceeds total_steps {self.total_steps}")
         _check("wall_time_s", self.wall_time_s, (int, float), optional=True)
+        if set(self.identity) != set(IDENTITY_KEYS):
+            raise RunRecordError(f"field 'identity' must hold exactly {', '.join(IDENTITY_KEYS)}")
         for name in (
-            "data_hash",
             "parent_run",
             "parent_checkpoint",
             "parent_checkpoint_sha256",
@@ -177,18 +207,19 @@ class RunManifest:
             "error",
         ):
             _check(name, getattr(self, name), (str,), optional=True)
-        for name in ("data_hash", "parent_checkpoint_sha256", "final_checkpoint_sha256"):
-            value = getattr(self, name)
-            if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
-                raise RunManifestError(f"field {name!r} must be a sha256 hex digest, got {value!r}")
+        digests = {name: getattr(self, name) for name in ("parent_checkpoint_sha256", "final_checkpoint_sha256")}
+        digests |= {f"identity.{k}": v for k, v in self.identity.items()}
+        for name, value in digests.items():
+            if value is not None and not is_sha256(value):
+                raise RunRecordError(f"field {name!r} must be a sha256 hex digest, got {value!r}")
         for step in self.resumed_at_steps:
             _check("resumed_at_steps[]", step, (int,))
         if self.status == "completed" and (self.final_checkpoint is None or self.final_checkpoint_sha256 is None):
-            raise RunManifestError("a completed run needs final_checkpoint and final_checkpoint_sha256")
+            raise RunRecordError("a completed run needs final_checkpoint and final_checkpoint_sha256")
         if self.status == "failed" and not self.error:
-            raise RunManifestError("a failed run needs its error")
+            raise RunRecordError("a failed run needs its error")
         if self.stage == "stage2" and self.parent_checkpoint is None:
-            raise RunManifestError("a stage2 run needs parent_checkpoint (its stage-1 checkpoint)")
+            raise RunRecordError("a stage2 run needs parent_checkpoint (its stage-1 checkpoint)")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -196,23 +227,23 @@ class RunManifest:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "run manifest") -> RunManifest:
+    def from_dict(cls, data: Any, source: str = "run manifest") -> RunRecord:
         if not isinstance(data, dict):
-            raise RunManifestError(f"{source}: expected a JSON object, got {type(data).__name__}")
+            raise RunRecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
         required -= {f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
         unknown, missing = sorted(set(data) - known), sorted(required - set(data))
         if unknown:
-            raise RunManifestError(f"{source}: unknown field(s) {unknown}")
+            raise RunRecordError(f"{source}: unknown field(s) {unknown}")
         if missing:
-            raise RunManifestError(f"{source}: missing field(s) {missing}")
+            raise RunRecordError(f"{source}: missing field(s) {missing}")
         try:
             return cls(**data)
-        except RunManifestError as err:
-            raise RunManifestError(f"{source}: {err}") from None
+        except RunRecordError as err:
+            raise RunRecordError(f"{source}: {err}") from None
 
-    def replace(self, **changes: Any) -> RunManifest:
+    def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
 
     def path_in(self, run_dir: str | os.PathLike[str], relative: str | None) -> Path | None:
@@ -220,28 +251,81 @@ class RunManifest:
         return None if relative is None else Path(run_dir) / relative
 
 
-def manifest_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
+def record_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
     path = Path(run_dir_or_file)
-    return path / MANIFEST_NAME if path.is_dir() or path.suffix != ".json" else path
+    return path / RECORD_NAME if path.is_dir() or path.suffix != ".json" else path
 
 
-def write_manifest(run_dir: str | os.PathLike[str], manifest: RunManifest) -> Path:
+def write_run_record(run_dir: str | os.PathLike[str], manifest: RunRecord) -> Path:
     manifest.validate()
-    path = Path(run_dir) / MANIFEST_NAME
+    path = Path(run_dir) / RECORD_NAME
     write_json(path, manifest.to_dict())
     return path
 
 
-def read_manifest(run_dir_or_file: str | os.PathLike[str]) -> RunManifest:
-    """The validated manifest of a run folder (or a run.json path); RunManifestError otherwise."""
-    path = manifest_path(run_dir_or_file)
+def read_run_record(run_dir_or_file: str | os.PathLike[str]) -> RunRecord:
+    """The validated manifest of a run folder (or a run.json path); RunRecordError otherwise."""
+    path = record_path(run_dir_or_file)
     if not path.is_file():
-        raise RunManifestError(f"{path}: no run manifest (not a vidtok run folder, or the run never started)")
+        raise RunRecordError(f"{path}: no run manifest (not a vidtok run folder, or the run never started)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunManifestError(f"{path}: not valid JSON ({err})") from None
-    return RunManifest.from_dict(data, source=str(path))
+        raise RunRecordError(f"{path}: not valid JSON ({err})") from None
+    return RunRecord.from_dict(data, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ identity
+
+
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, compact): the same value for the same content in any process."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def code_files(kind: str) -> list[Path]:
+    """The .py files of CODE_PATHS[kind] in this installation of vidtok, sorted."""
+    if kind not in CODE_PATHS:
+        raise ValueError(f"code kind must be one of {', '.join(CODE_PATHS)}, got {kind!r}")
+    base = Path(__file__).resolve().parent.parent  # the folder holding vidtok/
+    files: list[Path] = []
+    for rel in CODE_PATHS[kind]:
+        path = base / rel
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return sorted(files)
+
+
+def code_sha256(kind: str) -> str:
+    """sha256 over (path, sha256) of the library sources a `kind` ("train" or "evaluate") result depends on: a
+    changed line anywhere in them (vidtok/model, vidtok/data, ...) is another code identity."""
+    base = Path(__file__).resolve().parent.parent
+    return sha256_json([[f.relative_to(base).as_posix(), sha256_file(f)] for f in code_files(kind)])
+
+
+IDENTITY_WHAT = {
+    "params_sha256": "params",
+    "code_sha256": "code",
+    "data_sha256": "data",
+    "parent_sha256": "parent checkpoint",
+}
+
+
+def identity_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """What differs between a recorded identity and the current one, one phrase each ("data changed: sha256
+    ab12cd34 -> 9f8e7d6c"); an unknown value (None, e.g. a dataset that cannot be hashed) never matches."""
+    if not saved:
+        return ["no identity recorded (made by an older vidtok)"]
+    out = []
+    for key in IDENTITY_KEYS:
+        old, new = saved.get(key), current.get(key)
+        if old == new and (new is not None or key == "parent_sha256"):  # no parent is a known value
+            continue
+        out.append(f"{IDENTITY_WHAT[key]} changed: sha256 {str(old)[:12]} -> {str(new)[:12]}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ environment
@@ -327,8 +411,8 @@ def _main(argv: list[str]) -> int:
         print("usage: python -m vidtok.runs RUN_DIR_OR_RUN_JSON", file=sys.stderr)
         return 2
     try:
-        manifest = read_manifest(argv[0])
-    except RunManifestError as err:
+        manifest = read_run_record(argv[0])
+    except RunRecordError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))

@@ -19,21 +19,21 @@ def _short(sha: str | None, n: int = 12) -> str:
 
 
 def _runs(base: Any) -> tuple[Any, dict[str, Any]] | None:
-    """Draw the pipeline's run folders; return the latest (final stage) folder and its manifest."""
+    """Draw the pipeline's run folders; return the latest (final stage) folder and its record."""
     runs = data.pipeline_runs(base)
     if not runs:
         ui.empty_state("No pipeline run yet (no outputs/train/*/run.json)", data.CMD_PIPELINE, alternative="dvc repro")
         return None
-    manifests: dict[Any, dict[str, Any]] = {}
+    records: dict[Any, dict[str, Any]] = {}
     for run in runs:
         try:
-            manifests[run] = data.read_manifest(run)
+            records[run] = data.read_run_record(run)
         except data.DataError as err:
             ui.show_error(err)
-    if not manifests:
+    if not records:
         return None
     rows = []
-    for run, m in manifests.items():
+    for run, m in records.items():
         rows.append(
             {
                 "stage": m["stage"],
@@ -48,7 +48,7 @@ def _runs(base: Any) -> tuple[Any, dict[str, Any]] | None:
                 "error": m["error"] or "",
             }
         )
-    latest_dir, latest = list(manifests.items())[-1]
+    latest_dir, latest = list(records.items())[-1]
     status_icon = {
         "completed": ":material/check_circle:",
         "running": ":material/pending:",
@@ -67,7 +67,7 @@ def _runs(base: Any) -> tuple[Any, dict[str, Any]] | None:
     st.markdown(
         f"{status_icon.get(latest['status'], '')} Run `{latest['run_id']}` · commit "
         f"`{_short(git.get('commit'))}`{' (dirty tree)' if git.get('dirty') else ''} · data hash "
-        f"`{_short(latest['data_hash'])}` · params `{params.get('file', '—')}` profile "
+        f"`{_short((latest.get('identity') or {}).get('data_sha256'))}` · params `{params.get('file', '—')}` profile "
         f"**{params.get('profile', '—')}** (sha256 `{_short(params.get('sha256'))}`)"
         + (f" · overrides `{params.get('overrides')}`" if params.get("overrides") else "")
     )
@@ -75,9 +75,9 @@ def _runs(base: Any) -> tuple[Any, dict[str, Any]] | None:
     return latest_dir, latest
 
 
-def _curve(run_dir: Any, manifest: dict[str, Any]) -> None:
+def _curve(run_dir: Any, record: dict[str, Any]) -> None:
     try:
-        curve = data.read_val_curve(run_dir, manifest)
+        curve = data.read_val_curve(run_dir, record)
     except data.DataError as err:
         ui.show_error(err)
         return
@@ -138,7 +138,7 @@ def _evaluation(base: Any) -> None:
         st.caption(f"Trivial codec: {base_line}.")
 
 
-def _params(base: Any, manifest: dict[str, Any] | None) -> None:
+def _params(base: Any, record: dict[str, Any] | None) -> None:
     st.header("Params and data")
     left, right = st.columns(2)
     with left:
@@ -154,9 +154,9 @@ def _params(base: Any, manifest: dict[str, Any] | None) -> None:
             st.markdown(f"**params.yaml**: {len(names)} top-level key(s): {', '.join(f'`{n}`' for n in names[:12])}")
             with st.expander("params.yaml"):
                 st.code(data.read_text(base / "params.yaml") or "", language="yaml")
-        if manifest is not None:
+        if record is not None:
             with st.expander("Configuration of the latest run (run.json config)"):
-                st.json(manifest["config"], expanded=1)
+                st.json(record["config"], expanded=1)
     with right:
         try:
             dvc = data.read_yaml(base / "data.dvc")
@@ -172,9 +172,9 @@ def _params(base: Any, manifest: dict[str, Any] | None) -> None:
                 )
         else:
             st.caption("No data.dvc at the data root.")
-        if manifest is not None and manifest.get("data_files"):
+        if record is not None and record.get("data_files"):
             with st.expander("Data files the latest run read (sha256)"):
-                files = manifest["data_files"]
+                files = record["data_files"]
                 st.dataframe(pd.DataFrame({"file": list(files), "sha256": list(files.values())}), hide_index=True)
 
 

@@ -18,6 +18,8 @@ or N workers, and a resumed run the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ __all__ = [
     "StepBatches",
     "StepLoader",
     "TensorClips",
+    "clips_sha256",
     "VideoDataModule",
     "collate_clips",
     "epoch_samples",
@@ -95,6 +98,14 @@ class ClipDataset(Dataset):
     @property
     def clip_frames(self) -> int:
         return int(self.frames.shape[1]) if len(self.frames) else 0
+
+    def content_sha256(self) -> str:
+        """What this dataset yields, as one sha256: every clip's video (by content), frame indices, the output size
+        and crop. Where the videos live and whether a frame cache serves them do not change it."""
+        digest = hashlib.sha256(json.dumps({"size": list(self.size), "crop": self.crop}).encode())
+        digest.update(json.dumps([str(v) for v in self.sha256]).encode())
+        digest.update(np.ascontiguousarray(self.frames, dtype=np.int64).tobytes())
+        return digest.hexdigest()
 
     def raw(self, row: int) -> np.ndarray:
         """The clip's frames as decoded (or cached): uint8 (T, H, W, 3)."""
@@ -205,6 +216,13 @@ class TensorClips(Dataset):
     def __len__(self) -> int:
         return self.clips.shape[0]
 
+    def content_sha256(self) -> str:
+        """sha256 of the clips' shape, dtype and values."""
+        clips = self.clips.detach().cpu().contiguous()
+        digest = hashlib.sha256(f"{tuple(clips.shape)} {clips.dtype}".encode())
+        digest.update(clips.numpy().tobytes())
+        return digest.hexdigest()
+
     def __getitem__(self, item: int | tuple[int, int]) -> Tensor:
         row = item if isinstance(item, int | np.integer) else item[0]
         return self.clips[int(row)]
@@ -295,6 +313,21 @@ class StepLoader:
             worker_init_fn=worker_init if self.workers else None,
             pin_memory=torch.cuda.is_available(),
         )
+
+
+def clips_sha256(train: Dataset, val: Dataset | None) -> str | None:
+    """The data identity of a training run: the content hashes of its train and val datasets (None when a dataset
+    cannot say what it holds: such a run is never reused)."""
+    parts = []
+    for dataset in (train, val):
+        if dataset is None:
+            parts.append(None)
+            continue
+        content = getattr(dataset, "content_sha256", None)
+        if content is None:
+            return None
+        parts.append(content())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def stack_clips(dataset: Dataset, count: int) -> Tensor:

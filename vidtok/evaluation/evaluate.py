@@ -44,7 +44,7 @@ from vidtok.data.loader import ClipDataset, VideoDataModule, non_overlapping_ste
 from vidtok.data.video import write_video
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
-from vidtok.runs import read_manifest
+from vidtok.runs import read_run_record
 from vidtok.tokens import RunOptions, encode_file
 
 __all__ = ["EvalOptions", "evaluate", "resolve", "score", "summarise", "write"]
@@ -111,7 +111,7 @@ def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options
     the reason, unless a trunk path was given explicitly (then a missing file is an error)."""
     folder = Path(checkpoint)
     if (folder / "run.json").is_file():
-        run = read_manifest(folder)
+        run = read_run_record(folder)
         if run.final_checkpoint is None:
             raise ValueError(f"{folder}: run is {run.status}, it has no final checkpoint")
         folder = folder / run.final_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtok._files import atomic_write
-from vidtok.runs import read_manifest
+from vidtok.runs import read_run_record
 
 __all__ = ["report", "report_markdown"]
 
@@ -82,7 +82,7 @@ def report(eval_path: str | os.PathLike[str], out: str | os.PathLike[str], run_d
     runs = []
     for run_dir in run_dirs:
         if (Path(run_dir) / "run.json").is_file():
-            runs.append(read_manifest(run_dir).to_dict())
+            runs.append(read_run_record(run_dir).to_dict())
     text = report_markdown(record, runs)
     atomic_write(out, text)
     return text

@@ -63,12 +63,13 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from vidtok._files import one_line, write_json
+from vidtok._files import one_line, sha256_file, write_json
 from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
 from vidtok.data.config import list_files, load_data_config
 from vidtok.data.manifest import build_manifest
 from vidtok.data.sources import copy_samples
 from vidtok.params import resolve_sections
+from vidtok.runs import code_sha256
 from vidtok.studies.results import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
 from vidtok.studies.specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 from vidtok.studies.trial import run_trial
@@ -338,6 +339,8 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "steps": a.get("steps"),
             "run_dir": moved.get(t.number, a.get("run_dir")),
             "metrics_path": a.get("metrics_path"),
+            "metrics_sha256": a.get("metrics_sha256"),
+            "code_sha256": a.get("code_sha256"),
             "params_json": json.dumps(a.get("params", {}), sort_keys=True),
             "error": _error(t, stale),
             "started_at": a.get("started_at") or _iso(t.datetime_start),
@@ -765,6 +768,8 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
     metrics_file = Path(result.folder) / "eval" / "metrics.json"
     if metrics_file.is_file():
         trial.set_user_attr("metrics_path", os.path.relpath(metrics_file, study_dir))
+        trial.set_user_attr("metrics_sha256", sha256_file(metrics_file))  # what `vidtok audit` checks it against
+    trial.set_user_attr("code_sha256", code_sha256("train"))
     value = summary.get(metric)
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"the evaluation gave no finite {metric} ({value!r})")

@@ -225,7 +225,7 @@ def run_trial(
         runs[stage] = result.run_dir
         wall += result.wall_time_s
         steps += result.steps
-        device = result.manifest.device or {}
+        device = result.run_record.device or {}
         if device.get("accelerator") == "gpu":
             on_gpu = True
             gpu_hours += result.wall_time_s * int(device.get("world_size") or 1) / 3600

@@ -41,7 +41,7 @@ from vidtok.data.config import DataConfig
 from vidtok.model.config import ModelConfig, ModelSpec
 from vidtok.model.vidtok import CheckpointError, read_config
 from vidtok.params import SECTIONS, resolve_sections
-from vidtok.runs import STAGES, RunManifestError, read_manifest
+from vidtok.runs import STAGES, RunRecordError, read_run_record
 from vidtok.train.losses import LossConfig
 
 __all__ = ["Params", "TrainConfig", "check_setup", "load_params", "params_info", "resolve_init"]
@@ -207,7 +207,7 @@ def load_params(
 
 
 def params_info(path: str | os.PathLike[str] | None, profile: str | None, overrides: Sequence[str]) -> dict[str, Any]:
-    """Where a run's configs came from, for the run manifest."""
+    """Where a run's configs came from, for the run record."""
     return {
         "file": None if path is None else str(path),
         "sha256": sha256_file(path) if path is not None and os.path.isfile(path) else None,
@@ -233,12 +233,14 @@ def resolve_init(path: str | os.PathLike[str]) -> InitSource:
     folder = Path(path)
     if (folder / "run.json").is_file():
         try:
-            manifest = read_manifest(folder)
-        except RunManifestError as err:
+            run_record = read_run_record(folder)
+        except RunRecordError as err:
             raise CheckpointError(f"{folder}: {err}") from None
-        if manifest.status != "completed" or manifest.final_checkpoint is None:
-            raise CheckpointError(f"{folder}: run is {manifest.status}, it has no final checkpoint to start from")
-        return InitSource(folder / manifest.final_checkpoint, folder, read_config(folder / manifest.final_checkpoint))
+        if run_record.status != "completed" or run_record.final_checkpoint is None:
+            raise CheckpointError(f"{folder}: run is {run_record.status}, it has no final checkpoint to start from")
+        return InitSource(
+            folder / run_record.final_checkpoint, folder, read_config(folder / run_record.final_checkpoint)
+        )
     record = read_config(folder)
     run_dir = folder.parent.parent if (folder.parent.parent / "run.json").is_file() else None
     return InitSource(folder, run_dir, record)
@@ -309,16 +311,31 @@ def config_snapshot(data: DataConfig, model: ModelSpec, config: TrainConfig, los
     return {"data": data_dict, "model": model.to_dict(), "train": config.to_dict(), "loss": loss.to_dict()}
 
 
+# How clips are read, not which clips (the cache is bit-identical to decoding; data.fps lists the clip sets built);
+# the clips themselves are the data identity (vidtok.data.loader.clips_sha256), not their paths on this machine.
+DATA_READ_SETTINGS = frozenset(
+    {"num_workers", "use_cache", "cache_resolutions", "fps", "data_dir", "manifest", "clips_dir", "cache_dir"}
+)
+
+
+def computing_config(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a config snapshot that change what a run computes: all but the resumable train settings
+    (RESUMABLE_CHANGES) and how the data is read (DATA_READ_SETTINGS). Its sha256 is the run's params identity."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        values = dict(snapshot.get(section, {}))
+        skip = RESUMABLE_CHANGES if section == "train" else DATA_READ_SETTINGS if section == "data" else ()
+        out[section] = {k: v for k, v in values.items() if k not in skip}
+    return out
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """'section.key: old -> new' for every setting that changes what a run computes (resumable ones excluded)."""
+    """'section.key: old -> new' for every setting that changes what a run computes (`computing_config`)."""
+    a_all, b_all = computing_config(saved), computing_config(current)
     out = []
     for section in SECTIONS:
-        a, b = saved.get(section, {}), current.get(section, {})
+        a, b = a_all[section], b_all[section]
         for key in sorted(set(a) | set(b)):
-            if section == "train" and key in RESUMABLE_CHANGES:
-                continue
-            if section == "data" and key in ("num_workers", "use_cache", "cache_resolutions", "fps"):
-                continue  # how clips are read, not which clips: the cache is bit-identical to decoding
             if a.get(key) != b.get(key):
                 out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out

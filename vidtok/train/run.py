@@ -37,7 +37,7 @@ from vidtok import metrics as M
 from vidtok._files import one_line, resolve_device, sha256_file
 from vidtok.data.clips import clip_index_path
 from vidtok.data.config import DataConfig
-from vidtok.data.loader import StepLoader, VideoDataModule, epoch_samples, stack_clips
+from vidtok.data.loader import StepLoader, VideoDataModule, clips_sha256, epoch_samples, stack_clips
 from vidtok.model.config import ModelSpec
 from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, read_config
 from vidtok.runs import (
@@ -45,20 +45,24 @@ from vidtok.runs import (
     FINAL_NAME,
     METRICS_NAME,
     VAL_NAME,
-    RunManifest,
-    RunManifestError,
+    RunRecord,
+    RunRecordError,
+    code_sha256,
     device_info,
+    identity_differences,
     now_iso,
     package_versions,
-    read_manifest,
+    read_run_record,
+    sha256_json,
     workspace_git_info,
-    write_manifest,
+    write_run_record,
 )
 from vidtok.train.callbacks import Recorder
 from vidtok.train.config import (
     InitSource,
     TrainConfig,
     check_setup,
+    computing_config,
     config_differences,
     config_snapshot,
     resolve_init,
@@ -78,7 +82,7 @@ class TrainResult:
     final_checkpoint: Path
     steps: int
     wall_time_s: float
-    manifest: RunManifest
+    run_record: RunRecord
     last_metrics: dict[str, float]  # the last row of metrics.csv
     val_curve: list[dict[str, float]]  # val.csv: step, val_psnr, val_ssim, trivial_psnr, trivial_ssim
 
@@ -135,7 +139,7 @@ class Run:
     """Everything one `train` call needs after setup; `execute` fits and returns the result.
 
     Picklable on purpose: under `ddp_spawn` Lightning pickles the trainer, and with it the Recorder callbacks
-    that call back into the run (checkpoints, validation, manifest updates) from the rank-0 worker."""
+    that call back into the run (checkpoints, validation, run_record updates) from the rank-0 worker."""
 
     data: DataConfig
     model_spec: ModelSpec
@@ -160,6 +164,7 @@ class Run:
     wall_base: float = 0.0  # training seconds of earlier segments of a resumed run
     segment_start: float = field(default_factory=time.time)
     val_cache: tuple[Tensor, dict[str, float]] | None = None  # val clips and the trivial codec's scores on them
+    identity: dict[str, str | None] = field(default_factory=dict)  # what made the run (vidtok.runs)
 
     # ---------------------------------------------------------------------------------------- setup
 
@@ -192,11 +197,32 @@ class Run:
         loss_module.check_input(data.clip_frames, config.resolution, config.resolution)
         snapshot = config_snapshot(data, model, config, loss)
 
+        if datasets is None:
+            dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
+            if rank == 0:
+                dm.prepare_data()  # DDP workers start later (inside fit) and find it done
+            dm.setup("fit")
+            train_ds, val_ds = dm.train_dataset, dm.val_dataset
+            data_files = {}
+            for path in dict.fromkeys(
+                (data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))
+            ):
+                if "://" not in path and os.path.isfile(path):
+                    data_files[path] = sha256_file(path)
+        else:
+            dm, (train_ds, val_ds), data_files = None, datasets, {}
+        identity = {
+            "params_sha256": sha256_json(computing_config(snapshot)),
+            "code_sha256": code_sha256("train"),
+            "data_sha256": clips_sha256(train_ds, val_ds),
+            "parent_sha256": None if init is None else init.record.get("weights_sha256"),
+        }
+
         start_step, resume = 0, None
         found = find_resume(run_dir)
-        diffs = [] if found is None else config_differences(found[1].get("config", {}), snapshot)
+        diffs = [] if found is None else _changes(found[1], snapshot, identity)
         if diffs and on_change == "restart":
-            log.warning("%s: settings changed (%s); starting the run over", run_dir, "; ".join(diffs[:3]))
+            log.warning("%s: %s; starting the run over", run_dir, "; ".join(diffs[:4]))
             if rank == 0:
                 shutil.rmtree(run_dir)
             found, diffs = None, []
@@ -204,8 +230,8 @@ class Run:
             folder, record, tensors = found
             if diffs:
                 raise ValueError(
-                    f"{run_dir} holds a run with other settings ({'; '.join(diffs[:3])}); "
-                    "use another --run-dir, or delete that folder to start over"
+                    f"{run_dir} holds a run made by something else ({'; '.join(diffs[:4])}); use another --run-dir, "
+                    "--on-change restart, or delete that folder to start over"
                 )
             if record["step"] > config.steps:
                 raise ValueError(
@@ -216,28 +242,13 @@ class Run:
         elif init is not None:
             vt.load_state_dict(load_pretrained(init.checkpoint).state_dict())
             _continue_loss_state(loss_module, init)
-
-        if datasets is None:
-            dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
-            if rank == 0:
-                dm.prepare_data()  # DDP workers start later (inside fit) and find it done
-            dm.setup("fit")
-            train_ds, val_ds = dm.train_dataset, dm.val_dataset
+        if dm is not None:
             loader = dm.step_loader(start_step, config.steps)
-            data_files = {}
-            for path in dict.fromkeys(
-                (data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))
-            ):
-                if "://" not in path and os.path.isfile(path):
-                    data_files[path] = sha256_file(path)
-            data_hash = data_files.get(clip_index_path(data, config.fps))
         else:
-            train_ds, val_ds = datasets
             samples = epoch_samples(
                 train_ds, config.batch_size, data.clip_frames, data.clip_stride, data.samples_per_epoch
             )
             loader = StepLoader(train_ds, config.batch_size, data.seed, start_step, config.steps, samples)
-            data_hash, data_files = None, {}
         if len(train_ds) == 0:  # type: ignore[arg-type]
             raise ValueError("no training clips (check the data layer's clip index for the training fps)")
         world = config.devices if (config.devices > 1 or config.strategy != "auto") else 1
@@ -261,12 +272,13 @@ class Run:
             on_validation=on_validation,
             start_step=start_step,
             resume=resume,
+            identity=identity,
         )
         if rank == 0:
-            run.start_manifest(params, data_hash, data_files)
+            run.start_record(params, data_files)
         return run
 
-    def start_manifest(self, params: Mapping[str, Any] | None, data_hash: str | None, files: dict[str, str]) -> None:
+    def start_record(self, params: Mapping[str, Any] | None, files: dict[str, str]) -> None:
         cfg = self.config
         gpu = torch.cuda.get_device_name(0) if self.accelerator == "gpu" else None
         device = device_info(
@@ -281,14 +293,14 @@ class Run:
         existing = None
         if self.resume is not None:
             try:
-                existing = read_manifest(self.run_dir)
-            except RunManifestError:
+                existing = read_run_record(self.run_dir)
+            except RunRecordError:
                 existing = None
         if existing is not None and existing.status == "completed" and self.start_step >= cfg.steps:
             self.run_id, self.wall_base = existing.run_id, existing.wall_time_s or 0.0
             return  # nothing left to do: the record of the finished run stays as it is
         if existing is not None:
-            manifest = existing.replace(
+            run_record = existing.replace(
                 status="running",
                 ended_at=None,
                 error=None,
@@ -300,7 +312,7 @@ class Run:
             )
         else:
             init = self.init
-            manifest = RunManifest(
+            run_record = RunRecord(
                 run_id=_new_run_id(self.run_dir),
                 stage=cfg.stage,
                 status="running",
@@ -312,7 +324,7 @@ class Run:
                 git=workspace_git_info(),
                 packages=package_versions(),
                 total_steps=cfg.steps,
-                data_hash=data_hash,
+                identity=self.identity,
                 data_files=files,
                 parent_run=None if init is None or init.run_dir is None else str(init.run_dir),
                 parent_checkpoint=None if init is None else str(init.checkpoint),
@@ -321,9 +333,9 @@ class Run:
                 val_path=VAL_NAME,
                 wall_time_s=0.0,
             )
-        self.run_id, self.wall_base = manifest.run_id, manifest.wall_time_s or 0.0
+        self.run_id, self.wall_base = run_record.run_id, run_record.wall_time_s or 0.0
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(self.run_dir, manifest)
+        write_run_record(self.run_dir, run_record)
 
     # ---------------------------------------------------------------------------------------- callbacks
 
@@ -335,6 +347,7 @@ class Run:
         folder = self.run_dir / CHECKPOINTS_DIR
         tensors, opt_meta = training_tensors(module.loss, module.named_optimizers(), module.ema)
         state = {"step": step, "stage": cfg.stage, "run_id": self.run_id, "config": self.snapshot}
+        state["identity"] = self.identity
         state["optimizers"] = opt_meta
         meta = {
             "step": step,
@@ -357,12 +370,12 @@ class Run:
         return target
 
     def on_checkpoint(self, path: Path, step: int, final: bool) -> None:
-        manifest = read_manifest(self.run_dir)
+        run_record = read_run_record(self.run_dir)
         changes: dict[str, Any] = {"steps_completed": step, "wall_time_s": round(self.wall(), 3)}
         if final:
             changes["final_checkpoint"] = os.path.relpath(path, self.run_dir)
             changes["final_checkpoint_sha256"] = read_config(path)["weights_sha256"]
-        write_manifest(self.run_dir, manifest.replace(**changes))
+        write_run_record(self.run_dir, run_record.replace(**changes))
 
     def validate(self, module: TrainingModule) -> dict[str, float]:
         """PSNR / SSIM of the weights the final checkpoint will hold on the first val clips, and of the trivial
@@ -466,25 +479,25 @@ class Run:
 
     def _fail(self, err: BaseException) -> None:
         try:
-            manifest = read_manifest(self.run_dir)
-            write_manifest(
+            run_record = read_run_record(self.run_dir)
+            write_run_record(
                 self.run_dir,
-                manifest.replace(
+                run_record.replace(
                     status="failed",
                     error=one_line(err, with_type=True),
                     ended_at=now_iso(),
                     wall_time_s=round(self.wall(), 3),
                 ),
             )
-        except (OSError, RunManifestError):
-            pass  # the original error matters more than a manifest we cannot update
+        except (OSError, RunRecordError):
+            pass  # the original error matters more than a run_record we cannot update
 
     def _complete(self) -> TrainResult:
-        manifest = read_manifest(self.run_dir)
+        run_record = read_run_record(self.run_dir)
         final = self.run_dir / CHECKPOINTS_DIR / FINAL_NAME
         record = read_config(final)
-        if manifest.status != "completed":
-            manifest = manifest.replace(
+        if run_record.status != "completed":
+            run_record = run_record.replace(
                 status="completed",
                 ended_at=now_iso(),
                 wall_time_s=round(self.wall(), 3),
@@ -492,14 +505,14 @@ class Run:
                 final_checkpoint=os.path.relpath(final, self.run_dir),
                 final_checkpoint_sha256=record["weights_sha256"],
             )
-            write_manifest(self.run_dir, manifest)
+            write_run_record(self.run_dir, run_record)
         rows = read_csv_rows(self.run_dir / METRICS_NAME)
         return TrainResult(
             run_dir=self.run_dir,
             final_checkpoint=final,
             steps=self.config.steps,
-            wall_time_s=manifest.wall_time_s or 0.0,
-            manifest=manifest,
+            wall_time_s=run_record.wall_time_s or 0.0,
+            run_record=run_record,
             last_metrics=rows[-1] if rows else {},
             val_curve=read_csv_rows(self.run_dir / VAL_NAME),
         )
@@ -514,6 +527,18 @@ def read_csv_rows(path: Path) -> list[dict[str, float]]:
         return []
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _changes(saved: Mapping[str, Any], snapshot: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
+    """What makes a checkpoint's run another run than this one: settings first (named key by key), then code, data
+    and parent checkpoint (vidtok.runs.identity_differences)."""
+    settings = config_differences(saved.get("config", {}), snapshot)
+    other = [d for d in identity_differences(saved.get("identity"), dict(identity)) if not d.startswith("params ")]
+    if settings:
+        other.insert(0, "settings changed: " + ", ".join(settings[:3]) + (" ..." if len(settings) > 3 else ""))
+    elif saved.get("identity") and saved["identity"].get("params_sha256") != identity["params_sha256"]:
+        other.insert(0, "settings changed (their sha256 differs)")
+    return other
 
 
 def _continue_loss_state(loss_module: VidTokLoss, init: InitSource) -> None:
