@@ -281,8 +281,8 @@ def _is_num(value: Any) -> bool:
 
 
 def read_eval(folder: Path) -> dict[str, Any] | None:
-    """metrics.json of an evaluation folder (format vidtok-metrics, vidtok/evaluation/evaluate.py), checked for the fields the
-    dashboard shows; None when absent."""
+    """metrics.json of an evaluation folder (format vidtok-metrics, vidtok/evaluation/evaluate.py), checked for the
+    fields the dashboard shows; None when absent."""
     path = folder / "metrics.json"
     data = read_json(path)
     if data is None:

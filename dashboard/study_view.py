@@ -3,8 +3,8 @@ setting highlighted, each plot also as a table with a CSV download.
 
     streamlit run dashboard/app.py      # pages: Frame rate, Codebook size, Staging schedule
 
-Reads experiments/<study>/trials.parquet (vidtok.studies.results.TrialsSchema) and study.json; computes nothing but means
-and sample standard deviations of the numbers in that table.
+Reads experiments/<study>/trials.parquet (vidtok.studies.results.TrialsSchema) and study.json; computes nothing but
+means and sample standard deviations of the numbers in that table.
 """
 
 from __future__ import annotations

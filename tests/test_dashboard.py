@@ -146,7 +146,7 @@ def test_page_corrupt_one_line_errors(page: str, roots: dict[str, Path], monkeyp
 def test_study_best_setting_and_tables_match_the_study_summary(
     roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The per-setting table equals vidtok.studies.results' own summary.json (mean, std over seeds), the best is marked."""
+    """The per-setting table equals vidtok.studies.results' summary.json (mean, std over seeds), the best is marked."""
     at = run_page(roots["normal"], "frame_rate", monkeypatch)
     table = at.dataframe[0].value
     summary = json.loads((roots["normal"] / "experiments" / "sweep-fps" / "summary.json").read_text())

@@ -28,7 +28,8 @@ FAKE = {**SMOKE, "prepare": False}  # fake trials need no clips
 
 
 class Fake:
-    """A stand-in for vidtok.studies.trial.run_trial that records its calls; `fail` maps a train.fps override to an error."""
+    """A stand-in for vidtok.studies.trial.run_trial that records its calls; `fail` maps a train.fps override to an
+    error."""
 
     def __init__(self, fail: dict[str, BaseException] | None = None, psnr: float = 20.0):
         self.calls: list[tuple[str, list[str]]] = []

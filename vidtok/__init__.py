@@ -1,7 +1,7 @@
 """VidTok video tokenizers: `from vidtok import VidTok`.
 
-Attributes load lazily, so light modules (vidtok.runs, vidtok.studies.results, vidtok.data's manifest) can be imported by
-the dashboard and the data commands without importing torch.
+Attributes load lazily, so light modules (vidtok.runs, vidtok.studies.results, vidtok.data.manifest) can be imported
+by the dashboard and the data commands without importing torch.
 """
 
 from __future__ import annotations

@@ -722,11 +722,10 @@ def _run_one(
         log(f"{study_name}: trial {trial.number} pruned ({err})")
         return
     except Exception as err:
-        trial.set_user_attr("error", one_line(err, with_type=True))
+        why = one_line(err, with_type=True)
+        trial.set_user_attr("error", why)
         study.tell(trial, state=TrialState.FAIL)
-        log(
-            f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {one_line(err, with_type=True)}"
-        )
+        log(f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {why}")
         return
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt) and heartbeat.lost:
