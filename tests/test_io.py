@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import re
 import tempfile
@@ -31,6 +30,7 @@ from vidtok.data.video import (
     probe,
     read_frames,
     resample_indices,
+    scan,
     write_video,
 )
 
@@ -120,13 +120,20 @@ def test_read_frames_with_indices_equals_full_decode(sample_video_dir: Path) -> 
     full = read_frames(path)
     assert full.shape == (250, 272, 640, 3) and full.dtype == np.uint8
     indices = [200, 3, 3, 120, 249, 0, 31, 30, 29, 76, 75, 242]
-    np.testing.assert_array_equal(read_frames(path, indices), full[indices])
+    np.testing.assert_array_equal(read_frames(path, indices), full[indices])  # decoded from the start
+    index = scan(path).index
+    assert index.num_frames == 250 and index.seek_points == (0, 30, 76, 137, 187, 242)
+    np.testing.assert_array_equal(read_frames(path, indices, index=index), full[indices])  # seeking
     assert read_frames(path, []).shape == (0, 272, 640, 3)
     with pytest.raises(IndexError, match="250 frames"):
+        read_frames(path, [250], index=index)
+    with pytest.raises(IndexError, match="out of range"):
         read_frames(path, [250])
 
 
 def test_read_frames_seeks_instead_of_decoding_from_start(sample_video_dir: Path, monkeypatch) -> None:
+    path = sample_video_dir / "bikes.mp4"
+    index = scan(path).index
     decoded = 0
     real_decode = vio._decode
 
@@ -137,45 +144,58 @@ def test_read_frames_seeks_instead_of_decoding_from_start(sample_video_dir: Path
             yield frame
 
     monkeypatch.setattr(vio, "_decode", counting)
-    frames = read_frames(sample_video_dir / "bikes.mp4", [245, 246])
+    frames = read_frames(path, [245, 246], index=index)
     assert frames.shape == (2, 272, 640, 3)
-    # Frame 245 sits 3 frames after keyframe 242: a seek decodes a handful of frames, not 247.
+    # Frame 245 sits 3 frames after seek point 242: a seek decodes a handful of frames, not 247.
     assert decoded < 20
 
 
-def test_seek_that_lands_past_the_target_starts_a_keyframe_earlier(tmp_path: Path, monkeypatch) -> None:
-    # Demuxers seek by decode time; with open GOPs the first decoded picture can come after the wanted one.
-    path = vf.make_video(tmp_path / "gop8.mp4", frames=40, gop=8)
-    full = read_frames(path)
-    with vio._open(path) as src:
-        timeline = vio._scan(src, allow_partial=False)
-    keyframes = timeline.keyframes.tolist()
-    assert keyframes == [0, 8, 16, 24, 32]
-    target = keyframes[2] + 1  # decoded from keyframes[2] normally
-    seeks: list[int] = []
-    real_seek_to = vio._seek_to
+def test_seeking_equals_the_sequential_decode_of_a_444_open_gop_h264(tmp_path: Path) -> None:
+    """H.264 High 4:4:4 with open GOPs and B-frames (imageio's cockatoo.mp4 is such a file; seeking into it once
+    gave green frames): whatever scan keeps as seek points reproduces the front-to-back decode exactly."""
+    path = vf.make_video(
+        tmp_path / "yuv444.mp4",
+        frames=90,
+        size=(96, 64),
+        pix_fmt="yuv444p",
+        gop=16,
+        options={"x264-params": "scenecut=0:open-gop=1:bframes=3:ref=8", "preset": "medium"},
+    )
+    sequential = read_frames(path)
+    result = scan(path)
+    assert result.info.pix_fmt == "yuv444p" and result.index.num_frames == 90
+    assert result.index.seek_points[0] == 0 and len(result.index.seek_points) > 1
+    wanted = list(range(0, 90, 7)) + [s - 1 for s in result.index.seek_points[1:]] + list(result.index.seek_points)
+    np.testing.assert_array_equal(read_frames(path, wanted, index=result.index), sequential[wanted])
 
-    def overshooting(src, timestamp, stream):
-        if not seeks:  # first seek: pretend the demuxer jumped to the keyframe after the target
-            timestamp = int(timeline.pts[keyframes[3]])
-        seeks.append(timestamp)
-        real_seek_to(src, timestamp, stream)
 
-    monkeypatch.setattr(vio, "_seek_to", overshooting)
-    np.testing.assert_array_equal(read_frames(path, [target]), full[[target]])
-    assert seeks[1:] == [int(timeline.pts[keyframes[1]])]  # retried once, from the keyframe before
+def test_a_seek_point_that_changes_a_picture_is_dropped(sample_video_dir: Path, monkeypatch) -> None:
+    """scan keeps a keyframe only if frames decoded after seeking there equal the front-to-back ones: a decoder
+    that gives other pictures after one seek (here: any frame decoded after seeking to the 4th keyframe reads as
+    changed) loses that seek point and reading falls back to the previous one."""
+    path = sample_video_dir / "bikes.mp4"
+    real_seek, real_digest = vio._seek_to, vio._digest
+    state = {"after_bad_seek": False}
+
+    def seek(src, timestamp, stream):
+        state["after_bad_seek"] = stream is not None and timestamp == 137 * 512  # bikes: 512 ticks a frame
+        real_seek(src, timestamp, stream)
+
+    def digest(frame):
+        return b"a different picture" if state["after_bad_seek"] else real_digest(frame)
+
+    monkeypatch.setattr(vio, "_seek_to", seek)
+    monkeypatch.setattr(vio, "_digest", digest)
+    assert scan(path).index.seek_points == (0, 30, 76, 187, 242)
 
 
 def test_frames_without_timestamps_are_counted_from_the_start(tmp_path: Path) -> None:
-    # Files whose packets carry no usable pts (old AVIs) cannot be seeked by timestamp: decode and count.
+    # Files whose frames carry no usable timestamps cannot be seeked: frame i is the i-th decoded frame.
     path = vf.make_video(tmp_path / "clip.avi", frames=20)
     full = read_frames(path)
-    with vio._open(path) as src:
-        timeline = dataclasses.replace(vio._scan(src, allow_partial=False), exact=False)
-        got = {i: vio._to_rgb(f) for i, f in vio._iter_indexed(src, timeline, np.array([2, 11, 19]))}
-    assert sorted(got) == [2, 11, 19]
-    for i, frame in got.items():
-        np.testing.assert_array_equal(frame, full[i])
+    index = scan(path).index
+    untimed = vio.FrameIndex(index.times, None, None, (0,))
+    np.testing.assert_array_equal(read_frames(path, [2, 11, 19], index=untimed), full[[2, 11, 19]])
 
 
 def test_iter_frames_start_stop_matches_full_decode(sample_video_dir: Path) -> None:
@@ -195,7 +215,7 @@ def test_iter_resampled_sample_video(sample_video_dir: Path) -> None:
     assert len(pairs) == 40  # t = 0, 0.1, ..., 3.9 <= 3.97
     np.testing.assert_allclose(times, np.arange(40) / 10)
     expected = resample_indices(frame_times(path), 10)
-    assert expected[:5].tolist() == [0, 3, 6, 9, 12]  # 0.1 s * 29.97 = 2.997 frames -> nearest 3
+    assert expected[:5].tolist() == [0, 2, 5, 8, 11]  # at 0.1 s frame 2 is on screen (frame 3 comes at 0.1001 s)
     np.testing.assert_array_equal(np.stack([f for _, f in pairs]), read_frames(path, expected))
 
 
@@ -207,37 +227,38 @@ def test_resample_constant_rate_down() -> None:
     np.testing.assert_array_equal(resample_indices(times, 3), np.arange(0, 90, 10))  # every 10th frame
 
 
-def test_resample_25_to_8_fps_ties_go_earlier() -> None:
+def test_resample_25_to_8_fps_shows_the_frame_on_screen() -> None:
     times = np.arange(250) / 25
     got = resample_indices(times, 8)
-    # Target k at k/8 s is source position k * 25/8 = 3.125 k; nearest, with exact halves (k = 4, 12, ...) earlier.
+    # Target k at k/8 s is source position k * 25/8 = 3.125 k; the frame on screen is the one before: floor.
     # 80 targets: the last, 79/8 = 9.875 s, is <= the last frame at 9.96 s.
-    expected = [int(np.ceil(Fraction(k * 25, 8) - Fraction(1, 2))) for k in range(80)]
+    expected = [int(Fraction(k * 25, 8)) for k in range(80)]
     assert got.tolist() == expected
-    assert got[:9].tolist() == [0, 3, 6, 9, 12, 16, 19, 22, 25]
+    assert got[:9].tolist() == [0, 3, 6, 9, 12, 15, 18, 21, 25]
 
 
 def test_resample_ntsc_to_30_repeats_one_frame_in_1001() -> None:
     times = np.arange(1001) * 1001 / 30000  # 29.97 fps, last frame at exactly 1001/30 s
     got = resample_indices(times, 30)
     assert len(got) == 1002  # k / 30 <= 1001 / 30 for k = 0..1001, the last one equal up to float rounding
-    # Target k wants source position k * 1000/1001: k until the drift reaches half a frame at k = 501.
-    assert got[:501].tolist() == list(range(501))
-    assert got[501] == 500 and got[-1] == 1000
-    assert np.count_nonzero(np.diff(got) == 0) == 1  # only 500 repeats: 1002 targets over 1001 frames
+    # Target k is source position k * 1000/1001 = k - k/1001: frame k - 1 is on screen for k = 1 ... 1001.
+    assert got[:3].tolist() == [0, 0, 1] and got[-1] == 1000
+    assert np.count_nonzero(np.diff(got) == 0) == 1  # only frame 0 repeats: 1002 targets over 1001 frames
     assert np.array_equal(np.unique(got), np.arange(1001))  # nothing skipped
 
 
 def test_resample_variable_frame_rate() -> None:
     times = np.array([0.0, 0.1, 0.15, 0.4, 0.5, 1.0])
-    assert resample_indices(times, 10).tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 5, 5, 5]
-    # 0.75 lies midway between 0.5 and 1.0: the tie goes to the earlier frame.
+    assert resample_indices(times, 10).tolist() == [0, 1, 2, 2, 3, 4, 4, 4, 4, 4, 5]
     assert resample_indices(times, 4).tolist() == [0, 2, 4, 4, 5]
+    # A gap in the timestamps is a frame held on screen (AVI "repeat" chunks): it repeats.
+    held = np.array([0, 6, 7, 8]) / 10
+    assert resample_indices(held, 10).tolist() == [0, 0, 0, 0, 0, 0, 1, 2, 3]
 
 
 def test_resample_above_source_rate_repeats_frames() -> None:
     times = np.arange(5) / 10
-    assert resample_indices(times, 25).tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+    assert resample_indices(times, 25).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4]
 
 
 def test_resample_start_time_and_num_frames() -> None:
@@ -433,13 +454,13 @@ def test_variable_frame_rate(tmp_path: Path, ext: str) -> None:
     path = vf.make_vfr(tmp_path / f"vfr.{ext}")
     info = probe(path)
     assert info.variable_frame_rate
-    assert info.num_frames == len(vf.VFR_TIMES)
+    assert info.num_frames == len(vf.VFR_TIMES) == scan(path).info.num_frames
     assert info.fps == Fraction(10) / Fraction(104, 100)  # 10 frames over 1.04 s (last frame lasts 40 ms)
     np.testing.assert_allclose(frame_times(path), vf.VFR_TIMES, atol=1e-9)
     pairs = list(iter_resampled(path, 10))
     picks = resample_indices(np.array(vf.VFR_TIMES), 10)
-    # t = 0.7 lies exactly midway between frames 6 (0.5 s) and 7 (0.9 s): the earlier one.
-    assert picks.tolist() == [0, 2, 3, 4, 5, 6, 6, 6, 7, 7, 9]
+    # The frame on screen at each tenth of a second: frame 6 (0.5 s) until frame 7 comes at 0.9 s.
+    assert picks.tolist() == [0, 2, 3, 4, 5, 6, 6, 6, 6, 7, 9]
     assert len(pairs) == 11
     original = patterns(10, 64, 48)
     for (t, frame), k, pick in zip(pairs, range(11), picks):

@@ -15,13 +15,19 @@ Conventions (shared by the data pipeline, the sweeps and the CLI):
 - Paths are anything fsspec understands: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
   Local files go to FFmpeg by name (fast seeks); others are read through a file object from ``fs.open``.
 - Bad input raises :class:`VideoError`, whose message is one line naming the file and the problem.
-- Frame counts and timestamps come from demuxing (reading packets, no decoding): exact for normal files, and the
-  way truncation is noticed before any pixel is decoded.
+- Frames are what decodes: frame i is the i-th picture a front-to-back decode gives, and its time is that
+  picture's timestamp. Container metadata (frame counts, packet timestamps) only serves for a quick `probe` and is
+  checked against the decode: a small disagreement (edit lists, B-frame priming) is a warning, a decode error
+  part-way or a stream that stops well short of its container is a VideoError. A timestamp gap is a frame held
+  on screen (AVI's zero-length "repeat" chunks): resampling repeats it, as a player does.
+- Seeking is an optimisation that must not change a frame: `scan` decodes a video front to back once, then seeks
+  to each keyframe and keeps only those from which decoding reproduces the same pictures (FrameIndex.seek_points,
+  recorded in the data manifest); without that index, reading decodes from the start.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
 import math
 import os
@@ -29,7 +35,7 @@ import sys
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -41,8 +47,10 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 __all__ = [
+    "FrameIndex",
     "VideoError",
     "VideoInfo",
+    "VideoScan",
     "VideoWriter",
     "frame_times",
     "iter_frames",
@@ -50,6 +58,7 @@ __all__ = [
     "probe",
     "read_frames",
     "resample_indices",
+    "scan",
     "write_video",
 ]
 
@@ -241,10 +250,10 @@ def _truncated(
 ) -> None:
     """Report a cut-off or corrupt file: VideoError, or with allow_partial a warning (the caller keeps what it has)."""
     detail = f" (FFmpeg: {why})" if why else ""
-    of = f" of {expected}" if expected is not None else " before the data ended early"
+    of = f" of {expected} frames" if expected else " frames before the data ended"
     if not allow_partial:
-        raise VideoError(path, f"truncated or corrupt file: {verb} {got}{of} frames{detail}")
-    warnings.warn(f"{path}: truncated or corrupt file: kept {got}{of} frames{detail}", stacklevel=3)
+        raise VideoError(path, f"truncated or corrupt file: {verb} {got}{of}{detail}")
+    warnings.warn(f"{path}: truncated or corrupt file: kept {got}{of}{detail}", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------- timeline
@@ -252,13 +261,14 @@ def _truncated(
 
 @dataclass(frozen=True)
 class _Timeline:
-    """Timestamps of every frame in display order, from one demux pass (no decoding)."""
+    """Timestamps of every packet-borne frame in display order, from one demux pass (no decoding): the quick view
+    `probe` and the CLI use. Frame counts that matter come from decoding (`scan`)."""
 
     pts: np.ndarray  # int64 ticks, sorted (display order)
-    keyframes: np.ndarray  # display indices of keyframes, sorted
     time_base: Fraction
     last_duration: int  # ticks the last frame lasts
-    exact: bool  # every packet had its own timestamp, so decoded frames map back to indices by pts
+    exact: bool  # every packet had its own timestamp
+    discarded: int  # packets an edit list cuts: counted by the container, never shown
     first_frame: Any = None  # first decoded frame, when asked for
 
     def times(self) -> np.ndarray:
@@ -266,9 +276,13 @@ class _Timeline:
         ticks = (self.pts - self.pts[0]).astype(np.float64)
         return ticks * self.time_base.numerator / self.time_base.denominator
 
-    def keyframe_before(self, index: int) -> int:
-        pos = int(np.searchsorted(self.keyframes, index, side="right")) - 1
-        return int(self.keyframes[pos]) if pos >= 0 else 0
+    def slots(self) -> int:
+        """Frame slots the timestamps span, gaps included: a gap is a frame held on screen (AVI's zero-length
+        "repeat" chunks, dropped by the demuxer, leave one)."""
+        if not self.exact or len(self.pts) < 2 or _is_vfr(self):
+            return len(self.pts)
+        step = int(np.median(np.diff(self.pts)))
+        return int(round((int(self.pts[-1]) - int(self.pts[0])) / step)) + 1 if step > 0 else len(self.pts)
 
 
 def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str | None:
@@ -285,11 +299,32 @@ def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str 
     return None
 
 
+# A container's frame count may disagree with the frames that decode by a few without anything being wrong (edit
+# lists, B-frame priming, muxer rounding): up to this many frames, or this share, is a warning; more is a cut-off.
+COUNT_SLACK_FRAMES = 3
+COUNT_SLACK_SHARE = 0.02
+
+
+def _count_problem(
+    src: _Input, found: int, expected: int, allow_partial: bool = False, verb: str = "found"
+) -> str | None:
+    """Why `found` frames where the container says `expected`: None when they agree; a warning's text within the
+    slack; else the cut-off as a VideoError naming both counts (a warning with `allow_partial`)."""
+    if expected <= found:
+        return None
+    missing = expected - found
+    text = f"the container says {expected} frames, {found} are there"
+    if missing <= max(COUNT_SLACK_FRAMES, COUNT_SLACK_SHARE * expected):
+        return text
+    _truncated(src.path, found, expected, verb, allow_partial, src.error)
+    return None
+
+
 def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -> _Timeline:
     stream = src.stream
     stamps: list[int | None] = []
-    keys: list[bool] = []
     durations: list[int] = []
+    discarded = 0
     first = None
     packets = src.container.demux(stream)
     while True:
@@ -300,14 +335,18 @@ def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -
         except av.error.FFmpegError as err:
             src.error = _ffmpeg_message(err)
             break
-        # size 0: the flush packet at the end; is_discard: samples an edit list cuts, which never become frames.
-        if packet.size == 0 or packet.is_discard:
+        if packet.size == 0:  # the flush packet at the end
             continue
-        stamps.append(packet.pts if packet.pts is not None else packet.dts)
-        keys.append(packet.is_keyframe)
-        durations.append(packet.duration or 0)
+        if packet.is_discard:  # samples an edit list cuts: counted by the container, never shown
+            discarded += 1
+            if not (want_first_frame and first is None):
+                continue
+        else:
+            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            durations.append(packet.duration or 0)
         if want_first_frame and first is None:
             # Decode only until the first picture comes out (rotation, real size, proof the codec decodes).
+            # Discarded packets are decoded too: the first shown frame may depend on them.
             try:
                 got = stream.decode(packet)
             except av.error.FFmpegError as err:
@@ -331,33 +370,36 @@ def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -
     if exact:
         raw = np.asarray(stamps, dtype=np.int64)
         order = np.argsort(raw, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
         pts = raw[order]
-        keyframes = np.sort(rank[np.asarray(keys, dtype=bool)])
         time_base = stream.time_base
         last_duration = durations[int(order[-1])]
     else:
-        # No usable timestamps (e.g. AVI with packed B-frames): assume a constant rate and never seek.
+        # No usable timestamps (e.g. AVI with packed B-frames): assume a constant rate.
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         time_base = 1 / Fraction(rate)
         pts = np.arange(len(stamps), dtype=np.int64)
-        keyframes = np.zeros(1, dtype=np.int64)
         last_duration = 1
     if last_duration <= 0:
         last_duration = int(np.median(np.diff(pts))) if len(pts) > 1 else 0
+    tl = _Timeline(pts, Fraction(time_base), last_duration, exact, discarded, first)
 
-    expected: int | str | None = stream.frames if stream.frames > len(stamps) else None
-    if expected is None and not stream.frames:
+    if src.error:
+        _truncated(src.path, len(stamps), None, "found", allow_partial, src.error)
+    if stream.frames:
+        # Held frames (timestamp gaps) and cut samples count in the container, not in the packets.
+        note = _count_problem(src, max(tl.slots(), len(stamps)) + discarded, stream.frames, allow_partial)
+        if note:
+            warnings.warn(f"{src.path}: {note} (frame counts come from decoding)", stacklevel=3)
+    else:
         end = float((int(pts[-1]) + last_duration - int(pts[0])) * time_base)
         expected = _expected_from_duration(src, len(stamps), end)
-    if expected is not None or src.error:
-        _truncated(src.path, len(stamps), expected, "found", allow_partial, src.error)
-    return _Timeline(pts, keyframes, Fraction(time_base), last_duration, exact, first)
+        if expected is not None:
+            _truncated(src.path, len(stamps), expected, "found", allow_partial, None)
+    return tl
 
 
 def _frame_rate(path: str, stream: Any, tl: _Timeline, vfr: bool) -> Fraction:
-    n = len(tl.pts)
+    n = tl.slots()
     span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
     measured = Fraction(n) / span if span > 0 else None
     rate = stream.average_rate or stream.guessed_rate
@@ -383,83 +425,194 @@ def _is_vfr(tl: _Timeline) -> bool:
     if len(tl.pts) < 3 or not tl.exact:
         return False
     deltas = np.diff(tl.pts)
-    # Millisecond time bases (Matroska) store 29.97 fps as 33/34 ms steps: allow one tick (or 1 %) of jitter.
-    tolerance = max(1.0, 0.01 * float(np.median(deltas)))
-    return float(deltas.max() - deltas.min()) > tolerance
+    # Millisecond time bases (Matroska) store 29.97 fps as 33/34 ms steps: allow one tick (or 1 %) of jitter. A
+    # held frame (a gap of whole frames, AVI repeat chunks) is not variable rate: steps that are multiples pass.
+    step = float(np.median(deltas))
+    tolerance = max(1.0, 0.01 * step)
+    multiples = np.round(deltas / step)
+    return bool(np.any(np.abs(deltas - multiples * step) > tolerance) or np.any(multiples < 1))
 
 
 # ----------------------------------------------------------------------------------------------------- reading
 
 
 def probe(path: PathLike, *, allow_partial: bool = False) -> VideoInfo:
-    """Describe the first video stream: demuxes every packet (exact count, timestamps) and decodes one frame."""
+    """Describe the first video stream from one demux pass and its first decoded frame (fast; `scan` decodes all).
+    `num_frames` counts frame slots: packets plus held frames, as players show them."""
     with _open(path) as src:
         tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
-        first = tl.first_frame
-        turns, _ = _orientation(first)
-        width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
-        vfr = _is_vfr(tl)
-        span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
-        fmt = first.format
-        return VideoInfo(
-            path=src.path,
-            container=_container_name(src.container, src.path),
-            codec=src.stream.codec_context.name,
-            width=width,
-            height=height,
-            fps=_frame_rate(src.path, src.stream, tl, vfr),
-            num_frames=len(tl.pts),
-            duration=float(span),
-            rotation=turns * 90,
-            pix_fmt=fmt.name,
-            bit_depth=max(c.bits for c in fmt.components),
-            variable_frame_rate=vfr,
-        )
+        return _info(src, tl, tl.first_frame, tl.slots())
+
+
+def _info(src: _Input, tl: _Timeline, first: Any, num_frames: int) -> VideoInfo:
+    turns, _ = _orientation(first)
+    width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
+    vfr = _is_vfr(tl)
+    span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
+    fmt = first.format
+    return VideoInfo(
+        path=src.path,
+        container=_container_name(src.container, src.path),
+        codec=src.stream.codec_context.name,
+        width=width,
+        height=height,
+        fps=_frame_rate(src.path, src.stream, tl, vfr),
+        num_frames=num_frames,
+        duration=float(span),
+        rotation=turns * 90,
+        pix_fmt=fmt.name,
+        bit_depth=max(c.bits for c in fmt.components),
+        variable_frame_rate=vfr,
+    )
 
 
 def frame_times(path: PathLike, *, allow_partial: bool = False) -> np.ndarray:
     """Presentation time in seconds (float64, 0 for the first frame) of every frame in display order, from the
-    packets' timestamps (demuxing only, no decoding)."""
+    packets' timestamps (demuxing only, no decoding). `scan` gives the times of the frames that really decode."""
     with _open(path) as src:
         return _scan(src, allow_partial=allow_partial).times()
 
 
-def _iter_indexed(src: _Input, tl: _Timeline, wanted: np.ndarray) -> Iterator[tuple[int, Any]]:
-    """Decode the frames at the sorted, unique display indices ``wanted``, yielding (index, av frame).
+@dataclass(frozen=True)
+class FrameIndex:
+    """What a full decode says about a video: the presentation time of every frame that decodes, and where seeking
+    is safe. Recorded in the data manifest so the data layer can seek without trusting the container.
 
-    Seeks to the keyframe before a wanted frame whenever that keyframe lies past what is already decoded; decoded
-    frames are identified by their pts, so B-frame reordering and seek imprecision cannot shift indices."""
-    if not len(wanted):
-        return
-    if not tl.exact:  # no timestamps to identify frames by: count them from the start
+    `pts` are the decoded frames' timestamps (ticks of `time_base`), or None when frames carry none (then frame i
+    is the i-th decoded frame and nothing seeks). `seek_points` are display indices of keyframes from which a
+    seek-and-decode reproduced the sequential decode of every frame up to the next seek point; 0 is always one
+    (decoding from the start). A keyframe that fails (open GOPs whose leading frames need earlier data, non-IDR
+    "sync" samples that leave later frames green) is left out, so reading falls back to the one before it."""
+
+    times: tuple[float, ...]
+    pts: tuple[int, ...] | None
+    time_base: Fraction | None
+    seek_points: tuple[int, ...] = (0,)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.times)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "times": list(self.times),
+            "pts": None if self.pts is None else list(self.pts),
+            "time_base": None if self.time_base is None else str(self.time_base),
+            "seek_points": list(self.seek_points),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameIndex:
+        pts = data.get("pts")
+        base = data.get("time_base")
+        return cls(
+            tuple(float(t) for t in data["times"]),
+            None if pts is None else tuple(int(p) for p in pts),
+            None if base is None else Fraction(base),
+            tuple(int(s) for s in data.get("seek_points") or (0,)),
+        )
+
+
+@dataclass(frozen=True)
+class VideoScan:
+    """`scan`'s result: the stream's description (counts and duration from decoding) and its frame index."""
+
+    info: VideoInfo
+    index: FrameIndex
+
+
+def _digest(frame: Any) -> bytes:
+    """A fingerprint of a decoded picture in its own pixel format, without colour conversion: every 8th row of
+    every plane, visible bytes only (row padding is undefined). Compared between a sequential decode and a
+    seek-and-decode, where a wrong picture (another frame, a green one) differs in every row."""
+    digest = hashlib.blake2b(digest_size=16)
+    components = frame.format.components
+    for i, plane in enumerate(frame.planes):
+        bits = sum(c.bits for c in components if c.plane == i) or 8
+        visible = plane.width * -(-bits // 8)
+        rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+        digest.update(np.ascontiguousarray(rows[::8, :visible]).tobytes())
+    return digest.digest()
+
+
+def scan(path: PathLike, *, verify_seeks: bool = True, progress: Callable[[int], None] | None = None) -> VideoScan:
+    """Decode the whole video once, front to back: the frame count, every frame's time and whether the file decodes
+    at all (a decode error part-way is a VideoError naming the frame); then, with `verify_seeks`, seek to every
+    keyframe and keep those from which decoding reproduces the sequential frames (FrameIndex.seek_points).
+
+    The container's own frame count is only checked against the decoded one (a small disagreement is a warning,
+    see COUNT_SLACK_FRAMES). Frame times are the decoded frames' timestamps; where frames carry none, or not in
+    increasing order, frame i shows at i / rate."""
+    name = os.fspath(path)
+    with _open(name) as src:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the decoded count below is the one that matters
+            tl = _scan(src, allow_partial=False, want_first_frame=True)
+        first_frame = tl.first_frame
+        pts: list[int | None] = []
+        digests: list[bytes] = []
+        keys: list[int] = []
         _seek_to(src, 0, stream=None)
-        want = iter(wanted.tolist())
-        target = next(want)
+        first = None
         for i, frame in enumerate(_decode(src)):
-            if i == target:
-                yield i, frame
-                target = next(want, None)
-                if target is None:
-                    return
-        return
+            first = frame if first is None else first
+            pts.append(frame.pts)
+            digests.append(_digest(frame) if verify_seeks else b"")
+            if frame.key_frame:
+                keys.append(i)
+            if progress is not None:
+                progress(1)
+        if src.error:
+            raise VideoError(
+                name, f"corrupt data: decoding stopped after {len(pts)} frames (FFmpeg: {src.error})"
+            )
+        if first is None:
+            raise VideoError(name, f"cannot decode the {src.stream.codec_context.name} video stream: no frame came out")
+        # Held frames (timestamp gaps) and cut samples are in the container's count but never decode.
+        decodable = (src.stream.frames or tl.slots() + tl.discarded) - tl.discarded - (tl.slots() - len(tl.pts))
+        note = _count_problem(src, len(pts), decodable)
+        if note:
+            warnings.warn(f"{name}: {note} (the decoded count is used)", stacklevel=2)
+        rate = Fraction(src.stream.average_rate or src.stream.guessed_rate or 25)
+        usable = all(p is not None for p in pts) and all(b > a for a, b in zip(pts, pts[1:]))  # type: ignore[operator]
+        if usable:
+            ticks = np.asarray(pts, dtype=np.int64)
+            last = tl.last_duration if tl.exact else int(np.median(np.diff(ticks))) if len(ticks) > 1 else 1
+            decoded = _Timeline(ticks, Fraction(src.stream.time_base), max(1, last), True, tl.discarded)
+            seeks = _verified_seek_points(name, pts, digests, keys) if verify_seeks else (0,)
+            index = FrameIndex(tuple(decoded.times().tolist()), tuple(ticks.tolist()), decoded.time_base, seeks)
+        else:
+            decoded = _Timeline(np.arange(len(pts), dtype=np.int64), 1 / rate, 1, False, tl.discarded)
+            index = FrameIndex(tuple(decoded.times().tolist()), None, None, (0,))
+        return VideoScan(_info(src, decoded, first_frame or first, len(pts)), index)
 
-    index_of = {int(p): i for i, p in enumerate(tl.pts)}
-    frames: Iterator[Any] = iter(())
-    pending: tuple[int, Any] | None = None  # decoded, not yet handed out (it may be a later target)
-    pos = -2  # display index of the last decoded frame; -2: nothing decoded, so the first target seeks
-    for target in wanted.tolist():
-        if tl.keyframe_before(target) > pos:
-            frames, pending, pos = _seek(src, tl, index_of, target), None, -1
-        while pending is None or pending[0] < target:
-            frame = next(frames, None)
-            if frame is None:
-                return  # ran out of frames (cut-off file): the caller reports what is missing
-            idx = index_of.get(frame.pts, -1)
-            if idx >= 0:  # a frame the demuxer did not list has no index (should not happen)
-                pending, pos = (idx, frame), idx
-        if pending[0] == target:
-            yield pending
-            pending = None
+
+def _verified_seek_points(path: str, pts: list[Any], digests: list[bytes], keys: list[int]) -> tuple[int, ...]:
+    """The keyframes (display indices) from which seek-and-decode gives the sequential frames up to the next one.
+    Each is tried in a freshly opened file, as a reader would: a decoder that has decoded earlier frames can still
+    hold references a fresh one lacks, and would pass a keyframe that gives green pictures when read cold."""
+    index_of = {int(p): i for i, p in enumerate(pts)}
+    candidates = [k for k in keys if k > 0]
+    safe = [0]
+    for n, k in enumerate(candidates):
+        stop = candidates[n + 1] if n + 1 < len(candidates) else len(pts)
+        seen: set[int] = set()
+        ok = True
+        with _open(path) as src:
+            _seek_to(src, int(pts[k]), stream=src.stream)
+            for frame in _decode(src):
+                i = index_of.get(frame.pts, -1) if frame.pts is not None else -1
+                if i < k:
+                    continue  # leading frames of an open GOP (shown before the keyframe): reading never uses them
+                if i >= stop:
+                    break
+                if _digest(frame) != digests[i]:
+                    ok = False
+                    break
+                seen.add(i)
+        if ok and seen == set(range(k, stop)):
+            safe.append(k)
+    return tuple(safe)
 
 
 def _seek_to(src: _Input, timestamp: int, stream: Any) -> None:
@@ -469,69 +622,102 @@ def _seek_to(src: _Input, timestamp: int, stream: Any) -> None:
         raise VideoError(src.path, f"cannot seek in this file: {_ffmpeg_message(err)}") from None
 
 
-def _seek(src: _Input, tl: _Timeline, index_of: dict[int, int], target: int) -> Iterator[Any]:
-    keyframe = tl.keyframe_before(target)
-    while True:
-        _seek_to(src, int(tl.pts[keyframe]), stream=src.stream)
-        frames = _decode(src)
-        for frame in frames:
-            if frame.pts in index_of:
-                break
-        else:
-            return iter(())
-        # Demuxers seek by decode timestamp: with open GOPs the first picture can land after the target. Start one
-        # keyframe earlier until it does not (keyframe 0 always works).
-        if index_of[frame.pts] <= target or keyframe == 0:
-            return itertools.chain([frame], frames)
-        keyframe = tl.keyframe_before(keyframe - 1)
+def _decoded_indexed(src: _Input, wanted: np.ndarray, index: FrameIndex | None) -> Iterator[tuple[int, Any]]:
+    """Decode the frames at the sorted, unique display indices `wanted`, yielding (index, av frame).
+
+    Without a FrameIndex: one sequential decode from the start, frame i being the i-th decoded frame, so nothing
+    depends on container timestamps or on seeking. With one: for each wanted frame whose nearest verified seek
+    point lies past what is already decoded, seek there; frames are identified by their decoded timestamps."""
+    if not len(wanted):
+        return
+    if index is None or index.pts is None or len(index.seek_points) <= 1:
+        _seek_to(src, 0, stream=None)
+        targets = iter(wanted.tolist())
+        target = next(targets)
+        for i, frame in enumerate(_decode(src)):
+            if i == target:
+                yield i, frame
+                target = next(targets, None)
+                if target is None:
+                    return
+        return
+    index_of = {p: i for i, p in enumerate(index.pts)}
+    points = np.asarray(index.seek_points, dtype=np.int64)
+    frames: Iterator[Any] = iter(())
+    pos = -1  # display index of the last decoded frame
+    pending: tuple[int, Any] | None = None
+    started = False
+    for target in wanted.tolist():
+        seek_point = int(points[np.searchsorted(points, target, side="right") - 1])
+        if not started or seek_point > pos:
+            _seek_to(src, index.pts[seek_point], stream=src.stream)
+            frames, pending, pos, started = _decode(src), None, seek_point - 1, True
+        while pending is None or pending[0] < target:
+            frame = next(frames, None)
+            if frame is None:
+                return  # ran out of frames: the caller reports what is missing
+            idx = index_of.get(frame.pts, -1) if frame.pts is not None else -1
+            if idx >= 0:
+                pending, pos = (idx, frame), idx
+        if pending[0] == target:
+            yield pending
+            pending = None
 
 
 def iter_frames(
     path: PathLike, *, start: int = 0, stop: int | None = None, allow_partial: bool = False
 ) -> Iterator[np.ndarray]:
-    """Stream frames ``start <= i < stop`` as uint8 RGB (H, W, 3), upright. Holds one frame at a time; a start
-    past 0 demuxes once to find the keyframe to seek to instead of decoding the frames before it."""
+    """Stream decoded frames `start <= i < stop` as uint8 RGB (H, W, 3), upright, front to back; holds one frame at
+    a time. Frame i is the i-th frame that decodes. A decode error part-way is a VideoError (with `allow_partial`, a
+    warning, and the frames before it are kept)."""
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
     name = os.fspath(path)
     with _open(name) as src:
-        if start == 0:  # plain streaming decode: no demux pass needed
-            if stop == 0:
-                return
-            count, start_time, end_time = 0, None, 0.0
-            for frame in _decode(src):
-                count += 1
-                # End of the last frame relative to the first: compared with the container's duration when the
-                # container keeps no frame count (Matroska), to notice a cut-off file.
-                if frame.time is not None:
-                    start_time = frame.time if start_time is None else start_time
-                    end_time = frame.time - start_time + float((frame.duration or 0) * (frame.time_base or 0))
-                yield _to_rgb(frame, src)
-                if count == stop:
-                    return
-            expected: int | str | None = src.stream.frames if src.stream.frames > count else None
-            if expected is None and not src.stream.frames and count:
-                expected = _expected_from_duration(src, count, end_time)
-            if src.error or expected is not None:
-                _truncated(name, count, expected, "decoded", allow_partial, src.error)
+        if stop == start:
             return
-        tl = _scan(src, allow_partial=allow_partial)
-        end = len(tl.pts) if stop is None else min(stop, len(tl.pts))
-        wanted = np.arange(start, end)
-        count = 0
-        for _, frame in _iter_indexed(src, tl, wanted):
-            count += 1
+        count, first_time, end_time = 0, None, 0.0
+        for i, frame in enumerate(_decode(src)):
+            count = i + 1
+            if frame.time is not None:  # end of this frame relative to the first: the stream's length so far
+                first_time = frame.time if first_time is None else first_time
+                end_time = frame.time - first_time + float((frame.duration or 0) * (frame.time_base or 0))
+            if i < start:
+                continue
             yield _to_rgb(frame, src)
-        if count < len(wanted):
-            _truncated(name, start + count, start + len(wanted), "decoded", allow_partial, src.error)
+            if stop is not None and count >= stop:
+                return
+        _check_end(src, count, end_time, allow_partial)
+
+
+def _check_end(src: _Input, count: int, end_time: float, allow_partial: bool) -> None:
+    """After decoding to the end: a decode error part-way is corruption; a stream that stops well short of what
+    its container says (its frame count, or for Matroska its duration) was cut off; a small disagreement is a
+    warning (COUNT_SLACK_FRAMES)."""
+    if src.error:
+        _truncated(src.path, count, src.stream.frames or None, "decoded", allow_partial, src.error)
+    elif src.stream.frames:
+        note = _count_problem(src, count, src.stream.frames, allow_partial, "decoded")
+        if note:
+            warnings.warn(f"{src.path}: {note} (frame counts come from decoding)", stacklevel=4)
+    elif count:
+        expected = _expected_from_duration(src, count, end_time)
+        if expected is not None:
+            _truncated(src.path, count, expected, "decoded", allow_partial, None)
 
 
 def read_frames(
-    path: PathLike, indices: Sequence[int] | np.ndarray | None = None, *, allow_partial: bool = False
+    path: PathLike,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    index: FrameIndex | None = None,
+    allow_partial: bool = False,
 ) -> np.ndarray:
-    """Frames as one (T, H, W, 3) uint8 array: all of them, or those at ``indices`` (any order, repeats allowed).
-    With indices, one demux pass maps indices to timestamps and keyframes; decoding then starts at the keyframe
-    before each wanted stretch instead of at frame 0, and each distinct frame is decoded once."""
+    """Frames as one (T, H, W, 3) uint8 array: all of them, or those at `indices` (any order, repeats allowed).
+
+    Frame i is the i-th frame a sequential decode gives. With the video's FrameIndex (from `scan`, recorded in the
+    data manifest) reading seeks to the verified seek point before each wanted stretch; without one it decodes
+    from the start up to the last wanted frame. Either way the frames equal those of a sequential decode."""
     name = os.fspath(path)
     if indices is None:
         frames = list(iter_frames(name, allow_partial=allow_partial))
@@ -540,20 +726,23 @@ def read_frames(
         return np.stack(frames)
     order = np.asarray(indices, dtype=np.int64).reshape(-1)
     with _open(name) as src:
-        tl = _scan(src, allow_partial=allow_partial, want_first_frame=len(order) == 0)
-        if len(order) == 0:  # still the right (0, H, W, 3) shape
-            return np.empty((0, *_to_rgb(tl.first_frame).shape), dtype=np.uint8)
-        n = len(tl.pts)
-        bad = order[(order < 0) | (order >= n)]
-        if len(bad):
-            raise IndexError(f"{name}: frame index {int(bad[0])} out of range (the video has {n} frames)")
+        if index is None or len(order) == 0:
+            # No scan of this file to trust: one demux pass checks the container first (cut-off or corrupt files
+            # fail here even when the wanted frames come early).
+            tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
+            if len(order) == 0:  # still the right (0, H, W, 3) shape
+                return np.empty((0, *_to_rgb(tl.first_frame).shape), dtype=np.uint8)
+        if (order < 0).any() or (index is not None and (order >= index.num_frames).any()):
+            bad = order[(order < 0) | (order >= (index.num_frames if index is not None else 1 << 62))]
+            limit = f" (the video has {index.num_frames} frames)" if index is not None else ""
+            raise IndexError(f"{name}: frame index {int(bad[0])} out of range{limit}")
         wanted = np.unique(order)
         # Output rows grouped by frame index, so one decode fills every repeat of an index.
         rows = np.argsort(order, kind="stable")
         bounds = np.searchsorted(order[rows], wanted, side="left").tolist() + [len(order)]
         out: np.ndarray | None = None
         done: set[int] = set()
-        for idx, frame in _iter_indexed(src, tl, wanted):
+        for idx, frame in _decoded_indexed(src, wanted, index):
             rgb = _to_rgb(frame, src)
             if out is None:
                 out = np.empty((len(order), *rgb.shape), dtype=np.uint8)
@@ -563,6 +752,8 @@ def read_frames(
         if out is None or len(done) < len(wanted):
             missing = next(int(i) for i in wanted if int(i) not in done)
             why = f"; FFmpeg: {src.error}" if src.error else ""
+            if index is None and not src.error:
+                raise IndexError(f"{name}: frame index {missing} out of range (the video has fewer frames)")
             raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt file{why})")
         return out
 
@@ -570,8 +761,9 @@ def read_frames(
 def resample_indices(
     times: np.ndarray, target_fps: float, *, start_time: float = 0.0, num_frames: int | None = None
 ) -> np.ndarray:
-    """For each target time ``start_time + k / target_fps`` the index of the source frame nearest in time (ties go
-    to the earlier frame). Targets run while they are <= the last source time, or exactly ``num_frames`` of them
+    """For each target time `start_time + k / target_fps` the index of the frame on screen then: the last frame
+    whose time is <= the target (1 ns of float slack), as a player shows it, so a held frame (a gap in the
+    timestamps) repeats. Targets run while they are <= the last source time, or exactly `num_frames` of them
     (past the end the last frame repeats). Works for any sorted timestamps, so variable frame rate too."""
     t = np.asarray(times, dtype=np.float64)
     if t.ndim != 1 or len(t) == 0:
@@ -588,11 +780,8 @@ def resample_indices(
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
         count = num_frames
     target = start_time + np.arange(count, dtype=np.float64) / target_fps  # k / fps, not k * (1 / fps): one rounding
-    right = np.clip(np.searchsorted(t, target, side="left"), 0, len(t) - 1)
-    left = np.clip(right - 1, 0, len(t) - 1)
-    # The later neighbour wins only when strictly nearer by more than float noise; a tie goes to the earlier one.
-    take_right = (t[right] - target) < (target - t[left]) - _TIME_EPS
-    return np.where(take_right, right, left).astype(np.int64)
+    shown = np.searchsorted(t, target + _TIME_EPS, side="right") - 1
+    return np.clip(shown, 0, len(t) - 1).astype(np.int64)
 
 
 def iter_resampled(
@@ -603,21 +792,45 @@ def iter_resampled(
     num_frames: int | None = None,
     allow_partial: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Stream (target time, frame) at ``target_fps`` by nearest-timestamp resampling (see resample_indices).
-    A frame that serves several target times is yielded each time as the same array object."""
+    """Stream (target time, frame) at `target_fps`: the frame on screen at each target time (resample_indices'
+    rule), read in one decode front to back by the decoded frames' own times. A frame shown at several target
+    times is yielded each time as the same array object; held frames (timestamp gaps) repeat; past the last frame
+    it repeats until `num_frames` (the last frame stays on screen until the video ends)."""
+    if not (math.isfinite(target_fps) and target_fps > 0):
+        raise ValueError(f"target_fps must be a positive number, got {target_fps}")
     name = os.fspath(path)
     with _open(name) as src:
-        tl = _scan(src, allow_partial=allow_partial)
-        picks = resample_indices(tl.times(), target_fps, start_time=start_time, num_frames=num_frames)
-        wanted = np.unique(picks)
-        k = 0
-        for idx, frame in _iter_indexed(src, tl, wanted):
-            rgb = _to_rgb(frame, src)
-            while k < len(picks) and picks[k] == idx:
-                yield start_time + k / target_fps, rgb
+        rate = src.stream.average_rate or src.stream.guessed_rate or Fraction(25)
+        k, count, first_time, prev = 0, 0, None, None
+        last_time = 0.0
+        finished = True  # decoded to the end (not stopped at num_frames)
+        for i, frame in enumerate(_decode(src)):
+            count = i + 1
+            t = frame.time if frame.time is not None else float(i / Fraction(rate))
+            first_time = t if first_time is None else first_time
+            t = max(t - first_time, last_time)  # a time out of order holds the previous one
+            last_time = t
+            # Targets before this frame's time show the previous frame.
+            while prev is not None and (num_frames is None or k < num_frames):
+                target = start_time + k / target_fps
+                if target + _TIME_EPS >= t:
+                    break
+                yield target, prev
                 k += 1
-        if k < len(picks):
-            _truncated(name, k, len(picks), "resampled", allow_partial, src.error)
+            if num_frames is not None and k >= num_frames:
+                finished = False
+                break
+            prev = _to_rgb(frame, src)
+        if finished:
+            _check_end(src, count, last_time + float(1 / Fraction(rate)), allow_partial)
+        if prev is None:
+            raise VideoError(name, "no frame could be decoded")
+        while num_frames is None or k < num_frames:
+            target = start_time + k / target_fps
+            if num_frames is None and target > last_time + _TIME_EPS:
+                break
+            yield target, prev
+            k += 1
 
 
 # ----------------------------------------------------------------------------------------------------- writing
