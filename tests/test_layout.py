@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
 PACKAGES = ("vidtok", "flows", "dashboard")
 
 # (module, top-level package imported lazily) -> why. The one place that says which lazy imports exist.

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO as ROOT
 from vidtok.audit import audit
 from vidtok.data.manifest import read_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
 VIDTOK = str(Path(sys.executable).parent / "vidtok")
 DVC = [sys.executable, "-m", "dvc"]
 COPY = ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
@@ -62,6 +62,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert "\nprofile: smoke\n" in params.read_text()
     _run([VIDTOK, "data", "samples"], root)
     _run(["git", "init", "-q"], root)
+    _run([*DVC, "add", "-q", "data"], root)  # the clone's data is the four samples, not the whole corpus
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "pipeline clone"], root)
     _run([*DVC, "repro"], root)

@@ -198,3 +198,42 @@ def make_unknown_codec(path: str | os.PathLike[str]) -> Path:
     path.write_bytes(data.replace(b"FMP4", b"QZQZ"))
     path.with_suffix(".tmp.avi").unlink()
     return path
+
+
+def make_trimmed_mp4(src: str | os.PathLike[str], path: str | os.PathLike[str], start: float = 0.02) -> Path:
+    """An MP4 whose header counts one frame more than it shows: FFmpeg's stream copy from `start` keeps the
+    keyframe before it and hides it with an edit list (the container says N frames, N - 1 decode for display).
+    Needs the `ffmpeg` program (make system-deps)."""
+    import subprocess
+
+    cmd = ["ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(src), "-c", "copy", str(path)]
+    subprocess.run(cmd, check=True)
+    return Path(path)
+
+
+def make_avi_with_repeat_chunks(
+    path: str | os.PathLike[str], pts: Sequence[int], size: tuple[int, int] = (64, 48)
+) -> Path:
+    """An MJPEG AVI at 25 fps whose frame i is pattern(i) at time pts[i] / 25: a gap in `pts` is what the AVI muxer
+    writes as zero-length "repeat" chunks (the previous picture stays on screen)."""
+    width, height = size
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+            frame.pts = p
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return Path(path)
+
+
+def make_corrupt_middle(path: str | os.PathLike[str], frames: int = 20, bad: int = 10) -> Path:
+    """An MJPEG AVI whose packet `bad` is overwritten with zeros: the container is intact, decoding fails part-way."""
+    make_avi_with_repeat_chunks(path, range(frames))
+    with av.open(str(path)) as container:
+        where = [(p.pos, p.size) for p in container.demux(video=0) if p.size][bad]
+    data = bytearray(Path(path).read_bytes())
+    data[where[0] : where[0] + where[1]] = bytes(where[1])
+    Path(path).write_bytes(bytes(data))
+    return Path(path)

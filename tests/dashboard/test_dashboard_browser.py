@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.dashboard.fixture_data import build
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_model import tiny
+from tests.helpers import REPO, tiny
 from vidtok.model.streaming import (
     TileSpec,
     _TileGrid,
@@ -228,9 +228,8 @@ def test_720p_clip_streams_through_kl_488_in_under_4_gb() -> None:
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tiling.py"
+    script = REPO / "benchmarks" / "tiling.py"
     # 5 real 1280x720 frames (bigbuckbunny), 192-pixel tiles with 64 overlap, chunks of 4 frames (measured: 2997 MiB;
     # 256-pixel tiles peak at 3921 MiB, see benchmarks/README.md)
     proc = subprocess.run(

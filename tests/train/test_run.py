@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import REPO
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import TensorClips
 from vidtok.model.config import ModelSpec
@@ -27,7 +28,6 @@ from vidtok.train.module import TrainingError
 from vidtok.train.run import train
 from vidtok.train.state import read_training_state
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(clip_frames=9)
 NO_LPIPS = LossConfig(perceptual_weight=0, disc_start=2, disc_ndf=16)  # a small PatchGAN keeps tests fast
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests import videofactory
-from tests.test_model import randomize_identity_init
+from tests.helpers import randomize_identity_init
 from vidtok import VidTok
 from vidtok.cli import main
 from vidtok.data.video import probe, read_frames

@@ -5,25 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import tiny
 from vidtok import ModelConfig, VidTok
 from vidtok.model.config import PRESETS, RELEASED_NAMES, derive, get_preset
 from vidtok.model.vidtok import count_parameters
-
-
-def randomize_identity_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Zero-initialised temporal convs make a fresh model blind to time; give them weights so tests can see it."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "mix_factor" in name:
-                p.uniform_(-1.0, 3.0)
-            elif p.abs().sum() == 0:
-                p.normal_(0.0, std)
-    return model
-
-
-def tiny(name: str = "tiny_kl_causal_444", **changes) -> VidTok:
-    return randomize_identity_init(VidTok(derive(name, **changes), name=name)).eval()
-
 
 # Parameter counts of the reference implementation at random init (vidtok-architecture.md section 2.1).
 REFERENCE_PARAMS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, copy_root
+from tests.helpers import REPO, copy_root
 from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect

@@ -23,8 +23,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import analysis, data, paper
 from tests.fixtures.dashboard.fixture_data import build, trial_rows
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = ("overview", "frame_rate", "codebook", "staging", "ablations", "reconstructions", "audit")
 STUDY_OF = {

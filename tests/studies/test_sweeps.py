@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_root
+from tests.helpers import REPO, copy_root
 from vidtok.audit import AuditResult, check_trials
 from vidtok.studies import sweeps
 from vidtok.studies.results import read_trials
@@ -216,7 +216,7 @@ sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=1, seeds=[0], profile="
 def test_a_killed_trial_is_failed_as_stale_and_its_point_retried_in_its_folder(root: Path) -> None:
     script = root / "killed.py"
     script.write_text(textwrap.dedent(KILLED))
-    proc = subprocess.Popen([sys.executable, str(script), str(root)], cwd=Path(__file__).parent.parent)
+    proc = subprocess.Popen([sys.executable, str(script), str(root)], cwd=REPO)
     marker = root / "experiments/sweep-fps/runs/trial_0/stage1/checkpoint-marker"
     try:
         deadline = time.monotonic() + 60
@@ -286,7 +286,7 @@ def test_parallel_workers_share_the_study_without_duplicates(root: Path) -> None
     script = root / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
     cmd = [sys.executable, str(script), str(root)]
-    workers = [subprocess.Popen(cmd, cwd=Path(__file__).parent.parent) for _ in range(2)]
+    workers = [subprocess.Popen(cmd, cwd=REPO) for _ in range(2)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
     df = read_trials(root / "experiments/sweep-fps")
     done = points(df, "COMPLETE")

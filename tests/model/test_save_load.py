@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.test_model import tiny
+from tests.helpers import tiny
 from vidtok import VidTok
 from vidtok.model.interop import from_upstream, read_upstream_state_dict
 from vidtok.model.vidtok import CheckpointError, load_pretrained, save_pretrained, save_safetensors

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, copy_root
+from tests.helpers import REPO, copy_root
 from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect
@@ -92,13 +92,17 @@ def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
 
     # Another video in the data folder: the data hash is an input of every task downstream, so nothing that
     # depends on the data may come from the cache, and training starts its run folders over.
+    from vidtok.data.manifest import read_manifest
     from vidtok.data.video import read_frames, write_video
 
     first_run = json.loads((out / "train/stage1/run.json").read_text())
-    write_video(root / "data" / "bikes_flipped.mp4", read_frames(root / "data" / "bikes.mp4")[:60, :, ::-1], 25)
+    # 10 s of other footage (the street upside down), a user's own video: the split puts it in train
+    write_video(root / "data" / "bikes_flipped.mp4", read_frames(root / "data" / "bikes.mp4")[:, ::-1], 25)
     changed = pipeline(**args, return_state=True)
     assert changed.is_completed(), changed.message
     states = task_states(changed.state_details.flow_run_id)
+    manifest = read_manifest(root / "outputs" / "data" / "manifest.parquet").set_index("path")
+    assert manifest.loc["bikes_flipped.mp4", "split"] == "train"
     for name in ("manifest", "resample-3fps", "train-stage1", "train-stage2", "evaluate"):
         assert states[name] == "Completed", states
     rerun = json.loads((out / "train/stage1/run.json").read_text())
