@@ -53,15 +53,15 @@ def available(df: pd.DataFrame, names: tuple[str, ...] | list[str]) -> list[str]
 
 
 def level_stats(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """One row per setting (level, and quantizer where the study varies it) over COMPLETE trials: n, seeds, and for
+    """One row per setting (level, and regularizer where the study varies it) over COMPLETE trials: n, seeds, and for
     each metric <m>_mean, <m>_std (sample std over seeds, NaN for one seed), <m>_n, <m>_lo / <m>_hi (mean -+ std)."""
     done = trials[trials["state"] == "COMPLETE"]
     rows: list[dict[str, Any]] = []
-    for (level, quantizer), group in done.groupby(["level", "quantizer"], dropna=False, sort=False):
+    for (level, regularizer), group in done.groupby(["level", "regularizer"], dropna=False, sort=False):
         values = group["level_value"].dropna()
         row: dict[str, Any] = {
             "level": str(level),
-            "quantizer": None if pd.isna(quantizer) else str(quantizer),
+            "regularizer": None if pd.isna(regularizer) else str(regularizer),
             "level_value": float(values.iloc[0]) if len(values) else math.nan,
             "n": int(len(group)),
             "seeds": ", ".join(str(int(s)) for s in sorted(group["seed"])),
@@ -74,9 +74,9 @@ def level_stats(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             spread = 0.0 if math.isnan(std) else std
             row |= {f"{m}_lo": mean - spread, f"{m}_hi": mean + spread}
         rows.append(row)
-    columns = ["level", "quantizer", "level_value", "n", "seeds"]
+    columns = ["level", "regularizer", "level_value", "n", "seeds"]
     out = pd.DataFrame(rows, columns=columns + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n", "lo", "hi")])
-    out = out.sort_values(["level_value", "quantizer", "level"], na_position="last", kind="stable")
+    out = out.sort_values(["level_value", "regularizer", "level"], na_position="last", kind="stable")
     return out.reset_index(drop=True)
 
 
@@ -94,8 +94,8 @@ def mark_best(stats: pd.DataFrame, metric: str) -> pd.DataFrame:
 def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.DataFrame:
     """The per-setting table as shown and downloaded: mean, std and n per metric, the best setting marked."""
     cols: dict[str, Any] = {label(factor): stats["level"]}
-    if stats["quantizer"].notna().any():
-        cols["quantizer"] = stats["quantizer"]
+    if stats["regularizer"].notna().any():
+        cols["regularizer"] = stats["regularizer"]
     if stats["level_value"].notna().any():
         cols["value"] = stats["level_value"]
     cols["seeds (n)"] = stats["n"]
@@ -234,8 +234,8 @@ def candidates(base: Path) -> tuple[list[Candidate], list[str]]:
             except (TypeError, json.JSONDecodeError):
                 params = {"params_json": row["params_json"]}
             params |= {"seed": row["seed"], f"study.{row['factor']}": row["level"]}
-            if row.get("quantizer") is not None and not pd.isna(row.get("quantizer")):
-                params["study.quantizer"] = row["quantizer"]
+            if row.get("regularizer") is not None and not pd.isna(row.get("regularizer")):
+                params["study.regularizer"] = row["regularizer"]
             metrics = {
                 m: row[m]
                 for m in (*QUALITY, "trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
@@ -247,7 +247,7 @@ def candidates(base: Path) -> tuple[list[Candidate], list[str]]:
     return found, problems
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m dashboard.analysis STUDY_DIR", file=sys.stderr)
         return 2
@@ -267,4 +267,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

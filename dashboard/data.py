@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,12 @@ from safetensors.numpy import load_file
 
 from vidtok import runs
 from vidtok.studies import results
+from vidtok.studies.specs import STUDIES as SPECS
+from vidtok.studies.specs import StudySpec
 
 ROOT_ENV = "VIDTOK_ROOT"
 REPO = Path(__file__).resolve().parents[1]
-PIPELINE_STAGES = ("stage1", "stage2", "onestage")
+PIPELINE_STAGES = runs.STAGES
 TOKEN_FORMAT = "vidtok-tokens"  # vidtok/tokens.py
 METRICS_FORMAT = "vidtok-metrics"  # vidtok/evaluation/evaluate.py
 AUDIT_STATUSES = ("pass", "fail", "skip")
@@ -58,47 +59,8 @@ class DataError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-@dataclass(frozen=True)
-class StudyInfo:
-    name: str
-    factor: str  # the trials table's `factor`
-    title: str
-    question: str
-
-    @property
-    def command(self) -> str:
-        return f"prefect deployment run {self.name}/{self.name} --param n_trials=2 --param profile=cpu"
-
-
-STUDIES = {
-    s.name: s
-    for s in (
-        StudyInfo(
-            "sweep-fps",
-            "fps",
-            "Frame rate",
-            "Which training frame rate gives the best reconstructions? The paper compares only 3 and 8 fps.",
-        ),
-        StudyInfo(
-            "sweep-codebook",
-            "log2_codes",
-            "Codebook size",
-            "How does quality scale with the codebook size (bits per token), and does the quantizer use its codes?",
-        ),
-        StudyInfo(
-            "sweep-staging",
-            "schedule",
-            "Staging schedule",
-            "Which staging schedule gives the best quality for the compute it costs?",
-        ),
-        StudyInfo(
-            "ablations",
-            "variant",
-            "Ablations",
-            "Do the paper's design choices (AlphaBlender, 2D+3D blocks, FSQ) hold up when rerun?",
-        ),
-    )
-}
+# The studies, their questions and the Prefect command that runs each: the library's specs (vidtok.studies.specs).
+STUDIES: dict[str, StudySpec] = SPECS
 
 
 # ------------------------------------------------------------------------------------------------ the data root
@@ -430,7 +392,7 @@ def read_text(path: Path) -> str | None:
 # ------------------------------------------------------------------------------------------------ command line
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     base = Path(argv[0]).resolve() if argv else root()
     print(f"data root: {base}")
     for run in pipeline_runs(base):
@@ -445,4 +407,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

@@ -33,7 +33,7 @@ def load_study(name: str) -> tuple[pd.DataFrame, dict[str, Any] | None] | None:
     if trials is None:
         ui.empty_state(
             f"No study yet: {data.display(folder / 'trials.parquet')} does not exist",
-            info.command,
+            info.deployment_command(),
             before=f"Start the local Prefect server and its worker first with `{data.CMD_PREFECT}`.",
         )
         return None
@@ -91,9 +91,9 @@ def best_banner(stats: pd.DataFrame, metric: str, factor: str) -> None:
     if not len(best):
         return
     row = best.iloc[0]
-    varies = stats["quantizer"].nunique() > 1  # name the quantizer only where the study varies it
-    named = varies and row["quantizer"] and str(row["quantizer"]).lower() not in str(row["level"]).lower()
-    setting = str(row["level"]) + (f" ({row['quantizer']})" if named else "")
+    varies = stats["regularizer"].nunique() > 1  # name the regularizer only where the study varies it
+    named = varies and row["regularizer"] and str(row["regularizer"]).lower() not in str(row["level"]).lower()
+    setting = str(row["level"]) + (f" ({row['regularizer']})" if named else "")
     st.success(
         f"Best {A.label(factor)}: **{setting}**, {A.label(metric)} "
         f"{ui.mean_pm(row[f'{metric}_mean'], row[f'{metric}_std'], 4)} over {int(row[f'{metric}_n'])} seed(s) "
@@ -140,7 +140,7 @@ def study_page(name: str) -> None:
         factor,
         numeric=numeric,
         log=factor == "fps",
-        colour=stats["quantizer"].nunique() > 1,
+        colour=stats["regularizer"].nunique() > 1,
         trivial=trivial,
     )
     st.altair_chart(chart, width="stretch")
@@ -181,7 +181,7 @@ def _codebook(stats: pd.DataFrame, trials: pd.DataFrame, name: str, extra: list[
         "codebook_utilisation",
         "log2_codes",
         numeric=bool(stats["level_value"].notna().all()),
-        colour=stats["quantizer"].nunique() > 1,
+        colour=stats["regularizer"].nunique() > 1,
     )
     st.altair_chart(chart, width="stretch")
     st.caption("Share of the codebook's codes used at least once on the evaluation clips (1.0 = every code used).")

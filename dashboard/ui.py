@@ -106,9 +106,9 @@ def quality_chart(
     x = _x(factor, stats, numeric, log)
     title = f"{label(metric)} ({'lower' if metric in ('lpips', 'fvd') else 'higher'} is better)"
     y = alt.Y(f"{metric}_mean:Q", title=title, scale=alt.Scale(zero=False))
-    col = alt.Color("quantizer:N", title="quantizer", scale=alt.Scale(scheme=SCHEME)) if colour else alt.value(BLUE)
+    col = alt.Color("regularizer:N", title="regularizer", scale=alt.Scale(scheme=SCHEME)) if colour else alt.value(BLUE)
     base = alt.Chart(stats)
-    tooltip = ["level:N", "quantizer:N", "n:Q", "seeds:N", alt.Tooltip(f"{metric}_mean:Q", format=".4f")]
+    tooltip = ["level:N", "regularizer:N", "n:Q", "seeds:N", alt.Tooltip(f"{metric}_mean:Q", format=".4f")]
     tooltip += [alt.Tooltip(f"{metric}_std:Q", format=".4f")]
     means = (base.mark_line(point=True) if numeric else base.mark_point(filled=True, size=70)).encode(
         x=x, y=y, color=col, tooltip=tooltip

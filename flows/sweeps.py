@@ -60,8 +60,8 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for level in summary["levels"]:
         row: dict[str, Any] = {"level": level["level"], "value": level["level_value"], "n": level["n"]}
-        if level.get("quantizer"):
-            row["quantizer"] = level["quantizer"]
+        if level.get("regularizer"):
+            row["regularizer"] = level["regularizer"]
         for name in ("psnr", "ssim", "trivial_psnr", "codebook_utilisation", "train_wall_s", "gpu_hours"):
             if level[name]["mean"] is not None:
                 row[f"{name}_mean"] = level[name]["mean"]
@@ -89,7 +89,7 @@ def run_sweep(
     logger = get_run_logger()
     spec = sweeps.get_study(study)
     # Argument errors surface before any data work, as one line.
-    sweeps._validate_args(n_trials, list(sweeps.DEFAULT_SEEDS if seeds is None else seeds), study_name or spec.name)
+    sweeps.validate_args(n_trials, list(sweeps.DEFAULT_SEEDS if seeds is None else seeds), study_name or spec.name)
     fps = sweeps.needed_fps(spec, root, profile=profile, levels=levels)
     data = prepare_task(str(Path(root).resolve()), profile, fps)
     result = sweeps.run_study(
@@ -119,6 +119,14 @@ def run_sweep(
     if rows:
         create_table_artifact(rows, key=f"{key}-levels", description=f"{result.study_name}: metrics per level")
     logger.info(f"{result.study_name}: best {result.summary['metric']} at {result.summary['best_level']}; {counts}")
+    if result.ran:
+        states = result.trials.set_index("trial")["state"]
+        finished = [n for n in result.ran if states.get(n) == "COMPLETE"]
+        if not finished:  # every trial this run started failed: the flow run must say so, not end Completed
+            raise RuntimeError(
+                f"{result.study_name}: all {len(result.ran)} trial(s) of this run failed ({result.ran}); see the "
+                f"trials table in {result.folder} and each trial's run folder"
+            )
     return {
         "study": result.study_name,
         "folder": str(result.folder),
@@ -164,7 +172,7 @@ def sweep_codebook(
         unknown = sorted(set(quantizers) - {"fsq", "lfq", "vq"})
         if unknown:
             raise ValueError(f"quantizers must be among fsq, lfq, vq; got {', '.join(unknown)}")
-        chosen = [lv.label for lv in spec.levels if lv.quantizer in quantizers]
+        chosen = [lv.label for lv in spec.levels if lv.regularizer in quantizers]
     return run_sweep("sweep-codebook", n_trials=n_trials, profile=profile, seeds=seeds, study_name=study_name,
                      storage=storage, root=root, levels=chosen, eval_clips=eval_clips,
                      retry_failed=retry_failed)  # fmt: skip

@@ -7,6 +7,7 @@ copies of a data root.
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,23 @@ def data_config_in(root: Path, **changes: object) -> DataConfig:
         cache_dir=str(root / "out" / "cache"),
         **changes,  # type: ignore[arg-type]
     )
+
+
+def non_loopback_ipv4() -> str | None:
+    """An IPv4 address of this machine other than 127.x (the one its default route uses), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def accepts_connections(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port is accepted (a server listening there)."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False

@@ -64,6 +64,39 @@ def test_no_module_imports_a_private_name_of_another() -> None:
     assert not offenders, offenders
 
 
+def test_tests_reach_no_private_names_of_the_code() -> None:
+    """Tests use what the packages offer: no `from vidtok.x import _y`, no `module._y` on an imported vidtok, flows or
+    dashboard module (monkeypatching a private function ties a test to one implementation)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules: set[str] = set()  # local names bound to a module of the packages
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] in PACKAGES}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.module}.{alias.name}")
+                    elif _is_module(f"{node.module}.{alias.name}"):
+                        modules.add(alias.asname or alias.name)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not offenders, offenders
+
+
+def _is_module(dotted: str) -> bool:
+    relative = Path(*dotted.split("."))
+    return (REPO / relative.with_suffix(".py")).is_file() or (REPO / relative / "__init__.py").is_file()
+
+
 def test_function_level_imports_are_only_the_listed_lazy_ones() -> None:
     found = set()
     unexpected = []

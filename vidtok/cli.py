@@ -473,7 +473,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=stages, metavar="STAGE", help=f"one of {', '.join(stages)}")
     params_flags(p)
-    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="two-stage", help="the chain (default two-stage)")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="twostage", help="the chain (default twostage)")
     p.add_argument("--repo", default=".", help="repository root whose outputs/ the chain writes (default .)")
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="evaluate: clips of this split")
     p.add_argument("--vmaf", action="store_true", help="evaluate: also VMAF")

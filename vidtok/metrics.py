@@ -68,6 +68,10 @@ SSIM_KERNEL, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 FVD_CONVENTIONAL_CLIPS = 2048  # StyleGAN-V fvd2048_16f: 2,048 real and 2,048 generated 16-frame clips
 LPIPS_TRUNK_ENV = "VIDTOK_LPIPS_TRUNK"
 I3D_ENV = "VIDTOK_I3D_TORCHSCRIPT"
+# The sha256 the detector file must have: set it (or pass expected_sha256) to the value of the file your comparison
+# uses. No published sha256 of i3d_torchscript.pt could be found offline, so none is pinned here; every FVD protocol
+# records the sha256 of the file it used, and two FVDs are comparable only when those agree.
+I3D_SHA256_ENV = "VIDTOK_I3D_SHA256"
 I3D_SOURCE = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt (StyleGAN-V's FVD detector)"
 # torchvision ImageNet trunks used by lpips; the hex in each name is the sha256 prefix torch.hub checks.
 LPIPS_TRUNKS = {
@@ -569,6 +573,7 @@ class FVD:
         *,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
+        expected_sha256: str | None = None,
     ) -> None:
         given = extractor_path if extractor_path is not None else os.environ.get(I3D_ENV) or None
         if given is None or not Path(given).is_file():
@@ -579,6 +584,12 @@ class FVD:
             )
         self.path, self.device, self.batch_size = Path(given), torch.device(device), batch_size
         self.sha256 = sha256_file(self.path)
+        expected = expected_sha256 or os.environ.get(I3D_SHA256_ENV) or None
+        if expected is not None and self.sha256 != expected.lower():
+            raise MissingWeightsError(
+                f"{self.path}: sha256 {self.sha256[:12]} is not the expected {expected[:12]} ({I3D_SHA256_ENV}): "
+                "another detector file gives FVDs that cannot be compared"
+            )
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; the detector ships as one
             warnings.simplefilter("ignore", FutureWarning)
             self._model = torch.jit.load(str(self.path), map_location=self.device).eval()

@@ -144,7 +144,7 @@ def active_profile(path: str | os.PathLike[str] | None, profile: str | None = No
     return read_params_file(path).get("profile")
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m vidtok.params", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="params.yaml")
@@ -161,4 +161,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -246,20 +246,16 @@ class RunRecord:
     def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
 
-    def path_in(self, run_dir: str | os.PathLike[str], relative: str | None) -> Path | None:
-        """A path recorded in the manifest, resolved against the run folder."""
-        return None if relative is None else Path(run_dir) / relative
-
 
 def record_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
     path = Path(run_dir_or_file)
     return path / RECORD_NAME if path.is_dir() or path.suffix != ".json" else path
 
 
-def write_run_record(run_dir: str | os.PathLike[str], manifest: RunRecord) -> Path:
-    manifest.validate()
+def write_run_record(run_dir: str | os.PathLike[str], record: RunRecord) -> Path:
+    record.validate()
     path = Path(run_dir) / RECORD_NAME
-    write_json(path, manifest.to_dict())
+    write_json(path, record.to_dict())
     return path
 
 
@@ -406,7 +402,7 @@ def device_info(
     }
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m vidtok.runs RUN_DIR_OR_RUN_JSON", file=sys.stderr)
         return 2
@@ -420,4 +416,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

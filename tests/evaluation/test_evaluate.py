@@ -52,20 +52,52 @@ def _no_lpips_trunk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no cached trunk weights
 
 
-def test_trivial_codec_keeps_latent_grid_samples_and_interpolates_linearly() -> None:
-    causal = get_preset("tiny_kl_causal_444")  # 4x4x4
-    t = torch.arange(9, dtype=torch.float32).view(1, 1, 9, 1, 1)
-    ramp = (t / 8).expand(1, 3, 9, 8, 8)  # linear in time, flat in space: reproduced exactly
-    assert torch.allclose(trivial_codec(ramp, causal), ramp, atol=1e-6)
-    noise = torch.rand(2, 3, 9, 8, 8)
-    out = trivial_codec(noise, causal)
-    boxes = torch.nn.functional.avg_pool2d(noise[:, :, 0], 4)
-    # frame 0 (a kept frame): the bilinear upsampling of its 4x4 box means, whose block means are the box means
-    assert torch.allclose(torch.nn.functional.avg_pool2d(out[:, :, 0], 4), boxes, atol=0.15)
-    noncausal = get_preset("tiny_kl_noncausal_444")
-    const = torch.full((1, 3, 8, 8, 8), 0.3)
-    assert torch.allclose(trivial_codec(const, noncausal), const)
-    assert trivial_codec(torch.rand(1, 3, 5, 8, 8), causal).shape == (1, 3, 5, 8, 8)
+def _bilinear_up(small: np.ndarray, factor: int) -> np.ndarray:
+    """Half-pixel-centre bilinear upsampling of the last two axes (what align_corners=False means), in numpy."""
+
+    def axis_weights(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = np.clip((np.arange(n_in * factor) + 0.5) / factor - 0.5, 0, n_in - 1)
+        lo = np.floor(x).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), x - lo
+
+    (r0, r1, wr), (c0, c1, wc) = axis_weights(small.shape[-2]), axis_weights(small.shape[-1])
+    rows = small[..., r0, :] * (1 - wr)[:, None] + small[..., r1, :] * wr[:, None]
+    return rows[..., c0] * (1 - wc) + rows[..., c1] * wc
+
+
+def _trivial_reference(video: np.ndarray, factor_t: int, factor_s: int, causal: bool) -> np.ndarray:
+    """The trivial codec written out independently: box-average factor_s x factor_s blocks, bilinear back; keep every
+    factor_t-th frame (causal: frames 0, 4, ..., T-1) or average groups of factor_t frames placed at their centres
+    (non-causal), linear in time between them, the ends held."""
+    b, c, t, h, w = video.shape
+    small = video.reshape(b, c, t, h // factor_s, factor_s, w // factor_s, factor_s).mean(axis=(4, 6))
+    spatial = _bilinear_up(small, factor_s)
+    if causal:
+        anchors = np.arange(0, t, factor_t, dtype=float)
+        samples = spatial[:, :, ::factor_t]
+    else:
+        groups = t // factor_t
+        anchors = np.arange(groups) * factor_t + (factor_t - 1) / 2
+        samples = spatial[:, :, : groups * factor_t].reshape(b, c, groups, factor_t, h, w).mean(axis=3)
+    out = np.empty_like(spatial)
+    for k in range(t):
+        j = int(np.clip(np.searchsorted(anchors, k, side="right"), 1, len(anchors) - 1))
+        weight = float(np.clip((k - anchors[j - 1]) / (anchors[j] - anchors[j - 1]), 0, 1))
+        out[:, :, k] = samples[:, :, j - 1] * (1 - weight) + samples[:, :, j] * weight
+    return out
+
+
+@pytest.mark.parametrize("preset", ["tiny_kl_causal_444", "tiny_kl_noncausal_444", "tiny_kl_causal_488"])
+def test_trivial_codec_equals_an_independent_reference(preset: str) -> None:
+    """Random noise (a constant or linear video would pass a codec that returned its input): the trivial codec is
+    exactly box-average + bilinear in space and sample + linear interpolation in time at the model's factors."""
+    config = get_preset(preset)
+    frames = 17 if config.causal else 16
+    video = torch.rand(2, 3, frames, 32, 48, generator=torch.Generator().manual_seed(0))
+    want = _trivial_reference(video.double().numpy(), config.temporal_factor, config.spatial_factor, config.causal)
+    got = trivial_codec(video, config)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
+    assert (got - video).abs().mean() > 0.1  # noise does not survive 4x4x4 compression
 
 
 def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
     from flows.pipeline import pipeline
 
     root = copy_root(smoke_root_template, tmp_path / "root")
-    args = {"profile": "smoke", "root": str(root), "vmaf": False, "eval_clips": 2}
+    # the samples have no test split (two camera groups, one synthetic): the flow scores val here
+    args = {"profile": "smoke", "root": str(root), "vmaf": False, "eval_clips": 2, "split": "val"}
     state = pipeline(**args, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
@@ -86,7 +87,7 @@ def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
     again = pipeline(**args, return_state=True)
     assert again.is_completed() and again.result()["summary"] == result["summary"]
     states = task_states(again.state_details.flow_run_id)
-    cached = {k: v for k, v in states.items() if not k.startswith("samples")}
+    cached = {k: v for k, v in states.items() if not k.startswith("fetch")}
     assert set(cached.values()) == {"Cached"}, states  # manifest, resample, train, evaluate, report
     assert (out / "train/stage1/run.json").stat().st_mtime_ns == stamp  # stage 1 did not run again
 
@@ -144,3 +145,19 @@ def test_sweep_flow_runs_two_trials_and_publishes_the_summary(prefect_harness, s
     assert "sweep-fps: psnr vs fps" in summary and "Rerun to continue" in summary
     rows = json.loads(_artifact_text("sweep-fps-levels"))
     assert [r["level"] for r in rows] == ["1 fps", "2 fps"] and sum(r["best"] for r in rows) == 1
+
+
+def test_a_sweep_whose_trials_all_fail_ends_failed(prefect_harness, smoke_root_template, tmp_path) -> None:
+    """Two trials that cannot train (a negative learning rate in the profile): the trials are FAIL in the study,
+    and the flow run ends Failed naming them, instead of Completed with nothing learned."""
+    from flows.sweeps import sweep_fps
+
+    root = copy_root(smoke_root_template, tmp_path / "root")
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("\nloss:\n  disc_start: null", "\nloss:\n  disc_start: -5"))
+    assert "disc_start: -5" in params.read_text()
+    state = sweep_fps(n_trials=2, profile="smoke", seeds=[0], root=str(root), eval_clips=2, return_state=True)
+    assert state.is_failed()
+    assert "all 2 trial(s) of this run failed ([0, 1])" in state.message
+    df = read_trials(root / "experiments" / "sweep-fps")
+    assert list(df[df["trial"].isin([0, 1])]["state"]) == ["FAIL", "FAIL"]

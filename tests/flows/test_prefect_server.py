@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, copy_root
+from tests.helpers import REPO, accepts_connections, copy_root, non_loopback_ipv4
 from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect
@@ -37,6 +37,9 @@ def test_deployment_run_against_a_local_server(smoke_root_template: Path, tmp_pa
     try:
         pids = local.up(port=port, home=home, cwd=root, timeout=120, log=logs.append)
         assert local.healthy(port) and set(pids) == {"server", "serve"}
+        outside = non_loopback_ipv4()
+        assert outside is not None, "no non-loopback address to check the bind against"
+        assert accepts_connections("127.0.0.1", port) and not accepts_connections(outside, port)  # loopback only
         env = {**os.environ, "PREFECT_API_URL": local.api_url(port), "PREFECT_HOME": str(home)}
         prefect = Path(sys.executable).with_name("prefect")
         run = subprocess.run(

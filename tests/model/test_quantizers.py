@@ -1,4 +1,6 @@
-"""Regularizers: FSQ, LFQ, VQ, KL and none.  Run: pytest tests/test_quantizers.py -q"""
+"""Regularizers: FSQ, LFQ, VQ, KL and none.  Run: pytest tests/model/test_quantizers.py -q
+
+One contract every discrete quantizer keeps (test_discrete_quantizer_contract), then what is particular to each."""
 
 from __future__ import annotations
 
@@ -32,12 +34,10 @@ def test_fsq_indices_codes_round_trip(levels: tuple[int, ...]) -> None:
     assert codes.abs().max() <= 1.0
 
 
-def test_fsq_quantize_then_index_then_latent_is_exact() -> None:
+def test_fsq_latents_lie_on_the_level_grid() -> None:
     fsq = FSQ((8, 8, 8, 8)).eval()
     h = torch.randn(2, 4, 3, 5, 5) * 3
     out = fsq(h)
-    assert out.aux == {}
-    assert torch.equal(fsq.indices_to_latent(out.indices), out.latents)
     # codes of level 8 are the multiples of 1/4 in [-1, 0.75]
     assert torch.equal(out.latents * 4, (out.latents * 4).round())
     assert out.latents.min() >= -1 and out.latents.max() <= 0.75
@@ -115,11 +115,33 @@ def test_fsq_training_entropy_at_262144_codes_runs_in_bounded_memory() -> None:
     assert extra_mb < 600, f"training entropy used {extra_mb:.0f} MB extra"
 
 
-def test_inference_computes_no_aux_loss() -> None:
-    for q in (FSQ((8,) * 6), LFQ(18), VectorQuantizer(4096, 6)):
-        out = q.eval()(torch.randn(1, q.channels, 5, 16, 16))
-        assert out.aux == {}
-        assert out.indices.shape == (1, 5, 16, 16)
+DISCRETE = {
+    "fsq": lambda: FSQ((8, 8, 8, 8)),
+    "lfq": lambda: LFQ(6),
+    "vq": lambda: VectorQuantizer(300, 4),
+}
+
+
+@pytest.mark.parametrize("name", list(DISCRETE))
+def test_discrete_quantizer_contract(name: str) -> None:
+    """What the model, the token files and the codebook metrics rely on: at inference no aux loss; indices of
+    shape (B, T, H, W) within the codebook; indices -> latents reproduces the quantized latents exactly; usage
+    counts every token and every distinct code (and reset clears it)."""
+    q = DISCRETE[name]().eval()
+    if isinstance(q, VectorQuantizer):
+        with torch.no_grad():
+            q.embedding.weight.normal_()
+    h = torch.randn(2, q.channels, 3, 5, 5) * 3
+    out = q(h)
+    assert out.aux == {}
+    assert out.indices.shape == (2, 3, 5, 5) and out.indices.dtype in (torch.int32, torch.int64)
+    assert int(out.indices.min()) >= 0 and int(out.indices.max()) < q.codebook_size
+    assert torch.equal(q.indices_to_latent(out.indices), out.latents)
+    usage = q.usage()
+    assert usage.tokens == out.indices.numel() == 150
+    assert usage.used_codes == len(torch.unique(out.indices))
+    q.reset_usage()
+    assert q.usage().tokens == 0
 
 
 def test_usage_counters_uniform_and_collapsed() -> None:
@@ -139,7 +161,7 @@ def test_usage_counters_uniform_and_collapsed() -> None:
     assert usage.perplexity == pytest.approx(1.0)
 
 
-def test_vq_nearest_code_chunked_equals_full_search_and_counts_usage() -> None:
+def test_vq_nearest_code_chunked_equals_full_search() -> None:
     vq = VectorQuantizer(300, 4).eval()
     with torch.no_grad():
         vq.embedding.weight.normal_()
@@ -148,10 +170,6 @@ def test_vq_nearest_code_chunked_equals_full_search_and_counts_usage() -> None:
     tokens = h.permute(0, 2, 3, 4, 1).reshape(-1, 4)
     expected = torch.cdist(tokens, vq.embedding.weight).argmin(-1)
     assert torch.equal(out.indices.reshape(-1), expected)
-    usage = vq.usage()
-    assert usage.tokens == tokens.shape[0]
-    assert usage.used_codes == len(torch.unique(expected))
-    assert torch.equal(vq.indices_to_latent(out.indices), out.latents)
 
 
 def test_vq_losses_train_the_codebook_only_when_weighted() -> None:
@@ -172,7 +190,6 @@ def test_lfq_bits_and_indices() -> None:
     out = lfq(h)
     assert out.indices.item() == 1 + 4  # bits 0 and 2 set
     assert torch.equal(out.latents.flatten(), torch.tensor([1.0, -1.0, 1.0]))
-    assert torch.equal(lfq.indices_to_latent(out.indices), out.latents)
     assert lfq.codebook_size == 8
 
 

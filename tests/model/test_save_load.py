@@ -96,6 +96,18 @@ def test_tampered_weights_are_detected(tmp_path) -> None:
         load_pretrained(tmp_path / "ckpt")
 
 
+def test_a_config_without_its_weights_sha256_is_refused(tmp_path) -> None:
+    """Deleting the recorded sha256 must not turn verification off: the weights could then be anything."""
+    save_pretrained(tiny(), tmp_path / "ckpt")
+    config = tmp_path / "ckpt" / "config.json"
+    record = json.loads(config.read_text())
+    del record["weights_sha256"]
+    config.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="no weights_sha256 recorded"):
+        load_pretrained(tmp_path / "ckpt")
+    assert load_pretrained(tmp_path / "ckpt", verify=False) is not None  # the explicit opt-out still works
+
+
 def test_truncated_weights_are_a_clear_error(tmp_path) -> None:
     save_pretrained(tiny(), tmp_path / "ckpt")
     weights = tmp_path / "ckpt" / "model.safetensors"

@@ -7,8 +7,8 @@ import torch
 
 from tests.helpers import REPO, tiny
 from vidtok.model.streaming import (
+    TileGrid,
     TileSpec,
-    _TileGrid,
     decode_video,
     encode_video,
     iter_decode,
@@ -127,12 +127,12 @@ def test_tiles_cover_the_frame(length: int, size: int, overlap: int) -> None:
 @pytest.mark.parametrize("height,width,size,overlap", [(48, 80, 32, 8), (64, 64, 32, 16), (40, 40, 16, 0)])
 def test_tile_blend_is_a_partition_of_unity(height: int, width: int, size: int, overlap: int) -> None:
     """Blending tiles of a function that agrees on overlaps returns it exactly (weights sum to one everywhere)."""
-    grid = _TileGrid(height, width, size, overlap, scale=1.0)
+    grid = TileGrid(height, width, size, overlap, scale=1.0)
     x, y = torch.rand(1, 2, 3, height, width), torch.rand(1, 2, 1, height, width)
     double, negate = (lambda part: part * 2), (lambda part: -part)
     out_x, out_y = grid.run(torch.nn.Identity(), [x, y], [double, negate], last=True)
     assert torch.allclose(out_x, x * 2, atol=1e-6) and torch.allclose(out_y, -y, atol=1e-6)
-    up = _TileGrid(height // 4, width // 4, size // 4, overlap // 4, scale=4.0)
+    up = TileGrid(height // 4, width // 4, size // 4, overlap // 4, scale=4.0)
     coarse = torch.rand(1, 2, 3, height // 4, width // 4)
     nearest = lambda part: part.repeat_interleave(4, -1).repeat_interleave(4, -2)  # noqa: E731
     assert torch.allclose(up.run(torch.nn.Identity(), [coarse], [nearest], True)[0], nearest(coarse), atol=1e-6)
@@ -142,7 +142,7 @@ def test_tile_blend_ignores_the_outer_quarter_of_each_overlap() -> None:
     """Tile outputs wrong within overlap/4 of their edges (zero padding instead of the neighbour) blend seamlessly."""
     height, width, size, overlap = 48, 112, 48, 32
     dead = overlap // 4
-    grid = _TileGrid(height, width, size, overlap, scale=1.0)
+    grid = TileGrid(height, width, size, overlap, scale=1.0)
     x = torch.rand(1, 1, 1, height, width)
 
     def wrong_near_edges(part: torch.Tensor) -> torch.Tensor:
@@ -159,7 +159,7 @@ def test_tile_blend_ignores_the_outer_quarter_of_each_overlap() -> None:
 def test_tile_states_are_kept_between_segments_only() -> None:
     """Tile by tile: a segment that ends the stream keeps no per-tile state (what bounds the memory of a clip)."""
     model = tiny()
-    grid = _TileGrid(64, 96, 32, 16, scale=0.25)
+    grid = TileGrid(64, 96, 32, 16, scale=0.25)
     set_streaming(model.encoder, True)
     try:
         with torch.no_grad():

@@ -21,7 +21,7 @@ def trials(rows: list[tuple[float, int, str, float | None]]) -> pd.DataFrame:
                 level=f"{fps:g}",
                 level_value=fps,
                 seed=seed,
-                quantizer="kl",
+                regularizer="kl",
                 psnr=psnr,
                 ssim=0.7 if psnr else None,
                 vmaf=None,

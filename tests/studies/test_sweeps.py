@@ -67,7 +67,7 @@ def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
 
     assert [lv.value for lv in sweeps.STUDIES["sweep-fps"].levels] == [1, 2, 3, 4, 8, 30]
     codebook = sweeps.STUDIES["sweep-codebook"].levels
-    assert {lv.quantizer for lv in codebook} == {"fsq", "lfq", "vq"} and len(codebook) == 18
+    assert {lv.regularizer for lv in codebook} == {"fsq", "lfq", "vq"} and len(codebook) == 18
     for spec in sweeps.STUDIES.values():
         for level in spec.levels:
             model = {k[1]: v for k, v in (parse_override(o) for o in level.overrides) if k[0] == "model"}
@@ -80,8 +80,8 @@ def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
     assert ablation["fully 3D"][0] == "Table 2: Variant 1: fully 3D"
     assert ablation["LFQ 262,144"][0].startswith("Table 3: LFQ")
     staging = {lv.label: lv for lv in sweeps.STUDIES["sweep-staging"].levels}
-    assert staging["one-stage"].schedule == "one-stage"
-    assert staging["two-stage 75% whole model"].stage2_trains == "all"
+    assert staging["onestage"].schedule == "onestage"
+    assert staging["twostage 75% whole model"].stage2_trains == "all"
 
 
 @pytest.mark.parametrize(
@@ -106,9 +106,9 @@ def test_bad_arguments_fail_in_one_line_before_writing(root: Path, kwargs: dict,
 
 
 def test_cli_lists_studies_and_reports_errors_in_one_line(capsys, tmp_path: Path) -> None:
-    assert sweeps._main(["--list"]) == 0
+    assert sweeps.main(["--list"]) == 0
     assert "sweep-codebook (log2_codes)" in capsys.readouterr().out
-    assert sweeps._main(["sweep-fps", "--n-trials", "0", "--root", str(tmp_path)]) == 1
+    assert sweeps.main(["sweep-fps", "--n-trials", "0", "--root", str(tmp_path)]) == 1
     assert capsys.readouterr().err == "error: n_trials must be an integer >= 1, got 0\n"
 
 
@@ -277,18 +277,27 @@ def quick(folder, **kw):
     return types.SimpleNamespace(folder=Path(folder), runs={}, metrics={"summary": s}, train_wall_s=0.3,
                                  gpu_hours=None, steps=1)
 
+storage = sys.argv[2] or None
 sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=12, seeds=[0, 1], profile="smoke", run_fn=quick,
-                 prepare=False, log=lambda _: None)
+                 prepare=False, log=lambda _: None, storage=storage)
 """
 
 
-def test_parallel_workers_share_the_study_without_duplicates(root: Path) -> None:
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_parallel_workers_share_the_study_without_duplicates(root: Path, storage: str) -> None:
+    """Two worker processes pop from one study, through the default journal file and through an RDB storage
+    (SQLite; PostgreSQL is the same RDBStorage code path): every (level, seed) runs exactly once."""
     script = root / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
-    cmd = [sys.executable, str(script), str(root)]
+    url = f"sqlite:///{root / 'optuna.sqlite3'}" if storage == "sqlite" else ""
+    cmd = [sys.executable, str(script), str(root), url]
     workers = [subprocess.Popen(cmd, cwd=REPO) for _ in range(2)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
     df = read_trials(root / "experiments/sweep-fps")
     done = points(df, "COMPLETE")
     assert len(done) == 12 and len(set(done)) == 12  # every (level, seed) exactly once
     assert (df["state"] == "COMPLETE").all()
+    if storage == "sqlite":
+        assert (root / "optuna.sqlite3").stat().st_size > 0 and not (
+            root / "experiments/sweep-fps/optuna.journal"
+        ).exists()

@@ -427,6 +427,10 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert len(lines) == 4 and "loss_d" in lines[0]  # header + 3 steps, discriminator stepped at step 3
     weights = load_file(str(run / "checkpoints/final/model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    # Both ranks ended with the same weights (and EMA): the digests each rank computed at the end agree.
+    final = json.loads((run / "checkpoints/final/config.json").read_text())
+    digests = final["metadata"]["ddp_rank_weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1] and len(digests[0]) == 64
 
 
 # ------------------------------------------------------------------------------------------------ command line

@@ -389,9 +389,11 @@ def clips_sha256(train: Dataset, val: Dataset | None) -> str | None:
 
 
 def stack_clips(dataset: Dataset, count: int) -> Tensor:
-    """The first `count` clips of a dataset (all when count is 0) as one (N, 3, T, H, W) tensor."""
-    n = len(dataset) if count <= 0 else min(count, len(dataset))  # type: ignore[arg-type]
-    return torch.stack([dataset[i] for i in range(n)]) if n else torch.zeros(0)
+    """`count` clips evenly spaced over a dataset (all when count is 0) as one (N, 3, T, H, W) tensor: a val set
+    lists its videos one after another, so the first clips would all come from one video."""
+    total = len(dataset)  # type: ignore[arg-type]
+    rows = range(total) if count <= 0 or count >= total else np.linspace(0, total - 1, count).round().astype(int)
+    return torch.stack([dataset[int(i)] for i in rows]) if total else torch.zeros(0)
 
 
 class VideoDataModule(L.LightningDataModule):

@@ -1051,7 +1051,7 @@ def write_video(
 # ----------------------------------------------------------------------------------------------------- command line
 
 
-def _main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("probe", "times"):
         print("usage: python -m vidtok.data.video probe|times PATH_OR_URL...", file=sys.stderr)
         return 2
@@ -1071,4 +1071,4 @@ def _main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

@@ -34,7 +34,7 @@ import torch
 
 from vidtok.model.vidtok import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
 
-# With tiles, how many frames are buffered and run tile by tile (see _TileGrid.run): a longer segment means fewer
+# With tiles, how many frames are buffered and run tile by tile (see TileGrid.run): a longer segment means fewer
 # hand-overs of every tile's carried state, a shorter one smaller input/output buffers.
 DEFAULT_SEGMENT_FRAMES = 32
 
@@ -114,7 +114,7 @@ def _ramp(start: int, size: int, overlap: int, total: int) -> torch.Tensor:
     return w
 
 
-class _TileGrid:
+class TileGrid:
     """Overlapping tiles of an (H, W) input, the blend of their outputs, and one streaming state per tile.
 
     `scale` maps input to output coordinates (1/s for the encoder, s for the decoder); tile sizes and overlaps
@@ -227,7 +227,7 @@ def iter_encode(
 
     Causal: chunk outputs concatenated along time equal `model.encode(whole clip)`. Non-causal: one Encoded per
     clip of `chunk_frames` frames (the last one padded by repeating its final frame). With tiles, up to
-    `segment_frames` frames are buffered and run tile by tile (see `_TileGrid.run`).
+    `segment_frames` frames are buffered and run tile by tile (see `TileGrid.run`).
     """
     tf = model.config.temporal_factor
     if chunk_frames <= 0 or chunk_frames % tf:
@@ -240,7 +240,7 @@ def iter_encode(
         yield from _iter_encode_clips(model, frames, num_frames, chunk_frames, tile)
 
 
-def _encode_tiled(model: VidTok, grid: _TileGrid, chunks: list[torch.Tensor], last: bool) -> list[torch.Tensor]:
+def _encode_tiled(model: VidTok, grid: TileGrid, chunks: list[torch.Tensor], last: bool) -> list[torch.Tensor]:
     """The encoder's convolutional levels on tiles, then its mid block (whole-frame attention) on the blend.
 
     Only the mid block is global: running it on tiles would give each tile its own attention context and offset
@@ -278,7 +278,7 @@ def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_f
     first = next(chunks)
     grid = None
     if _check_tiling(model, tile, *first[0].shape[-2:]):
-        grid = _TileGrid(*first[0].shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
+        grid = TileGrid(*first[0].shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
     reals: list[int] = []
 
     def tensors() -> Iterator[torch.Tensor]:  # the chunks, remembering each one's count of real frames
@@ -313,7 +313,7 @@ def _iter_encode_clips(model, frames, num_frames, clip_frames, tile) -> Iterator
             clip = torch.cat([clip, clip[:, :, -1:].expand(-1, -1, clip_frames - real, -1, -1)], dim=2)
         model.check_video(clip)
         if _check_tiling(model, tile, *clip.shape[-2:]):
-            grid = _TileGrid(*clip.shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
+            grid = TileGrid(*clip.shape[-2:], tile.size, tile.overlap, 1 / model.config.spatial_factor)
             features = _encode_tiled(model, grid, [clip], last=True)[0]
         else:
             features = model.encoder(clip)
@@ -372,7 +372,7 @@ def iter_decode(
 
 
 def _decode_tiled(
-    model: VidTok, grid: _TileGrid, chunks: list[torch.Tensor], flush: list[bool], last: bool
+    model: VidTok, grid: TileGrid, chunks: list[torch.Tensor], flush: list[bool], last: bool
 ) -> list[torch.Tensor]:
     """The decoder's mid block (whole-frame attention) on each latent chunk, then its up levels on tiles."""
     decoder = model.decoder
@@ -426,7 +426,7 @@ def _iter_decode_causal(model, stream, num_frames, tile, segment_frames) -> Iter
     first = next(latents)
     grid = None
     if _check_tiling(model, tile, *(d * s for d in first.shape[-2:])):
-        grid = _TileGrid(*first.shape[-2:], tile.size // s, tile.overlap // s, s)
+        grid = TileGrid(*first.shape[-2:], tile.size // s, tile.overlap // s, s)
     set_streaming(model.decoder, True)
     try:
         segments = _segments(itertools.chain([first], latents), segment_frames // tf if grid else 0)
@@ -455,7 +455,7 @@ def _iter_decode_clips(model, stream, num_frames, chunk_latents, tile) -> Iterat
     for z in stream:
         model._check_latents(z)
         if _check_tiling(model, tile, *(d * s for d in z.shape[-2:])):
-            grid = _TileGrid(*z.shape[-2:], tile.size // s, tile.overlap // s, s)
+            grid = TileGrid(*z.shape[-2:], tile.size // s, tile.overlap // s, s)
             frames = _decode_tiled(model, grid, [z], [True], last=True)[0]
         else:
             frames = model.decoder(z)

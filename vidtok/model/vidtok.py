@@ -1007,8 +1007,15 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}")
-    if verify and record.get("weights_sha256") and sha256_file(weights) != record["weights_sha256"]:
-        raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupt)")
+    if verify:
+        recorded = record.get("weights_sha256")
+        if not isinstance(recorded, str) or len(recorded) != 64:
+            raise CheckpointError(
+                f"{folder / CONFIG_NAME}: no weights_sha256 recorded, so the weights cannot be verified (a config.json "
+                "edited by hand? load with verify=False only if you trust the folder)"
+            )
+        if sha256_file(weights) != recorded:
+            raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupt)")
     try:
         config = ModelConfig.from_dict(record["model"])
     except (TypeError, ValueError) as err:

@@ -13,7 +13,7 @@ A study answers one open question of the paper by varying one factor over levels
       runs/trial_<n>/    the trial's pipeline run folders (run.json manifests, checkpoints, eval/metrics.json)
 
 `factor` names what the study varies: "fps" (training frame rate), "log2_codes" (codebook size as bits per
-token, with `quantizer` fsq / lfq / vq), "schedule" (staging schedule) or "variant" (architecture / quantizer
+token, with `regularizer` fsq / lfq / vq), "schedule" (staging schedule) or "variant" (architecture / quantizer
 ablation). `level` is the level's label; `level_value` its number where one exists (fps, bits, the stage-1
 share of the step budget) so plots can use a numeric axis.
 """
@@ -58,7 +58,7 @@ class TrialsSchema(pa.DataFrameModel):
     level: Series[str]
     level_value: Series[float] = pa.Field(nullable=True)
     seed: Series[int] = pa.Field(ge=0)
-    quantizer: Series[str] = pa.Field(nullable=True)  # kl / fsq / lfq / vq / none for codebook and variant studies
+    regularizer: Series[str] = pa.Field(nullable=True)  # kl / fsq / lfq / vq / none for codebook and variant studies
     psnr: Series[float] = pa.Field(nullable=True, ge=0, le=100)
     ssim: Series[float] = pa.Field(nullable=True, ge=-1, le=1)
     vmaf: Series[float] = pa.Field(nullable=True)
@@ -148,7 +148,7 @@ def summarize(df: pd.DataFrame, metric: str = "psnr") -> dict[str, Any]:
         row: dict[str, Any] = {
             "level": level,
             "level_value": _num(group["level_value"].iloc[0]),
-            "quantizer": group["quantizer"].iloc[0] if group["quantizer"].notna().any() else None,
+            "regularizer": group["regularizer"].iloc[0] if group["regularizer"].notna().any() else None,
             "n": int(len(group)),
             "seeds": sorted(int(s) for s in group["seed"]),
         }
@@ -224,7 +224,7 @@ def write_summary(
     return summary
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m vidtok.studies.results STUDY_DIR", file=sys.stderr)
         return 2
@@ -239,4 +239,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

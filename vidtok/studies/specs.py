@@ -34,9 +34,9 @@ class Level:
 
     label: str
     value: float | None  # numeric axis: fps, bits per token, stage-1 share of the step budget
-    quantizer: str | None = None
+    regularizer: str | None = None  # the model.regularizer a level sets, where the study varies it
     overrides: tuple[str, ...] = ()  # `section.key=value` strings for run_trial
-    schedule: str = "two-stage"
+    schedule: str = "twostage"
     stage1_fraction: float | None = None
     stage2_trains: str = "decoder"
     fps: float | None = None  # the training frame rate it needs clips for; None: the profile's train.fps
@@ -48,6 +48,7 @@ class StudySpec:
 
     name: str
     factor: str
+    title: str  # the factor in a few words, as the dashboard's page names it
     question: str
     levels: tuple[Level, ...]
     metric: str = "psnr"
@@ -58,6 +59,10 @@ class StudySpec:
         labels = [lv.label for lv in self.levels]
         if len(set(labels)) != len(labels):
             raise ValueError(f"study {self.name}: level labels must be unique, got {labels}")
+
+    def deployment_command(self, profile: str = "cpu", n_trials: int = 2) -> str:
+        """The command that runs this study on a local Prefect server (flows/, `make prefect-up`)."""
+        return f"prefect deployment run {self.name}/{self.name} --param n_trials={n_trials} --param profile={profile}"
 
     @property
     def direction(self) -> str:
@@ -90,10 +95,10 @@ def _codebook_levels() -> tuple[Level, ...]:
 def _staging_levels() -> tuple[Level, ...]:
     """One stage at the high resolution; two stages with the profile's stage1 + stage2 step budget split at 25, 50
     and 75 % (the switch point); the 75 % split again with the whole model trained in stage 2 (paper Table 4)."""
-    out = [Level("one-stage", 0.0, schedule="one-stage")]
+    out = [Level("onestage", 0.0, schedule="onestage")]
     for share in (0.25, 0.5, 0.75):
-        out.append(Level(f"two-stage {share:.0%}", share, stage1_fraction=share))
-    out.append(Level("two-stage 75% whole model", 0.75, stage1_fraction=0.75, stage2_trains="all"))
+        out.append(Level(f"twostage {share:.0%}", share, stage1_fraction=share))
+    out.append(Level("twostage 75% whole model", 0.75, stage1_fraction=0.75, stage2_trains="all"))
     return tuple(out)
 
 
@@ -128,6 +133,7 @@ STUDIES: dict[str, StudySpec] = {
         StudySpec(
             "sweep-fps",
             "fps",
+            "Frame rate",
             "Which training frame rate gives the best reconstructions? (the paper compares 3 and 8 fps)",
             tuple(
                 Level(f"{f:g} fps", float(f), overrides=(f"train.fps={f}",), fps=float(f)) for f in (1, 2, 3, 4, 8, 30)
@@ -136,18 +142,21 @@ STUDIES: dict[str, StudySpec] = {
         StudySpec(
             "sweep-codebook",
             "log2_codes",
+            "Codebook size",
             "How does quality scale with the codebook size, per quantizer (FSQ, LFQ, VQ)?",
             _codebook_levels(),
         ),
         StudySpec(
             "sweep-staging",
             "schedule",
+            "Staging schedule",
             "Which staging schedule gives the best quality for its compute?",
             _staging_levels(),
         ),
         StudySpec(
             "ablations",
             "variant",
+            "Ablations",
             "Do the paper's design choices (AlphaBlender, learnable alpha, 2D+1D blocks, FSQ) hold up when rerun?",
             _ablation_levels(),
         ),

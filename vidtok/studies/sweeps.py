@@ -67,7 +67,7 @@ from vidtok._files import one_line, sha256_file, write_json
 from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
 from vidtok.data.config import list_files, load_data_config
 from vidtok.data.manifest import build_manifest
-from vidtok.data.sources import copy_samples
+from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
 from vidtok.runs import code_sha256
 from vidtok.studies.results import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
@@ -266,8 +266,8 @@ def prepare_data(
     fps: Sequence[float] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Make the data a trial needs, reusing what is current: the sample videos when the data folder is empty
-    (`vidtok data samples`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
+    """Make the data a trial needs, reusing what is current: the corpus when the data folder is empty
+    (`vidtok data fetch`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
     index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). Returns what it
     used, for logs and artifacts."""
 
@@ -276,7 +276,7 @@ def prepare_data(
     config = load_data_config(params if params.is_file() else None, profile, data_overrides(root, params, profile))
     local = "://" not in config.data_dir
     if local and (not Path(config.data_dir).is_dir() or not any(Path(config.data_dir).iterdir())):
-        copy_samples(config.data_dir, log=log)
+        log("\n".join(fetch_corpus(config.data_dir, progress=False).lines()))
     manifest = Path(config.manifest)
     stale = not manifest.is_file()
     if not stale and local:
@@ -335,7 +335,7 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "level": a["level"],
             "level_value": a.get("level_value"),
             "seed": int(a["seed"]),
-            "quantizer": a.get("quantizer"),
+            "regularizer": a.get("regularizer"),
             "steps": a.get("steps"),
             "run_dir": moved.get(t.number, a.get("run_dir")),
             "metrics_path": a.get("metrics_path"),
@@ -365,10 +365,12 @@ def _error(t: FrozenTrial, stale: Mapping[int, str | None]) -> str | None:
 
 
 def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, study_dir: Path) -> dict[str, Any]:
-    """Rewrite trials.parquet (validated, atomic) and summary.json / summary.md; returns the summary."""
-    df = trials_frame(study, spec, study_name)
-    write_trials(df, study_dir)
-    return write_summary(study_dir, df, study_name, spec.factor, spec.metric)
+    """Rewrite trials.parquet (validated, atomic) and summary.json / summary.md under the study lock (workers
+    finishing at once never interleave a table with another's summary); returns the summary."""
+    with _locked(study_dir):
+        df = trials_frame(study, spec, study_name)
+        write_trials(df, study_dir)
+        return write_summary(study_dir, df, study_name, spec.factor, spec.metric)
 
 
 # ================================================================================================= running
@@ -455,7 +457,7 @@ def _enqueue_open_points(
         if held.get((level.label, seed), set()) - {"RETRY"}:
             continue
         params = {**base, "level": level.label, "seed": seed, **_level_params(level)}
-        attrs = {"level": level.label, "seed": seed, "level_value": level.value, "quantizer": level.quantizer}
+        attrs = {"level": level.label, "seed": seed, "level_value": level.value, "regularizer": level.regularizer}
         dead = stale_point.get((level.label, seed))
         if dead is not None:
             attrs |= {"retry_of": dead, "retry_reason": stale[dead]}
@@ -508,7 +510,7 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
-def _validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
+def validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_HIGH for s in seeds):
@@ -550,7 +552,7 @@ def run_study(
     spec = get_study(study) if isinstance(study, str) else study
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
     study_name = study_name or spec.name
-    _validate_args(n_trials, seeds, study_name)
+    validate_args(n_trials, seeds, study_name)
     chosen = list(spec.levels) if not levels else [spec.level(label) for label in levels]
     make_pruner(pruner)  # validate before touching anything
     root = Path(root).resolve()
@@ -598,9 +600,10 @@ def run_study(
         "storage": shown if storage else f"journal:{JOURNAL_NAME}",
         "optuna_study": study_name,
         "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": f"prefect deployment run {spec.name}/{spec.name} --param n_trials=2 --param profile=cpu",
+        "command": spec.deployment_command(),
     }
-    write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
+    with _locked(study_dir):
+        write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
     points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
     base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
     with _locked(study_dir):
@@ -778,7 +781,7 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
 # ================================================================================================= command line
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m vidtok.studies.sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", help=f"one of {', '.join(STUDIES)}")
@@ -824,4 +827,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())

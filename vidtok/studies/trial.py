@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The training stages of each schedule, in order; evaluation follows the last one.
-SCHEDULES: dict[str, tuple[str, ...]] = {"two-stage": ("stage1", "stage2"), "one-stage": ("onestage",)}
+SCHEDULES: dict[str, tuple[str, ...]] = {"twostage": ("stage1", "stage2"), "onestage": ("onestage",)}
 EVALUATE = "evaluate"
 
 
@@ -94,7 +94,7 @@ def train_stage(
     layout: ChainLayout,
     source: ParamSource,
     *,
-    schedule: str = "two-stage",
+    schedule: str = "twostage",
     on_change: Literal["error", "restart"] = "error",
     progress: bool = True,
     on_validation: Callable[[int, float], None] | None = None,
@@ -123,7 +123,7 @@ def evaluate_stage(
     source: ParamSource,
     options: EvalOptions,
     *,
-    schedule: str = "two-stage",
+    schedule: str = "twostage",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the last stage of `schedule` into layout.eval_dir; returns the metrics.json record."""
@@ -188,7 +188,7 @@ def run_trial(
     params_path: str | os.PathLike[str] | None = "params.yaml",
     profile: str | None = None,
     overrides: Sequence[str] = (),
-    schedule: str = "two-stage",
+    schedule: str = "twostage",
     stage1_fraction: float | None = None,
     stage2_trains: str = "decoder",
     eval_clips: int = 0,
@@ -211,7 +211,7 @@ def run_trial(
     layout = ChainLayout.trial(folder)
     Path(folder).mkdir(parents=True, exist_ok=True)
     source = ParamSource(params_path, profile, tuple(overrides))
-    if schedule == "two-stage" and stage1_fraction is not None:
+    if schedule == "twostage" and stage1_fraction is not None:
         if not 0 < stage1_fraction < 1:
             raise ValueError(f"stage1_fraction must be in (0, 1), got {stage1_fraction}")
         base1 = load_params(params_path, profile, source.overrides, stage="stage1").train.steps

@@ -6,6 +6,7 @@ python -c "from vidtok.train.callbacks import Recorder; help(Recorder)"
 from __future__ import annotations
 
 import csv
+import hashlib
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from vidtok._files import atomic_path
 from vidtok.runs import CHECKPOINTS_DIR, METRICS_NAME, VAL_NAME
-from vidtok.train.module import TrainingModule
+from vidtok.train.module import TrainingError, TrainingModule
 
 
 class _Csv:
@@ -49,6 +52,21 @@ class _Csv:
 
     def close(self) -> None:
         self._file.close()
+
+
+def weights_digest(module: TrainingModule) -> str:
+    """sha256 over the model's state (parameters and buffers) and, with EMA, the averaged weights: what a rank would
+    save as its result."""
+    digest = hashlib.sha256()
+    states = [module.model.state_dict()]
+    if module.ema is not None:
+        states.append(module.ema.model_state(module.model))
+    for state in states:
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().to("cpu", torch.float64 if state[name].is_floating_point() else None)
+                          .contiguous().numpy().tobytes())  # fmt: skip
+    return digest.hexdigest()
 
 
 class Recorder(L.Callback):
@@ -163,6 +181,14 @@ class Recorder(L.Callback):
             shutil.rmtree(old, ignore_errors=True)
 
     def on_train_end(self, trainer: L.Trainer, module: TrainingModule) -> None:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # DDP keeps the ranks' weights equal by construction; check it, so a divergence (a rank that skipped a
+            # step, a buffer updated on one rank only) stops the run instead of saving rank 0's copy as the result.
+            digests: list[str | None] = [None] * trainer.world_size
+            dist.all_gather_object(digests, weights_digest(module))
+            if len(set(digests)) != 1:
+                raise TrainingError(f"DDP ranks ended with different weights: sha256 {[d[:12] for d in digests]}")
+            module.rank_weights_sha256 = digests
         if trainer.global_rank != 0:
             return
         step = module.completed_steps

@@ -131,6 +131,7 @@ class TrainingModule(L.LightningModule):
         self._make_loader = make_loader
         self.last_logs: dict[str, float] = {}
         self.last_checkpoint: str | None = None
+        self.rank_weights_sha256: list[str] | None = None  # DDP: each rank's weights digest at the end (Recorder)
         if resume is not None:
             self.loss.load_training_state_dict(split_state(resume[1], "loss"))
             if self.ema is not None:

@@ -366,7 +366,10 @@ class Run:
         kind = "ema" if module.ema is not None else "raw"
         weights = module.ema.model_state(module.model) if module.ema is not None else raw
         target = folder / FINAL_NAME
-        write_checkpoint(target, module.model, weights, {**meta, "weights": kind}, tensors, state)
+        final_meta = {**meta, "weights": kind}
+        if module.rank_weights_sha256:  # DDP: every rank's weights, checked equal at the end
+            final_meta["ddp_rank_weights_sha256"] = list(module.rank_weights_sha256)
+        write_checkpoint(target, module.model, weights, final_meta, tensors, state)
         return target
 
     def on_checkpoint(self, path: Path, step: int, final: bool) -> None:
