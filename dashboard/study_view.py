@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import analysis as A
-from dashboard import data, paper, ui
+from dashboard import data, ui
+from vidtok.studies import paper
 
 EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
 

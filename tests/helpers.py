@@ -6,11 +6,14 @@ copies of a data root.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from vidtok.data.config import DataConfig
@@ -31,6 +34,35 @@ def randomize_identity_init(model: torch.nn.Module, std: float = 0.05) -> torch.
             elif p.abs().sum() == 0:
                 p.normal_(0.0, std)
     return model
+
+
+def deterministic_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Float32 weights for every key of `shapes`, the same on any machine and in any process: each tensor comes from
+    its own numpy PCG64 generator seeded with seed + crc32(key), so no key depends on which other keys are asked for.
+
+    Scaled so a whole VidTok keeps its activations O(1): conv / linear weights (2+ dims) normal / sqrt(fan_in), norm
+    weights 1 + 0.1 normal, biases 0.05 normal, AlphaBlender mix_factor normal (alpha = sigmoid around 0.5, both
+    paths count), other scalars 0.1 normal. Used to run the project and the upstream code on identical random weights
+    (tests/golden/make_upstream_golden.py) without storing a checkpoint.
+    """
+    out = {}
+    for key, shape in shapes.items():
+        shape = tuple(int(d) for d in shape)
+        rng = np.random.Generator(np.random.PCG64(seed + zlib.crc32(key.encode())))
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "mix_factor":
+            value = noise
+        elif len(shape) >= 2:
+            value = noise / np.float32(np.sqrt(np.prod(shape[1:])))
+        elif leaf == "weight":
+            value = 1 + np.float32(0.1) * noise
+        elif leaf == "bias":
+            value = np.float32(0.05) * noise
+        else:
+            value = np.float32(0.1) * noise
+        out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    return out
 
 
 def tiny(name: str = "tiny_kl_causal_444", **changes: object) -> VidTok:
@@ -79,3 +111,53 @@ def accepts_connections(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def trial_table(
+    rows: list[tuple[float, int, str, float | None]],
+    test_offset: float = -2.0,
+    study: str = "sweep-fps",
+    label: str = "{:g}",
+) -> pd.DataFrame:
+    """A trials table (vidtok.studies.results.TrialsSchema) of (fps, seed, state, val psnr) rows: level label
+    `label.format(fps)`, test PSNR = val PSNR + test_offset, trivial codec 20 dB on val and 19 dB on test."""
+    return pd.DataFrame(
+        [
+            dict(
+                study=study,
+                trial=i,
+                state=state,
+                factor="fps",
+                level=label.format(fps),
+                level_value=fps,
+                seed=seed,
+                regularizer="kl",
+                psnr=psnr,
+                ssim=0.7 if psnr else None,
+                vmaf=None,
+                lpips=None,
+                fvd=None,
+                trivial_psnr=20.0,
+                codebook_utilisation=None,
+                perplexity=None,
+                test_psnr=None if psnr is None else psnr + test_offset,
+                test_ssim=0.6 if psnr else None,
+                test_trivial_psnr=19.0,
+                train_tflops=12.5,
+                train_wall_s=60.0,
+                gpu_hours=None,
+                steps=100,
+                run_dir=f"runs/trial_{i}",
+                metrics_path=None,
+                metrics_sha256=None,
+                code_sha256=None,
+                params_json=json.dumps(
+                    {"fps": fps, "train": {"stage1": {"steps": 80, "resolution": 64, "batch_size": 2}}}
+                ),
+                error=None if state != "FAIL" else "stopped",
+                started_at=None,
+                ended_at=None,
+            )  # fmt: skip
+            for i, (fps, seed, state, psnr) in enumerate(rows)
+        ]
+    )

@@ -240,3 +240,36 @@ def test_presets_lists_every_released_model(capsys) -> None:
     names = {r["name"] for r in rows}
     assert "vidtok_fsq_causal_488_262144" in names and "vidtok_kl_causal_488_16chn_v1_1" in names
     assert next(r for r in rows if r["name"] == "vidtok_kl_causal_488_4chn")["latent"].startswith("4x5x32x32")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_long_work_shows_progress_on_a_terminal(tmp_path, clip, quiet: bool) -> None:
+    """On a terminal `vidtok encode` shows frames done, frames/s and the total; --quiet (or no terminal) shows none."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()  # stderr is a terminal, as for a user at a shell (40 rows, 120 columns)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    cmd = [sys.executable, "-m", "vidtok.cli", "encode", str(clip), "-o", str(tmp_path / "c.tokens"),
+           "--preset", "tiny_kl_causal_444", "--chunk-frames", "4", *(["--quiet"] if quiet else [])]  # fmt: skip
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=follower, timeout=120)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.returncode == 0 and b"wrote" in proc.stdout
+    text = shown.decode(errors="replace")
+    if quiet:
+        assert "frame/s" not in text and "/23" not in text, text
+    else:
+        assert "/23 [" in text and "frame/s" in text, text  # 23 frames in all, counted as they stream, with a rate

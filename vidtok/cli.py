@@ -34,6 +34,7 @@ from vidtok.model import interop
 from vidtok.model.streaming import TileSpec
 from vidtok.model.vidtok import CheckpointError, load_pretrained, preset_table, save_pretrained
 from vidtok.params import active_profile
+from vidtok.studies.findings import write_findings
 from vidtok.studies.trial import (
     EVALUATE,
     SCHEDULES,
@@ -62,13 +63,18 @@ def cmd_presets(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    header = f"{'name':38s} {'family':6s} {'regularizer':13s} {'compression':11s} {'latent (C x t x h x w)':30s} params"
+    header = (
+        f"{'name':38s} {'family':6s} {'regularizer':13s} {'compression':11s} {'latent (C x t x h x w)':30s} params  "
+        "paper: PSNR SSIM LPIPS FVD (MCL-JCV)"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
+        paper = r["paper_metrics"]
+        reported = "" if paper is None else f"  {paper[0]:.2f} {paper[1]:.3f} {paper[2]:.3f} {paper[3]:.1f}"
         print(
             f"{r['name']:38s} {r['family']:6s} {r['regularizer']:13s} {r['compression']:11s} "
-            f"{r['latent']:30s} {r['params_m']:7.2f}M"
+            f"{r['latent']:30s} {r['params_m']:7.2f}M{reported}"
         )
 
 
@@ -105,9 +111,9 @@ def _run_options(args: argparse.Namespace):
     )
 
 
-def _progress(total: int | None, unit: str = "frame"):
-
-    return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=None, leave=False)
+def _progress(total: int | None, quiet: bool = False, unit: str = "frame"):
+    """A progress bar on stderr: frames done, frames/s and ETA; off with --quiet, and when stderr is no terminal."""
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=True if quiet else None, leave=False)
 
 
 def _frame_count(args: argparse.Namespace) -> int | None:
@@ -120,7 +126,7 @@ def _frame_count(args: argparse.Namespace) -> int | None:
 
 def cmd_encode(args: argparse.Namespace) -> None:
 
-    with _progress(_frame_count(args)) as bar:
+    with _progress(_frame_count(args), args.quiet) as bar:
         result = encode_file(
             str(args.input),
             args.output,
@@ -144,7 +150,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         total = TokenFile.load(args.input).num_frames
     except ValueError:
         total = None
-    with _progress(total) as bar:
+    with _progress(total, args.quiet) as bar:
         out = decode_file(
             args.input,
             args.output,
@@ -158,7 +164,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
 
-    with _progress(_frame_count(args)) as bar:
+    with _progress(_frame_count(args), args.quiet) as bar:
         result = reconstruct_file(
             str(args.input),
             args.output,
@@ -201,6 +207,9 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
     p.add_argument("--tile-overlap", type=int, help="tile overlap in pixels (default: tile / 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (frames, frames/s, ETA; shown only on a terminal)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -509,6 +518,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_findings(args: argparse.Namespace) -> None:
+    path = write_findings(args.experiments)
+    print(f"wrote {path} (and a plot.svg in each study folder that has results)")
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
 
     tolerance = {}
@@ -540,9 +554,13 @@ def cmd_run_pipeline(args: argparse.Namespace) -> None:
 
 
 def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run-pipeline", help="the main job: sample videos -> dvc repro -> metrics table")
+    p = sub.add_parser("run-pipeline", help="the main job: fetch the corpus -> dvc repro -> metrics table")
     p.add_argument("--repo", default=".", help="repository root (default: the current folder)")
     p.set_defaults(func=cmd_run_pipeline)
+
+    p = sub.add_parser("findings", help="experiments/FINDINGS.md from the committed study results (never by hand)")
+    p.add_argument("--experiments", default="experiments", help="the studies' folder (default experiments)")
+    p.set_defaults(func=cmd_findings)
 
     p = sub.add_parser("report", help="markdown report of an evaluation and its training runs")
     p.add_argument("--eval", default="outputs/eval/metrics.json", help="metrics JSON written by vidtok evaluate")

@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import analysis as A
-from dashboard import paper, study_view, ui
+from dashboard import study_view, ui
+from vidtok.studies import paper
 
 SHOWN = ("psnr", "ssim", "lpips", "fvd", "codebook_utilisation")
 

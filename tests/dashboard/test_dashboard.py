@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import analysis, data, paper
+from dashboard import analysis, data
 from tests.fixtures.dashboard.fixture_data import build, trial_rows
 from tests.helpers import REPO
+from vidtok.studies import paper
 
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = ("overview", "frame_rate", "codebook", "staging", "ablations", "reconstructions", "audit")

@@ -2,49 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
+from tests.helpers import trial_table as trials
 from vidtok.studies.results import StudyFileError, read_trials, summarize, write_summary, write_trials
-
-
-def trials(rows: list[tuple[float, int, str, float | None]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            dict(
-                study="sweep-fps",
-                trial=i,
-                state=state,
-                factor="fps",
-                level=f"{fps:g}",
-                level_value=fps,
-                seed=seed,
-                regularizer="kl",
-                psnr=psnr,
-                ssim=0.7 if psnr else None,
-                vmaf=None,
-                lpips=None,
-                fvd=None,
-                trivial_psnr=20.0,
-                codebook_utilisation=None,
-                perplexity=None,
-                train_wall_s=60.0,
-                gpu_hours=None,
-                steps=100,
-                run_dir=f"runs/trial_{i}",
-                metrics_path=None,
-                metrics_sha256=None,
-                code_sha256=None,
-                params_json=json.dumps({"fps": fps}),
-                error=None if state != "FAIL" else "stopped",
-                started_at=None,
-                ended_at=None,
-            )
-            for i, (fps, seed, state, psnr) in enumerate(rows)
-        ]
-    )
 
 
 def test_round_trip_and_summary(tmp_path) -> None:
@@ -56,7 +18,28 @@ def test_round_trip_and_summary(tmp_path) -> None:
     level3 = next(r for r in summary["levels"] if r["level"] == "3")
     assert level3["psnr"]["mean"] == 25.0 and level3["psnr"]["std"] == pytest.approx(2**0.5) and level3["n"] == 2
     assert summary["best_level"] == "3" and summary["trials"]["FAIL"] == 1
-    assert "| **3** | 2 | 25.00 +- 1.41 |" in (tmp_path / "summary.md").read_text()
+    assert "| **3** | 2 | 25.00 +- 1.41 | [12.29, 37.71] |" in (tmp_path / "summary.md").read_text()  # t(1) CI
+
+
+def test_confidence_intervals_and_paired_comparison_against_the_baseline(tmp_path) -> None:
+    """Seeds pair the levels: 8 fps is 1 dB below 3 fps for every seed, so the paired difference is exact even
+    though each level's own spread over seeds (2 dB) is larger than the effect."""
+    rows = [(3, s, "COMPLETE", 24.0 + 2 * s) for s in range(3)] + [(8, s, "COMPLETE", 23.0 + 2 * s) for s in range(3)]
+    rows += [(1, 0, "COMPLETE", 20.0), (1, 1, "COMPLETE", 22.5), (1, 2, "FAIL", None)]
+    summary = summarize(trials(rows), "psnr", baseline="3")
+    level3 = next(r for r in summary["levels"] if r["level"] == "3")
+    half = 4.302653 * 2.0 / 3**0.5  # t(0.975, 2) x std / sqrt(n)
+    assert level3["psnr"]["ci95"] == pytest.approx([26.0 - half, 26.0 + half], rel=1e-5)
+    val = {c["level"]: c for c in summary["comparisons"]["val"]}
+    assert val["8"]["pairs"] == 3 and val["8"]["mean_diff"] == pytest.approx(-1.0) and val["8"]["std_diff"] == 0
+    assert val["8"]["p_value"] == 0.0  # the same difference for every seed
+    assert val["1"]["pairs"] == 2 and val["1"]["seeds"] == [0, 1]  # the failed seed has no pair
+    assert val["1"]["mean_diff"] == pytest.approx(((20 - 24) + (22.5 - 26)) / 2)
+    assert 0 < val["1"]["p_value"] < 1 and val["1"]["test"].startswith("paired t-test")
+    test = {c["level"]: c for c in summary["comparisons"]["test"]}
+    assert test["8"]["mean_diff"] == pytest.approx(-1.0)  # test_psnr = psnr - 2 for every trial
+    text = write_summary(tmp_path, trials(rows), "sweep-fps", "fps", baseline="3") and (tmp_path / "summary.md")
+    assert "Against the baseline **3** on val" in text.read_text() and "| 8 | 3 | -1.00 |" in text.read_text()
 
 
 @pytest.mark.parametrize(

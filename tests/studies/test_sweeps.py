@@ -61,13 +61,13 @@ def root(smoke_root_template: Path, tmp_path: Path) -> Path:
 
 
 def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
-    from dashboard.paper import paper_row
     from vidtok.model.config import derive
     from vidtok.params import parse_override
+    from vidtok.studies.paper import paper_row
 
     assert [lv.value for lv in sweeps.STUDIES["sweep-fps"].levels] == [1, 2, 3, 4, 8, 30]
     codebook = sweeps.STUDIES["sweep-codebook"].levels
-    assert {lv.regularizer for lv in codebook} == {"fsq", "lfq", "vq"} and len(codebook) == 18
+    assert {lv.regularizer for lv in codebook} == {"fsq", "lfq", "vq"} and len(codebook) == 12  # FSQ 6, LFQ 3, VQ 3
     for spec in sweeps.STUDIES.values():
         for level in spec.levels:
             model = {k[1]: v for k, v in (parse_override(o) for o in level.overrides) if k[0] == "model"}

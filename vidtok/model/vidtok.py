@@ -1059,6 +1059,8 @@ def preset_table() -> list[dict[str, object]]:
                 "compression": cfg.compression,
                 "latent": f"{c}x{t}x{h}x{w} ({frames}x256x256)",
                 "params_m": (params["encoder"] + params["decoder"] + params["regularizer"]) / 1e6,
+                # the released weights' reported quality (PSNR, SSIM, LPIPS, FVD on MCL-JCV); None for tiny presets
+                "paper_metrics": list(preset.paper_metrics) if preset.paper_metrics else None,
             }
         )
     return rows

@@ -8,7 +8,8 @@ A study answers one open question of the paper by varying one factor over levels
       study.json         what was asked: factor, levels, seeds, profile, metric, Optuna storage URL
       optuna.journal     Optuna JournalStorage (default storage; a PostgreSQL URL works instead)
       trials.parquet     one row per trial (TrialsSchema below), rewritten atomically after every trial
-      summary.json       per level: mean, std and n over seeds of every metric; the best level
+      summary.json       per level: mean, sample std, n and 95% CI over seeds of every metric; the best level; each
+                         level against the baseline (the paper's choice), paired by seed
       summary.md         the same as a markdown table (also published as a Prefect artifact)
       runs/trial_<n>/    the trial's pipeline run folders (run.json manifests, checkpoints, eval/metrics.json)
 
@@ -27,9 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from scipy import stats
 
 from vidtok._files import atomic_write, write_table
 
@@ -39,8 +42,21 @@ SUMMARY_MD = "summary.md"
 STUDY_JSON = "study.json"
 FACTORS = ("fps", "log2_codes", "schedule", "variant")
 STATES = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
-# Quality metrics, higher is better except lpips and fvd.
-METRICS = ("psnr", "ssim", "vmaf", "lpips", "fvd", "trivial_psnr", "codebook_utilisation", "perplexity")
+# Quality metrics, higher is better except lpips and fvd. psnr / ssim / trivial_psnr are on the val split (what a
+# study selects by); test_* the same on the test split (what a study reports).
+METRICS = (
+    "psnr",
+    "ssim",
+    "vmaf",
+    "lpips",
+    "fvd",
+    "trivial_psnr",
+    "codebook_utilisation",
+    "perplexity",
+    "test_psnr",
+    "test_ssim",
+    "test_trivial_psnr",
+)
 LOWER_IS_BETTER = ("lpips", "fvd")
 
 
@@ -67,6 +83,10 @@ class TrialsSchema(pa.DataFrameModel):
     trivial_psnr: Series[float] = pa.Field(nullable=True)
     codebook_utilisation: Series[float] = pa.Field(nullable=True, ge=0, le=1)
     perplexity: Series[float] = pa.Field(nullable=True, ge=0)
+    test_psnr: Series[float] = pa.Field(nullable=True, ge=0, le=100)
+    test_ssim: Series[float] = pa.Field(nullable=True, ge=-1, le=1)
+    test_trivial_psnr: Series[float] = pa.Field(nullable=True)
+    train_tflops: Series[float] = pa.Field(nullable=True, ge=0)  # training arithmetic, all stages (see trial.py)
     train_wall_s: Series[float] = pa.Field(nullable=True, ge=0)
     gpu_hours: Series[float] = pa.Field(nullable=True, ge=0)  # wall time x GPUs where trained on GPU, else null
     steps: Series[int] = pa.Field(nullable=True, ge=0)
@@ -140,8 +160,10 @@ def read_trials(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return validate_trials(df, str(path))
 
 
-def summarize(df: pd.DataFrame, metric: str = "psnr") -> dict[str, Any]:
-    """Mean, std and n over seeds per level for every metric, from COMPLETE trials; the best level by `metric`."""
+def summarize(df: pd.DataFrame, metric: str = "psnr", baseline: str | None = None) -> dict[str, Any]:
+    """Mean, sample std, n and 95% CI over seeds per level for every metric, from COMPLETE trials; the best level by
+    `metric` (on val: what selects); with a `baseline` level (the paper's choice), every level against it paired
+    by seed, on val (`metric`) and on test (`test_<metric>`, the reported numbers)."""
     done = df[df["state"] == "COMPLETE"]
     levels: list[dict[str, Any]] = []
     for level, group in done.groupby("level", sort=False):
@@ -152,13 +174,8 @@ def summarize(df: pd.DataFrame, metric: str = "psnr") -> dict[str, Any]:
             "n": int(len(group)),
             "seeds": sorted(int(s) for s in group["seed"]),
         }
-        for name in (*METRICS, "train_wall_s", "gpu_hours"):
-            values = group[name].dropna()
-            row[name] = {
-                "mean": _num(values.mean()) if len(values) else None,
-                "std": _num(values.std(ddof=1)) if len(values) > 1 else None,
-                "n": int(len(values)),
-            }
+        for name in (*METRICS, "train_wall_s", "train_tflops", "gpu_hours"):
+            row[name] = describe(group[name].dropna().to_numpy(dtype=float))
         levels.append(row)
     levels.sort(key=lambda r: (r["level_value"] is None, r["level_value"] or 0, str(r["level"])))
     scored = [r for r in levels if r[metric]["mean"] is not None]
@@ -167,12 +184,68 @@ def summarize(df: pd.DataFrame, metric: str = "psnr") -> dict[str, Any]:
         pick = min if metric in LOWER_IS_BETTER else max
         best = pick(scored, key=lambda r: r[metric]["mean"])["level"]
     states = df["state"].value_counts().to_dict()
+    comparisons: dict[str, list[dict[str, Any]]] = {}
+    if baseline is not None:
+        comparisons["val"] = paired_comparison(df, baseline, metric)
+        if f"test_{metric}" in df.columns:
+            comparisons["test"] = paired_comparison(df, baseline, f"test_{metric}")
     return {
         "metric": metric,
         "best_level": best,
         "levels": levels,
+        "baseline": baseline,
+        "comparisons": comparisons,
         "trials": {s: int(states.get(s, 0)) for s in STATES},
     }
+
+
+def describe(values: np.ndarray) -> dict[str, Any]:
+    """mean, sample std (ddof 1), n and the 95% confidence interval of the mean (Student's t, n - 1 degrees of
+    freedom; None below two values)."""
+    n = len(values)
+    mean = _num(values.mean()) if n else None
+    std = _num(values.std(ddof=1)) if n > 1 else None
+    ci = None
+    if n > 1 and std is not None:
+        half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    return {"mean": mean, "std": std, "n": int(n), "ci95": ci}
+
+
+def paired_comparison(df: pd.DataFrame, baseline: str, metric: str = "psnr") -> list[dict[str, Any]]:
+    """Every level against `baseline` on `metric`, paired by seed (a seed fixes the initialisation and the clip
+    order, so the pair differs only in the level): n pairs, mean difference (level - baseline), its sample std,
+    95% CI and the two-sided paired t-test's p-value (None below two pairs). COMPLETE trials only."""
+    done = df[(df["state"] == "COMPLETE") & df[metric].notna()]
+    base = done[done["level"] == baseline].set_index("seed")[metric]
+    rows = []
+    for level, group in done.groupby("level", sort=False):
+        if level == baseline:
+            continue
+        mine = group.set_index("seed")[metric]
+        seeds = sorted(set(mine.index) & set(base.index))
+        diff = np.array([float(mine[s]) - float(base[s]) for s in seeds])
+        summary = describe(diff)
+        p = None
+        if len(diff) > 1 and summary["std"]:
+            p = float(stats.ttest_rel([float(mine[s]) for s in seeds], [float(base[s]) for s in seeds]).pvalue)
+        elif len(diff) > 1:
+            p = 0.0 if summary["mean"] else 1.0  # identical differences: no spread to test against
+        rows.append(
+            {
+                "level": level,
+                "baseline": baseline,
+                "metric": metric,
+                "pairs": len(diff),
+                "seeds": seeds,
+                "mean_diff": summary["mean"],
+                "std_diff": summary["std"],
+                "ci95": summary["ci95"],
+                "p_value": p,
+                "test": "paired t-test over seeds (two-sided)",
+            }
+        )
+    return rows
 
 
 def _num(value: Any) -> float | None:
@@ -180,13 +253,15 @@ def _num(value: Any) -> float | None:
 
 
 def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
-    """Metric-vs-level table, mean +- std over seeds, the best level in bold."""
+    """Metric-vs-level table (mean +- sample std over seeds, the 95% CI of the mean, the best level on val in bold),
+    then each level against the baseline, paired by seed, on val and on test."""
     metric = summary["metric"]
     lines = [
         f"### {study}: {metric} vs {factor}",
         "",
-        f"| {factor} | n | PSNR (dB) | SSIM | trivial codec PSNR | codebook use | train wall (s) |",
-        "|---|---|---|---|---|---|---|",
+        f"| {factor} | n | val PSNR (dB) | val 95% CI | val SSIM | test PSNR (dB) | test 95% CI | trivial codec "
+        "val / test | codebook use | train wall (s) | train TFLOP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(entry: dict[str, Any], fmt: str) -> str:
@@ -195,27 +270,53 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
         text = format(entry["mean"], fmt)
         return f"{text} +- {format(entry['std'], fmt)}" if entry["std"] is not None else text
 
+    def ci(entry: dict[str, Any]) -> str:
+        return "-" if not entry.get("ci95") else f"[{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
+
     for r in summary["levels"]:
         label = f"**{r['level']}**" if r["level"] == summary["best_level"] else str(r["level"])
+        if r["level"] == summary.get("baseline"):
+            label += " (baseline)"
         lines.append(
-            f"| {label} | {r['n']} | {cell(r['psnr'], '.2f')} | {cell(r['ssim'], '.4f')} | "
-            f"{cell(r['trivial_psnr'], '.2f')} | {cell(r['codebook_utilisation'], '.3f')} | "
-            f"{cell(r['train_wall_s'], '.0f')} |"
+            f"| {label} | {r['n']} | {cell(r['psnr'], '.2f')} | {ci(r['psnr'])} | {cell(r['ssim'], '.4f')} | "
+            f"{cell(r['test_psnr'], '.2f')} | {ci(r['test_psnr'])} | {cell(r['trivial_psnr'], '.2f')} / "
+            f"{cell(r['test_trivial_psnr'], '.2f')} | {cell(r['codebook_utilisation'], '.3f')} | "
+            f"{cell(r['train_wall_s'], '.0f')} | {cell(r['train_tflops'], '.1f')} |"
         )
     t = summary["trials"]
     lines += [
         "",
-        f"Best {metric}: **{summary['best_level']}**. Trials: {t['COMPLETE']} complete, {t['FAIL']} failed, "
-        f"{t['PRUNED']} pruned, {t['RUNNING']} running. Mean +- sample std over seeds.",
+        f"Best {metric} on val: **{summary['best_level']}**. Trials: {t['COMPLETE']} complete, {t['FAIL']} failed, "
+        f"{t['PRUNED']} pruned, {t['RUNNING']} running. Mean +- sample std over seeds; 95% CI of the mean (t).",
     ]
+    for split, rows in (summary.get("comparisons") or {}).items():
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"Against the baseline **{summary['baseline']}** on {split} ({rows[0]['test']}, pairs = seeds both ran):",
+            "",
+            f"| {factor} | pairs | difference (dB) | 95% CI | p |",
+            "|---|---|---|---|---|",
+        ]
+        for c in rows:
+            diff = "-" if c["mean_diff"] is None else f"{c['mean_diff']:+.2f}"
+            interval = "-" if not c["ci95"] else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+            p = "-" if c["p_value"] is None else f"{c['p_value']:.3g}"
+            lines.append(f"| {c['level']} | {c['pairs']} | {diff} | {interval} | {p} |")
     return "\n".join(lines) + "\n"
 
 
 def write_summary(
-    study_dir: str | os.PathLike[str], df: pd.DataFrame, study: str, factor: str, metric: str = "psnr"
+    study_dir: str | os.PathLike[str],
+    df: pd.DataFrame,
+    study: str,
+    factor: str,
+    metric: str = "psnr",
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     folder = Path(study_dir)
-    summary = summarize(df, metric)
+    summary = summarize(df, metric, baseline)
     for name, text in (
         (SUMMARY_JSON, json.dumps(summary, indent=2) + "\n"),
         (SUMMARY_MD, summary_markdown(summary, study, factor)),

@@ -51,6 +51,7 @@ class StudySpec:
     title: str  # the factor in a few words, as the dashboard's page names it
     question: str
     levels: tuple[Level, ...]
+    baseline: str | None = None  # the paper's choice: every level is compared with it, paired by seed
     metric: str = "psnr"
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class StudySpec:
         labels = [lv.label for lv in self.levels]
         if len(set(labels)) != len(labels):
             raise ValueError(f"study {self.name}: level labels must be unique, got {labels}")
+        if self.baseline is not None and self.baseline not in labels:
+            raise ValueError(f"study {self.name}: baseline {self.baseline!r} is not one of its levels")
 
     def deployment_command(self, profile: str = "cpu", n_trials: int = 2) -> str:
         """The command that runs this study on a local Prefect server (flows/, `make prefect-up`)."""
@@ -75,12 +78,18 @@ class StudySpec:
         raise ValueError(f"study {self.name}: no level {label!r}; levels: {', '.join(lv.label for lv in self.levels)}")
 
 
+# LFQ and VQ run at three of FSQ's sizes: the smallest, the paper's smallest FSQ (4,096) and its largest (262,144).
+OTHER_QUANTIZER_BITS = (8, 12, 18)
+
+
 def _codebook_levels() -> tuple[Level, ...]:
     """FSQ at 2^8 ... 2^18 codes, then LFQ (bits = channels) and VQ (a learned codebook of 2^bits vectors, as
-    many latent channels as FSQ uses at that size) at the same sizes."""
+    many latent channels as FSQ uses at that size) at OTHER_QUANTIZER_BITS."""
     out = []
     for quantizer in ("fsq", "lfq", "vq"):
         for bits, levels in FSQ_LEVELS.items():
+            if quantizer != "fsq" and bits not in OTHER_QUANTIZER_BITS:
+                continue
             if quantizer == "fsq":
                 changes = [f"model.fsq_levels={list(levels)}"]
             elif quantizer == "lfq":
@@ -103,7 +112,7 @@ def _staging_levels() -> tuple[Level, ...]:
 
 
 def _ablation_levels() -> tuple[Level, ...]:
-    """The labels match the dashboard's paper rows (dashboard/paper.py): Table 2 architecture variants and the
+    """The labels match the dashboard's paper rows (vidtok/studies/paper.py): Table 2 architecture variants and the
     Table 3 quantizers at 262,144 codes."""
     q18 = FSQ_LEVELS[18]
     return (
@@ -138,6 +147,7 @@ STUDIES: dict[str, StudySpec] = {
             tuple(
                 Level(f"{f:g} fps", float(f), overrides=(f"train.fps={f}",), fps=float(f)) for f in (1, 2, 3, 4, 8, 30)
             ),
+            baseline="3 fps",  # the paper trains at 3 fps
         ),
         StudySpec(
             "sweep-codebook",
@@ -145,6 +155,7 @@ STUDIES: dict[str, StudySpec] = {
             "Codebook size",
             "How does quality scale with the codebook size, per quantizer (FSQ, LFQ, VQ)?",
             _codebook_levels(),
+            baseline="FSQ 2^18",  # the released FSQ models' 262,144 codes
         ),
         StudySpec(
             "sweep-staging",
@@ -152,6 +163,7 @@ STUDIES: dict[str, StudySpec] = {
             "Staging schedule",
             "Which staging schedule gives the best quality for its compute?",
             _staging_levels(),
+            baseline="twostage 75%",  # two stages, encoder frozen in stage 2: the paper's recipe (Table 4)
         ),
         StudySpec(
             "ablations",
@@ -159,6 +171,7 @@ STUDIES: dict[str, StudySpec] = {
             "Ablations",
             "Do the paper's design choices (AlphaBlender, learnable alpha, 2D+1D blocks, FSQ) hold up when rerun?",
             _ablation_levels(),
+            baseline="VidTok",
         ),
     )
 }

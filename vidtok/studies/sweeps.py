@@ -70,7 +70,7 @@ from vidtok.data.manifest import build_manifest
 from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
 from vidtok.runs import code_sha256
-from vidtok.studies.results import COLUMNS, STUDY_JSON, summary_markdown, write_summary, write_trials
+from vidtok.studies.results import COLUMNS, METRICS, STUDY_JSON, summary_markdown, write_summary, write_trials
 from vidtok.studies.specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 from vidtok.studies.trial import run_trial
 
@@ -346,8 +346,9 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "started_at": a.get("started_at") or _iso(t.datetime_start),
             "ended_at": _iso(t.datetime_complete),
         }
-        for name in ("psnr", "ssim", "vmaf", "lpips", "fvd", "trivial_psnr", "codebook_utilisation", "perplexity"):
+        for name in METRICS:
             row[name] = _attr_float(a, name)
+        row["train_tflops"] = _attr_float(a, "train_tflops")
         row["train_wall_s"] = _attr_float(a, "train_wall_s")
         row["gpu_hours"] = _attr_float(a, "gpu_hours")
         rows.append(row)
@@ -370,7 +371,7 @@ def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, stu
     with _locked(study_dir):
         df = trials_frame(study, spec, study_name)
         write_trials(df, study_dir)
-        return write_summary(study_dir, df, study_name, spec.factor, spec.metric)
+        return write_summary(study_dir, df, study_name, spec.factor, spec.metric, spec.baseline)
 
 
 # ================================================================================================= running
@@ -760,8 +761,11 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
     names = {"psnr": "psnr", "ssim": "ssim", "vmaf": "vmaf", "lpips": "lpips", "fvd": "fvd"}
     names |= {"trivial_psnr": "trivial_psnr", "codebook_utilisation": "codebook_utilisation"}
     names |= {"perplexity": "codebook_perplexity"}
-    for column, key in names.items():
-        value = summary.get(key)
+    test = ((result.extra or {}).get("test_metrics") or {}).get("summary") or {}
+    values = {column: summary.get(key) for column, key in names.items()}
+    values |= {f"test_{name}": test.get(name) for name in ("psnr", "ssim", "trivial_psnr")}
+    values["train_tflops"] = (result.extra or {}).get("train_tflops")
+    for column, value in values.items():
         if isinstance(value, int | float) and math.isfinite(value):
             trial.set_user_attr(column, float(value))
     trial.set_user_attr("train_wall_s", float(result.train_wall_s))

@@ -26,6 +26,7 @@ from vidtok.data.sources import fetch_corpus, sync_dvc_cache
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.params import active_profile
 from vidtok.train.config import load_params, params_info
+from vidtok.train.flops import iteration_flops
 from vidtok.train.run import TrainResult, train
 
 __all__ = [
@@ -222,17 +223,33 @@ def run_trial(
     if stage2_trains == "all":
         source = source.with_overrides("train.stage2.freeze_encoder=false")
     runs: dict[str, Path] = {}
-    wall, steps, gpu_hours, on_gpu = 0.0, 0, 0.0, False
+    wall, steps, gpu_hours, on_gpu, flops = 0.0, 0, 0.0, False, 0
     for stage in SCHEDULES[schedule]:
         hook = None if on_validation is None else functools.partial(on_validation, stage=stage)
         result = train_stage(stage, layout, source, schedule=schedule, progress=progress, on_validation=hook)
         runs[stage] = result.run_dir
         wall += result.wall_time_s
         steps += result.steps
+        params = load_params(source.path, source.profile, list(source.overrides), stage=stage)
+        per_step = iteration_flops(
+            params.model.config(), params.train.batch_size, params.data.clip_frames, params.train.resolution,
+            params.train.encoder_frozen,
+        )  # fmt: skip
+        flops += per_step * result.steps * params.train.devices
         device = result.run_record.device or {}
         if device.get("accelerator") == "gpu":
             on_gpu = True
             gpu_hours += result.wall_time_s * int(device.get("world_size") or 1) / 3600
+    # Val selects (the objective, the best level); test is what a study reports. Both score the same checkpoint.
     options = EvalOptions(split="val", max_clips=eval_clips, lpips_net="vgg", num_videos=1)
     record = evaluate_stage(layout, source, options, schedule=schedule, progress=progress)
-    return TrialResult(Path(folder), runs, record, wall, gpu_hours if on_gpu else None, steps)
+    extra: dict[str, Any] = {"train_tflops": flops / 1e12}
+    test_layout = ChainLayout(layout.train_root, Path(folder) / "eval_test")
+    test_options = EvalOptions(split="test", max_clips=eval_clips, lpips_net="vgg", num_videos=0)
+    try:
+        extra["test_metrics"] = evaluate_stage(test_layout, source, test_options, schedule=schedule, progress=progress)
+    except ValueError as err:  # no test clips at the evaluation rate (a data folder without a test split)
+        if "no test clips" not in str(err):
+            raise
+        extra["test_metrics"] = None
+    return TrialResult(Path(folder), runs, record, wall, gpu_hours if on_gpu else None, steps, extra)

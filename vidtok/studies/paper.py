@@ -1,7 +1,7 @@
 """The paper's own ablation numbers (VidTok, arXiv 2412.13061, Tables 2-4), shown beside ours and always labelled
 as the paper's: they are reported values, never measured here.
 
-    python -m dashboard.paper        # print the three tables
+    python -m vidtok.studies.paper   # print the three tables
 
 Source: ../shared/reference/vidtok-architecture.md section 2.3 (transcribed from the paper's tables). Protocol of
 every number: MCL-JCV, 17 frames at 256x256 (causal models), 30 fps test sampling; models of 126M-245M parameters

@@ -1,0 +1,32 @@
+"""experiments/FINDINGS.md is generated from the committed trials, never edited by hand (vidtok.studies.findings).
+
+.venv/bin/pytest tests/studies/test_findings.py -q
+"""
+
+from __future__ import annotations
+
+from tests.helpers import trial_table
+from vidtok.cli import main
+from vidtok.studies.results import write_trials
+
+
+def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
+    # sweep-fps: 8 fps 1 dB above 3 fps for every seed (a real effect); 2 fps 0.5 dB below on average but with
+    # spread (within it); 1 fps below the trivial codec on test.
+    rows = [(3, s, "COMPLETE", 24.0 + 2 * s) for s in range(3)] + [(8, s, "COMPLETE", 25.0 + 2 * s) for s in range(3)]
+    rows += [(2, 0, "COMPLETE", 22.0), (2, 1, "COMPLETE", 27.0), (2, 2, "COMPLETE", 27.5)]
+    rows += [(1, s, "COMPLETE", 20.0 + s * 0.1) for s in range(3)]
+    write_trials(trial_table(rows, label="{:g} fps"), tmp_path / "sweep-fps")
+    assert main(["findings", "--experiments", str(tmp_path)]) == 0
+    text = (tmp_path / "FINDINGS.md").read_text()
+    fps = text.split("\n## Frame rate")[1].split("\n## ")[0]
+    assert "Best on val: **8 fps**; on test it is +1.00 dB against 3 fps over 3 seed pairs" in fps
+    assert "Below the trivial codec on test: 1 fps." in fps
+    assert "| 2 fps | 3 | -0.50 |" in fps  # the paired difference, shown with its CI and p
+    assert "The paper's numbers" in fps and "not measured here" in fps
+    assert "stage1 80 steps at 64 px, batch 2" in fps
+    svg = (tmp_path / "sweep-fps" / "plot.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 4 and "8 fps" in svg
+    for other in ("## Codebook size", "## Staging schedule", "## Ablations"):
+        section = text.split("\n" + other)[1].split("\n## ")[0]
+        assert "Not run yet. Run it with `prefect deployment run" in section
