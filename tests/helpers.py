@@ -150,6 +150,8 @@ def trial_table(
                 run_dir=f"runs/trial_{i}",
                 metrics_path=None,
                 metrics_sha256=None,
+                test_metrics_path=None,
+                test_metrics_sha256=None,
                 code_sha256=None,
                 params_json=json.dumps(
                     {"fps": fps, "train": {"stage1": {"steps": 80, "resolution": 64, "batch_size": 2}}}

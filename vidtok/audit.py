@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from vidtok._files import atomic_write, dvc_command, md5_file, one_line, sha256_file, tool_env
@@ -331,10 +332,16 @@ def check_trials(result: AuditResult, study_dir: Path) -> None:
         if not isinstance(row.metrics_path, str) or not isinstance(row.metrics_sha256, str):
             problems.append(f"{where}: no metrics file sha256 recorded")
             continue
-        path = study_dir / row.metrics_path
-        now = sha256_file(path) if path.is_file() else "missing"
-        if now != row.metrics_sha256:
-            problems.append(f"{where}: {row.metrics_path} sha256 {row.metrics_sha256[:12]} -> {now[:12]} (edited?)")
+        files = [(row.metrics_path, row.metrics_sha256)]
+        if isinstance(row.test_metrics_path, str) and isinstance(row.test_metrics_sha256, str):
+            files.append((row.test_metrics_path, row.test_metrics_sha256))
+        elif pd.notna(row.test_psnr):
+            problems.append(f"{where}: a test PSNR without its metrics file's sha256")
+        for relative, recorded in files:
+            path = study_dir / relative
+            now = sha256_file(path) if path.is_file() else "missing"
+            if now != recorded:
+                problems.append(f"{where}: {relative} sha256 {recorded[:12]} -> {now[:12]} (edited?)")
         if row.code_sha256 != code:
             problems.append(f"{where}: code changed since (sha256 {str(row.code_sha256)[:12]} -> {code[:12]})")
     if problems:

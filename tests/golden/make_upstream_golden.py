@@ -1,7 +1,9 @@
 """Golden tensors from the upstream microsoft/VidTok code, for tests/model/test_upstream_golden.py.
 
-    git clone <microsoft/VidTok> /work/scratch/upstream/VidTok   # commit d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739
-    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_upstream_golden.py --upstream /work/scratch/upstream/VidTok
+    git clone https://github.com/microsoft/VidTok /work/scratch/upstream/VidTok
+    git -C /work/scratch/upstream/VidTok checkout d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739   # the files' commit
+    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_upstream_golden.py --upstream /work/scratch/upstream/VidTok \\
+        --layout
 
 Run from the repository root with the project's venv (torch 2.14.1 CPU when these files were made; the upstream code
 also needs omegaconf, einops, lightning, beartype, rich, which that venv has). Nothing of the upstream code is copied
@@ -214,6 +216,8 @@ def write_layout(root: Path, commit: str) -> None:
         prefix = ".".join(parts[:3]) if parts[0] == "loss" else parts[0]
         entry = prefixes.setdefault(prefix, {"example_key": key, "example_shape": list(value.shape), "keys": 0})
         entry["keys"] += 1
+        if entry["example_key"] in ("model_ema.decay", "model_ema.num_updates"):  # show a weight's copy instead
+            entry.update(example_key=key, example_shape=list(value.shape))
     layout = {
         "source": f"microsoft/VidTok {commit}, {config} (main.py training, AutoencodingEngine)",
         "how": "tests/golden/make_upstream_golden.py --layout: state_dict of the upstream model with its loss "

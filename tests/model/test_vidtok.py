@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -285,3 +287,22 @@ def test_low_precision_conv_on_cpu_rounds_operands() -> None:
     got_tensors = conv3d(x.bfloat16(), w.bfloat16(), b.bfloat16(), padding=(0, 1, 1))  # bf16 tensors, no autocast
     assert got_tensors.dtype == torch.bfloat16
     torch.testing.assert_close(got_tensors.double(), expected, rtol=1e-2, atol=1e-2)
+
+
+def test_v1_0_clip_lengths_where_upstream_differs_are_warned() -> None:
+    """v1.0 causal models (zero temporal padding): upstream pads 3 copies of frame 0 whenever T % 4 != 0 and drops 3
+    output frames; this project pads to the next multiple of 4 and keeps every frame. The two agree for 1 + 4k and
+    4k frames; for the other lengths encoding warns, naming the difference (README, "The tokenizer")."""
+    model = tiny("tiny_kl_causal_444", causal_padding="zeros", temporal_upsample="nearest")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for frames in (17, 16):
+            model.encode(torch.rand(1, 3, frames, 16, 16) * 2 - 1)
+    for frames in (18, 19):
+        with pytest.warns(UserWarning, match=f"v1.0 causal model on {frames} frames.*use 1 \\+ 4k frames"):
+            out = model.encode(torch.rand(1, 3, frames, 16, 16) * 2 - 1)
+        assert out.num_frames == frames  # every frame is kept
+    v1_1 = tiny("tiny_kl_causal_444")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v1_1.encode(torch.rand(1, 3, 18, 16, 16) * 2 - 1)  # v1.1's rule is the project's: nothing to warn

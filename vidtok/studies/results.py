@@ -93,6 +93,8 @@ class TrialsSchema(pa.DataFrameModel):
     run_dir: Series[str] = pa.Field(nullable=True)  # relative to the study folder
     metrics_path: Series[str] = pa.Field(nullable=True)
     metrics_sha256: Series[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")  # when the trial finished
+    test_metrics_path: Series[str] = pa.Field(nullable=True)  # the test-split evaluation, beside the val one
+    test_metrics_sha256: Series[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
     code_sha256: Series[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")  # the library it trained with
     params_json: Series[str]  # the trial's full parameters (JSON)
     error: Series[str] = pa.Field(nullable=True)  # one line, for failed trials

@@ -340,6 +340,8 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
             "run_dir": moved.get(t.number, a.get("run_dir")),
             "metrics_path": a.get("metrics_path"),
             "metrics_sha256": a.get("metrics_sha256"),
+            "test_metrics_path": a.get("test_metrics_path"),
+            "test_metrics_sha256": a.get("test_metrics_sha256"),
             "code_sha256": a.get("code_sha256"),
             "params_json": json.dumps(a.get("params", {}), sort_keys=True),
             "error": _error(t, stale),
@@ -771,10 +773,11 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
     trial.set_user_attr("train_wall_s", float(result.train_wall_s))
     trial.set_user_attr("gpu_hours", None if result.gpu_hours is None else float(result.gpu_hours))
     trial.set_user_attr("steps", int(result.steps))
-    metrics_file = Path(result.folder) / "eval" / "metrics.json"
-    if metrics_file.is_file():
-        trial.set_user_attr("metrics_path", os.path.relpath(metrics_file, study_dir))
-        trial.set_user_attr("metrics_sha256", sha256_file(metrics_file))  # what `vidtok audit` checks it against
+    for prefix, folder in (("", "eval"), ("test_", "eval_test")):
+        metrics_file = Path(result.folder) / folder / "metrics.json"
+        if metrics_file.is_file():  # what `vidtok audit` checks each file against
+            trial.set_user_attr(f"{prefix}metrics_path", os.path.relpath(metrics_file, study_dir))
+            trial.set_user_attr(f"{prefix}metrics_sha256", sha256_file(metrics_file))
     trial.set_user_attr("code_sha256", code_sha256("train"))
     value = summary.get(metric)
     if not isinstance(value, int | float) or not math.isfinite(value):
