@@ -37,6 +37,7 @@ from vidtok import VidTok  # noqa: E402
 from vidtok.data.config import DataConfig  # noqa: E402
 from vidtok.model.config import ModelSpec, get_preset  # noqa: E402
 from vidtok.train.config import TrainConfig  # noqa: E402
+from vidtok.train.flops import iteration_flops  # noqa: E402
 from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
 from vidtok.train.module import TrainingModule  # noqa: E402
 from vidtok.train.run import train  # noqa: E402
@@ -46,6 +47,20 @@ PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 
 def _loss(disc: str) -> LossConfig:
     return LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0)
+
+
+def matmul_ceiling(threads: int, size: int = 2048, repeats: int = 7) -> float:
+    """fp32 GFLOP/s of a square matmul at `threads` threads (median of repeats): the machine's practical ceiling
+    for dense arithmetic, measured in the same run as the steps it is compared with."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b  # warm up the kernels and the thread pool
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def bare_step_times(preset: str, args: argparse.Namespace, frames: int) -> list[float]:
@@ -124,10 +139,13 @@ def main() -> int:
         return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    ceilings = []
     for preset in args.presets:
         frames = data.clip_frames if get_preset(preset).causal else data.clip_frames - 1
+        flops = iteration_flops(preset, args.batch_size, frames, args.resolution)
         bare, real, fixed = [], [], []
         for _ in range(args.repeats):
+            ceilings.append(matmul_ceiling(args.threads))
             bare.append(1 / statistics.median(bare_step_times(preset, args, frames)))
             times, outside = train_step_times(preset, args, data)
             real.append(1 / statistics.median(times))
@@ -144,6 +162,11 @@ def main() -> int:
             "bare_steps_per_s": statistics.median(bare),
             "train_steps_per_s": statistics.median(real),
             "overhead": 1 - statistics.median(real) / statistics.median(bare),
+            # generator forward + backward arithmetic (vidtok.train.flops; the discriminator, when on, not counted)
+            "gflop_per_step": round(flops / 1e9, 2),
+            "gflop_per_s": round(flops / 1e9 * statistics.median(bare), 1),
+            "matmul_ceiling_gflop_per_s": round(statistics.median(ceilings), 1),
+            "fraction_of_ceiling": round(flops / 1e9 * statistics.median(bare) / statistics.median(ceilings), 3),
             "bare_repeats": [round(v, 4) for v in bare],
             "train_repeats": [round(v, 4) for v in real],
             "fixed_s": round(statistics.median(fixed), 2),

@@ -33,7 +33,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS
 
 from vidtok._files import sha256_file
-from vidtok.data.clips import build_clip_cache, build_clip_index, read_clip_summary
+from vidtok.data.clips import build_clip_caches, build_clip_index, read_clip_summary
 from vidtok.data.config import join, list_files, load_data_config
 from vidtok.data.manifest import build_manifest, manifest_summary
 from vidtok.data.sources import fetch_corpus
@@ -111,7 +111,7 @@ def resample_task(
 
     config = load_data_config(_params(root, params_path), profile, sets)
     index = build_clip_index(config, fps, progress=False)
-    caches = [str(build_clip_cache(config, fps, size, progress=False)) for size in config.cache_resolutions]
+    caches = [str(p) for p in build_clip_caches(config, fps, config.cache_resolutions, progress=False)]
     summary = read_clip_summary(config, fps)
     return {"index": index, "caches": caches, "clips": summary["clips"], "index_sha256": summary["index_sha256"]}
 

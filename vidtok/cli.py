@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vidtok._files import one_line
 from vidtok.audit import audit
-from vidtok.data.clips import build_clip_cache, build_clip_index, clip_summary_path, read_clip_summary
+from vidtok.data.clips import build_clip_caches, build_clip_index, clip_summary_path, read_clip_summary
 from vidtok.data.config import load_data_config
 from vidtok.data.manifest import build_manifest, manifest_summary
 from vidtok.data.sources import REGISTRIES, SOURCES, copy_samples, fetch_corpus, sync_dvc_cache
@@ -285,8 +285,8 @@ def cmd_data_resample(args: argparse.Namespace) -> None:
             print(f"  {v['path']}: {v['clips']} clips, {v['split']}{note}")
         for v in s["skipped"]:
             print(f"  no clip  {v['path']}: {v['reason']}")
-        for size in sizes:
-            print(f"  cache {size}px -> {_data_call(build_clip_cache, config, fps, size)}")
+        for shard in _data_call(build_clip_caches, config, fps, sizes):  # one decode for every size
+            print(f"  cache -> {shard}")
         if not s["clips"]:
             print(f"  (empty clip set; details in {clip_summary_path(config, fps)})")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.helpers import tiny
+from tests.helpers import REPO, tiny
 from vidtok import VidTok
 from vidtok.model.interop import from_upstream, read_upstream_state_dict
 from vidtok.model.vidtok import CheckpointError, load_pretrained, save_pretrained, save_safetensors
@@ -136,12 +136,31 @@ def test_bad_folders(tmp_path, bad: str) -> None:
         load_pretrained(folder)
 
 
+UPSTREAM_LAYOUT = json.loads((REPO / "tests" / "golden" / "upstream_ckpt_layout.json").read_text())
+
+
 def _upstream_ckpt(model: VidTok, path) -> None:
-    """A Lightning checkpoint laid out like microsoft/VidTok's: model keys plus the training loss."""
+    """A Lightning checkpoint laid out as microsoft/VidTok's training saves one (tests/golden/
+    upstream_ckpt_layout.json, read from upstream's code at d6ad92d): every top-level key, the model's keys, and
+    one tensor of the recorded shape under each training-only prefix (log-variance, LPIPS, discriminator, EMA)."""
     state = dict(model.state_dict())
-    state["loss.logvar"] = torch.zeros(())
-    state["loss.discriminator.main.0.weight"] = torch.zeros(64, 3, 4, 4)
-    torch.save({"state_dict": state, "global_step": 10, "epoch": 0}, path)
+    for prefix, entry in UPSTREAM_LAYOUT["state_dict_prefixes"].items():
+        if not prefix.startswith(("encoder", "decoder", "regularization")):
+            state[entry["example_key"]] = torch.zeros(entry["example_shape"])
+    adam = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
+            "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0]}]}
+    blob = {
+        "epoch": 0,
+        "global_step": 10,
+        "pytorch-lightning_version": "2.2.4",
+        "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 1}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val/rec_loss', 'mode': 'min'}": {"best_model_score": None}},
+        "optimizer_states": [adam, adam],
+        "lr_schedulers": [],
+    }  # fmt: skip
+    assert set(blob) == set(UPSTREAM_LAYOUT["top_level_keys"])
+    torch.save(blob, path)
 
 
 def test_upstream_ckpt_import(tmp_path) -> None:

@@ -86,6 +86,7 @@ def test_project_model_matches_upstream(stem: str) -> None:
     assert tensors["recon"].std() > 0.05 and tensors["latents"].std() > 0.05
 
 
+@pytest.mark.filterwarnings("ignore:.*v1.0 causal model on:UserWarning")  # the project warns about this clip length
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,

@@ -23,8 +23,10 @@ resized exactly as the datasets do it, stored as one uint8 (N, R, R, 3) .npy sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,14 +334,16 @@ class FrameCache:
         return {**self.__dict__, "_array": None}  # each worker maps the file itself
 
 
-def build_clip_cache(
-    config: DataConfig, fps: float, resolution: int, *, progress: bool = True, chunk: int = 32
-) -> Path:
-    """Decode the frames the index at ``fps`` uses, centre-crop and resize them to ``resolution`` squared as the
-    datasets do, and store them as one .npy shard + JSON map (atomically, both). Returns the .npy path.
-    Size: frames x R x R x 3 bytes, e.g. the samples at 30 fps and 64 px: 622 x 12 KiB = 7.3 MiB."""
-    resolution = int(resolution)
-    target = cache_path(config, fps, resolution)
+def build_clip_caches(
+    config: DataConfig, fps: float, resolutions: Sequence[int], *, progress: bool = True, chunk: int = 32
+) -> list[Path]:
+    """Decode the frames the index at ``fps`` uses once, centre-crop and resize them to each of ``resolutions``
+    squared as the datasets do, and store one .npy shard + JSON map per resolution (atomically, each). Returns the
+    .npy paths. Size: frames x R x R x 3 bytes, e.g. the samples at 30 fps and 64 px: 622 x 12 KiB = 7.3 MiB."""
+    sizes = sorted({int(r) for r in resolutions})
+    if not sizes:
+        return []
+    targets = [cache_path(config, fps, r) for r in sizes]
     index = load_clip_index(config, fps)
     index_sha = read_clip_summary(config, fps)["index_sha256"]
     indexes = frame_indexes(read_manifest(config.manifest))
@@ -348,36 +352,50 @@ def build_clip_cache(
         plan.append((path, digest, np.unique(np.concatenate(group["frame_indices"].map(np.asarray).tolist()))))
     total = sum(len(frames) for _, _, frames in plan)
     videos = []
-    with atomic_path(target) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, resolution, resolution, 3))
+    label = "/".join(f"{r}px" for r in sizes)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(t)) for t in targets]
+        outs = [
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, r, r, 3))
+            for tmp, r in zip(tmps, sizes)
+        ]
         row = 0
-        with tqdm(total=total, desc=f"cache @ {fps:g} fps {resolution}px", unit="frame", disable=not progress) as bar:
+        with tqdm(total=total, desc=f"cache @ {fps:g} fps {label}", unit="frame", disable=not progress) as bar:
             for path, digest, frames in plan:
                 videos.append({"path": path, "sha256": digest, "offset": row, "frames": frames.tolist()})
                 url = join(config.data_dir, path)
                 # One pass over the video holding one decoded frame at a time (a 720p frame is 2.7 MB), seeking
-                # only to the seek points the manifest's scan verified.
+                # only to the seek points the manifest's scan verified; every resolution from the same decode.
                 batch: list[np.ndarray] = []
                 for k, (_, frame) in enumerate(vio.iter_frames_at(url, frames, index=indexes.get(digest))):
                     batch.append(frame)
                     if len(batch) == chunk or k == len(frames) - 1:  # resize in batches: one torch call each
-                        out[row : row + len(batch)] = fit_frames(np.stack(batch), (resolution, resolution))
+                        stacked = np.stack(batch)
+                        for out, r in zip(outs, sizes):
+                            out[row : row + len(batch)] = fit_frames(stacked, (r, r))
                         row += len(batch)
                         bar.update(len(batch))
                         batch = []
-        out.flush()
-        del out
-    meta = {
-        "version": INDEX_VERSION,
-        "fps": float(fps),
-        "resolution": resolution,
-        "frames": total,
-        "index": clip_index_path(config, fps),
-        "index_sha256": index_sha,
-        "videos": videos,
-    }
-    write_json(target.with_suffix(".json"), meta, sort_keys=False)
-    return target
+        for out in outs:
+            out.flush()
+        del outs
+    for target, r in zip(targets, sizes):
+        meta = {
+            "version": INDEX_VERSION,
+            "fps": float(fps),
+            "resolution": r,
+            "frames": total,
+            "index": clip_index_path(config, fps),
+            "index_sha256": index_sha,
+            "videos": videos,
+        }
+        write_json(target.with_suffix(".json"), meta, sort_keys=False)
+    return targets
+
+
+def build_clip_cache(config: DataConfig, fps: float, resolution: int, *, progress: bool = True) -> Path:
+    """The cache shard of one resolution (see `build_clip_caches`)."""
+    return build_clip_caches(config, fps, [resolution], progress=progress)[0]
 
 
 def _cache_current(config: DataConfig, fps: float, resolution: int) -> bool:
@@ -391,9 +409,17 @@ def _cache_current(config: DataConfig, fps: float, resolution: int) -> bool:
 
 def ensure_clip_cache(config: DataConfig, fps: float, resolution: int, *, progress: bool = True) -> Path:
     """The cache shard at (fps, resolution), rebuilt only when missing or made from another clip index."""
-    if not _cache_current(config, fps, resolution):
-        return build_clip_cache(config, fps, resolution, progress=progress)
-    return cache_path(config, fps, resolution)
+    return ensure_clip_caches(config, fps, [resolution], progress=progress)[0]
+
+
+def ensure_clip_caches(
+    config: DataConfig, fps: float, resolutions: Sequence[int], *, progress: bool = True
+) -> list[Path]:
+    """The cache shards at `fps` for each of `resolutions`; the missing or stale ones are built in one decode."""
+    sizes = sorted({int(r) for r in resolutions})
+    stale = [r for r in sizes if not _cache_current(config, fps, r)]
+    build_clip_caches(config, fps, stale, progress=progress)
+    return [cache_path(config, fps, r) for r in sizes]
 
 
 def open_cache(config: DataConfig, fps: float, resolution: int) -> FrameCache | None:

@@ -822,11 +822,11 @@ class VidTok(nn.Module):
         self.check_video(video)
         num_frames = video.shape[2]
         v1_0_causal = self.config.causal and self.config.causal_padding == "zeros"
-        if v1_0_causal and num_frames % self.config.temporal_factor in (2, 3):
+        if v1_0_causal and num_frames % self.config.temporal_factor != 1:
             warnings.warn(
-                f"{self.name}: a v1.0 causal model on {num_frames} frames (not 1 + 4k or 4k): the upstream release "
-                "pads 3 copies of frame 0 here and drops 3 output frames, this project pads to the next multiple of 4 "
-                "and keeps every frame (v1.1's rule), so latents differ from upstream's; use 1 + 4k frames to match",
+                f"{self.name}: a v1.0 causal model on {num_frames} frames (not 1 + 4k): the upstream release pads 3 "
+                "copies of frame 0 (none for 4k) and drops 3 output frames, this project pads to a multiple of 4 "
+                "and keeps every frame (v1.1's rule), so results differ from upstream's; use 1 + 4k frames to match",
                 stacklevel=2,
             )
         x = _pad_past(video, self.front_padding(num_frames), "replicate")

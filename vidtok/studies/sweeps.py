@@ -64,7 +64,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from vidtok._files import one_line, sha256_file, write_json
-from vidtok.data.clips import ensure_clip_cache, ensure_clip_index, read_clip_summary
+from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_summary
 from vidtok.data.config import list_files, load_data_config
 from vidtok.data.manifest import build_manifest
 from vidtok.data.sources import fetch_corpus
@@ -289,8 +289,7 @@ def prepare_data(
     clips: dict[str, int] = {}
     for rate in rates:
         ensure_clip_index(config, rate, progress=False)
-        for size in config.cache_resolutions:
-            ensure_clip_cache(config, rate, size, progress=False)
+        ensure_clip_caches(config, rate, config.cache_resolutions, progress=False)
         clips[f"{rate:g}"] = int(read_clip_summary(config, rate)["clips"])
     log(f"data ready: clips per fps {clips} (caches at {list(config.cache_resolutions)} px)")
     return {"data_dir": config.data_dir, "manifest": config.manifest, "clips": clips}
