@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from pathlib import Path
 
 import optuna
@@ -22,6 +21,7 @@ from tests.helpers import REPO, copy_root
 from vidtok.audit import AuditResult, check_trials
 from vidtok.studies import sweeps
 from vidtok.studies.results import read_trials
+from vidtok.studies.trial import TrialResult
 
 SMOKE = {"profile": "smoke", "eval_clips": 2, "log": lambda _: None}
 FAKE = {**SMOKE, "prepare": False}  # fake trials need no clips
@@ -43,8 +43,8 @@ class Fake:
             if key in kw["overrides"]:
                 raise err
         summary = {"psnr": self.psnr + len(self.calls), "ssim": 0.5, "trivial_psnr": 21.0}
-        return types.SimpleNamespace(folder=Path(folder), runs={}, metrics={"summary": summary}, train_wall_s=1.5,
-                                     gpu_hours=None, steps=6)  # fmt: skip
+        return TrialResult(folder=Path(folder), runs={}, metrics={"summary": summary}, train_wall_s=1.5,
+                           gpu_hours=None, steps=6)  # fmt: skip
 
 
 def points(df: pd.DataFrame, state: str | None = None) -> list[tuple[str, int]]:
@@ -136,7 +136,7 @@ def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
     assert stage1["config"]["train"]["fps"] == 8 and stage1["config"]["train"]["seed"] == 0
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["best_level"] in ("3 fps", "8 fps") and summary["trials"]["COMPLETE"] == 2
-    assert "| fps | n | PSNR (dB)" in (folder / "summary.md").read_text()
+    assert "| fps | n | val PSNR (dB)" in (folder / "summary.md").read_text()
     meta = json.loads((folder / "study.json").read_text())
     assert meta["factor"] == "fps" and meta["metric"] == "psnr" and meta["seeds"] == [0, 1]
     assert (folder / "optuna.journal").is_file()
@@ -266,16 +266,17 @@ def test_hook_offsets_stage_two_steps_after_stage_one() -> None:
 
 
 WORKER = """
-import sys, time, types
+import sys, time
 from pathlib import Path
 from vidtok.studies import sweeps
+from vidtok.studies.trial import TrialResult
 
 def quick(folder, **kw):
     Path(folder).mkdir(parents=True, exist_ok=True)
     time.sleep(0.3)
     s = {"psnr": 20.0, "ssim": 0.5}
-    return types.SimpleNamespace(folder=Path(folder), runs={}, metrics={"summary": s}, train_wall_s=0.3,
-                                 gpu_hours=None, steps=1)
+    return TrialResult(folder=Path(folder), runs={}, metrics={"summary": s}, train_wall_s=0.3,
+                       gpu_hours=None, steps=1)
 
 storage = sys.argv[2] or None
 sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=12, seeds=[0, 1], profile="smoke", run_fn=quick,
