@@ -94,7 +94,40 @@ class FrameGroupNorm(nn.Module):
         return y.reshape(b, t, c, h, w).transpose(1, 2)
 
 
+class BlockShortcut(nn.Module):
+    """Residual autoencoding around a VidTok model (after DC-AE's shortcuts, Chen et al. 2024), for the probe: the
+    block-averaged input is added to the first three latent channels (the KL mean), the decoder output gets those
+    channels back, repeated over each block. Zero-initialised output convs make the untrained model this block
+    codec; training learns the residual."""
+
+    def __init__(self, model: VidTok, logvar_init: float = -8.0):
+        super().__init__()
+        self.model = model
+        for conv in (model.encoder.conv_out, model.decoder.conv_out):
+            inner = getattr(conv, "conv", conv)
+            nn.init.zeros_(inner.weight)
+            nn.init.zeros_(inner.bias)
+        if model.config.regularizer == "kl":
+            inner = getattr(model.encoder.conv_out, "conv", model.encoder.conv_out)
+            nn.init.constant_(inner.bias[model.config.z_channels :], logvar_init)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        m, cfg = self.model, self.model.config
+        t = x.shape[2]
+        tf, sf = cfg.temporal_factor, cfg.spatial_factor
+        padded = torch.cat([x[:, :, :1].expand(-1, -1, m.front_padding(t), -1, -1), x], dim=2)
+        h = m.encoder(padded)
+        pooled = nn.functional.avg_pool3d(padded, (tf, sf, sf))
+        h = torch.cat([h[:, :3] + pooled, h[:, 3:]], dim=1)
+        z = m.regularization(h).latents
+        up = z[:, :3].repeat_interleave(tf, 2).repeat_interleave(sf, 3).repeat_interleave(sf, 4)
+        out = m.decoder(z) + up
+        return out[:, :, -t:], {}
+
+
 def build(name: str, norm: str = "layer") -> nn.Module:
+    if name.startswith("shortcut:"):
+        return BlockShortcut(VidTok(get_preset(name[9:]), name=name[9:]))
     if name == "plain":
         return PlainAutoencoder()
     if name == "linear":
@@ -127,6 +160,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--fps", type=float, default=3)
+    parser.add_argument("--frames", type=int, default=0, help="use the first N frames of each clip (0: all)")
     parser.add_argument("--loss", choices=("l1", "mse", "nll"), default="l1")
     parser.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: off)")
     parser.add_argument("--every", type=int, default=50)
@@ -150,6 +184,8 @@ def main() -> None:
     dm.setup("fit")
     loader = dm.step_loader(0, args.steps)()
     val = stack_clips(dm.val_dataset, args.val_clips)
+    if args.frames:
+        val = val[:, :, : args.frames]
     model = build(args.model, args.norm)
     trivial = M.to_unit(M.trivial_codec(val, get_preset("tiny_kl_causal_444")))
     ref = M.to_unit(val)
@@ -167,13 +203,14 @@ def main() -> None:
         rec = M.to_unit(reconstruct(model, val, args.batch))
         row = {
             "model": args.model, "loss": args.loss, "lr": args.lr, "warmup": args.warmup, "batch": args.batch,
-            "resolution": args.resolution, "clip": args.clip, "seed": args.seed, "tag": args.tag, "step": step,
+            "resolution": args.resolution, "frames": args.frames, "clip": args.clip, "seed": args.seed,
+            "tag": args.tag, "step": step,
             "overfit": args.overfit, "norm": args.norm,
             "val_psnr": round(M.psnr(ref, rec).value, 3), "val_ssim": round(M.ssim(ref, rec).value, 4),
             **{k: round(v, 3) for k, v in baseline.items()},
             "train_psnr_last": round(statistics.mean(train_psnr[-25:]), 3) if train_psnr else None,
             "wall_s": round(time.perf_counter() - start, 1),
-            "logvar": round(float(logvar), 4),
+            "logvar": round(float(logvar.detach()), 4),
         }  # fmt: skip
         print(json.dumps(row), flush=True)
         with open(out_path, "a") as f:
@@ -182,6 +219,8 @@ def main() -> None:
     report(0)
     first = None
     for step, x in enumerate(loader, start=1):
+        if args.frames:
+            x = x[:, :, : args.frames]
         if args.overfit:
             first = x if first is None else first
             x = first

@@ -17,7 +17,7 @@ from vidtok import metrics as M
 from vidtok.cli import main as cli_main
 from vidtok.data.config import DataConfig
 from vidtok.data.video import probe
-from vidtok.evaluation.evaluate import EvalOptions, evaluate
+from vidtok.evaluation.evaluate import EvalOptions, evaluate, evaluated_rows
 from vidtok.metrics import trivial_codec
 from vidtok.model.config import get_preset
 from vidtok.model.vidtok import save_pretrained
@@ -148,6 +148,12 @@ def test_evaluate_real_video_with_protocols(data_config: DataConfig, kl_checkpoi
     assert tokens.kind == "latents" and tokens.fps == 8 and min(tokens.geometry.height, tokens.geometry.width) == 32
 
 
+def test_a_clip_budget_is_spread_over_the_whole_split() -> None:
+    assert evaluated_rows(5, 0 + 5) == [0, 1, 2, 3, 4] and evaluated_rows(5, 9) == [0, 1, 2, 3, 4]
+    rows = evaluated_rows(783, 96)  # the 8 fps val split of the corpus, the study profile's budget
+    assert len(rows) == 96 and rows[0] == 0 and rows[-1] == 782 and max(b - a for a, b in zip(rows, rows[1:])) <= 9
+
+
 def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path) -> None:
     options = EvalOptions(max_clips=2, lpips_net=None)
     record = evaluate(kl_checkpoint, data_config, options, out_dir=tmp_path, progress=False)
@@ -157,7 +163,7 @@ def test_psnr_and_ssim_match_torchmetrics(data_config: DataConfig, kl_checkpoint
 
     index = val_subset(load_clip_index(data_config, 8.0), 9, 1, 0)
     ds = ClipDataset(index, data_config.data_dir, 32)
-    x = torch.stack([ds[0], ds[1]])
+    x = torch.stack([ds[r] for r in evaluated_rows(len(ds), 2)])
     model = VidTok.from_pretrained(str(kl_checkpoint)).eval()
     with torch.no_grad():
         recon = model(x)[0]

@@ -196,6 +196,14 @@ class Scores:
     seconds: float = 0.0
 
 
+def evaluated_rows(total: int, count: int) -> list[int]:
+    """The dataset rows an evaluation of `count` of `total` clips scores: all of them, or `count` spread evenly (a
+    split lists its videos one after another, so the first `count` rows would come from its first video or two)."""
+    if count >= total:
+        return list(range(total))
+    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
+
+
 def score(ev: Evaluation, *, progress: bool = True) -> Scores:
     """Reconstruct the clips batch by batch and measure every requested metric (and the trivial codec)."""
     started = time.perf_counter()
@@ -203,10 +211,11 @@ def score(ev: Evaluation, *, progress: bool = True) -> Scores:
     model = ev.model.to(torch.device(resolve_device(opts.device))).eval()
     device = next(model.parameters()).device
     out = Scores(code_counts=torch.zeros(cfg.num_codes or 1, dtype=torch.int64))
-    keep_videos = list(dict.fromkeys(str(p) for p in ev.dataset.paths[:n]))[: opts.num_videos]
+    chosen = evaluated_rows(len(ev.dataset), n)
+    keep_videos = list(dict.fromkeys(str(ev.dataset.paths[r]) for r in chosen))[: opts.num_videos]
     with torch.no_grad(), tqdm(total=n, unit="clip", desc=f"evaluate {opts.split}", disable=not progress) as bar:
         for lo in range(0, n, opts.batch_size):
-            rows = list(range(lo, min(n, lo + opts.batch_size)))
+            rows = chosen[lo : lo + opts.batch_size]
             x = torch.stack([ev.dataset[r] for r in rows])
             recon, encoded = model(x.to(device))
             ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
