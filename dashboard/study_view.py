@@ -17,6 +17,8 @@ import streamlit as st
 from dashboard import analysis as A
 from dashboard import data, ui
 from vidtok.studies import paper
+from vidtok.studies.findings import answer
+from vidtok.studies.results import summarize
 
 EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
 
@@ -130,6 +132,8 @@ def study_page(name: str) -> None:
     stats = A.mark_best(A.level_stats(trials, metrics + extra), metric)
     factor = info.factor
     best_banner(stats, metric, factor)
+    summary = summarize(trials, info.metric, info.baseline)
+    st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(info, summary)}")
 
     st.subheader(f"{A.label(metric)} against {A.label(factor)}")
     numeric = bool(factor in ("fps", "log2_codes") and stats["level_value"].notna().all())
@@ -162,11 +166,65 @@ def study_page(name: str) -> None:
         _codebook(stats, trials, name, extra)
     elif factor == "schedule":
         _compute(stats, metric, name, extra)
+    _test_split(summary, name)
     with st.expander("Every metric per setting"):
         ui.table(A.display_table(stats, metrics + extra, factor), f"{name}-all-metrics", f"{name}-all")
     failed_trials(trials, name)
     all_trials(trials, name)
     _paper_reference(factor)
+
+
+def _ci(d: dict[str, Any], digits: int = 2) -> str:
+    ci = d.get("ci95")
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "—"
+
+
+def _test_split(summary: dict[str, Any], name: str) -> None:
+    """The reported numbers: test-split PSNR per level (mean, std, n, 95% CI) beside the trivial codec and the cost,
+    then each level against the paper's choice paired by seed. The val numbers above only select."""
+    metric = summary["metric"]
+    st.subheader("Reported on the test split")
+    rows = []
+    for r in summary["levels"]:
+        test, trivial = r.get(f"test_{metric}") or {}, r.get(f"test_trivial_{metric}") or {}
+        if test.get("mean") is None:
+            continue
+        rows.append(
+            {
+                "level": r["level"],
+                f"test {A.label(metric)}": ui.mean_pm(test["mean"], test["std"], 2),
+                "n": test["n"],
+                "95% CI": _ci(test),
+                f"trivial codec {A.label(metric)}": None if trivial.get("mean") is None else round(trivial["mean"], 2),
+                "train wall (min)": None
+                if r["train_wall_s"]["mean"] is None
+                else round(r["train_wall_s"]["mean"] / 60, 1),
+                "train TFLOP": None if r["train_tflops"]["mean"] is None else round(r["train_tflops"]["mean"], 1),
+            }
+        )
+    if not rows:
+        st.info("No test-split numbers in the trials table (trials evaluated before test scoring existed).")
+        return
+    ui.table(pd.DataFrame(rows), f"{name}-test", f"{name}-test")
+    pairs = (summary.get("comparisons") or {}).get("test") or []
+    if pairs:
+        st.caption(
+            f"Each level against the paper's choice ({summary['baseline']}) on test, paired by seed: difference in "
+            f"{A.label(metric)} (level minus baseline), its 95% CI and the two-sided paired t-test's p-value."
+        )
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "level": c["level"],
+                    "pairs": c["pairs"],
+                    "difference": None if c["mean_diff"] is None else round(c["mean_diff"], 3),
+                    "95% CI": _ci(c, 3),
+                    "p": None if c["p_value"] is None else round(c["p_value"], 3),
+                }
+                for c in pairs
+            ),
+            hide_index=True,
+        )
 
 
 def _codebook(stats: pd.DataFrame, trials: pd.DataFrame, name: str, extra: list[str]) -> None:

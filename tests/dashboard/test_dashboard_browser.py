@@ -8,6 +8,7 @@ No browser is downloaded: Playwright drives the OS package's Chromium. The serve
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -74,7 +75,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build(tmp_path_factory.mktemp("dashboard-root"), "normal")
+    yield from _serve(build(tmp_path_factory.mktemp("dashboard-root"), "normal"), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def committed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard on the repository itself: the committed experiments/ (what a fresh clone shows)."""
+    yield from _serve(REPO, tmp_path_factory)
+
+
+def _serve(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
@@ -162,5 +172,37 @@ def test_page_renders_in_chromium(
             ).json_value()
             assert duration == pytest.approx(17 / 3, abs=0.5)  # 17 frames at 3 fps, decoded by Chromium
         page.screenshot(path=str(artifacts / f"{name}.png"))
+    finally:
+        page.close()
+
+
+COMMITTED_STUDY = REPO / "experiments" / "sweep-fps"
+
+
+def test_fresh_clone_shows_the_committed_frame_rate_study(
+    committed_server: str, browser: object, artifacts: Path
+) -> None:
+    """The committed sweep-fps results (not fixtures): the answer, every level, the test-split table and the cost;
+    the overview links the findings. Nothing is run: the page reads experiments/ as a fresh clone has it."""
+    summary = json.loads((COMMITTED_STUDY / "summary.json").read_text())
+    levels = [r["level"] for r in summary["levels"]]
+    assert summary["trials"]["COMPLETE"] >= len(levels) >= 2, "the committed study has fewer trials than levels"
+    page = browser.new_page(viewport={"width": 1400, "height": 3200})
+    try:
+        page.goto(f"{committed_server}/frame_rate", wait_until="domcontentloaded")
+        _wait_until_drawn(page, "Open question: frame rate")
+        for text in ["Answer at this scale", "Best on val", "Reported on the test split", "train wall (min)"]:
+            assert page.get_by_text(text, exact=False).first.is_visible(), f"frame_rate: {text!r} not visible"
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert f"Best on val: {summary['best_level']}" in page.inner_text("body")
+        complete = page.locator('[data-testid="stMetric"]').filter(has_text="complete").first.inner_text()
+        assert str(summary["trials"]["COMPLETE"]) in complete
+        tables = page.locator('[data-testid="stDataFrame"]')
+        assert tables.count() >= 2  # the val table and the test table
+        page.screenshot(path=str(artifacts / "committed_frame_rate.png"), full_page=True)
+        page.goto(committed_server, wait_until="domcontentloaded")
+        _wait_until_drawn(page, "vidtok overview")
+        assert page.get_by_text("experiments/FINDINGS.md", exact=False).first.is_visible()
+        page.screenshot(path=str(artifacts / "committed_overview.png"), full_page=True)
     finally:
         page.close()

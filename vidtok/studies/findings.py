@@ -94,7 +94,7 @@ def plot_svg(summary: dict[str, Any], title: str, metric: str = "test_psnr") -> 
 # ------------------------------------------------------------------------------------------------ the text
 
 
-def _answer(spec: StudySpec, summary: dict[str, Any]) -> str:
+def answer(spec: StudySpec, summary: dict[str, Any]) -> str:
     """One sentence: the best level on val, then what test says about it against the baseline."""
     best, baseline = summary["best_level"], summary.get("baseline")
     if best is None:
@@ -198,7 +198,7 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
         summary = summarize(df, spec.metric, spec.baseline)
         plots[spec.name] = plot_svg(summary, f"{spec.name}: test PSNR vs {spec.factor}")
         lines += [
-            f"**Answer at this scale.** {_answer(spec, summary)}",
+            f"**Answer at this scale.** {answer(spec, summary)}",
             "",
             summary_markdown(summary, spec.name, spec.factor),
             f"![{spec.name}]({spec.name}/{PLOT_NAME})",

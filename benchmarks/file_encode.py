@@ -1,0 +1,147 @@
+"""`vidtok encode` on real long files: frames/s, peak memory, and whether memory stays flat with length (issue 16,
+item 6).
+
+    python benchmarks/file_encode.py                                   # every case below (~20 min on 2 cores)
+    python benchmarks/file_encode.py --cases tiny:sd:100 tiny:sd:400 --repeats 1
+
+Files (footage corpus, `vidtok data fetch`): SD = freecol's opening film (640x480, 77 s, Theora), 720p = Big Buck
+Bunny from moviepy (1280x720, 596 s, H.264). A case `model:file:frames` encodes the first `frames` frames: the
+file is cut with FFmpeg beforehand (stream copy where the codec allows it, else lossless FFV1), so the encode reads
+a real file from its start, through `vidtok.tokens.encode_file` (the CLI's code path: decode, resize to a multiple
+of the spatial factor, chunked causal encoding, token file written). Every case runs in a fresh process; peak =
+resident-memory high-water mark (VmHWM) of that process, weights, torch and all. Throughput = frames / wall
+seconds of `encode_file`, including decoding. Arithmetic: the encoder's FLOPs for those frames at that size
+(FlopCounterMode on the meta device, 2 per multiply-add) over the wall time, against the fp32 matmul ceiling
+measured in the same run. One JSON line per case, also appended to benchmarks/results/file_encode.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+FILES = {
+    "sd": ROOT / "data" / "freecol" / "freecol-opening.video.ogg",
+    "720p": ROOT / "data" / "moviepy" / "bbb.mp4",
+}
+MODELS = {"tiny": "tiny_kl_causal_444", "kl488": "vidtok_kl_causal_488_4chn"}
+DEFAULT_CASES = ("tiny:sd:100", "tiny:sd:200", "tiny:sd:400", "kl488:sd:50", "tiny:720p:50", "kl488:720p:25")
+
+
+def cut(source: Path, frames: int, out_dir: Path) -> Path:
+    """The first `frames` frames of `source` as a file of their own (FFV1 in Matroska: lossless, exact count)."""
+    out = out_dir / f"{source.stem}_{frames}.mkv"
+    if not out.exists():
+        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-frames:v", str(frames), "-an", "-c:v", "ffv1"]
+        subprocess.run([*cmd, str(out)], check=True)
+    return out
+
+
+def worker(preset: str, path: str, threads: int) -> dict:
+    import torch
+    from tokenizer_speed import peak_rss_mb, reset_peak_rss
+
+    from vidtok.tokens import RunOptions, encode_file
+
+    torch.set_num_threads(threads)
+    reset_peak_rss()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = encode_file(path, Path(tmp) / "out.tokens", preset=preset, options=RunOptions(device="cpu"))
+        wall = time.perf_counter() - start
+    geometry = result.tokens.geometry
+    return {
+        "frames": result.tokens.num_frames,
+        "height": geometry.height + geometry.pad_bottom,  # what the encoder runs on
+        "width": geometry.width + geometry.pad_right,
+        "wall_s": wall,
+        "peak_mb": peak_rss_mb(),
+    }
+
+
+def encoder_gflop(preset: str, frames: int, height: int, width: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vidtok import VidTok
+    from vidtok.model.config import get_preset
+
+    config = get_preset(preset).config
+    with torch.device("meta"):
+        model = VidTok(config, preset).eval()
+        video = torch.empty(1, 3, frames + model.front_padding(frames), height, width)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model.encoder(video)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:file:frames")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", nargs=2, metavar=("PRESET", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.threads)))
+        return 0
+
+    from tokenizer_speed import matmul_gflops
+
+    ceiling = matmul_gflops(args.threads)
+    out_path = ROOT / "benchmarks" / "results" / "file_encode.jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases:
+            model_key, file_key, frames = case.split(":")
+            path = cut(FILES[file_key], int(frames), Path(tmp))
+            runs = []
+            for _ in range(args.repeats):
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--threads",
+                    str(args.threads),
+                    "--worker",
+                    MODELS[model_key],
+                    str(path),
+                ]
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            wall = statistics.median(r["wall_s"] for r in runs)
+            first = runs[0]
+            gflop = encoder_gflop(MODELS[model_key], first["frames"], first["height"], first["width"])
+            row = {
+                "case": case,
+                "preset": MODELS[model_key],
+                "file": str(FILES[file_key].relative_to(ROOT)),
+                "frames": first["frames"],
+                "size": f"{first['width']}x{first['height']}",
+                "frames_per_s": round(first["frames"] / wall, 3),
+                "wall_s": round(wall, 1),
+                "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
+                "encoder_gflop": round(gflop, 1),
+                "gflop_per_s": round(gflop / wall, 1),
+                "matmul_ceiling_gflop_per_s": round(ceiling, 1),
+                "fraction_of_ceiling": round(gflop / wall / ceiling, 3),
+                "threads": args.threads,
+                "repeats": args.repeats,
+                "runs_wall_s": [round(r["wall_s"], 1) for r in runs],
+            }
+            print(json.dumps(row), flush=True)
+            with open(out_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
