@@ -1,7 +1,7 @@
 """`vidtok encode` on real long files: frames/s, peak memory, and whether memory stays flat with length (issue 16,
 item 6).
 
-    python benchmarks/file_encode.py                                   # every case below (~20 min on 2 cores)
+    python benchmarks/file_encode.py                                   # every case below (~10 min on 2 cores)
     python benchmarks/file_encode.py --cases tiny:sd:100 tiny:sd:400 --repeats 1
 
 Files (footage corpus, `vidtok data fetch`): SD = freecol's opening film (640x480, 77 s, Theora), 720p = Big Buck
@@ -35,7 +35,7 @@ FILES = {
     "720p": ROOT / "data" / "moviepy" / "bbb.mp4",
 }
 MODELS = {"tiny": "tiny_kl_causal_444", "kl488": "vidtok_kl_causal_488_4chn"}
-DEFAULT_CASES = ("tiny:sd:100", "tiny:sd:200", "tiny:sd:400", "kl488:sd:50", "tiny:720p:50", "kl488:720p:25")
+DEFAULT_CASES = ("tiny:sd:50", "tiny:sd:100", "tiny:sd:200", "kl488:sd:17", "tiny:720p:33", "kl488:720p:17")
 
 
 def cut(source: Path, frames: int, out_dir: Path) -> Path:

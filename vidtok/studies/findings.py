@@ -126,19 +126,24 @@ def _below_trivial(r: dict[str, Any]) -> bool:
     return mine is not None and trivial is not None and mine < trivial
 
 
-def _setup(df: pd.DataFrame) -> str:
-    """What this study's trials trained on: steps, resolutions, clip length, wall time (from the recorded params)."""
+def _setup(df: pd.DataFrame, folder: Path) -> str:
+    """What this study's trials trained on: steps, resolution, batch, clip length and rate of each stage, from the
+    run records of its first complete trial, and the mean training time."""
     done = df[df["state"] == "COMPLETE"]
     if not len(done):
         return ""
-    params = json.loads(done.iloc[0]["params_json"] or "{}")
-    train = params.get("train", {}) if isinstance(params, dict) else {}
     parts = []
-    if isinstance(train, dict):
-        for stage in ("stage1", "stage2", "onestage"):
-            s = train.get(stage)
-            if isinstance(s, dict) and s.get("steps"):
-                parts.append(f"{stage} {s.get('steps')} steps at {s.get('resolution')} px, batch {s.get('batch_size')}")
+    for stage in ("stage1", "stage2", "onestage"):
+        record = folder / str(done.iloc[0]["run_dir"]) / stage / "run.json"
+        try:
+            config = json.loads(record.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        train, data = config.get("train", {}), config.get("data", {})
+        parts.append(
+            f"{stage} {train.get('steps')} steps at {train.get('resolution')} px, batch {train.get('batch_size')}, "
+            f"lr {train.get('lr')}, {data.get('clip_frames')}-frame clips"
+        )
     wall = done["train_wall_s"].dropna()
     cost = f"; {wall.mean() / 60:.1f} min of training per trial on average" if len(wall) else ""
     return ("This study's trials: " + "; ".join(parts) + cost + ".") if parts else ""
@@ -203,7 +208,7 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
             summary_markdown(summary, spec.name, spec.factor),
             f"![{spec.name}]({spec.name}/{PLOT_NAME})",
             "",
-            _setup(df),
+            _setup(df, folder),
             "",
             _paper_block(spec),
         ]
