@@ -25,6 +25,9 @@ from vidtok.data.manifest import read_manifest
 VIDTOK = str(Path(sys.executable).parent / "vidtok")
 DVC = [sys.executable, "-m", "dvc"]
 COPY = ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+# What a `dvc repro` changes in git: the lock file and the small `cache: false` outputs (metrics, report), which are
+# committed so that `dvc metrics show` and the dashboard work in a fresh clone.
+PIPELINE_RECORDS = ("dvc.lock", "outputs/eval/metrics.json", "outputs/report.md")
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -70,8 +73,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "pipeline clone"], root)
     _run([*DVC, "repro"], root)
-    _run(["git", "add", "dvc.lock"], root)
-    _run(["git", "commit", "-qm", "dvc.lock"], root)
+    _run(["git", "add", *PIPELINE_RECORDS], root)
+    _run(["git", "commit", "-qm", "dvc.lock and the committed metrics"], root)
     yield root
 
 
@@ -186,8 +189,8 @@ def test_an_added_video_retrains_with_other_weights(repo: Path) -> None:
         assert after[stage]["identity"]["data_sha256"] != before[stage]["identity"]["data_sha256"], stage
     assert after["stage2"]["identity"]["parent_sha256"] == after["stage1"]["final_checkpoint_sha256"]
     assert weights.read_bytes() != old_weights
-    _run(["git", "add", "dvc.lock"], repo)
-    _run(["git", "commit", "-qm", "dvc.lock"], repo)
+    _run(["git", "add", *PIPELINE_RECORDS], repo)
+    _run(["git", "commit", "-qm", "dvc.lock and the committed metrics"], repo)
     result = audit(repo, out_dir=repo / "outputs" / "audit-added")
     assert result.passed, [c for c in result.checks if c.status == "fail"]
 
@@ -207,6 +210,8 @@ def test_an_edited_library_source_retrains(repo: Path) -> None:
     finally:
         source.write_text(original)
         _run([*DVC, "repro"], repo)
+        _run(["git", "add", *PIPELINE_RECORDS], repo)  # the rerun's records, as a user commits them
+        _run(["git", "commit", "-q", "--allow-empty", "-m", "dvc.lock and metrics after the code edit"], repo)
 
 
 def test_audit_command_exit_codes_and_a_stale_run(repo: Path) -> None:

@@ -191,7 +191,7 @@ def test_fresh_clone_shows_the_committed_frame_rate_study(
     try:
         page.goto(f"{committed_server}/frame_rate", wait_until="domcontentloaded")
         _wait_until_drawn(page, "Open question: frame rate")
-        for text in ["Answer at this scale", "Best on val", "Reported on the test split", "train wall (min)"]:
+        for text in ["Answer at this scale", "Best on val", "Reported on the test split", "paired by seed"]:
             assert page.get_by_text(text, exact=False).first.is_visible(), f"frame_rate: {text!r} not visible"
         assert page.locator('[data-testid="stException"]').count() == 0
         assert f"Best on val: {summary['best_level']}" in page.inner_text("body")

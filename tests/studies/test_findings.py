@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.helpers import trial_table
 from vidtok.cli import main
 from vidtok.studies.results import write_trials
@@ -17,6 +19,11 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     rows += [(2, 0, "COMPLETE", 22.0), (2, 1, "COMPLETE", 27.0), (2, 2, "COMPLETE", 27.5)]
     rows += [(1, s, "COMPLETE", 20.0 + s * 0.1) for s in range(3)]
     write_trials(trial_table(rows, label="{:g} fps"), tmp_path / "sweep-fps")
+    for stage, steps in (("stage1", 80), ("stage2", 20)):  # the first trial's run records, as training writes them
+        record = tmp_path / "sweep-fps" / "runs" / "trial_0" / stage / "run.json"
+        record.parent.mkdir(parents=True)
+        train = {"steps": steps, "resolution": 64, "batch_size": 2, "lr": 0.001}
+        record.write_text(json.dumps({"config": {"train": train, "data": {"clip_frames": 17}}}))
     assert main(["findings", "--experiments", str(tmp_path)]) == 0
     text = (tmp_path / "FINDINGS.md").read_text()
     fps = text.split("\n## Frame rate")[1].split("\n## ")[0]
@@ -24,7 +31,7 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     assert "Below the trivial codec on test: 1 fps." in fps
     assert "| 2 fps | 3 | -0.50 |" in fps  # the paired difference, shown with its CI and p
     assert "The paper's numbers" in fps and "not measured here" in fps
-    assert "stage1 80 steps at 64 px, batch 2" in fps
+    assert "stage1 80 steps at 64 px, batch 2, lr 0.001, 17-frame clips; stage2 20 steps at 64 px" in fps
     svg = (tmp_path / "sweep-fps" / "plot.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<circle") == 4 and "8 fps" in svg
     for other in ("## Codebook size", "## Staging schedule", "## Ablations"):
