@@ -122,6 +122,8 @@ def test_a_rewritten_dvc_lock_does_not_make_a_run_dirty(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("lr = 2e-3\n")
     assert git_info(tmp_path)["dirty"] is True
     assert modified_tracked_files(" M dvc.lock\n M train.py\n") == ["train.py"]
+    committed_outputs = " M outputs/eval/metrics.json\n M outputs/report.md\n M params.yaml\n"
+    assert modified_tracked_files(committed_outputs) == ["params.yaml"]
 
 
 def test_environment_records() -> None:

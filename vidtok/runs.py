@@ -327,15 +327,19 @@ def identity_differences(saved: dict[str, Any] | None, current: dict[str, Any]) 
 # ------------------------------------------------------------------------------------------------ environment
 
 
-# DVC rewrites dvc.lock after every stage of `dvc repro`, so a run started by a later stage always finds it
-# modified: that is the pipeline's own bookkeeping, not a change to the code or the parameters the run used.
+# DVC rewrites dvc.lock after every stage of `dvc repro`, and the pipeline rewrites its committed `cache: false`
+# outputs (outputs/eval/metrics.json, outputs/report.md), so a run started by a later stage or a later repro finds
+# them modified: that is the pipeline's own bookkeeping, not a change to the code or the parameters the run used.
 PIPELINE_BOOKKEEPING = frozenset({"dvc.lock"})
+PIPELINE_OUTPUTS = "outputs/"
 
 
 def modified_tracked_files(porcelain: str) -> list[str]:
     """Paths in `git status --porcelain` output, less the pipeline's own bookkeeping files (see above)."""
     paths = [line[3:] for line in porcelain.splitlines() if line.strip()]
-    return [p for p in paths if p.rsplit("/", 1)[-1] not in PIPELINE_BOOKKEEPING]
+    return [
+        p for p in paths if p.rsplit("/", 1)[-1] not in PIPELINE_BOOKKEEPING and not p.startswith(PIPELINE_OUTPUTS)
+    ]
 
 
 def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
