@@ -337,9 +337,7 @@ PIPELINE_OUTPUTS = "outputs/"
 def modified_tracked_files(porcelain: str) -> list[str]:
     """Paths in `git status --porcelain` output, less the pipeline's own bookkeeping files (see above)."""
     paths = [line[3:] for line in porcelain.splitlines() if line.strip()]
-    return [
-        p for p in paths if p.rsplit("/", 1)[-1] not in PIPELINE_BOOKKEEPING and not p.startswith(PIPELINE_OUTPUTS)
-    ]
+    return [p for p in paths if p.rsplit("/", 1)[-1] not in PIPELINE_BOOKKEEPING and not p.startswith(PIPELINE_OUTPUTS)]
 
 
 def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -147,8 +147,10 @@ def _upstream_ckpt(model: VidTok, path) -> None:
     for prefix, entry in UPSTREAM_LAYOUT["state_dict_prefixes"].items():
         if not prefix.startswith(("encoder", "decoder", "regularization")):
             state[entry["example_key"]] = torch.zeros(entry["example_shape"])
-    adam = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
-            "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0]}]}
+    adam = {
+        "state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
+        "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0]}],
+    }
     blob = {
         "epoch": 0,
         "global_step": 10,
