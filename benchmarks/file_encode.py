@@ -76,7 +76,7 @@ def encoder_gflop(preset: str, frames: int, height: int, width: int) -> float:
     from vidtok import VidTok
     from vidtok.model.config import get_preset
 
-    config = get_preset(preset).config
+    config = get_preset(preset)
     with torch.device("meta"):
         model = VidTok(config, preset).eval()
         video = torch.empty(1, 3, frames + model.front_padding(frames), height, width)
