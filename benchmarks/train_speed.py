@@ -32,6 +32,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tokenizer_speed import matmul_gflops  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
 from vidtok.data.config import DataConfig  # noqa: E402
@@ -47,20 +50,6 @@ PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 
 def _loss(disc: str) -> LossConfig:
     return LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0)
-
-
-def matmul_ceiling(threads: int, size: int = 2048, repeats: int = 7) -> float:
-    """fp32 GFLOP/s of a square matmul at `threads` threads (median of repeats): the machine's practical ceiling
-    for dense arithmetic, measured in the same run as the steps it is compared with."""
-    torch.set_num_threads(threads)
-    a, b = torch.rand(size, size), torch.rand(size, size)
-    a @ b  # warm up the kernels and the thread pool
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def bare_step_times(preset: str, args: argparse.Namespace, frames: int) -> list[float]:
@@ -145,7 +134,7 @@ def main() -> int:
         flops = iteration_flops(preset, args.batch_size, frames, args.resolution)
         bare, real, fixed = [], [], []
         for _ in range(args.repeats):
-            ceilings.append(matmul_ceiling(args.threads))
+            ceilings.append(matmul_gflops(args.threads, n=2048, repeats=7))  # the fp32 ceiling, same run
             bare.append(1 / statistics.median(bare_step_times(preset, args, frames)))
             times, outside = train_step_times(preset, args, data)
             real.append(1 / statistics.median(times))
