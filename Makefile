@@ -25,10 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install the project with its dev and interop extras
 
-system-deps:  ## install the system programs the tests drive: Chromium (dashboard browser test), FFmpeg (test videos)
+system-deps:  ## install the system programs the tests drive: Chromium (dashboard browser test), FFmpeg (test videos), PostgreSQL (Optuna RDB test)
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 		else echo "missing:$$missing: run 'sudo apt-get install -y$$missing' (tests that need them fail under CI=true)"; fi; \

@@ -3,6 +3,7 @@ item 6).
 
     python benchmarks/file_encode.py                                   # every case below (~10 min on 2 cores)
     python benchmarks/file_encode.py --cases tiny:sd:100 tiny:sd:400 --repeats 1
+    python benchmarks/file_encode.py --cases tiny:sd:100:chunk=4 tiny:sd:100:tile=256   # stream options
 
 Files (footage corpus, `vidtok data fetch`): SD = freecol's opening film (640x480, 77 s, Theora), 720p = Big Buck
 Bunny from moviepy (1280x720, 596 s, H.264). A case `model:file:frames` encodes the first `frames` frames: the
@@ -10,9 +11,11 @@ file is cut with FFmpeg beforehand (stream copy where the codec allows it, else 
 a real file from its start, through `vidtok.tokens.encode_file` (the CLI's code path: decode, resize to a multiple
 of the spatial factor, chunked causal encoding, token file written). Every case runs in a fresh process; peak =
 resident-memory high-water mark (VmHWM) of that process, weights, torch and all. Throughput = frames / wall
-seconds of `encode_file`, including decoding. Arithmetic: the encoder's FLOPs for those frames at that size
-(FlopCounterMode on the meta device, 2 per multiply-add) over the wall time, against the fp32 matmul ceiling
-measured in the same run. One JSON line per case, also appended to benchmarks/results/file_encode.jsonl.
+seconds of `encode_file`, including decoding. Optional `:chunk=N` (frames per causal chunk, `--chunk-frames`;
+default 16) and `:tile=P` (P x P pixel tiles with P/4 overlap, `--tile`) set the stream options of the CLI.
+Arithmetic: the encoder's FLOPs for those frames at that size (FlopCounterMode on the meta device, 2 per
+multiply-add) over the wall time, against the fp32 matmul ceiling measured in the same run. One JSON line per
+case, also appended to benchmarks/results/file_encode.jsonl.
 """
 
 from __future__ import annotations
@@ -47,17 +50,32 @@ def cut(source: Path, frames: int, out_dir: Path) -> Path:
     return out
 
 
-def worker(preset: str, path: str, threads: int) -> dict:
+def stream_options(extras: list[str]) -> dict[str, int]:
+    """`chunk=N` / `tile=P` items of a case -> {"chunk_frames": N, "tile": P}."""
+    names = {"chunk": "chunk_frames", "tile": "tile"}
+    options = {}
+    for item in extras:
+        key, _, value = item.partition("=")
+        if key not in names or not value.isdigit():
+            raise SystemExit(f"case option {item!r}: expected chunk=N or tile=P")
+        options[names[key]] = int(value)
+    return options
+
+
+def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dict:
     import torch
     from tokenizer_speed import peak_rss_mb, reset_peak_rss
 
+    from vidtok.model.streaming import TileSpec
     from vidtok.tokens import RunOptions, encode_file
 
     torch.set_num_threads(threads)
+    tile = TileSpec(options["tile"], options["tile"] // 4) if "tile" in options else None
+    run_options = RunOptions(device="cpu", chunk_frames=options.get("chunk_frames", 16), tile=tile)
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = encode_file(path, Path(tmp) / "out.tokens", preset=preset, options=RunOptions(device="cpu"))
+        result = encode_file(path, Path(tmp) / "out.tokens", preset=preset, options=run_options)
         wall = time.perf_counter() - start
     geometry = result.tokens.geometry
     return {
@@ -90,10 +108,11 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:file:frames")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", nargs=2, metavar=("PRESET", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("PRESET", "PATH", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.threads)))
+        preset, path, options = args.worker
+        print(json.dumps(worker(preset, path, args.threads, json.loads(options))))
         return 0
 
     from tokenizer_speed import matmul_gflops
@@ -102,7 +121,8 @@ def main() -> int:
     out_path = ROOT / "benchmarks" / "results" / "file_encode.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
-            model_key, file_key, frames = case.split(":")
+            model_key, file_key, frames, *extras = case.split(":")
+            options = stream_options(extras)
             path = cut(FILES[file_key], int(frames), Path(tmp))
             runs = []
             for _ in range(args.repeats):
@@ -114,6 +134,7 @@ def main() -> int:
                     "--worker",
                     MODELS[model_key],
                     str(path),
+                    json.dumps(options),
                 ]
                 done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -125,6 +146,8 @@ def main() -> int:
                 "preset": MODELS[model_key],
                 "file": str(FILES[file_key].relative_to(ROOT)),
                 "frames": first["frames"],
+                "chunk_frames": options.get("chunk_frames", 16),
+                "tile": options.get("tile"),
                 "size": f"{first['width']}x{first['height']}",
                 "frames_per_s": round(first["frames"] / wall, 3),
                 "wall_s": round(wall, 1),

@@ -28,7 +28,7 @@ def sample_video_dir() -> Path:
 
 # Under CI (CI=true, as .ci/run sets) a test that needs a real component must run: its skip is a failure, so a
 # missing install step cannot pass as green.
-REQUIRED_IN_CI = ("browser", "interop", "prefect", "registry")
+REQUIRED_IN_CI = ("browser", "interop", "prefect", "registry", "postgres")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,10 +6,16 @@ copies of a data root.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
 import shutil
 import socket
+import subprocess
+import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +108,53 @@ def non_loopback_ipv4() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """The folder of the PostgreSQL server programs (initdb, pg_ctl) from the OS packages, or None."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(os.path.realpath(on_path)).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "optuna") -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (trust authentication, TCP only), yielding the SQLAlchemy URL of
+    an empty `database`; stopped and deleted afterwards. PostgreSQL refuses to run as root, so as root the cluster
+    belongs to the `postgres` account the OS package creates (its folder outside pytest's private temp tree)."""
+    binaries = postgres_bin()
+    if binaries is None:
+        raise FileNotFoundError("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="vidtok-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    try:
+        run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "optuna", "--no-sync")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+        try:
+            run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "optuna", database)
+            yield f"postgresql+psycopg2://optuna@127.0.0.1:{port}/{database}"
+        finally:
+            run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def accepts_connections(host: str, port: int) -> bool:

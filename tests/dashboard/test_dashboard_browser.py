@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.dashboard.fixture_data import build
-from tests.helpers import REPO, accepts_connections, non_loopback_ipv4
+from tests.helpers import REPO, accepts_connections, free_port, non_loopback_ipv4
 
 pytestmark = pytest.mark.browser
 
@@ -67,12 +66,6 @@ PAGES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _serve(build(tmp_path_factory.mktemp("dashboard-root"), "normal"), tmp_path_factory)
@@ -85,7 +78,7 @@ def committed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _serve(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
         "--server.port", str(port), "--server.fileWatcherType", "none",  # address: .streamlit/config.toml
@@ -191,9 +184,13 @@ def test_fresh_clone_shows_the_committed_frame_rate_study(
     try:
         page.goto(f"{committed_server}/frame_rate", wait_until="domcontentloaded")
         _wait_until_drawn(page, "Open question: frame rate")
-        for text in ["Answer at this scale", "Best on val", "Reported on the test split", "paired by seed"]:
+        for text in [
+            "Answer at this scale", "Best on val", "Reported on the test split", "paired by seed",
+            "The paper's PSNR at these",
+        ]:  # fmt: skip
             assert page.get_by_text(text, exact=False).first.is_visible(), f"frame_rate: {text!r} not visible"
         assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 2  # ours and the paper's, side by side
         assert f"Best on val: {summary['best_level']}" in page.inner_text("body")
         complete = page.locator('[data-testid="stMetric"]').filter(has_text="complete").first.inner_text()
         assert str(summary["trials"]["COMPLETE"]) in complete

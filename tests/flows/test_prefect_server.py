@@ -7,23 +7,16 @@ stopped."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, accepts_connections, copy_root, non_loopback_ipv4
+from tests.helpers import REPO, accepts_connections, copy_root, free_port, non_loopback_ipv4
 from vidtok.studies.results import read_trials
 
 pytestmark = pytest.mark.prefect
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # About 100 s on 2 cores (server start ~20 s, serve process, one real smoke trial in a flow-run subprocess): the

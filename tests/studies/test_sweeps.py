@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, copy_root
+from tests.helpers import REPO, copy_root, postgres_bin, postgres_server
 from vidtok.audit import AuditResult, check_trials
 from vidtok.studies import sweeps
 from vidtok.studies.results import read_trials
@@ -287,10 +287,32 @@ sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=12, seeds=[0, 1], profi
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_parallel_workers_share_the_study_without_duplicates(root: Path, storage: str) -> None:
     """Two worker processes pop from one study, through the default journal file and through an RDB storage
-    (SQLite; PostgreSQL is the same RDBStorage code path): every (level, seed) runs exactly once."""
+    (SQLite here; PostgreSQL below): every (level, seed) runs exactly once."""
+    url = f"sqlite:///{root / 'optuna.sqlite3'}" if storage == "sqlite" else ""
+    _two_workers(root, url)
+    if storage == "sqlite":
+        assert (root / "optuna.sqlite3").stat().st_size > 0 and not (
+            root / "experiments/sweep-fps/optuna.journal"
+        ).exists()
+
+
+@pytest.mark.postgres
+def test_parallel_workers_share_a_postgresql_study_without_duplicates(root: Path) -> None:
+    """The same promise on a real PostgreSQL server (the OS package, a throw-away cluster on loopback): the storage
+    Optuna recommends for parallel workers on several machines."""
+    if postgres_bin() is None:
+        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): `make system-deps` installs them")
+    with postgres_server() as url:
+        _two_workers(root, url)
+        storage = optuna.storages.RDBStorage(url)
+        trials = storage.get_all_trials(storage.get_study_id_from_name("sweep-fps"))
+        assert len(trials) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert not (root / "experiments/sweep-fps/optuna.journal").exists()
+
+
+def _two_workers(root: Path, url: str) -> None:
     script = root / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
-    url = f"sqlite:///{root / 'optuna.sqlite3'}" if storage == "sqlite" else ""
     cmd = [sys.executable, str(script), str(root), url]
     workers = [subprocess.Popen(cmd, cwd=REPO) for _ in range(2)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
@@ -298,7 +320,3 @@ def test_parallel_workers_share_the_study_without_duplicates(root: Path, storage
     done = points(df, "COMPLETE")
     assert len(done) == 12 and len(set(done)) == 12  # every (level, seed) exactly once
     assert (df["state"] == "COMPLETE").all()
-    if storage == "sqlite":
-        assert (root / "optuna.sqlite3").stat().st_size > 0 and not (
-            root / "experiments/sweep-fps/optuna.journal"
-        ).exists()

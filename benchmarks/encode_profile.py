@@ -1,0 +1,174 @@
+"""Where the encoder's time and memory go on a standard-definition file (issue 16, item 6).
+
+    python benchmarks/encode_profile.py                          # tiny_kl_causal_444 at 640x480, ~3 min on 2 cores
+    python benchmarks/encode_profile.py --preset vidtok_kl_causal_488_4chn --frames 17
+
+One chunk of `vidtok encode`'s stream: the first `--frames` frames of freecol's opening film (640x480, the SD file of
+file_encode.py), through the encoder in fp32 without gradients, the way `vidtok.model.streaming` runs its first
+causal chunk. Three passes after one warm-up call, each timed on its own:
+
+- per module: wall seconds of each of the encoder's top-level parts (forward hooks, `perf_counter`), its FLOPs
+  (torch.utils.flop_counter on the meta device, 2 per multiply-add), GFLOP/s, the size of its output activation,
+  and its share of the total;
+- per operator: torch.profiler's self CPU time of the ten most expensive ATen operators;
+- memory: resident-memory high-water mark (VmHWM) before and after the call, and the largest activations.
+
+The matmul ceiling is measured in the same run (tokenizer_speed.matmul_gflops). One JSON line, also appended to
+benchmarks/results/encode_profile.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tokenizer_speed import matmul_gflops, peak_rss_mb, reset_peak_rss  # noqa: E402
+
+from vidtok import VidTok  # noqa: E402
+from vidtok.data.video import read_frames  # noqa: E402
+from vidtok.model.config import get_preset  # noqa: E402
+
+SD_FILE = ROOT / "data" / "freecol" / "freecol-opening.video.ogg"
+
+
+def sd_frames(frames: int) -> torch.Tensor:
+    """(1, 3, T, H, W) in [-1, 1]: the first `frames` frames of the SD file at their own size."""
+    video = torch.from_numpy(read_frames(str(SD_FILE), list(range(frames))))  # (T, H, W, 3) uint8
+    return video.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1.0)
+
+
+def top_level_parts(model: VidTok) -> dict[str, torch.nn.Module]:
+    """The encoder's parts in the order they run, one level deep (conv_in, down.0, ..., mid, norm_out, conv_out)."""
+    parts: dict[str, torch.nn.Module] = {}
+    for name, module in model.encoder.named_children():
+        if isinstance(module, torch.nn.ModuleList):
+            parts.update({f"{name}.{i}": m for i, m in enumerate(module)})
+        else:
+            parts[name] = module
+    return parts
+
+
+def time_parts(model: VidTok, video: torch.Tensor) -> tuple[dict[str, float], dict[str, float], float]:
+    """(seconds per part, output MB per part, total seconds) of one encoder call."""
+    seconds: dict[str, float] = defaultdict(float)
+    out_mb: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    handles = []
+    for name, module in top_level_parts(model).items():
+
+        def before(_module, _args, name=name):
+            starts[name] = time.perf_counter()
+
+        def after(_module, _args, output, name=name):
+            seconds[name] += time.perf_counter() - starts[name]
+            if isinstance(output, torch.Tensor):
+                out_mb[name] = max(out_mb.get(name, 0.0), output.numel() * output.element_size() / 2**20)
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.encoder(video)
+        total = time.perf_counter() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(seconds), out_mb, total
+
+
+def flops_per_part(preset: str, shape: tuple[int, ...]) -> dict[str, float]:
+    """GFLOP of each top-level encoder part for an input of `shape`, counted on the meta device."""
+    with torch.device("meta"):
+        model = VidTok(get_preset(preset), preset).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model.encoder(torch.empty(shape))
+    totals = counter.get_flop_counts()
+    result = {}
+    for name in top_level_parts(model):
+        key = f"VidTok.encoder.{name}"  # FlopCounterMode names modules by their path under the root class
+        result[name] = sum(totals.get(key, {}).values()) / 1e9
+    result["(total)"] = sum(totals.get("Global", {}).values()) / 1e9
+    return result
+
+
+def top_operators(model: VidTok, video: torch.Tensor, count: int = 10) -> list[dict]:
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.encoder(video)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        {
+            "op": e.key,
+            "calls": e.count,
+            "self_s": round(e.self_cpu_time_total / 1e6, 3),
+            "share": round(e.self_cpu_time_total / total, 3),
+        }
+        for e in events[:count]
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny_kl_causal_444")
+    parser.add_argument("--frames", type=int, default=17, help="frames in the chunk (1 + 16: the first causal chunk)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ceiling = matmul_gflops(args.threads)
+    model = VidTok(get_preset(args.preset), args.preset).eval()
+    video = sd_frames(args.frames)
+    video = video[..., : video.shape[-2] // 8 * 8, : video.shape[-1] // 8 * 8]  # a multiple of every spatial factor
+    input_mb = video.numel() * 4 / 2**20
+    reset_peak_rss()
+    rss_before = peak_rss_mb()
+    time_parts(model, video)  # warm-up: oneDNN primitive creation, allocator growth
+    rss_after_warmup = peak_rss_mb()
+    seconds, out_mb, total = time_parts(model, video)
+    flops = flops_per_part(args.preset, tuple(video.shape))
+    parts = [
+        {
+            "part": name,
+            "seconds": round(s, 3),
+            "share": round(s / total, 3),
+            "gflop": round(flops.get(name, 0.0), 2),
+            "gflop_per_s": round(flops.get(name, 0.0) / s, 1) if s > 0 else None,
+            "output_mb": round(out_mb.get(name, 0.0), 1),
+        }
+        for name, s in seconds.items()
+    ]
+    row = {
+        "preset": args.preset,
+        "input": f"{SD_FILE.relative_to(ROOT)}: {args.frames}x{video.shape[-2]}x{video.shape[-1]}",
+        "input_mb": round(input_mb, 1),
+        "encoder_s": round(total, 3),
+        "encoder_gflop": round(flops["(total)"], 2),
+        "gflop_per_s": round(flops["(total)"] / total, 1),
+        "matmul_ceiling_gflop_per_s": round(ceiling, 1),
+        "fraction_of_ceiling": round(flops["(total)"] / total / ceiling, 3),
+        "rss_before_mb": round(rss_before),
+        "peak_rss_mb": round(rss_after_warmup),
+        "parts": parts,
+        "top_operators": top_operators(model, video),
+        "threads": args.threads,
+    }
+    print(json.dumps(row, indent=1))
+    with open(ROOT / "benchmarks" / "results" / "encode_profile.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
