@@ -92,7 +92,8 @@ def mark_best(stats: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.DataFrame:
-    """The per-setting table as shown and downloaded: mean, std and n per metric, the best setting marked."""
+    """The per-setting table as shown and downloaded: mean, std and n per metric (4 decimals: a std of identical
+    values is float noise such as 4e-15, shown as 0), the best setting marked."""
     cols: dict[str, Any] = {label(factor): stats["level"]}
     if stats["regularizer"].notna().any():
         cols["regularizer"] = stats["regularizer"]
@@ -100,8 +101,8 @@ def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.Da
         cols["value"] = stats["level_value"]
     cols["seeds (n)"] = stats["n"]
     for m in metrics:
-        cols[f"{m} mean"] = stats[f"{m}_mean"]
-        cols[f"{m} std"] = stats[f"{m}_std"]
+        cols[f"{m} mean"] = stats[f"{m}_mean"].round(4)
+        cols[f"{m} std"] = stats[f"{m}_std"].round(4)
     if "best" in stats.columns:
         cols["best"] = stats["best"].map({True: "best", False: ""})
     return pd.DataFrame(cols)

@@ -148,7 +148,17 @@ def study_page(name: str) -> None:
         colour=stats["regularizer"].nunique() > 1,
         trivial=trivial,
     )
-    st.altair_chart(chart, width="stretch")
+    reported = paper.points(factor) if numeric else pd.DataFrame()
+    if len(reported):
+        ours, theirs = st.columns([3, 1])
+        ours.altair_chart(chart, width="stretch")
+        theirs.altair_chart(ui.paper_chart(reported, factor, log=factor == "fps"), width="stretch")
+        theirs.caption(
+            f"The paper's PSNR at these {A.label(factor).split(' (')[0]} levels ({paper.CITATION}; {paper.PROTOCOL}): "
+            "its own scale, so compare the ordering, not the values."
+        )
+    else:
+        st.altair_chart(chart, width="stretch")
     note = "; dashed grey: the trivial codec (downsample + linear upsample at the same compression)" if trivial else ""
     st.caption(
         "Points: mean over seeds; bars: mean ± one sample standard deviation; faint dots: single seeds; "

@@ -138,6 +138,21 @@ def quality_chart(
     return alt.layer(*layers).properties(height=360)
 
 
+def paper_chart(points: pd.DataFrame, factor: str, *, log: bool = False) -> alt.LayerChart:
+    """The paper's reported PSNR at the same levels (vidtok.studies.paper.points), drawn apart from ours: its scale
+    (256 px, 157M parameters, MCL-JCV) puts it ~15 dB above, so orderings compare, values do not."""
+    values = sorted(points["level_value"].unique().tolist())
+    scale = alt.Scale(type="log", base=2) if log else alt.Scale(zero=False, nice=False, padding=12)
+    x = alt.X("level_value:Q", title=label(factor), scale=scale, axis=alt.Axis(values=values))
+    y = alt.Y("psnr:Q", title="the paper's PSNR (dB)", scale=alt.Scale(zero=False))
+    colour = alt.Color("quantizer:N", scale=alt.Scale(scheme=SCHEME), legend=alt.Legend(orient="bottom"))
+    tooltip = ["label:N", alt.Tooltip("psnr:Q", format=".2f")]
+    base = alt.Chart(points)
+    marks = base.mark_point(shape="square", size=70, filled=True).encode(x=x, y=y, color=colour, tooltip=tooltip)
+    lines = base.mark_line(strokeDash=[2, 2]).encode(x=x, y=y, color=colour)
+    return alt.layer(lines, marks).properties(height=360, title="The paper (reported, not measured here)")
+
+
 def scatter_chart(stats: pd.DataFrame, x_metric: str, y_metric: str, name_field: str = "level") -> alt.LayerChart:
     """Setting means of two metrics against each other, with -+ std bars both ways and labels; best in red."""
     base = alt.Chart(stats)

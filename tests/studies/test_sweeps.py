@@ -199,6 +199,31 @@ def test_evaluation_without_psnr_is_a_failed_trial(root: Path) -> None:
     assert df.loc[0, "state"] == "FAIL" and "no finite psnr" in df.loc[0, "error"]
 
 
+def test_an_interrupted_trial_is_retried_in_its_folder_on_the_next_run(root: Path) -> None:
+    """Ctrl-C (or SIGTERM at the end of a session) fails the running trial as "interrupted"; the next run retries
+    that point without retry_failed, resuming in the interrupted trial's folder."""
+
+    def interrupted(folder, **kw):
+        (Path(folder) / "stage1").mkdir(parents=True)
+        (Path(folder) / "stage1" / "checkpoint-marker").write_text("resume me")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=interrupted, **FAKE)
+    failing = Fake(fail={"train.fps=2": ValueError("bad config")})
+    result = sweeps.run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=failing, **FAKE)
+    df = read_trials(result.folder)
+    assert (df.loc[0, "level"], df.loc[0, "state"], df.loc[0, "error"]) == ("1 fps", "FAIL", "interrupted; its point is retried")
+    assert result.ran == [1, 2, 3, 4, 5, 6]  # the retried point joins the end of the queue
+    retry = df[df["trial"] == 6].iloc[0]
+    assert (retry["level"], retry["seed"], retry["state"]) == ("1 fps", 0, "COMPLETE")
+    assert (result.folder / retry["run_dir"] / "stage1/checkpoint-marker").read_text() == "resume me"
+    # A trial that failed on its own (2 fps) is not retried without retry_failed: nothing is left to run.
+    assert df.loc[df["level"] == "2 fps", "state"].tolist() == ["FAIL"]
+    again = sweeps.run_study("sweep-fps", root=root, n_trials=2, seeds=[0], run_fn=Fake(), **FAKE)
+    assert again.ran == []
+
+
 KILLED = """
 import sys, time
 from pathlib import Path

@@ -183,6 +183,10 @@ def _clips(config: DataConfig, fps: float, split: str, resolution: int) -> tuple
 # ------------------------------------------------------------------------------------------------ score
 
 
+# Measured for the summary and per_video.csv, not metrics of their own in metrics.json.
+DIAGNOSTIC_PARTS = ("trivial_psnr", "trivial_ssim", "offset_free_psnr")
+
+
 @dataclass
 class Scores:
     """What `score` measured, batch by batch, before pooling."""
@@ -192,6 +196,7 @@ class Scores:
     clips_per_video: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     frame_rows: list[tuple[str, int, int, float, float]] = field(default_factory=list)  # video, clip, frame, psnr, ssim
     videos: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))  # original | reconstruction
+    colour_shifts: list[list[float]] = field(default_factory=list)  # per clip: mean R, G, B of recon - original
     code_counts: Tensor | None = None
     seconds: float = 0.0
 
@@ -220,11 +225,14 @@ def score(ev: Evaluation, *, progress: bool = True) -> Scores:
             recon, encoded = model(x.to(device))
             ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
             triv = M.to_unit(M.trivial_codec(x, cfg))
+            # Each clip's colour offset: the reconstruction's mean minus the original's, per channel (a cast).
+            shift = (rec - ref).mean(dim=(2, 3, 4), keepdim=True)
             results = {
                 "psnr": M.psnr(ref, rec, fps=fps),
                 "ssim": M.ssim(ref, rec, fps=fps),
                 "trivial_psnr": M.psnr(ref, triv, fps=fps),
                 "trivial_ssim": M.ssim(ref, triv, fps=fps),
+                "offset_free_psnr": M.psnr(ref, (rec - shift).clamp(0, 1), fps=fps),
             }
             if ev.lpips is not None:
                 results["lpips"] = ev.lpips(ref, rec, fps=fps)
@@ -238,6 +246,11 @@ def score(ev: Evaluation, *, progress: bool = True) -> Scores:
                 out.parts[name].append(result)
                 for i, r in enumerate(rows):
                     out.by_video[str(ev.dataset.paths[r])][name].append(result.per_clip[i])  # type: ignore[index]
+            for i, r in enumerate(rows):
+                levels = shift[i].flatten().mul(255).tolist()
+                out.colour_shifts.append(levels)
+                for channel, value in zip("rgb", levels):
+                    out.by_video[str(ev.dataset.paths[r])][f"colour_shift_{channel}"].append(value)
             t = x.shape[2]
             psnr_frames, ssim_frames = results["psnr"].per_frame, results["ssim"].per_frame
             for i, r in enumerate(rows):
@@ -290,11 +303,23 @@ def _baseline_description(cfg: ModelConfig) -> str:
     )
 
 
+def _colour_summary(scores: Scores, pooled: dict[str, M.MetricResult]) -> dict[str, Any]:
+    """How far the reconstructions' colours are off: the mean per-clip shift of R, G, B in 8-bit levels (a cast shows
+    as one channel up and the others down), the mean size of a clip's shift, and the PSNR that removing each clip's
+    shift would add (what the wrong colours cost)."""
+    shifts = np.asarray(scores.colour_shifts, dtype=np.float64).reshape(-1, 3)
+    return {
+        "colour_shift_rgb": [float(v) for v in shifts.mean(axis=0)],
+        "colour_shift_abs": float(np.abs(shifts).mean()),
+        "colour_offset_cost_db": pooled["offset_free_psnr"].value - pooled["psnr"].value,
+    }
+
+
 def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
     """The metrics.json record: summary, every metric with its protocol, the trivial codec, what was unavailable."""
     cfg, opts = ev.model.config, ev.options
     pooled = {name: _pool(p) for name, p in scores.parts.items()}
-    metrics: dict[str, Any] = {name: _record(pooled[name]) for name in pooled if not name.startswith("trivial_")}
+    metrics: dict[str, Any] = {name: _record(pooled[name]) for name in pooled if name not in DIAGNOSTIC_PARTS}
     if ev.fvd is not None:
         metrics["fvd"] = _record(ev.fvd.compute(fps=ev.fps))
     if cfg.num_codes and scores.code_counts is not None:
@@ -312,6 +337,7 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
         "psnr_gain_over_trivial_db": gain,
         "beats_trivial_codec": bool(gain > 0),
         "num_clips": ev.num_clips,
+        **_colour_summary(scores, pooled),
     }
     for name in ("lpips", "vmaf", "fvd", "codebook_utilisation", "codebook_perplexity"):
         if name in metrics and "value" in metrics[name]:
@@ -405,7 +431,9 @@ def _per_frame_csv(rows: list[tuple[str, int, int, float, float]]) -> str:
 
 
 def _per_video_csv(scores: Scores, clip_frames: int, sources: dict[str, str]) -> str:
-    names = sorted({name for values in scores.by_video.values() for name in values})
+    measured = {name for values in scores.by_video.values() for name in values}
+    colour = [n for n in ("offset_free_psnr", "colour_shift_r", "colour_shift_g", "colour_shift_b") if n in measured]
+    names = sorted(measured - set(colour)) + colour  # the metrics, then the colour diagnostics
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["video", "source", "clips", "frames", *names])

@@ -56,6 +56,13 @@ def report_markdown(eval_record: dict[str, Any], runs: Sequence[dict[str, Any]] 
         f"Trivial codec at the same compression: PSNR {_fmt(s.get('trivial_psnr'))} dB, SSIM "
         f"{_fmt(s.get('trivial_ssim'), 4)}. The tokenizer {verdict} (PSNR difference {_fmt(gain)} dB).",
     ]
+    if s.get("colour_shift_rgb") is not None:
+        r, g, b = s["colour_shift_rgb"]
+        lines.append(
+            f"Colours: mean shift R {r:+.1f}, G {g:+.1f}, B {b:+.1f} (8-bit levels, reconstruction minus original), "
+            f"{_fmt(s.get('colour_shift_abs'), 1)} levels per clip and channel on average; removing each clip's "
+            f"shift would add {_fmt(s.get('colour_offset_cost_db'))} dB PSNR."
+        )
     if runs:
         lines += ["", "| run | stage | status | steps | wall time (s) | seed | device | commit |"]
         lines += ["|---|---|---|---|---|---|---|---|"]

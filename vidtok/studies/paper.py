@@ -92,6 +92,25 @@ def paper_row(variant: str) -> tuple[str, dict] | None:
     return None
 
 
+def points(factor: str) -> pd.DataFrame:
+    """The paper's PSNR at levels of one of our studies' factors, for plotting beside ours: columns level_value,
+    label, quantizer, psnr. fps: Table 4's two-stage, encoder-fixed rows (3 and 8 fps); log2_codes: Table 3's rows
+    with the aux loss. Empty for factors the paper gives no such points for (its staging rows are not our levels)."""
+    columns = ["level_value", "label", "quantizer", "psnr"]
+    if factor == "fps":
+        rows = TABLE4[(TABLE4["stage 2"] != "-") & (TABLE4["encoder fixed"] == "yes")]
+        return pd.DataFrame(
+            [(float(r.fps), f"{r.fps} fps", "kl", float(r.psnr)) for r in rows.itertuples()], columns=columns
+        )
+    if factor == "log2_codes":
+        rows = TABLE3[TABLE3["aux loss"] & TABLE3["psnr"].notna()]
+        return pd.DataFrame(
+            [(float(r.log2_codes), r.regularizer, r.quantizer, float(r.psnr)) for r in rows.itertuples()],
+            columns=columns,
+        )
+    return pd.DataFrame(columns=columns)
+
+
 if __name__ == "__main__":
     for title, table in (("Table 2", TABLE2), ("Table 3", TABLE3), ("Table 4", TABLE4)):
         print(f"{CITATION} {title} (the paper's numbers)\n{table.to_string(index=False)}\n")

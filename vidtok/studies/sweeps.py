@@ -23,8 +23,9 @@ How a study runs (`run_study`), and why:
 - A trial that raises is told FAIL with its error as one line and the study goes on. A RUNNING trial whose
   process died (same host and its pid gone, or no heartbeat for `stale_after_s`) is failed as stale on the next
   run and its point enqueued again; the new trial takes over the dead trial's run folder, so training resumes
-  from its last checkpoint. Other failed points are retried only with `retry_failed=True` (a config error would
-  just fail again).
+  from its last checkpoint. A trial stopped from outside (Ctrl-C, SIGTERM at the end of a session, a cancelled
+  flow run: error "interrupted") is retried the same way. Other failed points are retried only with
+  `retry_failed=True` (a config error would just fail again).
 - After every trial the whole trials table is rebuilt from the storage (so parallel workers agree) and written
   atomically with the summary (vidtok.studies.results layout: study.json, trials.parquet, summary.json, summary.md,
   runs/trial_<n>/).
@@ -91,7 +92,9 @@ __all__ = [
 
 JOURNAL_NAME = "optuna.journal"
 LOCK_NAME = ".sweep.lock"
-DEFAULT_SEEDS = (0, 1)
+SCHEMA_RACE_RETRIES = 5
+INTERRUPTED = "interrupted"  # the error of a trial stopped from outside (not its own failure): retried on rerun
+DEFAULT_SEEDS = (0, 1, 2)  # three: the fewest that give a sample spread with a usable 95% interval
 SEED_HIGH = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -132,11 +135,18 @@ def open_storage(storage: str | None, study_dir: str | os.PathLike[str]) -> tupl
     kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        return RDBStorage(storage, **kwargs), shown
-    except Exception as err:  # driver missing, host unreachable: one line naming the storage
-        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"storage {shown}: cannot open it ({type(err).__name__}: {line})") from None
+    # Workers that start together on an empty database race to create Optuna's tables; the loser's CREATE fails
+    # with a duplicate-key or already-exists error (seen on PostgreSQL), and opening again finds them made.
+    race = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
+    for attempt in range(SCHEMA_RACE_RETRIES):
+        try:
+            return RDBStorage(storage, **kwargs), shown
+        except race:
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # driver missing, host unreachable: one line naming the storage
+            line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"storage {shown}: cannot open it ({type(err).__name__}: {line})") from None
+    raise ValueError(f"storage {shown}: cannot create Optuna's tables ({SCHEMA_RACE_RETRIES} tries; another process?)")
 
 
 @contextlib.contextmanager
@@ -362,6 +372,8 @@ def _error(t: FrozenTrial, stale: Mapping[int, str | None]) -> str | None:
     if t.state != TrialState.FAIL:
         return None
     if t.number in stale:
+        if stale[t.number] == INTERRUPTED:
+            return f"{INTERRUPTED}; its point is retried"
         return f"stale: {stale[t.number]} (killed?); its point is retried"
     return t.user_attrs.get("error")
 
@@ -441,7 +453,8 @@ def _enqueue_open_points(
     stale: Mapping[int, str],
 ) -> int:
     """Enqueue every requested (level, seed) point that no live, finished or (unless retry_failed) failed trial
-    holds. Points of `stale` trials (just failed by `fail_stale_trials`) are always retried."""
+    holds. Points of `stale` trials (just failed by `fail_stale_trials`) and of interrupted ones are always retried,
+    in the dead trial's folder."""
     held: dict[tuple[str, int], set[str]] = {}
     stale_point: dict[tuple[str, int], int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -449,9 +462,10 @@ def _enqueue_open_points(
         if p is None or t.user_attrs.get("skipped"):
             continue
         kind = t.state.name
-        if t.state == TrialState.FAIL and (t.number in stale or retry_failed):
+        interrupted = t.state == TrialState.FAIL and t.user_attrs.get("error") == INTERRUPTED
+        if t.state == TrialState.FAIL and (t.number in stale or interrupted or retry_failed):
             kind = "RETRY"
-            if t.number in stale:
+            if t.number in stale or interrupted:
                 stale_point[p] = t.number
         held.setdefault(p, set()).add(kind)
     count = 0
@@ -462,7 +476,7 @@ def _enqueue_open_points(
         attrs = {"level": level.label, "seed": seed, "level_value": level.value, "regularizer": level.regularizer}
         dead = stale_point.get((level.label, seed))
         if dead is not None:
-            attrs |= {"retry_of": dead, "retry_reason": stale[dead]}
+            attrs |= {"retry_of": dead, "retry_reason": stale.get(dead, INTERRUPTED)}
         study.enqueue_trial({"level": level.label, "seed": seed}, user_attrs={**attrs, "params": params})
         count += 1
     return count
@@ -738,7 +752,7 @@ def _run_one(
                 trial.set_user_attr("error", f"stopped: {heartbeat.lost}")
                 study.tell(trial, state=TrialState.FAIL)
             raise HeartbeatLost(f"{study_name}: trial {trial.number} stopped: {heartbeat.lost}") from None
-        trial.set_user_attr("error", "interrupted")
+        trial.set_user_attr("error", INTERRUPTED)
         study.tell(trial, state=TrialState.FAIL)
         raise
     study.tell(trial, value)
