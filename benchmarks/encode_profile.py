@@ -5,11 +5,11 @@
 
 One chunk of `vidtok encode`'s stream: the first `--frames` frames of freecol's opening film (640x480, the SD file of
 file_encode.py), through the encoder in fp32 without gradients, the way `vidtok.model.streaming` runs its first
-causal chunk. Three passes after one warm-up call, each timed on its own:
+causal chunk. After one warm-up call: the encoder's time (median of three plain calls), then one pass per view:
 
-- per module: wall seconds of each of the encoder's top-level parts (forward hooks, `perf_counter`), its FLOPs
-  (torch.utils.flop_counter on the meta device, 2 per multiply-add), GFLOP/s, the size of its output activation,
-  and its share of the total;
+- per part: wall seconds of each block the encoder calls (forward hooks, `perf_counter`; share of that hooked
+  call), its FLOPs (torch.utils.flop_counter on the meta device, 2 per multiply-add; attention included), GFLOP/s
+  and the size of its output activation;
 - per operator: torch.profiler's self CPU time of the ten most expensive ATen operators;
 - memory: resident-memory high-water mark (VmHWM) before and after the call, and the largest activations.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -49,24 +50,16 @@ def sd_frames(frames: int) -> torch.Tensor:
     return video.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1.0)
 
 
-def top_level_parts(model: VidTok) -> dict[str, torch.nn.Module]:
-    """The encoder's parts in the order they run, one level deep (conv_in, down.0, ..., mid, norm_out, conv_out)."""
-    parts: dict[str, torch.nn.Module] = {}
-    for name, module in model.encoder.named_children():
-        if isinstance(module, torch.nn.ModuleList):
-            parts.update({f"{name}.{i}": m for i, m in enumerate(module)})
-        else:
-            parts[name] = module
-    return parts
-
-
 def time_parts(model: VidTok, video: torch.Tensor) -> tuple[dict[str, float], dict[str, float], float]:
-    """(seconds per part, output MB per part, total seconds) of one encoder call."""
+    """(seconds per part, output MB per part, total seconds) of one encoder call. The parts are the outermost
+    modules the encoder calls (its levels are containers whose blocks it calls one by one), in the order they run."""
     seconds: dict[str, float] = defaultdict(float)
     out_mb: dict[str, float] = {}
     starts: dict[str, float] = {}
     handles = []
-    for name, module in top_level_parts(model).items():
+    for name, module in model.encoder.named_modules():
+        if not name:
+            continue
 
         def before(_module, _args, name=name):
             starts[name] = time.perf_counter()
@@ -85,20 +78,25 @@ def time_parts(model: VidTok, video: torch.Tensor) -> tuple[dict[str, float], di
     finally:
         for handle in handles:
             handle.remove()
-    return dict(seconds), out_mb, total
+    outermost = [n for n in seconds if not any(n.startswith(other + ".") for other in seconds if other != n)]
+    return {n: seconds[n] for n in outermost}, out_mb, total
 
 
-def flops_per_part(preset: str, shape: tuple[int, ...]) -> dict[str, float]:
-    """GFLOP of each top-level encoder part for an input of `shape`, counted on the meta device."""
+def plain_call_seconds(model: VidTok, video: torch.Tensor) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.encoder(video)
+    return time.perf_counter() - start
+
+
+def flops_per_part(preset: str, shape: tuple[int, ...], parts: list[str]) -> dict[str, float]:
+    """GFLOP of each encoder part for an input of `shape`, counted on the meta device."""
     with torch.device("meta"):
         model = VidTok(get_preset(preset), preset).eval()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model.encoder(torch.empty(shape))
-    totals = counter.get_flop_counts()
-    result = {}
-    for name in top_level_parts(model):
-        key = f"VidTok.encoder.{name}"  # FlopCounterMode names modules by their path under the root class
-        result[name] = sum(totals.get(key, {}).values()) / 1e9
+    totals = counter.get_flop_counts()  # keyed by module path under the root's class name
+    result = {name: sum(totals.get(f"Encoder.{name}", {}).values()) / 1e9 for name in parts}
     result["(total)"] = sum(totals.get("Global", {}).values()) / 1e9
     return result
 
@@ -136,13 +134,14 @@ def main() -> int:
     rss_before = peak_rss_mb()
     time_parts(model, video)  # warm-up: oneDNN primitive creation, allocator growth
     rss_after_warmup = peak_rss_mb()
-    seconds, out_mb, total = time_parts(model, video)
-    flops = flops_per_part(args.preset, tuple(video.shape))
+    seconds, out_mb, hooked_total = time_parts(model, video)
+    total = statistics.median(plain_call_seconds(model, video) for _ in range(3))  # without hooks
+    flops = flops_per_part(args.preset, tuple(video.shape), list(seconds))
     parts = [
         {
             "part": name,
             "seconds": round(s, 3),
-            "share": round(s / total, 3),
+            "share": round(s / hooked_total, 3),
             "gflop": round(flops.get(name, 0.0), 2),
             "gflop_per_s": round(flops.get(name, 0.0) / s, 1) if s > 0 else None,
             "output_mb": round(out_mb.get(name, 0.0), 1),
