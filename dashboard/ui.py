@@ -145,12 +145,13 @@ def paper_chart(points: pd.DataFrame, factor: str, *, log: bool = False) -> alt.
     scale = alt.Scale(type="log", base=2) if log else alt.Scale(zero=False, nice=False, padding=12)
     x = alt.X("level_value:Q", title=label(factor), scale=scale, axis=alt.Axis(values=values))
     y = alt.Y("psnr:Q", title="the paper's PSNR (dB)", scale=alt.Scale(zero=False))
-    colour = alt.Color("quantizer:N", scale=alt.Scale(scheme=SCHEME), legend=alt.Legend(orient="bottom"))
+    legend = alt.Legend(orient="bottom") if points["quantizer"].nunique() > 1 else None
+    colour = alt.Color("quantizer:N", scale=alt.Scale(scheme=SCHEME), legend=legend)
     tooltip = ["label:N", alt.Tooltip("psnr:Q", format=".2f")]
     base = alt.Chart(points)
     marks = base.mark_point(shape="square", size=70, filled=True).encode(x=x, y=y, color=colour, tooltip=tooltip)
     lines = base.mark_line(strokeDash=[2, 2]).encode(x=x, y=y, color=colour)
-    return alt.layer(lines, marks).properties(height=360, title="The paper (reported, not measured here)")
+    return alt.layer(lines, marks).properties(height=360, title="The paper (reported)")
 
 
 def scatter_chart(stats: pd.DataFrame, x_metric: str, y_metric: str, name_field: str = "level") -> alt.LayerChart:

@@ -213,7 +213,8 @@ def test_an_interrupted_trial_is_retried_in_its_folder_on_the_next_run(root: Pat
     failing = Fake(fail={"train.fps=2": ValueError("bad config")})
     result = sweeps.run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=failing, **FAKE)
     df = read_trials(result.folder)
-    assert (df.loc[0, "level"], df.loc[0, "state"], df.loc[0, "error"]) == ("1 fps", "FAIL", "interrupted; its point is retried")
+    first = (df.loc[0, "level"], df.loc[0, "state"], df.loc[0, "error"])
+    assert first == ("1 fps", "FAIL", "interrupted; its point is retried")
     assert result.ran == [1, 2, 3, 4, 5, 6]  # the retried point joins the end of the queue
     retry = df[df["trial"] == 6].iloc[0]
     assert (retry["level"], retry["seed"], retry["state"]) == ("1 fps", 0, "COMPLETE")

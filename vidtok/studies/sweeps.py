@@ -780,6 +780,8 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
     values = {column: summary.get(key) for column, key in names.items()}
     values |= {f"test_{name}": test.get(name) for name in ("psnr", "ssim", "trivial_psnr")}
     values["train_tflops"] = (result.extra or {}).get("train_tflops")
+    if why := (result.extra or {}).get("train_tflops_unknown"):
+        trial.set_user_attr("train_tflops_unknown", str(why))
     for column, value in values.items():
         if isinstance(value, int | float) and math.isfinite(value):
             trial.set_user_attr(column, float(value))
