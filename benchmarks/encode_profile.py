@@ -20,7 +20,6 @@ benchmarks/results/encode_profile.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tokenizer_speed import matmul_gflops, peak_rss_mb, reset_peak_rss  # noqa: E402
+from tokenizer_speed import emit, matmul_gflops, peak_rss_mb, reset_peak_rss  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
 from vidtok.data.video import read_frames  # noqa: E402
@@ -163,9 +162,7 @@ def main() -> int:
         "top_operators": top_operators(model, video),
         "threads": args.threads,
     }
-    print(json.dumps(row, indent=1))
-    with open(ROOT / "benchmarks" / "results" / "encode_profile.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    emit(row, ROOT / "benchmarks" / "results" / "encode_profile.jsonl")
     return 0
 
 

@@ -16,7 +16,6 @@ JSON line, also appended to benchmarks/results/train_profile.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,9 @@ from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tokenizer_speed import emit  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
 from vidtok.train.flops import iteration_flops  # noqa: E402
@@ -127,9 +129,7 @@ def main() -> int:
                 step()
         row[name] = {"seconds_per_step": round(seconds, 3), **summarise(prof, args.steps, args.top)}
     row["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(json.dumps(row, indent=1))
-    with open(ROOT / "benchmarks" / "results" / "train_profile.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    emit(row, ROOT / "benchmarks" / "results" / "train_profile.jsonl")
     return 0
 
 
