@@ -85,10 +85,10 @@ NORMAL = {
 
 EMPTY = {
     "overview": ["No pipeline run yet", "`make run`", "`dvc repro`", "No evaluation yet"],
-    "frame_rate": ["No study yet", "prefect deployment run sweep-fps/sweep-fps --param n_trials=2 --param profile=cpu",
+    "frame_rate": ["No study yet", "prefect deployment run sweep-fps/sweep-fps --param n_trials=18 --param profile=study",
                    "make prefect-up"],
-    "codebook": ["No study yet", "prefect deployment run sweep-codebook/sweep-codebook --param n_trials=2"],
-    "staging": ["No study yet", "prefect deployment run sweep-staging/sweep-staging --param n_trials=2"],
+    "codebook": ["No study yet", "prefect deployment run sweep-codebook/sweep-codebook --param n_trials=36"],
+    "staging": ["No study yet", "prefect deployment run sweep-staging/sweep-staging --param n_trials=15"],
     "ablations": ["No study yet", "prefect deployment run ablations/ablations", "Reported by VidTok"],
     "reconstructions": ["No evaluation yet", "vidtok evaluate --checkpoint outputs/train/stage2"],
     "audit": ["No audit yet", "`vidtok audit`", "Two runs are needed to compare; found 0"],

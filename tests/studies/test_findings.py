@@ -9,7 +9,9 @@ import json
 
 from tests.helpers import trial_table
 from vidtok.cli import main
-from vidtok.studies.results import write_trials
+from vidtok.studies.findings import coverage
+from vidtok.studies.results import summarize, write_trials
+from vidtok.studies.specs import get_study
 
 
 def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
@@ -29,6 +31,7 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     fps = text.split("\n## Frame rate")[1].split("\n## ")[0]
     assert "Best on val: **8 fps**; on test it is +1.00 dB against 3 fps over 3 seed pairs" in fps
     assert "Below the trivial codec on test: 1 fps." in fps
+    assert "**Partial study**: not run yet: 4 fps, 30 fps." in fps  # the levels with no trial are named
     assert "| 2 fps | 3 | -0.50 |" in fps  # the paired difference, shown with its CI and p
     assert "The paper's numbers" in fps and "not measured here" in fps
     assert "stage1 80 steps at 64 px, batch 2, lr 0.001, 17-frame clips; stage2 20 steps at 64 px" in fps
@@ -37,3 +40,12 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     for other in ("## Codebook size", "## Staging schedule", "## Ablations"):
         section = text.split("\n" + other)[1].split("\n## ")[0]
         assert "Not run yet. Run it with `prefect deployment run" in section
+
+
+def test_a_partial_study_names_its_missing_levels_and_short_seed_counts() -> None:
+    spec = get_study("sweep-fps")
+    rows = [(f, s, "COMPLETE", 20.0 + s) for f in (1, 2, 3, 4, 8) for s in range(3)]
+    full = summarize(trial_table(rows + [(30, s, "COMPLETE", 21.0) for s in range(3)], label="{:g} fps"))
+    assert coverage(spec, full) == ""  # every level at every seed: nothing to say
+    partial = summarize(trial_table(rows[:-1], label="{:g} fps"), "psnr", "3 fps")  # 8 fps lost seed 2
+    assert coverage(spec, partial) == "**Partial study**: not run yet: 30 fps; fewer than 3 seeds: 8 fps (2)."

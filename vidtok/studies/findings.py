@@ -22,9 +22,9 @@ import pandas as pd
 from vidtok._files import atomic_write
 from vidtok.studies import paper
 from vidtok.studies.results import StudyFileError, read_trials, summarize, summary_markdown
-from vidtok.studies.specs import STUDIES, StudySpec
+from vidtok.studies.specs import DEFAULT_SEEDS, STUDIES, StudySpec
 
-__all__ = ["findings_markdown", "plot_svg", "write_findings"]
+__all__ = ["answer", "coverage", "findings_markdown", "plot_svg", "write_findings"]
 
 FINDINGS_NAME = "FINDINGS.md"
 PLOT_NAME = "plot.svg"
@@ -121,6 +121,20 @@ def answer(spec: StudySpec, summary: dict[str, Any]) -> str:
     return text
 
 
+def coverage(spec: StudySpec, summary: dict[str, Any], seeds: int = len(DEFAULT_SEEDS)) -> str:
+    """Which of the study's levels have no finished trial yet, and which fewer than `seeds`: a partial study says
+    so next to its answer ("" when every level has them all)."""
+    done = {r["level"]: int(r["n"]) for r in summary["levels"]}
+    missing = [lv.label for lv in spec.levels if done.get(lv.label, 0) == 0]
+    short = [f"{lv.label} ({done[lv.label]})" for lv in spec.levels if 0 < done.get(lv.label, 0) < seeds]
+    parts = []
+    if missing:
+        parts.append(f"not run yet: {', '.join(missing)}")
+    if short:
+        parts.append(f"fewer than {seeds} seeds: {', '.join(short)}")
+    return ("**Partial study**: " + "; ".join(parts) + ".") if parts else ""
+
+
 def _below_trivial(r: dict[str, Any]) -> bool:
     mine, trivial = r["test_psnr"]["mean"], r["test_trivial_psnr"]["mean"]
     return mine is not None and trivial is not None and mine < trivial
@@ -202,9 +216,10 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
             continue
         summary = summarize(df, spec.metric, spec.baseline)
         plots[spec.name] = plot_svg(summary, f"{spec.name}: test PSNR vs {spec.factor}")
+        lines += [f"**Answer at this scale.** {answer(spec, summary)}", ""]
+        if partial := coverage(spec, summary):
+            lines += [partial, ""]
         lines += [
-            f"**Answer at this scale.** {answer(spec, summary)}",
-            "",
             summary_markdown(summary, spec.name, spec.factor),
             f"![{spec.name}]({spec.name}/{PLOT_NAME})",
             "",

@@ -96,7 +96,7 @@ class TrialsSchema(pa.DataFrameModel):
     test_metrics_path: Series[str] = pa.Field(nullable=True)  # the test-split evaluation, beside the val one
     test_metrics_sha256: Series[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
     code_sha256: Series[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")  # the library it trained with
-    params_json: Series[str]  # the trial's full parameters (JSON)
+    params_json: Series[str]  # what the trial was asked (study, level, seed, profile, overrides...) as JSON
     error: Series[str] = pa.Field(nullable=True)  # one line, for failed trials
     started_at: Series[str] = pa.Field(nullable=True)
     ended_at: Series[str] = pa.Field(nullable=True)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from vidtok.studies.results import FACTORS, LOWER_IS_BETTER
 
-__all__ = ["FSQ_LEVELS", "STUDIES", "Level", "StudySpec", "get_study"]
+__all__ = ["DEFAULT_SEEDS", "FSQ_LEVELS", "STUDIES", "STUDY_EVAL_CLIPS", "Level", "StudySpec", "get_study"]
+
+DEFAULT_SEEDS = (0, 1, 2)  # three: the fewest that give a sample spread with a usable 95% interval
+STUDY_EVAL_CLIPS = 96  # val and test clips a committed trial is scored on (experiments/README.md)
 
 # FSQ level tuples per bits of codebook size: products are exact powers of two (8 = 2^3, 4 = 2^2), 8 levels per
 # channel where possible as in the released models (8^4 = 4,096, 8^5 = 32,768, 8^6 = 262,144 codes).
@@ -63,9 +66,21 @@ class StudySpec:
         if self.baseline is not None and self.baseline not in labels:
             raise ValueError(f"study {self.name}: baseline {self.baseline!r} is not one of its levels")
 
-    def deployment_command(self, profile: str = "cpu", n_trials: int = 2) -> str:
-        """The command that runs this study on a local Prefect server (flows/, `make prefect-up`)."""
-        return f"prefect deployment run {self.name}/{self.name} --param n_trials={n_trials} --param profile={profile}"
+    def deployment_command(
+        self,
+        profile: str | None = "study",
+        seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS,
+        eval_clips: int = STUDY_EVAL_CLIPS,
+        n_trials: int | None = None,
+    ) -> str:
+        """The command that runs this study on a local Prefect server (flows/, `make prefect-up`); by default the
+        whole grid (every level at every seed) as the committed results were run. profile None: params.yaml's."""
+        n = len(self.levels) * len(seeds) if n_trials is None else n_trials
+        chosen = "" if profile is None else f" --param profile={profile}"
+        return (
+            f"prefect deployment run {self.name}/{self.name} --param n_trials={n}{chosen} "
+            f"--param 'seeds={list(seeds)}' --param eval_clips={eval_clips}"
+        )
 
     @property
     def direction(self) -> str:

@@ -72,10 +72,11 @@ from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
 from vidtok.runs import code_sha256
 from vidtok.studies.results import COLUMNS, METRICS, STUDY_JSON, summary_markdown, write_summary, write_trials
-from vidtok.studies.specs import FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
+from vidtok.studies.specs import DEFAULT_SEEDS, FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 from vidtok.studies.trial import run_trial
 
 __all__ = [
+    "DEFAULT_SEEDS",
     "FSQ_LEVELS",
     "STUDIES",
     "Level",
@@ -94,7 +95,6 @@ JOURNAL_NAME = "optuna.journal"
 LOCK_NAME = ".sweep.lock"
 SCHEMA_RACE_RETRIES = 5
 INTERRUPTED = "interrupted"  # the error of a trial stopped from outside (not its own failure): retried on rerun
-DEFAULT_SEEDS = (0, 1, 2)  # three: the fewest that give a sample spread with a usable 95% interval
 SEED_HIGH = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -616,7 +616,7 @@ def run_study(
         "storage": shown if storage else f"journal:{JOURNAL_NAME}",
         "optuna_study": study_name,
         "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": spec.deployment_command(),
+        "command": spec.deployment_command(profile, seeds, eval_clips),  # the whole grid, as this study runs it
     }
     with _locked(study_dir):
         write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
