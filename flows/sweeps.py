@@ -7,8 +7,9 @@
 
 Every flow takes `n_trials` (trials this run adds), `profile` (params.yaml profile; default its `profile:`),
 `seeds`, `study_name` (Optuna study and folder under experiments/), `storage` (Optuna storage URL; default the
-journal file in the study folder) and `root` (the folder with params.yaml, data/ and experiments/; default the
-serving process's working directory). A flow prepares missing data first (sample videos, manifest, clip index at
+journal file in the study folder), `root` (the folder with params.yaml, data/ and experiments/; default the
+serving process's working directory) and `levels` (level labels, e.g. `'levels=["LFQ 2^8", "VQ 2^8"]'`: run only
+those; default every level). A flow prepares missing data first (sample videos, manifest, clip index at
 the frame rates the study needs), then runs the trials one Prefect task each, so the UI shows every trial with
 its logs; a failed trial is a failed task and a FAIL row, and the study goes on. The study summary (metric vs
 level, mean +- std over seeds) is published as a markdown and a table artifact.
@@ -145,12 +146,14 @@ def sweep_fps(
     study_name: str = "sweep-fps",
     storage: str | None = None,
     root: str = ".",
+    levels: list[str] | None = None,
     eval_clips: int = 0,
     retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Training frame rate 1, 2, 3, 4, 8, 30 fps (val clips always at data.val_fps): which rate is best?"""
     return run_sweep("sweep-fps", n_trials=n_trials, profile=profile, seeds=seeds, study_name=study_name,
-                     storage=storage, root=root, eval_clips=eval_clips, retry_failed=retry_failed)  # fmt: skip
+                     storage=storage, root=root, levels=levels, eval_clips=eval_clips,
+                     retry_failed=retry_failed)  # fmt: skip
 
 
 @flow(name="sweep-codebook", log_prints=True)
@@ -161,18 +164,22 @@ def sweep_codebook(
     study_name: str = "sweep-codebook",
     storage: str | None = None,
     root: str = ".",
+    levels: list[str] | None = None,
     quantizers: list[str] | None = None,
     eval_clips: int = 0,
     retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Codebook size 2^8 ... 2^18 for FSQ, LFQ and VQ (`quantizers` picks some): quality and code use vs size."""
     spec = sweeps.get_study("sweep-codebook")
-    chosen = None
+    chosen = levels or None
     if quantizers:
         unknown = sorted(set(quantizers) - {"fsq", "lfq", "vq"})
         if unknown:
             raise ValueError(f"quantizers must be among fsq, lfq, vq; got {', '.join(unknown)}")
-        chosen = [lv.label for lv in spec.levels if lv.regularizer in quantizers]
+        among = [spec.level(label) for label in levels] if levels else spec.levels
+        chosen = [lv.label for lv in among if lv.regularizer in quantizers]
+        if not chosen:
+            raise ValueError(f"none of the levels {levels} uses the quantizers {quantizers}")
     return run_sweep("sweep-codebook", n_trials=n_trials, profile=profile, seeds=seeds, study_name=study_name,
                      storage=storage, root=root, levels=chosen, eval_clips=eval_clips,
                      retry_failed=retry_failed)  # fmt: skip
@@ -186,13 +193,15 @@ def sweep_staging(
     study_name: str = "sweep-staging",
     storage: str | None = None,
     root: str = ".",
+    levels: list[str] | None = None,
     eval_clips: int = 0,
     retry_failed: bool = False,
 ) -> dict[str, Any]:
     """One stage at high resolution vs two stages split at 25/50/75 % of the step budget, decoder-only or whole
     model in stage 2; wall time and GPU hours next to quality."""
     return run_sweep("sweep-staging", n_trials=n_trials, profile=profile, seeds=seeds, study_name=study_name,
-                     storage=storage, root=root, eval_clips=eval_clips, retry_failed=retry_failed)  # fmt: skip
+                     storage=storage, root=root, levels=levels, eval_clips=eval_clips,
+                     retry_failed=retry_failed)  # fmt: skip
 
 
 @flow(name="ablations", log_prints=True)
@@ -203,13 +212,15 @@ def ablations(
     study_name: str = "ablations",
     storage: str | None = None,
     root: str = ".",
+    levels: list[str] | None = None,
     eval_clips: int = 0,
     retry_failed: bool = False,
 ) -> dict[str, Any]:
     """The paper's ablations: AlphaBlender vs plain temporal conv, fixed vs learnable alpha, fully 3D, and VQ vs
     LFQ vs FSQ at 262,144 codes."""
     return run_sweep("ablations", n_trials=n_trials, profile=profile, seeds=seeds, study_name=study_name,
-                     storage=storage, root=root, eval_clips=eval_clips, retry_failed=retry_failed)  # fmt: skip
+                     storage=storage, root=root, levels=levels, eval_clips=eval_clips,
+                     retry_failed=retry_failed)  # fmt: skip
 
 
 SWEEPS = (sweep_fps, sweep_codebook, sweep_staging, ablations)

@@ -120,10 +120,14 @@ def _artifact_text(key: str) -> str:
 
 
 def test_sweep_flow_rejects_bad_parameters_in_one_line(prefect_harness, tmp_path) -> None:
-    from flows.sweeps import sweep_fps
+    from flows.sweeps import sweep_codebook, sweep_fps
 
     state = sweep_fps(n_trials=0, root=str(tmp_path), return_state=True)
     assert state.is_failed() and "n_trials must be an integer >= 1, got 0" in state.message
+    state = sweep_fps(levels=["3 fps", "5 fps"], root=str(tmp_path), return_state=True)
+    assert state.is_failed() and "study sweep-fps: no level '5 fps'; levels: 1 fps, 2 fps" in state.message
+    state = sweep_codebook(levels=["FSQ 2^8"], quantizers=["vq"], root=str(tmp_path), return_state=True)
+    assert state.is_failed() and "none of the levels ['FSQ 2^8'] uses the quantizers ['vq']" in state.message
     assert not (tmp_path / "experiments").exists()
 
 
