@@ -33,6 +33,7 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     assert "Below the trivial codec on test: 1 fps." in fps
     assert "**Partial study**: not run yet: 4 fps, 30 fps." in fps  # the levels with no trial are named
     assert "| 2 fps | 3 | -0.50 |" in fps  # the paired difference, shown with its CI and p
+    assert "| codebook use | perplexity | train wall (s) |" in fps  # code use beside quality (issue 19)
     assert "The paper's numbers" in fps and "not measured here" in fps
     assert "stage1 80 steps at 64 px, batch 2, lr 0.001, 17-frame clips; stage2 20 steps at 64 px" in fps
     svg = (tmp_path / "sweep-fps" / "plot.svg").read_text()

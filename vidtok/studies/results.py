@@ -262,8 +262,8 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
         f"### {study}: {metric} vs {factor}",
         "",
         f"| {factor} | n | val PSNR (dB) | val 95% CI | val SSIM | test PSNR (dB) | test 95% CI | trivial codec "
-        "val / test | codebook use | train wall (s) | train TFLOP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "val / test | codebook use | perplexity | train wall (s) | train TFLOP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(entry: dict[str, Any], fmt: str) -> str:
@@ -283,7 +283,7 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
             f"| {label} | {r['n']} | {cell(r['psnr'], '.2f')} | {ci(r['psnr'])} | {cell(r['ssim'], '.4f')} | "
             f"{cell(r['test_psnr'], '.2f')} | {ci(r['test_psnr'])} | {cell(r['trivial_psnr'], '.2f')} / "
             f"{cell(r['test_trivial_psnr'], '.2f')} | {cell(r['codebook_utilisation'], '.3f')} | "
-            f"{cell(r['train_wall_s'], '.0f')} | {cell(r['train_tflops'], '.1f')} |"
+            f"{cell(r['perplexity'], '.1f')} | {cell(r['train_wall_s'], '.0f')} | {cell(r['train_tflops'], '.1f')} |"
         )
     t = summary["trials"]
     lines += [
