@@ -85,8 +85,8 @@ NORMAL = {
 
 EMPTY = {
     "overview": ["No pipeline run yet", "`make run`", "`dvc repro`", "No evaluation yet"],
-    "frame_rate": ["No study yet", "prefect deployment run sweep-fps/sweep-fps --param n_trials=18 --param profile=study",
-                   "make prefect-up"],
+    "frame_rate": ["No study yet", "make prefect-up",
+                   "prefect deployment run sweep-fps/sweep-fps --param n_trials=18 --param profile=study"],
     "codebook": ["No study yet", "prefect deployment run sweep-codebook/sweep-codebook --param n_trials=36"],
     "staging": ["No study yet", "prefect deployment run sweep-staging/sweep-staging --param n_trials=15"],
     "ablations": ["No study yet", "prefect deployment run ablations/ablations", "Reported by VidTok"],
