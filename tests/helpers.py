@@ -207,10 +207,17 @@ def trial_table(
                 test_metrics_sha256=None,
                 code_sha256=None,
                 params_json=json.dumps(  # what run_trial was asked, as sweeps.py records it
-                    {"study": study, "level": label.format(fps), "seed": seed, "profile": "study",
-                     "overrides": [f"train.fps={fps:g}"], "schedule": "twostage", "eval_clips": 96},
+                    {
+                        "study": study,
+                        "level": label.format(fps),
+                        "seed": seed,
+                        "profile": "study",
+                        "overrides": [f"train.fps={fps:g}"],
+                        "schedule": "twostage",
+                        "eval_clips": 96,
+                    },
                     sort_keys=True,
-                ),  # fmt: skip
+                ),
                 error=None if state != "FAIL" else "stopped",
                 started_at=None,
                 ended_at=None,
