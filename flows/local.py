@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -23,11 +24,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vidtok._files import atomic_write
 
 HOST = "127.0.0.1"
+# What flows.serve registers (flow/deployment; tests/flows/test_flows.py keeps the two in step).
+DEPLOYMENTS = ("pipeline/pipeline", "sweep-fps/sweep-fps", "sweep-codebook/sweep-codebook",
+               "sweep-staging/sweep-staging", "ablations/ablations")  # fmt: skip
 
 
 def api_url(port: int) -> str:
@@ -42,12 +47,16 @@ def healthy(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def deployed(port: int, name: str = "sweep-fps/sweep-fps") -> bool:
-    """Whether the server knows deployment `flow/deployment` (the serve process registers them on start)."""
+def deployed(port: int, name: str = "sweep-fps/sweep-fps", since: datetime | None = None) -> bool:
+    """Whether the server knows deployment `flow/deployment` (the serve process registers them on start), and with
+    `since`, whether it was (re)registered at or after that time: the server's database keeps the deployments of
+    an earlier serve process, with that process's parameters."""
     try:
         with urllib.request.urlopen(f"{api_url(port)}/deployments/name/{name}", timeout=2.0) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
+            if r.status != 200:
+                return False
+            return since is None or datetime.fromisoformat(json.load(r)["updated"]) >= since
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
         return False
 
 
@@ -136,13 +145,15 @@ def up(port: int = 4200, home: str | os.PathLike[str] = ".prefect", cwd: str | o
             raise RuntimeError(f"prefect server did not answer on {api_url(port)} within {timeout:.0f} s")
         time.sleep(1)
     log(f"prefect server ready: {api_url(port)} (UI http://{HOST}:{port})")
-    serving = _pid(home, "serve")
+    serving, since = _pid(home, "serve"), None
     if serving is None:
+        since = datetime.now(UTC)
         serving = _start(home, "serve", [sys.executable, "-m", "flows.serve"], _environment(home, port), cwd)
         log(f"serving the deployments from {cwd} (pid {serving}, log {home / 'serve.log'})")
-    # Wait until the deployments exist: a `prefect deployment run` right after `up` must find them.
+    # Wait until this serve process has registered every deployment: a `prefect deployment run` right after `up`
+    # must find them with the parameters of the code being served (not those an earlier process left behind).
     deadline = time.monotonic() + timeout
-    while not deployed(port):
+    while not all(deployed(port, name, since) for name in DEPLOYMENTS):
         if not _alive(serving):
             raise RuntimeError(f"the serve process exited; see {home / 'serve.log'}")
         if time.monotonic() > deadline:

@@ -46,6 +46,7 @@ def _latest(client, key: str):
 def test_deployments_match_the_flows() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
+    from flows import local
     from flows.serve import deployments
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -58,6 +59,7 @@ def test_deployments_match_the_flows() -> None:
             params = set(flow.parameters.properties)
             assert {"n_trials", "profile", "seeds", "study_name", "storage", "root"} <= params
     assert [(d.flow_name, d.name) for d in deployments()] == [(n, n) for n in FLOW_NAMES]
+    assert tuple(f"{n}/{n}" for n in FLOW_NAMES) == local.DEPLOYMENTS  # what `make prefect-up` waits for
 
 
 def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
