@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard import analysis as A
 from dashboard import data, ui
 from vidtok.studies import paper
-from vidtok.studies.findings import answer
+from vidtok.studies.findings import answer, coverage
 from vidtok.studies.results import summarize
 
 EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
@@ -89,6 +89,18 @@ def choose_metric(trials: pd.DataFrame, meta: dict[str, Any] | None, key: str) -
     return metric, metrics
 
 
+def answer_banner(name: str, trials: pd.DataFrame) -> dict[str, Any]:
+    """The study's answer as experiments/FINDINGS.md words it, with its "Partial study" warning while levels or
+    seeds are still to run; returns the summary it was computed from (vidtok.studies.results.summarize)."""
+    info = data.STUDIES[name]
+    summary = summarize(trials, info.metric, info.baseline)
+    st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(info, summary)}")
+    partial = coverage(info, summary)
+    if partial:
+        st.warning(partial, icon=":material/hourglass_empty:")
+    return summary
+
+
 def best_banner(stats: pd.DataFrame, metric: str, factor: str) -> None:
     best = stats[stats["best"]]
     if not len(best):
@@ -132,8 +144,7 @@ def study_page(name: str) -> None:
     stats = A.mark_best(A.level_stats(trials, metrics + extra), metric)
     factor = info.factor
     best_banner(stats, metric, factor)
-    summary = summarize(trials, info.metric, info.baseline)
-    st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(info, summary)}")
+    summary = answer_banner(name, trials)
 
     st.subheader(f"{A.label(metric)} against {A.label(factor)}")
     numeric = bool(factor in ("fps", "log2_codes") and stats["level_value"].notna().all())
@@ -176,7 +187,7 @@ def study_page(name: str) -> None:
         _codebook(stats, trials, name, extra)
     elif factor == "schedule":
         _compute(stats, metric, name, extra)
-    _test_split(summary, name)
+    reported_on_test(summary, name)
     with st.expander("Every metric per setting"):
         ui.table(A.display_table(stats, metrics + extra, factor), f"{name}-all-metrics", f"{name}-all")
     failed_trials(trials, name)
@@ -189,7 +200,7 @@ def _ci(d: dict[str, Any], digits: int = 2) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "—"
 
 
-def _test_split(summary: dict[str, Any], name: str) -> None:
+def reported_on_test(summary: dict[str, Any], name: str) -> None:
     """The reported numbers: test-split PSNR per level (mean, std, n, 95% CI) beside the trivial codec and the cost,
     then each level against the paper's choice paired by seed. The val numbers above only select."""
     metric = summary["metric"]

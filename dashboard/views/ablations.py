@@ -32,6 +32,7 @@ def _ours() -> None:
     shown = [m for m in SHOWN if m in A.available(trials, SHOWN)]
     stats = A.mark_best(A.level_stats(trials, list(dict.fromkeys([metric, *shown]))), metric)
     study_view.best_banner(stats, metric, "variant")
+    summary = study_view.answer_banner("ablations", trials)
     chart = ui.quality_chart(stats, trials, metric, "variant", numeric=False, colour=stats["regularizer"].nunique() > 1)
     st.altair_chart(chart, width="stretch")
     st.caption("Points: mean over seeds; bars: ± one sample standard deviation; faint dots: single seeds; red: best.")
@@ -42,6 +43,7 @@ def _ours() -> None:
         f"{paper.CITATION}, not measured here; compare the ordering of the variants, not absolute values."
     )
     ui.table(table, "ablations-vs-paper", "ablations-vs-paper")
+    study_view.reported_on_test(summary, "ablations")
     study_view.failed_trials(trials, "ablations")
     study_view.all_trials(trials, "ablations")
 

@@ -69,13 +69,15 @@ def assert_clean(at: AppTest) -> None:
 NORMAL = {
     "overview": ["vidtok overview", "Latest pipeline run", "stage2", "completed", "Metrics with their protocol",
                  "27.65", "Not measured", "Params and data", "data.dvc", "Studies"],
-    "frame_rate": ["Open question: frame rate", "Best training frame rate (fps): **4**", "PSNR (dB) against",
-                   "1 failed trial(s)", "The paper's numbers: 3 vs 8 fps"],
+    "frame_rate": ["Open question: frame rate", "Best training frame rate (fps): **4 fps**", "PSNR (dB) against",
+                   "1 failed trial(s)", "The paper's numbers: 3 vs 8 fps",
+                   "**Partial study**: fewer than 3 seeds: 1 fps (2), 2 fps (2)"],
     "codebook": ["Open question: codebook size", "Best codebook size (log2 codes): **fsq-14**,",
                  "Codebook utilisation against codebook size"],
     "staging": ["Open question: staging schedule", "Best staging schedule: **one-stage-high-res**",
                 "Quality against compute", "Compute measure"],
-    "ablations": ["Our ablation study", "Ours next to the paper's numbers", "Reported by VidTok (arXiv 2412.13061), "
+    "ablations": ["Our ablation study", "Answer at this scale", "Ours next to the paper's numbers",
+                  "Reported by VidTok (arXiv 2412.13061), "
                   "not measured here", "Paper's Table 2: architecture", "Paper's Table 3: quantizers"],
     "reconstructions": ["Original | reconstruction", "Left half: the original", "Per-video metrics",
                         "No per-frame PSNR in this evaluation", "Token maps", "distinct tokens"],

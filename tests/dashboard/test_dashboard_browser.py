@@ -22,6 +22,8 @@ import pytest
 
 from tests.fixtures.dashboard.fixture_data import build
 from tests.helpers import REPO, accepts_connections, free_port, non_loopback_ipv4
+from vidtok.studies.findings import coverage
+from vidtok.studies.specs import STUDIES as SPECS
 
 pytestmark = pytest.mark.browser
 
@@ -169,34 +171,62 @@ def test_page_renders_in_chromium(
         page.close()
 
 
-COMMITTED_STUDY = REPO / "experiments" / "sweep-fps"
+# (url path, study, page title, a text only that page has, how many charts at least): every study's page
+COMMITTED_STUDIES = [
+    ("frame_rate", "sweep-fps", "Open question: frame rate", "The paper's PSNR at these", 2),  # ours, the paper's
+    ("codebook", "sweep-codebook", "Open question: codebook size", "The paper's PSNR at these", 3),  # + utilisation
+    ("staging", "sweep-staging", "Open question: staging schedule", "Quality against compute", 2),
+    ("ablations", "ablations", "Ablations: ours next to the paper's", "Ours next to the paper's numbers", 1),
+]
 
 
-def test_fresh_clone_shows_the_committed_frame_rate_study(
-    committed_server: str, browser: object, artifacts: Path
+@pytest.mark.parametrize(
+    ("path", "study", "title", "own_text", "charts"), COMMITTED_STUDIES, ids=[s[1] for s in COMMITTED_STUDIES]
+)
+def test_fresh_clone_shows_the_committed_study(
+    committed_server: str,
+    browser: object,
+    artifacts: Path,
+    path: str,
+    study: str,
+    title: str,
+    own_text: str,
+    charts: int,
 ) -> None:
-    """The committed sweep-fps results (not fixtures): the answer, every level, the test-split table and the cost;
-    the overview links the findings. Nothing is run: the page reads experiments/ as a fresh clone has it."""
-    summary = json.loads((COMMITTED_STUDY / "summary.json").read_text())
+    """The committed results (not fixtures): the answer, every level, the test-split table and the cost, and the
+    "Partial study" warning exactly when FINDINGS.md has it. Nothing is run: the page reads experiments/ as a fresh
+    clone has it."""
+    summary = json.loads((REPO / "experiments" / study / "summary.json").read_text())
     levels = [r["level"] for r in summary["levels"]]
     assert summary["trials"]["COMPLETE"] >= len(levels) >= 2, "the committed study has fewer trials than levels"
+    partial = coverage(SPECS[study], summary)
     page = browser.new_page(viewport={"width": 1400, "height": 3200})
     try:
-        page.goto(f"{committed_server}/frame_rate", wait_until="domcontentloaded")
-        _wait_until_drawn(page, "Open question: frame rate")
+        page.goto(f"{committed_server}/{path}", wait_until="domcontentloaded")
+        _wait_until_drawn(page, title)
         for text in [
             "Answer at this scale", "Best on val", "Reported on the test split", "paired by seed",
-            "The paper's PSNR at these",
+            own_text,
         ]:  # fmt: skip
-            assert page.get_by_text(text, exact=False).first.is_visible(), f"frame_rate: {text!r} not visible"
+            assert page.get_by_text(text, exact=False).first.is_visible(), f"{path}: {text!r} not visible"
         assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 2  # ours and the paper's, side by side
-        assert f"Best on val: {summary['best_level']}" in page.inner_text("body")
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() >= charts
+        body = page.inner_text("body")
+        assert f"Best on val: {summary['best_level']}" in body
+        assert ("Partial study" in body) == bool(partial), f"{path}: partial study shown: {'Partial study' in body}"
         complete = page.locator('[data-testid="stMetric"]').filter(has_text="complete").first.inner_text()
         assert str(summary["trials"]["COMPLETE"]) in complete
-        tables = page.locator('[data-testid="stDataFrame"]')
-        assert tables.count() >= 2  # the val table and the test table
-        page.screenshot(path=str(artifacts / "committed_frame_rate.png"), full_page=True)
+        assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # the val table and the test table
+        page.screenshot(path=str(artifacts / f"committed_{path}.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_fresh_clone_overview_links_the_committed_findings(
+    committed_server: str, browser: object, artifacts: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 3200})
+    try:
         page.goto(committed_server, wait_until="domcontentloaded")
         _wait_until_drawn(page, "vidtok overview")
         assert page.get_by_text("experiments/FINDINGS.md", exact=False).first.is_visible()

@@ -36,6 +36,10 @@ def test_findings_answer_each_question_from_the_trials(tmp_path) -> None:
     assert "| codebook use | perplexity | train wall (s) |" in fps  # code use beside quality (issue 19)
     assert "The paper's numbers" in fps and "not measured here" in fps
     assert "stage1 80 steps at 64 px, batch 2, lr 0.001, 17-frame clips; stage2 20 steps at 64 px" in fps
+    # the study's own summary files are rewritten with the same tables (and its baseline's comparisons)
+    summary_md = (tmp_path / "sweep-fps" / "summary.md").read_text()
+    assert "| codebook use | perplexity |" in summary_md and "| 2 fps | 3 | -0.50 |" in summary_md
+    assert json.loads((tmp_path / "sweep-fps" / "summary.json").read_text())["baseline"] == "3 fps"
     svg = (tmp_path / "sweep-fps" / "plot.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<circle") == 4 and "8 fps" in svg
     for other in ("## Codebook size", "## Staging schedule", "## Ablations"):

@@ -21,7 +21,7 @@ import pandas as pd
 
 from vidtok._files import atomic_write
 from vidtok.studies import paper
-from vidtok.studies.results import StudyFileError, read_trials, summarize, summary_markdown
+from vidtok.studies.results import StudyFileError, read_trials, summarize, summary_markdown, write_summary
 from vidtok.studies.specs import DEFAULT_SEEDS, STUDIES, StudySpec
 
 __all__ = ["answer", "coverage", "findings_markdown", "plot_svg", "write_findings"]
@@ -231,8 +231,17 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
 
 
 def write_findings(experiments: str | Path = "experiments") -> Path:
-    """Write experiments/FINDINGS.md and experiments/<study>/plot.svg atomically; returns the FINDINGS path."""
+    """Write experiments/FINDINGS.md and experiments/<study>/plot.svg atomically; returns the FINDINGS path.
+
+    Each study's summary.json / summary.md are rewritten from its trials first, with the study's own metric and
+    baseline, so they hold the same tables as FINDINGS.md even when the summary code changed after the study ran."""
     root = Path(experiments)
+    for spec in STUDIES.values():
+        try:
+            df = read_trials(root / spec.name)
+        except StudyFileError:
+            continue
+        write_summary(root / spec.name, df, spec.name, spec.factor, spec.metric, spec.baseline)
     text, plots = findings_markdown(root)
     for name, svg in plots.items():
         atomic_write(root / name / PLOT_NAME, svg)
