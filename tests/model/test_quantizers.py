@@ -83,7 +83,7 @@ def test_lfq_factorised_entropy_equals_full_matrix() -> None:
 
 
 def test_entropy_gradient_matches_full_matrix() -> None:
-    """The chunked, checkpointed codebook entropy has the gradient of the naive formula."""
+    """The matrix-product codebook entropy has the gradient of the naive formula."""
     fsq = FSQ((4, 4, 4), inv_temperature=2.0).train()
     tokens = (torch.randn(40, 3) * 0.4).requires_grad_()
     per_sample, codebook = fsq.entropy_terms(tokens)

@@ -21,11 +21,5 @@ def test_flops_of_the_cpu_profile_step_and_how_they_scale() -> None:
     assert 0.3 * full < frozen < 0.9 * full  # stage 2: no encoder backward
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="known: the quantizers' fp32 autocast guard fails on the meta device (torch.get_autocast_dtype('meta')); "
-    "study trials record their FLOPs as unknown until the fix in vidtok/model lands with the next study rerun",
-)
 def test_quantized_presets_are_counted_too() -> None:
     assert iteration_flops("tiny_fsq_causal_444", 2, 17, 64) > 0

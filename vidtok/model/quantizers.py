@@ -8,21 +8,21 @@ in training mode and are returned *unweighted*: the training config owns the wei
 
 Inference never forms a (tokens x codebook) matrix. The reference FSQ computes its entropy penalty at inference
 too, which at 262,144 codes costs about 5 GB for a single 17x128x128 clip (vidtok-architecture.md section 1.5).
-Here FSQ and LFQ per-sample entropies factorise over dimensions, the codebook entropy is accumulated over token
-chunks under activation checkpointing, and VQ's nearest-code search runs in bounded chunks.
+Here FSQ and LFQ per-sample entropies factorise over dimensions, the codebook entropy is one matrix product of two
+~sqrt(K)-wide factors over the tokens, and VQ's nearest-code search runs in bounded chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-# Elements of a (tokens x codes) block evaluated at once: 2**22 floats = 16 MiB.
+# Elements of a (tokens x codes) block of VQ's distance search evaluated at once: 2**22 floats = 16 MiB.
 _CHUNK_ELEMENTS = 1 << 22
 
 
@@ -76,41 +76,48 @@ def _from_tokens(tokens: torch.Tensor, like_shape: tuple[int, ...]) -> torch.Ten
     return tokens.reshape(b, t, h, w, tokens.shape[-1]).permute(0, 4, 1, 2, 3)
 
 
+def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on `device` (nothing to switch off where autocast does not exist, e.g. the meta device that
+    vidtok.train.flops counts on)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-10))).sum(dim)
 
 
-def _product_distribution_sum(factors: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over tokens of the outer product of per-dimension distributions.
-
-    factors[d] is (N, L_d); the result is the flattened (L_0 * ... * L_{D-1},) vector whose entry for code
-    c = (c_0, ..., c_{D-1}) is sum_n prod_d factors[d][n, c_d]. Dimension 0 varies fastest, matching the index
-    basis (1, L_0, L_0*L_1, ...).
-    """
+def _row_outer(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Row-wise outer product (Khatri-Rao) of (N, L_d) factors: (N, L_0 * ... * L_{D-1}), dimension 0 fastest."""
     out = factors[0]
     for f in factors[1:]:
         # (N, K_sofar) x (N, L_d) -> (N, L_d, K_sofar): the new dimension varies slower.
         out = (f.unsqueeze(2) * out.unsqueeze(1)).reshape(f.shape[0], -1)
-    return out.sum(0)
+    return out
 
 
 def codebook_entropy_of_product(factors: list[torch.Tensor]) -> torch.Tensor:
-    """Entropy of the token-averaged product distribution, in bounded memory.
+    """Entropy of the token-averaged product distribution as one matrix product.
 
-    The average over N tokens of a product of per-dimension distributions is not itself a product, so it
-    needs the full K-vector; it is accumulated in token chunks of at most 16 MiB of (chunk x K) floats, each
-    chunk under activation checkpointing so backward recomputes it instead of storing N x K values.
+    factors[d] is (N, L_d). The average over N tokens of a product of per-dimension distributions is not itself a
+    product, so it needs the full K-vector, K = prod L_d, whose entry for code c = (c_0, ..., c_{D-1}) is
+    sum_n prod_d factors[d][n, c_d]. Split the dimensions in two groups of about sqrt(K) codes each: with A and B
+    the row-wise outer products of the two groups, that sum is (B^T A)[b, a], a GEMM over the tokens. For 2^18
+    codes that is (N x 512)^T (N x 512) instead of N x 262,144 elementwise products, and autograd keeps only A
+    and B. Run in fp32 whatever the autocast: the probabilities are small and their sum feeds a logarithm.
     """
     n = factors[0].shape[0]
-    k = math.prod(f.shape[1] for f in factors)
-    chunk = max(1, _CHUNK_ELEMENTS // k)
-    total = factors[0].new_zeros(k)
-    for start in range(0, n, chunk):
-        parts = [f[start : start + chunk] for f in factors]
-        if torch.is_grad_enabled() and any(p.requires_grad for p in parts):
-            total = total + checkpoint(lambda *ps: _product_distribution_sum(list(ps)), *parts, use_reentrant=False)
+    sizes = [f.shape[1] for f in factors]
+    # the split whose two halves are closest in size (the larger one bounds memory and the GEMM's shape)
+    split = min(range(1, len(factors) + 1), key=lambda m: max(math.prod(sizes[:m]), math.prod(sizes[m:])))
+    with _fp32(factors[0].device):
+        a = _row_outer([f.float() for f in factors[:split]])
+        if split == len(factors):
+            total = a.sum(0)
         else:
-            total = total + _product_distribution_sum(parts)
+            b = _row_outer([f.float() for f in factors[split:]])
+            total = (b.T @ a).reshape(-1)  # code index a + K_A * b: dimension 0 fastest, as the index basis
     return _entropy(total / n)
 
 
@@ -272,7 +279,7 @@ class FSQ(_UsageCounter):
 
     def forward(self, h: torch.Tensor, sample: bool | None = None) -> QuantizerOutput:
         # The quantizer runs in fp32 whatever the autocast state: rounding in bf16 would move codes.
-        with torch.autocast(device_type=h.device.type, enabled=False):
+        with _fp32(h.device):
             tokens = _to_tokens(h.float())
             codes = self.quantize_tokens(tokens)
             indices = self.codes_to_indices(codes.detach())
@@ -317,7 +324,7 @@ class LFQ(_UsageCounter):
         return (bits.float() * 2 - 1).permute(0, 4, 1, 2, 3).contiguous()
 
     def forward(self, h: torch.Tensor, sample: bool | None = None) -> QuantizerOutput:
-        with torch.autocast(device_type=h.device.type, enabled=False):
+        with _fp32(h.device):
             tokens = _to_tokens(h.float())
             signs = torch.where(tokens > 0, 1.0, -1.0)
             codes = signs + (tokens - tokens.detach())  # exact signs, identity gradient
@@ -379,7 +386,7 @@ class VectorQuantizer(_UsageCounter):
         return self.embedding(indices.long()).permute(0, 4, 1, 2, 3).contiguous()
 
     def forward(self, h: torch.Tensor, sample: bool | None = None) -> QuantizerOutput:
-        with torch.autocast(device_type=h.device.type, enabled=False):
+        with _fp32(h.device):
             tokens = _to_tokens(h.float())
             indices = self.nearest(tokens.detach())
             quantized = self.embedding(indices).float()

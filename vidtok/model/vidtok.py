@@ -72,7 +72,12 @@ def conv3d(
     is a reference kernel ~600x slower than fp32 (35 s for one 128-channel 3x3x3 conv on 10x32x32 on an AVX2
     machine). Instead the operands are rounded to the low precision and multiplied in fp32 by oneDNN: the same
     numbers a bf16 convolution with fp32 accumulation (GPUs, AMX) produces, at fp32 speed, returned in bf16/fp16.
+
+    Under torch.compile it is plain F.conv3d: inductor picks the convolution kernels itself (the oneDNN op has no
+    fake-tensor rule to trace through).
     """
+    if torch.compiler.is_compiling():
+        return F.conv3d(x, weight, bias, stride, padding)
     if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return F.conv3d(x, weight, bias, stride, padding)
     args = (list(padding), list(stride), [1, 1, 1], 1)
