@@ -131,6 +131,8 @@ class _UsageCounter(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor) -> None:
+        if indices.is_meta:  # shapes only (vidtok.train.flops): there are no codes to count
+            return
         self.code_counts += torch.bincount(indices.reshape(-1).long(), minlength=self.codebook_size)
 
     def reset_usage(self) -> None:
