@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -26,6 +25,9 @@ import torch._inductor.config as inductor_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tokenizer_speed import emit  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
 from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
@@ -97,12 +99,8 @@ def main() -> int:
         "cpu": platform.processor() or platform.machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    line = json.dumps(row)
-    print(line, flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(line + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    emit(row, Path(args.out))
     return 0
 
 

@@ -78,6 +78,9 @@ def main() -> int:
     if args.worker:
         print(json.dumps(measure(args.worker[0], args.worker[1], args.steps, args.threads)))
         return 0
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tokenizer_speed import emit  # its imports are vidtok's from ROOT: only in the parent process
+
     if not args.against:
         parser.error("--against ROOT is required: the other vidtok checkout to compare with")
     roots = {"this": str(ROOT), "against": str(Path(args.against).resolve())}
@@ -106,10 +109,7 @@ def main() -> int:
             "cpu": platform.processor() or platform.machine(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        line = json.dumps(row)
-        print(line, flush=True)
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+        emit(row, Path(args.out))
     return 0
 
 
