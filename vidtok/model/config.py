@@ -60,6 +60,10 @@ class ModelConfig:
     fully_3d: bool = False
     dropout: float = 0.0
     in_channels: int = 3
+    # Not in the paper: "trivial" adds a residual around the trivial codec at the same compression (DC-AE's residual
+    # autoencoding; vidtok.model.vidtok.TrivialShortcut): the untrained model is that codec, training learns the rest.
+    # The CPU profile uses it (benchmarks/README.md, "learning probes"); every released model is "none".
+    shortcut: Literal["none", "trivial"] = "none"
 
     def __post_init__(self) -> None:
         n = len(self.ch_mult)
@@ -105,9 +109,20 @@ class ModelConfig:
             ("temporal_upsample", ("trilinear", "nearest")),
             ("temporal_resampler", ("alphablender", "conv")),
             ("alpha", ("learnable", "fixed")),
+            ("shortcut", ("none", "trivial")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+        if self.shortcut == "trivial" and (self.regularizer not in ("kl", "none") or self.in_channels != 3):
+            raise ValueError(
+                f"shortcut='trivial' needs a continuous latent (kl or none) of RGB video, got regularizer="
+                f"{self.regularizer!r}, in_channels={self.in_channels} (quantizing the samples breaks the shortcut)"
+            )
+        if self.shortcut == "trivial" and self.z_channels < 3:
+            raise ValueError(
+                f"shortcut='trivial' carries RGB samples in 3 latent channels; z_channels is {self.z_channels}"
+            )
 
     @property
     def temporal_factor(self) -> int:

@@ -127,6 +127,8 @@ def diffusers_config(config: ModelConfig) -> dict:
         problems.append("v1.0 causal semantics (zero padding, frame repeat): diffusers implements v1.1 only")
     if config.temporal_resampler != "alphablender" or config.alpha != "learnable" or config.fully_3d:
         problems.append("architecture ablations")
+    if config.shortcut != "none":
+        problems.append(f"the {config.shortcut} shortcut (not part of VidTok or diffusers)")
     if problems:
         raise CheckpointError("cannot export to diffusers AutoencoderVidTok: " + ", ".join(problems))
     return {

@@ -485,6 +485,10 @@ class _Level(nn.Module):
     """Holder that gives checkpoint keys their reference names (down.{i}.block.{j}, down.{i}.downsample)."""
 
 
+def _make_shortcut(cfg: ModelConfig) -> TrivialShortcut | None:
+    return TrivialShortcut(cfg.temporal_factor, cfg.spatial_factor, cfg.causal) if cfg.shortcut == "trivial" else None
+
+
 class Encoder(nn.Module):
     """Video (B, 3, T, H, W) -> encoder features (B, C_enc, t, h, w); C_enc is 2z for KL, z otherwise."""
 
@@ -524,6 +528,7 @@ class Encoder(nn.Module):
         self.mid.block_2 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
         self.norm_out = ChannelLayerNorm(block_in)
         self.conv_out = _make_conv("3d", block_in, out_channels, 3, causal, pad)
+        self.shortcut = _make_shortcut(cfg)
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -538,7 +543,9 @@ class Encoder(nn.Module):
         return nn.ModuleList([self.conv_in, self.down, self.down_temporal])
 
     def forward_local(self, x: torch.Tensor) -> torch.Tensor:
-        """conv_in and the down levels: video -> features at the latent resolution (convolutions only)."""
+        """conv_in and the down levels: video -> features at the latent resolution (convolutions only). With the
+        trivial shortcut, its samples of the video travel along as three more channels (tiles blend them too)."""
+        samples = self.shortcut.samples(x) if self.shortcut is not None else None
         x = self.conv_in(_channels_last(x))
         for level, temporal in zip(self.down, self.down_temporal):
             for j, block in enumerate(level.block):
@@ -551,14 +558,18 @@ class Encoder(nn.Module):
                     x = temporal.downsample(x)
                     if x.shape[2] == 0:
                         raise ValueError("streaming chunk too short: a temporal downsample produced no frame")
-        return x
+        return x if samples is None else torch.cat([x, samples.to(x.dtype)], dim=1)
 
     def forward_global(self, x: torch.Tensor) -> torch.Tensor:
         """The mid block (its attention spans the whole frame) and the output conv, at the latent resolution."""
+        samples = None
+        if self.shortcut is not None:
+            x, samples = _channels_last(x[:, :-3]), x[:, -3:]
         x = self._run(self.mid.block_1, x)
         x = self._run(self.mid.attn_1, x)
         x = self._run(self.mid.block_2, x)
-        return self.conv_out(_silu(self.norm_out(x)))
+        x = self.conv_out(_silu(self.norm_out(x)))
+        return x if samples is None else torch.cat([x[:, :3] + samples, x[:, 3:]], dim=1)
 
 
 # ================================================================================================= decoder
@@ -616,6 +627,7 @@ class Decoder(nn.Module):
         self.up_temporal = nn.ModuleList(up_temporal)
         self.norm_out = ChannelLayerNorm(block_in)
         self.conv_out = _make_conv("3d", block_in, 3, 3, causal, pad)
+        self.shortcut = _make_shortcut(cfg)
         # Streaming inference runs an up level on pieces of frames when its largest activation would exceed this
         # many elements (32 Mi fp32 values = 128 MiB); whole-clip calls and training never split.
         self.stream_piece_elements = 32 * 2**20
@@ -631,18 +643,24 @@ class Decoder(nn.Module):
 
     def local_modules(self) -> nn.ModuleList:
         """The layers `forward_local` runs: they see a bounded neighbourhood, so they can run on spatial tiles."""
-        return nn.ModuleList([self.up, self.up_temporal, self.norm_out, self.conv_out])
+        shortcut = [self.shortcut] if self.shortcut is not None else []
+        return nn.ModuleList([self.up, self.up_temporal, self.norm_out, self.conv_out, *shortcut])
 
     def forward_global(self, z: torch.Tensor) -> torch.Tensor:
         """conv_in and the mid block (its attention spans the whole frame), at the latent resolution."""
         x = self.conv_in(_channels_last(z))
         x = self._run(self.mid.block_1, x)
         x = self._run(self.mid.attn_1, x)
-        return self._run(self.mid.block_2, x)
+        x = self._run(self.mid.block_2, x)
+        # The trivial shortcut's latents travel along as three more channels, so tiles upsample their own part.
+        return x if self.shortcut is None else torch.cat([x, z[:, :3].to(x.dtype)], dim=1)
 
     def forward_local(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
         """The up levels and the output conv: mid-block features -> video (convolutions only)."""
-        return self._up_levels(x, 0, flush, in_piece=False)
+        if self.shortcut is None:
+            return self._up_levels(x, 0, flush, in_piece=False)
+        out = self._up_levels(_channels_last(x[:, :-3]), 0, flush, in_piece=False)
+        return out + self.shortcut.upsample(x[:, -3:], out.shape[2]).to(out.dtype)
 
     def _streaming(self) -> bool:
         return bool(getattr(self.conv_out, "streaming", False))
@@ -687,6 +705,84 @@ class Decoder(nn.Module):
                             return x.new_zeros(b, 3, 0, h * 2**ups, w * 2**ups)
                         raise ValueError("streaming decode got no frame at a temporal upsample; start with latent 0")
         return self.conv_out(_silu(self.norm_out(x)))
+
+
+class TrivialShortcut(nn.Module):
+    """A residual around the trivial codec (`ModelConfig.shortcut = "trivial"`, after DC-AE's residual
+    autoencoding, Chen et al. 2024): the encoder adds the clip's trivial-codec samples to the first three latent
+    channels, the decoder adds their linear upsampling to its output, on exactly the grid of
+    vidtok.metrics.trivial_codec. With zero-initialised output convolutions the untrained model *is* the trivial
+    codec at the same compression; training learns what the other latent channels and the residual add.
+
+    Sampling: each latent frame covers a group of `tf` input frames (after the causal front padding); causal models
+    keep the group's last frame, non-causal ones its mean, box-averaged over `s` x `s` pixels. Upsampling: bilinear
+    in space; in time, causal models interpolate linearly from latent j - 1 (at the end of its group) to latent j
+    (the first group holds latent 0), non-causal ones between the groups' centres, holding the ends. Both are
+    local (a group, a pixel neighbourhood), so chunks and tiles see the same values; a causal decoder's output
+    only needs past latents, and streaming keeps the frames computed ahead of the decoder's (which holds some back
+    for its own interpolation) until it emits them."""
+
+    stream_attrs = ("_previous", "_pending")
+
+    def __init__(self, temporal_factor: int, spatial_factor: int, causal: bool):
+        super().__init__()
+        self.tf, self.s, self.causal = temporal_factor, spatial_factor, causal
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming = streaming
+        self._previous: torch.Tensor | None = None  # the last latent of the previous chunk
+        self._pending: torch.Tensor | None = None  # upsampled frames the decoder has not emitted yet
+
+    def samples(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, tf * t, H, W), front padding included -> (B, 3, t, H / s, W / s)."""
+        b, c, frames, h, w = video.shape
+        groups = video.float().reshape(b, c, frames // self.tf, self.tf, h, w)
+        picked = groups[:, :, :, -1] if self.causal else groups.mean(3)
+        small = F.avg_pool2d(picked.transpose(1, 2).reshape(-1, c, h, w), self.s)
+        return small.reshape(b, -1, c, h // self.s, w // self.s).transpose(1, 2).to(video.dtype)
+
+    def _spatial_up(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.float().transpose(1, 2).reshape(b * t, c, h, w)
+        up = F.interpolate(frames, scale_factor=self.s, mode="bilinear", align_corners=False)
+        return up.reshape(b, t, c, h * self.s, w * self.s).transpose(1, 2).to(x.dtype)
+
+    def _causal_frames(self, z: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """tf frames per latent of `z`; `previous` is the latent before z[:, :, 0] (None: z starts the clip)."""
+        seq = z if previous is None else torch.cat([previous, z], dim=2)
+        steps = [(k + 1) / self.tf for k in range(self.tf)]
+        rest = [torch.lerp(seq[:, :, :-1], seq[:, :, 1:], w) for w in steps]
+        rest = torch.stack(rest, dim=3).flatten(2, 3) if seq.shape[2] > 1 else seq[:, :, :0]
+        if previous is not None:
+            return rest
+        return torch.cat([z[:, :, :1].expand(-1, -1, self.tf, -1, -1), rest], dim=2)
+
+    def _noncausal_frames(self, z: torch.Tensor) -> torch.Tensor:
+        t = z.shape[2]
+        centre = (self.tf - 1) / 2
+        position = (torch.arange(t * self.tf, dtype=torch.float64) - centre) / self.tf  # in latent units
+        lo = position.floor().clamp(0, max(t - 2, 0)).long()
+        hi = (lo + 1).clamp(max=t - 1)
+        w = (position - lo).clamp(0, 1).to(z.dtype).view(1, 1, -1, 1, 1)
+        return z[:, :, lo] * (1 - w) + z[:, :, hi] * w
+
+    def upsample(self, z: torch.Tensor, frames: int) -> torch.Tensor:
+        """Latents (B, >= 3, t, h, w) -> (B, 3, frames, H, W): the trivial codec's reconstruction of the decoder's
+        next `frames` output frames (all tf * t of them outside streaming)."""
+        z = z[:, :3]
+        if not self.causal:
+            return self._spatial_up(self._noncausal_frames(z))
+        if not self.streaming:
+            return self._spatial_up(self._causal_frames(z, None))
+        if z.shape[2]:
+            new = self._spatial_up(self._causal_frames(z, self._previous))
+            self._pending = new if self._pending is None else torch.cat([self._pending, new], dim=2)
+            self._previous = z[:, :, -1:].clone()
+        if self._pending is None or self._pending.shape[2] < frames:
+            raise RuntimeError(f"trivial shortcut: the decoder emitted {frames} frames ahead of its latents")
+        out, self._pending = self._pending[:, :, :frames], self._pending[:, :, frames:]
+        return out
 
 
 # ================================================================================================= autoencoder
@@ -752,6 +848,23 @@ def set_stream_state(module: nn.Module, state: StreamState) -> None:
                 setattr(m, attr, value)
 
 
+# A shortcut model starts with this posterior log-variance (std e^-4 = 0.018 on the [-1, 1] scale): sampling noise of
+# std 1 (log-variance 0) on the trivial codec's samples would start it far below that codec.
+SHORTCUT_LOGVAR_INIT = -8.0
+
+
+def _start_as_trivial_codec(model: VidTok) -> None:
+    """Zero the encoder's and decoder's output convolutions (the KL log-variance to SHORTCUT_LOGVAR_INIT): the
+    untrained shortcut model reconstructs exactly what the trivial codec does."""
+    for conv in (model.encoder.conv_out, model.decoder.conv_out):
+        inner = getattr(conv, "conv", conv)
+        nn.init.zeros_(inner.weight)
+        nn.init.zeros_(inner.bias)
+    if model.config.regularizer == "kl":
+        inner = getattr(model.encoder.conv_out, "conv", model.encoder.conv_out)
+        nn.init.constant_(inner.bias[model.config.z_channels :], SHORTCUT_LOGVAR_INIT)
+
+
 class VidTok(nn.Module):
     """The VidTok autoencoder: encoder, regularizer (KL / FSQ / VQ / LFQ / none) and decoder.
 
@@ -768,6 +881,8 @@ class VidTok(nn.Module):
         self.regularization = build_regularizer(config)
         self.encoder = Encoder(config, self.regularization.encoder_channels)
         self.decoder = Decoder(config)
+        if config.shortcut == "trivial":
+            _start_as_trivial_codec(self)
 
     # ---------------------------------------------------------------------------------------- constructors
 
