@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from vidtok import metrics as M  # noqa: E402
 from vidtok.data.config import load_data_config  # noqa: E402
 from vidtok.data.loader import VideoDataModule, stack_clips  # noqa: E402
-from vidtok.model.config import get_preset  # noqa: E402
+from vidtok.model.config import derive, get_preset  # noqa: E402
 from vidtok.model.vidtok import VidTok  # noqa: E402
 
 
@@ -126,42 +126,9 @@ class BlockShortcut(nn.Module):
         return out[:, :, -t:], {}
 
 
-class TrivialShortcut(nn.Module):
-    """Residual autoencoding with the trivial codec itself as the shortcut: the first three latent channels (the KL
-    mean) get the trivial codec's samples of the clip (box-averaged frames 0, tf, 2tf, ... of a causal clip), the
-    decoder's output gets their linear upsampling back (bilinear in space, linear in time), exactly the grid of
-    vidtok.metrics.trivial_codec. Zero-initialised output convs make the untrained model that codec; training
-    learns what the fourth channel and the residual add."""
-
-    def __init__(self, model: VidTok, logvar_init: float = -8.0):
-        super().__init__()
-        BlockShortcut(model, logvar_init)  # the same zero-initialisation
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        m, cfg = self.model, self.model.config
-        b, c, t, height, width = x.shape
-        tf, sf = cfg.temporal_factor, cfg.spatial_factor
-        padded = torch.cat([x[:, :, :1].expand(-1, -1, m.front_padding(t), -1, -1), x], dim=2)
-        h = m.encoder(padded)
-        keep = torch.arange(t - 1, -1, -tf).flip(0)
-        frames = x[:, :, keep].transpose(1, 2).reshape(-1, c, height, width)
-        small = nn.functional.avg_pool2d(frames, sf)
-        small = small.reshape(b, len(keep), c, height // sf, width // sf).transpose(1, 2)
-        h = torch.cat([h[:, :3] + small, h[:, 3:]], dim=1)
-        z = m.regularization(h).latents
-        up = z[:, :3].transpose(1, 2).reshape(-1, 3, height // sf, width // sf)
-        up = nn.functional.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)
-        up = up.reshape(b, -1, 3, height, width).permute(0, 1, 3, 4, 2).reshape(b, -1, height * width * 3)
-        up = nn.functional.interpolate(up.transpose(1, 2), size=t, mode="linear", align_corners=True)
-        up = up.reshape(b, height, width, 3, t).permute(0, 3, 4, 1, 2)
-        out = m.decoder(z)[:, :, -t:] + up
-        return out, {}
-
-
 def build(name: str, norm: str = "layer") -> nn.Module:
-    if name.startswith("trivial:"):
-        return TrivialShortcut(VidTok(get_preset(name[8:]), name=name[8:]))
+    if name.startswith("trivial:"):  # the model's own shortcut (ModelConfig.shortcut), which this probe introduced
+        return VidTok(derive(name[8:], shortcut="trivial"), name=name)
     if name.startswith("shortcut:"):
         return BlockShortcut(VidTok(get_preset(name[9:]), name=name[9:]))
     if name == "plain":
