@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard import analysis as A
 from dashboard import data, ui
 from vidtok.studies import paper
-from vidtok.studies.findings import answer, coverage
+from vidtok.studies.findings import answer, code_currency, coverage
 from vidtok.studies.results import summarize
 
 EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
@@ -91,13 +91,17 @@ def choose_metric(trials: pd.DataFrame, meta: dict[str, Any] | None, key: str) -
 
 def answer_banner(name: str, trials: pd.DataFrame) -> dict[str, Any]:
     """The study's answer as experiments/FINDINGS.md words it, with its "Partial study" warning while levels or
-    seeds are still to run; returns the summary it was computed from (vidtok.studies.results.summarize)."""
+    seeds are still to run and its "Stale study" warning while its trials ran other code than this checkout;
+    returns the summary it was computed from (vidtok.studies.results.summarize)."""
     info = data.STUDIES[name]
     summary = summarize(trials, info.metric, info.baseline)
     st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(info, summary)}")
     partial = coverage(info, summary)
     if partial:
         st.warning(partial, icon=":material/hourglass_empty:")
+    stale = code_currency(trials)
+    if stale:
+        st.warning(stale, icon=":material/history:")
     return summary
 
 

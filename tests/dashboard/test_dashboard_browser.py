@@ -22,7 +22,8 @@ import pytest
 
 from tests.fixtures.dashboard.fixture_data import build
 from tests.helpers import REPO, accepts_connections, free_port, non_loopback_ipv4
-from vidtok.studies.findings import coverage
+from vidtok.studies.findings import code_currency, coverage
+from vidtok.studies.results import read_trials
 from vidtok.studies.specs import STUDIES as SPECS
 
 pytestmark = pytest.mark.browser
@@ -194,12 +195,13 @@ def test_fresh_clone_shows_the_committed_study(
     charts: int,
 ) -> None:
     """The committed results (not fixtures): the answer, every level, the test-split table and the cost, and the
-    "Partial study" warning exactly when FINDINGS.md has it. Nothing is run: the page reads experiments/ as a fresh
-    clone has it."""
+    "Partial study" and "Stale study" warnings exactly when FINDINGS.md has them. Nothing is run: the page reads
+    experiments/ as a fresh clone has it."""
     summary = json.loads((REPO / "experiments" / study / "summary.json").read_text())
     levels = [r["level"] for r in summary["levels"]]
     assert summary["trials"]["COMPLETE"] >= len(levels) >= 2, "the committed study has fewer trials than levels"
     partial = coverage(SPECS[study], summary)
+    stale = code_currency(read_trials(REPO / "experiments" / study))
     page = browser.new_page(viewport={"width": 1400, "height": 3200})
     try:
         page.goto(f"{committed_server}/{path}", wait_until="domcontentloaded")
@@ -214,6 +216,7 @@ def test_fresh_clone_shows_the_committed_study(
         body = page.inner_text("body")
         assert f"Best on val: {summary['best_level']}" in body
         assert ("Partial study" in body) == bool(partial), f"{path}: partial study shown: {'Partial study' in body}"
+        assert ("Stale study" in body) == bool(stale), f"{path}: stale study shown: {'Stale study' in body}"
         complete = page.locator('[data-testid="stMetric"]').filter(has_text="complete").first.inner_text()
         assert str(summary["trials"]["COMPLETE"]) in complete
         assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # the val table and the test table

@@ -9,7 +9,7 @@ import json
 
 from tests.helpers import trial_table
 from vidtok.cli import main
-from vidtok.studies.findings import coverage
+from vidtok.studies.findings import code_currency, coverage
 from vidtok.studies.results import summarize, write_trials
 from vidtok.studies.specs import get_study
 
@@ -54,3 +54,19 @@ def test_a_partial_study_names_its_missing_levels_and_short_seed_counts() -> Non
     assert coverage(spec, full) == ""  # every level at every seed: nothing to say
     partial = summarize(trial_table(rows[:-1], label="{:g} fps"), "psnr", "3 fps")  # 8 fps lost seed 2
     assert coverage(spec, partial) == "**Partial study**: not run yet: 30 fps; fewer than 3 seeds: 8 fps (2)."
+
+
+def test_a_study_made_by_other_code_says_so() -> None:
+    # Trials record vidtok.runs.code_sha256("train"); a study whose trials ran other code is stale (the audit fails
+    # it) and the findings say so, naming the code it ran and this checkout's.
+    trials = trial_table([(3, s, "COMPLETE", 24.0) for s in range(3)] + [(8, 0, "FAIL", None)])
+    now, before = "a" * 64, "b" * 64
+    trials["code_sha256"] = now
+    assert code_currency(trials, now) == ""
+    trials.loc[[0, 1], "code_sha256"] = before
+    trials.loc[2, "code_sha256"] = None
+    assert code_currency(trials, now) == (
+        "**Stale study**: 2 of 3 finished trials ran library code (sha256 bbbbbbbbbbbb) that differs from this"
+        " checkout's (aaaaaaaaaaaa): `vidtok audit` fails this study until it is rerun; 1 of 3 finished trials"
+        " record no code sha256."
+    )

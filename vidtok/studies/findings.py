@@ -20,11 +20,12 @@ from typing import Any
 import pandas as pd
 
 from vidtok._files import atomic_write
+from vidtok.runs import code_sha256
 from vidtok.studies import paper
 from vidtok.studies.results import StudyFileError, read_trials, summarize, summary_markdown, write_summary
 from vidtok.studies.specs import DEFAULT_SEEDS, STUDIES, StudySpec
 
-__all__ = ["answer", "coverage", "findings_markdown", "plot_svg", "write_findings"]
+__all__ = ["answer", "code_currency", "coverage", "findings_markdown", "plot_svg", "write_findings"]
 
 FINDINGS_NAME = "FINDINGS.md"
 PLOT_NAME = "plot.svg"
@@ -135,6 +136,26 @@ def coverage(spec: StudySpec, summary: dict[str, Any], seeds: int = len(DEFAULT_
     return ("**Partial study**: " + "; ".join(parts) + ".") if parts else ""
 
 
+def code_currency(trials: pd.DataFrame, current: str | None = None) -> str:
+    """Whether the finished trials ran the library code of this checkout (vidtok.runs.code_sha256("train"), what
+    `vidtok audit` compares): a study made by other code says so next to its answer ("" when all of them did).
+    Its numbers are still what that code measured; they are not what this checkout would make until rerun."""
+    current = current or code_sha256("train")
+    done = trials[trials["state"] == "COMPLETE"]
+    recorded = done["code_sha256"].dropna()
+    changed = recorded[recorded != current]
+    parts = []
+    if len(changed):
+        ran = ", ".join(sorted({sha[:12] for sha in changed}))
+        parts.append(
+            f"{len(changed)} of {len(done)} finished trials ran library code (sha256 {ran}) that differs from this"
+            f" checkout's ({current[:12]}): `vidtok audit` fails this study until it is rerun"
+        )
+    if missing := len(done) - len(recorded):
+        parts.append(f"{missing} of {len(done)} finished trials record no code sha256")
+    return ("**Stale study**: " + "; ".join(parts) + ".") if parts else ""
+
+
 def _below_trivial(r: dict[str, Any]) -> bool:
     mine, trivial = r["test_psnr"]["mean"], r["test_trivial_psnr"]["mean"]
     return mine is not None and trivial is not None and mine < trivial
@@ -219,6 +240,8 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
         lines += [f"**Answer at this scale.** {answer(spec, summary)}", ""]
         if partial := coverage(spec, summary):
             lines += [partial, ""]
+        if stale := code_currency(df):
+            lines += [stale, ""]
         lines += [
             summary_markdown(summary, spec.name, spec.factor),
             f"![{spec.name}]({spec.name}/{PLOT_NAME})",
