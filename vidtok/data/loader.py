@@ -315,7 +315,12 @@ def clip_weights(dataset: Dataset, clip_frames: int, clip_stride: int, per_video
 
 
 def epoch_samples(
-    dataset: Dataset, batch_size: int, clip_frames: int, clip_stride: int, samples_per_epoch: int = 0, per_video: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    clip_frames: int,
+    clip_stride: int,
+    samples_per_epoch: int = 0,
+    per_video: int = 0,
 ) -> int:
     """Clips one training epoch draws: `samples_per_epoch` when set, else as many as the train videos hold without
     overlap (each frame seen about once per epoch), each video counting at most `per_video` (0: no cap);
@@ -480,7 +485,12 @@ class VideoDataModule(L.LightningDataModule):
         self._warn_upscaling(manifest, pd.concat([train["path"], val["path"]]).unique())
         indexes = frame_indexes(manifest)
         self.train_dataset = ClipDataset(
-            train, config.data_dir, self.size, crop=config.train_crop, cache=self._cache(self.fps), frame_indexes=indexes
+            train,
+            config.data_dir,
+            self.size,
+            crop=config.train_crop,
+            cache=self._cache(self.fps),
+            frame_indexes=indexes,
         )
         self.val_dataset = ClipDataset(
             val, config.data_dir, self.size, crop="center", cache=self._cache(self.val_fps), frame_indexes=indexes

@@ -179,9 +179,7 @@ def validate_manifest(df: pd.DataFrame, *, name: str = "manifest") -> pd.DataFra
         raise ManifestError(_schema_message(err, name)) from None
 
 
-def split_groups(
-    strata: Mapping[str, str], val_fraction: float, test_fraction: float, salt: str
-) -> dict[str, str]:
+def split_groups(strata: Mapping[str, str], val_fraction: float, test_fraction: float, salt: str) -> dict[str, str]:
     """train / val / test for each content group (`strata`: group -> its stratum, camera / synthetic / own).
 
     The rule, fixed before any result: within each stratum the groups are ranked by sha256(salt NUL group); the

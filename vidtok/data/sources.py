@@ -385,7 +385,6 @@ def sync_dvc_cache(folder: str | os.PathLike[str]) -> str:
     folder = Path(folder).resolve()
     dvc_file = folder.with_name(folder.name + ".dvc")
     try:
-
         outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
         recorded = outs[0].get("md5")
     except (OSError, ValueError, AttributeError) as err:

@@ -193,14 +193,29 @@ def _open(path: PathLike) -> Iterator[_Input]:
 
 def _decode(src: _Input) -> Iterator[Any]:
     """Decode from the container's current position. An FFmpeg error (cut-off or corrupt data) ends the stream and
-    is recorded on ``src.error``; the decoder is then drained so every frame that did decode is kept."""
+    is recorded on ``src.error``; the decoder is then drained so every frame that did decode is kept.
+
+    A cut-off file's last packet is incomplete (the demuxer flags it corrupt) and is not decoded: with frame threads
+    its error surfaces in a worker thread, so whether a concealed, garbled frame came out of it, or the frames still
+    in flight were lost, depended on timing. Corrupt packets elsewhere are decoded, as FFmpeg does."""
     packets = src.container.demux(src.stream)
+    held = None  # a corrupt packet: decoded once a packet with data follows it, dropped when it was the last
     while True:
         try:
-            packet = next(packets)
-            frames = src.stream.decode(packet)  # the final empty packet drains the decoder
-        except StopIteration:
-            return
+            packet = next(packets, None)
+            frames = []
+            if held is not None:
+                if packet is None or not packet.size:
+                    src.error = f"the demuxer flagged the last packet corrupt ({held.size} bytes: cut off)"
+                else:
+                    frames = src.stream.decode(held)
+                held = None
+            if packet is None:
+                break
+            if packet.size and packet.is_corrupt:
+                held = packet
+            else:
+                frames += src.stream.decode(packet)  # the final empty packet drains the decoder
         except av.error.FFmpegError as err:
             src.error = _ffmpeg_message(err)
             break
@@ -564,9 +579,7 @@ def scan(path: PathLike, *, verify_seeks: bool = True, progress: Callable[[int],
             if progress is not None:
                 progress(1)
         if src.error:
-            raise VideoError(
-                name, f"corrupt data: decoding stopped after {len(pts)} frames (FFmpeg: {src.error})"
-            )
+            raise VideoError(name, f"corrupt data: decoding stopped after {len(pts)} frames (FFmpeg: {src.error})")
         if first is None:
             raise VideoError(name, f"cannot decode the {src.stream.codec_context.name} video stream: no frame came out")
         # Held frames (timestamp gaps) and cut samples are in the container's count but never decode.
