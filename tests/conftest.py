@@ -55,11 +55,12 @@ def _seed() -> None:
 def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_dir: Path) -> Path:
     """A data root laid out like the repository: params.yaml (the repository's profiles), data/ with the four sample
     videos and a mirrored copy of bikes, and the smoke profile's manifest, clip indexes and frame caches at 3 and
-    8 fps. Tests copy it with `copy_root` before writing into it."""
+    8 fps, for the studies (STUDY_DATA_DIR) and the pipeline (outputs/data). Tests copy it with `copy_root`
+    before writing into it."""
     import shutil
 
     from vidtok.data.video import read_frames, write_video
-    from vidtok.studies.sweeps import prepare_data
+    from vidtok.studies.sweeps import STUDY_DATA_DIR, prepare_data
 
     root = tmp_path_factory.mktemp("smoke-root")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
@@ -69,7 +70,9 @@ def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_d
     # The split puts bikes (the only sample longer than 8 s) in val; a user's own 10 s video (bikes mirrored: other
     # pictures) gives the train split footage for clips at every rate of the fps sweep, 1 fps included.
     write_video(root / "data" / "street_mirrored.mp4", read_frames(root / "data" / "bikes.mp4")[:, :, ::-1], 25)
-    prepare_data(root, profile="smoke", fps=[3], log=lambda _: None)
+    prepare_data(root, profile="smoke", fps=[3], log=lambda _: None)  # the studies' data, in STUDY_DATA_DIR
+    # The pipeline's copy of the same derived data (content-addressed: a copy is current), built once here.
+    shutil.copytree(root / STUDY_DATA_DIR, root / "outputs" / "data")
     return root
 
 

@@ -115,8 +115,16 @@ def test_cli_lists_studies_and_reports_errors_in_one_line(capsys, tmp_path: Path
 # ------------------------------------------------------------------------------------------------ real trials
 
 
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
+    pipeline_data = _listing(root / "outputs" / "data")
     result = sweeps.run_study("sweep-fps", root=root, n_trials=2, seeds=[0, 1], levels=["3 fps", "8 fps"], **SMOKE)
+    # The study built and read its clip sets in its own folder: the DVC pipeline's outputs are untouched.
+    assert _listing(root / "outputs" / "data") == pipeline_data
+    assert (root / sweeps.STUDY_DATA_DIR / "clips" / "fps_8.parquet").is_file()
     folder = root / "experiments" / "sweep-fps"
     df = read_trials(folder)  # pandera-validated, as the dashboard reads it
     assert result.ran == [0, 1]
@@ -134,6 +142,7 @@ def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
         assert params["level"] == row.level and params["seed"] == row.seed and params["profile"] == "smoke"
     stage1 = json.loads((folder / "runs/trial_1/stage1/run.json").read_text())
     assert stage1["config"]["train"]["fps"] == 8 and stage1["config"]["train"]["seed"] == 0
+    assert stage1["data_files"] and all(sweeps.STUDY_DATA_DIR in path for path in stage1["data_files"])
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["best_level"] in ("3 fps", "8 fps") and summary["trials"]["COMPLETE"] == 2
     assert "| fps | n | val PSNR (dB)" in (folder / "summary.md").read_text()

@@ -29,6 +29,8 @@ How a study runs (`run_study`), and why:
 - After every trial the whole trials table is rebuilt from the storage (so parallel workers agree) and written
   atomically with the summary (vidtok.studies.results layout: study.json, trials.parquet, summary.json, summary.md,
   runs/trial_<n>/).
+- A study's data (manifest, clip indexes and frame caches at the rates its levels train at) lives in
+  STUDY_DATA_DIR, apart from the DVC pipeline's outputs/data, so running a study never makes the pipeline stale.
 - `StepPruningHook` is the step-keyed pruner hook: training calls it with (step, validation value) and it
   reports to Optuna and raises optuna.TrialPruned when the pruner says so. Validation runs at step intervals,
   not epochs, so the epoch-keyed Lightning callback of optuna-integration does not fit.
@@ -83,6 +85,7 @@ __all__ = [
     "StepPruningHook",
     "StudyResult",
     "StudySpec",
+    "STUDY_DATA_DIR",
     "get_study",
     "needed_fps",
     "open_storage",
@@ -92,6 +95,10 @@ __all__ = [
 ]
 
 JOURNAL_NAME = "optuna.journal"
+# The studies' own manifest, clip indexes and frame caches (relative to the root). Not the DVC pipeline's
+# outputs/data: a study builds clip sets at rates the pipeline does not (1, 2, 4, 30 fps), and writing them into a
+# pipeline output makes `dvc status` (and so `vidtok audit`) report the pipeline as changed when nothing it made did.
+STUDY_DATA_DIR = "outputs/studies/data"
 LOCK_NAME = ".sweep.lock"
 SCHEMA_RACE_RETRIES = 5
 INTERRUPTED = "interrupted"  # the error of a trial stopped from outside (not its own failure): retried on rerun
@@ -237,14 +244,19 @@ def _rooted(root: Path, path: str) -> str:
     return path if "://" in path or os.path.isabs(path) else str(root / path)
 
 
-def data_overrides(root: Path, params_path: Path, profile: str | None) -> list[str]:
+def data_overrides(root: Path, params_path: Path, profile: str | None, *, workspace: str | None = None) -> list[str]:
     """`data.*` overrides that make the params file's relative data paths point into `root`, so trials do not
-    depend on the working directory of the process (a Prefect worker, a test)."""
+    depend on the working directory of the process (a Prefect worker, a test).
+
+    `workspace` (a folder, relative to `root` or absolute) holds the derived data instead of the params file's
+    paths: the manifest, the clip indexes and the frame caches. The videos stay where `data.data_dir` says."""
 
     data = resolve_sections(params_path if params_path.is_file() else None, profile)["data"]
-    defaults = {"data_dir": "data", "manifest": "outputs/data/manifest.parquet"}
-    defaults |= {"clips_dir": "outputs/data/clips", "cache_dir": "outputs/data/cache"}
-    return [f"data.{k}={json.dumps(_rooted(root, str(data.get(k, v))))}" for k, v in defaults.items()]
+    derived = {"manifest": "manifest.parquet", "clips_dir": "clips", "cache_dir": "cache"}
+    paths = {"data_dir": str(data.get("data_dir", "data"))}
+    for key, name in derived.items():
+        paths[key] = f"{workspace}/{name}" if workspace else str(data.get(key, f"outputs/data/{name}"))
+    return [f"data.{k}={json.dumps(_rooted(root, v))}" for k, v in paths.items()]
 
 
 def _train_fps(params_path: Path, profile: str | None, overrides: Sequence[str]) -> float:
@@ -278,12 +290,14 @@ def prepare_data(
 ) -> dict[str, Any]:
     """Make the data a trial needs, reusing what is current: the corpus when the data folder is empty
     (`vidtok data fetch`), the manifest when missing or older than a video (`vidtok data manifest`), the clip
-    index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). Returns what it
-    used, for logs and artifacts."""
+    index and frame caches at each rate in `fps` plus data.val_fps (`vidtok data resample`). The derived data
+    goes to `root`/STUDY_DATA_DIR, never into the DVC pipeline's outputs. Returns what it used, for logs and
+    artifacts."""
 
     root = Path(root).resolve()
     params = root / params_path
-    config = load_data_config(params if params.is_file() else None, profile, data_overrides(root, params, profile))
+    overrides = data_overrides(root, params, profile, workspace=STUDY_DATA_DIR)
+    config = load_data_config(params if params.is_file() else None, profile, overrides)
     local = "://" not in config.data_dir
     if local and (not Path(config.data_dir).is_dir() or not any(Path(config.data_dir).iterdir())):
         log("\n".join(fetch_corpus(config.data_dir, progress=False).lines()))
@@ -579,7 +593,7 @@ def run_study(
     resolve_sections(params if params.is_file() else None, profile)  # an unknown profile fails here, in one line
     study_dir = root / "experiments" / study_name
     backend, shown = open_storage(storage, study_dir)
-    base_overrides = data_overrides(root, params, profile)
+    base_overrides = data_overrides(root, params, profile, workspace=STUDY_DATA_DIR)
     data_info: dict[str, Any] = {}
     if prepare:
         rates = needed_fps(spec, root, params_path=params_path, profile=profile, levels=levels)
