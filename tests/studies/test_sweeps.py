@@ -319,6 +319,39 @@ sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=12, seeds=[0, 1], profi
 """
 
 
+def test_a_lost_table_creation_race_is_retried_and_other_database_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers opening an empty SQLite database together: the loser's CREATE TABLE fails with "table ...
+    already exists" (sqlite3 reports it as an OperationalError); opening again finds the tables made."""
+    import sqlite3
+
+    import sqlalchemy
+
+    real = sweeps.RDBStorage
+    calls: list[str] = []
+
+    def loses_once(url: str, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # the other worker's tables
+            cause = sqlite3.OperationalError("table studies already exists")
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies (...)", {}, cause)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(sweeps, "RDBStorage", loses_once)
+    url = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    storage, shown = sweeps.open_storage(url, tmp_path)
+    assert len(calls) == 2 and shown == url
+    assert isinstance(storage, real) and storage.get_all_studies() == []
+
+    monkeypatch.setattr(sweeps, "RDBStorage", real)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError) as err:  # a real OperationalError: not retried, named in one line
+        sweeps.open_storage(f"sqlite:///{tmp_path / 'folder'}", tmp_path)
+    assert "cannot open it (OperationalError" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_parallel_workers_share_the_study_without_duplicates(root: Path, storage: str) -> None:
     """Two worker processes pop from one study, through the default journal file and through an RDB storage

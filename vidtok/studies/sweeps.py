@@ -142,18 +142,25 @@ def open_storage(storage: str | None, study_dir: str | os.PathLike[str]) -> tupl
     kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    # Workers that start together on an empty database race to create Optuna's tables; the loser's CREATE fails
-    # with a duplicate-key or already-exists error (seen on PostgreSQL), and opening again finds them made.
-    race = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
     for attempt in range(SCHEMA_RACE_RETRIES):
         try:
             return RDBStorage(storage, **kwargs), shown
-        except race:
+        except Exception as err:
+            if not _lost_schema_race(err):  # driver missing, host unreachable: one line naming the storage
+                line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(f"storage {shown}: cannot open it ({type(err).__name__}: {line})") from None
             time.sleep(0.2 * (attempt + 1))
-        except Exception as err:  # driver missing, host unreachable: one line naming the storage
-            line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"storage {shown}: cannot open it ({type(err).__name__}: {line})") from None
     raise ValueError(f"storage {shown}: cannot create Optuna's tables ({SCHEMA_RACE_RETRIES} tries; another process?)")
+
+
+def _lost_schema_race(err: BaseException) -> bool:
+    """Whether opening an RDB storage failed only because another worker, starting together on an empty database,
+    created Optuna's tables between this one's check and its CREATE: a duplicate-key or already-exists error
+    (PostgreSQL: IntegrityError / ProgrammingError; SQLite: OperationalError "table ... already exists"). Opening
+    again finds the tables made. Other OperationalErrors (a file that cannot be opened) are real failures."""
+    if isinstance(err, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
+        return True
+    return isinstance(err, sqlalchemy.exc.OperationalError) and "already exists" in str(err)
 
 
 @contextlib.contextmanager
