@@ -16,8 +16,9 @@ Checks (each pass / fail / skip with a one-line detail):
 - identity:<stage>: the run is still what the workspace would make: the library code (vidtok.runs.code_sha256),
   the data files it read (manifest, clip indexes), its parent checkpoint and its params (re-resolved from the
   params file, profile and overrides it recorded) hash as recorded; a stale run fails naming the changed input;
-- trials:<study>: every finished trial of a committed study: its metrics file hashes to the sha256 recorded when
-  the trial finished, and its run folders' identity holds (as identity:<stage>);
+- trials:<study>: every finished trial of a committed study: its metrics files (val and test) hash to the sha256
+  recorded when the trial finished, and the library code it recorded is this checkout's (its checkpoints and
+  clip sets are not committed, so its data and parent checkpoint are not re-hashed here);
 - metrics: the evaluation file is the one dvc.lock recorded, and it evaluated the checkpoint the run produced;
 - rerun (with --rerun): the final checkpoint evaluated again on the same clips, every recorded metric compared
   within the stated tolerance.
