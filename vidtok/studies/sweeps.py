@@ -68,7 +68,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vidtok._files import one_line, sha256_file, write_json
 from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_summary
-from vidtok.data.config import list_files, load_data_config
+from vidtok.data.config import DataConfig, list_files, load_data_config
 from vidtok.data.manifest import build_manifest
 from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
@@ -260,9 +260,9 @@ def data_overrides(root: Path, params_path: Path, profile: str | None, *, worksp
 
     data = resolve_sections(params_path if params_path.is_file() else None, profile)["data"]
     derived = {"manifest": "manifest.parquet", "clips_dir": "clips", "cache_dir": "cache"}
-    paths = {"data_dir": str(data.get("data_dir", "data"))}
+    paths = {"data_dir": str(data.get("data_dir", DataConfig.data_dir))}
     for key, name in derived.items():
-        paths[key] = f"{workspace}/{name}" if workspace else str(data.get(key, f"outputs/data/{name}"))
+        paths[key] = f"{workspace}/{name}" if workspace else str(data.get(key, getattr(DataConfig, key)))
     return [f"data.{k}={json.dumps(_rooted(root, v))}" for k, v in paths.items()]
 
 
