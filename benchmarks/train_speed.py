@@ -3,15 +3,24 @@
     python benchmarks/train_speed.py                                   # tiny presets, 17x64x64, batch 2, 2 threads
     python benchmarks/train_speed.py --presets tiny_kl_causal_444 --repeats 1 --steps 4
 
-For each preset two things are timed, alternating so both see the same machine load:
-- `bare`: `TrainingModule.iteration` (generator step, plus the discriminator step when the GAN is on) with plain
-  Adam optimizers on one random (B, 3, T, R, R) tensor already in memory: the compute alone.
+For each preset three things are timed, alternating so all see the same machine load:
+- `bare`: `TrainingModule.iteration` (the generator step: forward, loss, backward, clipping, Adam; with `--disc` also
+  its adversarial term and the discriminator step) on one random (B, 3, T, R, R) tensor already in memory: the
+  compute alone. Its GAN-off iteration is the `generator` step of the arithmetic columns.
+- `discriminator`: the discriminator step beside it (`--disc`, or the 2D PatchGAN of the reference when the GAN is
+  off): its hinge + LeCAM loss on the clip and a detached reconstruction, backward, clipping and Adam, same tensor.
 - `train`: `vidtok.train.run.train` on the sample videos (data/, via the data layer, frame cache on unless
   --no-cache) with the same settings: per-step wall time from its metrics.csv (`step_time_s`: data loading,
   Lightning's loop, the iteration, logging and the progress bar; not the validation and checkpoint passes,
   which are reported apart as `fixed_s`, the run's time outside the timed steps).
 steps/s is 1 / median step time over the measured steps of a repeat (after `--warmup` steps), then the median
 over `--repeats`. overhead = 1 - train / bare steps per second; the target is <= 10%.
+
+Arithmetic: FLOPs (a multiply-add is 2) counted with torch's FlopCounterMode on the meta device, so the convolutions
+oneDNN runs on CPU are counted by shape like every other one (vidtok.train.flops for the generator, the same count
+for the discriminator here). GFLOP/s = FLOPs per step x steps/s; fraction_of_ceiling divides that by the fp32 matmul
+ceiling (tokenizer_speed.matmul_gflops, 2048^3: the faster of MKL and oneDNN) timed before every repeat in the same
+process (issue 17 item 4: target >= 0.65 for the generator step).
 
 Prints one JSON line per preset and appends them to benchmarks/results/train_speed.jsonl.
 """
@@ -26,9 +35,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,13 +63,11 @@ def _loss(disc: str) -> LossConfig:
     return LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0)
 
 
-def bare_step_times(preset: str, args: argparse.Namespace, frames: int) -> list[float]:
+def _module(preset: str, disc: str) -> TrainingModule:
     torch.manual_seed(0)
-    model = VidTok.from_preset(preset)
-    loss = VidTokLoss(_loss(args.disc))
-    module = TrainingModule(
-        model,
-        loss,
+    return TrainingModule(
+        VidTok.from_preset(preset),
+        VidTokLoss(_loss(disc)),
         lr=1e-3,
         lr_disc=1e-3,
         betas=(0.9, 0.999),
@@ -67,14 +76,59 @@ def bare_step_times(preset: str, args: argparse.Namespace, frames: int) -> list[
         freeze_encoder=False,
         ema_decay=None,
     )
-    opts = module.configure_optimizers()
-    x = torch.rand(args.batch_size, 3, frames, args.resolution, args.resolution) * 2 - 1
+
+
+def _clip(args: argparse.Namespace, frames: int) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(args.batch_size, 3, frames, args.resolution, args.resolution) * 2 - 1
+
+
+def _timed(step: Callable[[], object], args: argparse.Namespace) -> list[float]:
     times = []
     for _ in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        module.iteration(x, opts[0], opts[1] if len(opts) > 1 else None, lambda t: t.backward())
+        step()
         times.append(time.perf_counter() - t0)
     return times[args.warmup :]
+
+
+def bare_step_times(preset: str, disc: str, args: argparse.Namespace, frames: int) -> list[float]:
+    """Whole training iterations (the generator step, and with a GAN its adversarial term and the discriminator
+    step) on one clip held in memory."""
+    module = _module(preset, disc)
+    opts = module.configure_optimizers()
+    x = _clip(args, frames)
+    return _timed(
+        lambda: module.iteration(x, opts[0], opts[1] if len(opts) > 1 else None, lambda t: t.backward()), args
+    )
+
+
+def discriminator_step_times(preset: str, disc: str, args: argparse.Namespace, frames: int) -> list[float]:
+    """Discriminator steps (loss on the clip and a detached reconstruction, backward, clipping, Adam) as in training."""
+    module = _module(preset, disc)
+    optimizer = module.configure_optimizers()[1]
+    x = _clip(args, frames)
+    with torch.no_grad():
+        recon = module.model(x)[0]
+
+    def step() -> None:
+        loss, _ = module.loss.discriminator_loss(x, recon, step=0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.loss.discriminator.parameters(), module.grad_clip)
+        optimizer.step()
+
+    return _timed(step, args)
+
+
+def discriminator_flops(disc: str, batch: int, frames: int, resolution: int) -> int:
+    """FLOPs of one discriminator forward + backward on a real and a reconstructed batch, counted by shape."""
+    with torch.device("meta"):
+        loss = VidTokLoss(_loss(disc))
+        x = torch.empty(batch, 3, frames, resolution, resolution)
+        with FlopCounterMode(display=False) as counter:
+            loss.discriminator_loss(x, x, step=0)[0].backward()
+    return int(counter.get_total_flops())
 
 
 def train_step_times(preset: str, args: argparse.Namespace, data: DataConfig) -> tuple[list[float], float]:
@@ -98,13 +152,29 @@ def train_step_times(preset: str, args: argparse.Namespace, data: DataConfig) ->
     return times[args.warmup :], total - sum(times)
 
 
+def arithmetic(step_flops: int, seconds: list[float], ceiling_gflop_per_s: float) -> dict:
+    """Steps/s, GFLOP/s and the fraction of the matmul ceiling of a step, from its per-repeat median seconds."""
+    per_s = step_flops / 1e9 / statistics.median(seconds)
+    return {
+        "steps_per_s": round(1 / statistics.median(seconds), 4),
+        "gflop_per_step": round(step_flops / 1e9, 2),
+        "gflop_per_s": round(per_s, 1),
+        "fraction_of_ceiling": round(per_s / ceiling_gflop_per_s, 3),
+        "repeats_s": [round(v, 4) for v in seconds],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--fps", type=float, default=8.0, help="training clip rate (8: all four sample videos)")
-    parser.add_argument("--disc", choices=("none", "2d", "3d"), default="none", help="GAN on from step 0, or none")
+    parser.add_argument(
+        "--disc", choices=("none", "2d", "3d"), default="none",
+        help="GAN on from step 0 in the real-data run, or none; the discriminator timed beside the generator is this "
+        "one, or the 2D PatchGAN when none",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=5, help="measured steps per repeat")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -132,13 +202,20 @@ def main() -> int:
     for preset in args.presets:
         frames = data.clip_frames if get_preset(preset).causal else data.clip_frames - 1
         flops = iteration_flops(preset, args.batch_size, frames, args.resolution)
-        bare, real, fixed = [], [], []
+        disc = args.disc if args.disc != "none" else "2d"
+        disc_flops = discriminator_flops(disc, args.batch_size, frames, args.resolution)
+        generator_s, discriminator_s, with_gan_s, real, fixed = [], [], [], [], []
         for _ in range(args.repeats):
             ceilings.append(matmul_gflops(args.threads, n=2048, repeats=7))  # the fp32 ceiling, same run
-            bare.append(1 / statistics.median(bare_step_times(preset, args, frames)))
+            generator_s.append(statistics.median(bare_step_times(preset, "none", args, frames)))
+            if args.disc != "none":
+                with_gan_s.append(statistics.median(bare_step_times(preset, args.disc, args, frames)))
+            discriminator_s.append(statistics.median(discriminator_step_times(preset, disc, args, frames)))
             times, outside = train_step_times(preset, args, data)
             real.append(1 / statistics.median(times))
             fixed.append(outside)
+        ceiling = statistics.median(ceilings)
+        bare_rate = 1 / statistics.median(with_gan_s or generator_s)
         row = {
             "benchmark": "train_speed",
             "preset": preset,
@@ -148,15 +225,13 @@ def main() -> int:
             "threads": args.threads,
             "data": "frame cache" if not args.no_cache else "decode",
             "workers": args.workers,
-            "bare_steps_per_s": statistics.median(bare),
+            "bare_steps_per_s": bare_rate,
             "train_steps_per_s": statistics.median(real),
-            "overhead": 1 - statistics.median(real) / statistics.median(bare),
-            # generator forward + backward arithmetic (vidtok.train.flops; the discriminator, when on, not counted)
-            "gflop_per_step": round(flops / 1e9, 2),
-            "gflop_per_s": round(flops / 1e9 * statistics.median(bare), 1),
-            "matmul_ceiling_gflop_per_s": round(statistics.median(ceilings), 1),
-            "fraction_of_ceiling": round(flops / 1e9 * statistics.median(bare) / statistics.median(ceilings), 3),
-            "bare_repeats": [round(v, 4) for v in bare],
+            "overhead": 1 - statistics.median(real) / bare_rate,
+            "matmul_ceiling_gflop_per_s": round(ceiling, 1),
+            # the generator step (forward + backward arithmetic, vidtok.train.flops) and the discriminator step
+            "generator": arithmetic(flops, generator_s, ceiling),
+            f"discriminator_{disc}": arithmetic(disc_flops, discriminator_s, ceiling),
             "train_repeats": [round(v, 4) for v in real],
             "fixed_s": round(statistics.median(fixed), 2),
             "steps": args.steps,
