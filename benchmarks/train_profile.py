@@ -10,7 +10,11 @@ its backward and its Adam step. Each is profiled over `--steps` calls after `--w
 memory (no data loading). Reported per step: wall seconds, the ATen operators with the most self CPU time (share
 of the profiled total), and three groups that say what kind of time it is: convolutions (forward and backward),
 layout and copy operators (copy_, contiguous, clone, cat, permute-made copies, padding), and everything else. One
-JSON line, also appended to benchmarks/results/train_profile.jsonl.
+JSON line, also appended to benchmarks/results/train_profile.jsonl, with the minor page faults per step and the
+allocator / OpenMP environment variables set (MALLOC_*, OMP_*, GOMP_*, KMP_*), so that their effect can be measured:
+
+    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 python benchmarks/train_profile.py --steps 8
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_profile.py --steps 8
 
 `--floor` replays every convolution of the generator step on its own, at the step's exact shapes, strides, padding
 and memory formats (forward and backward, the input's gradient only where the step needs it), in the same process
@@ -25,6 +29,8 @@ seconds per step.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import sys
 import time
@@ -203,18 +209,25 @@ def main() -> int:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "generator_gflop_per_step": round(flops / 1e9, 1),
+        # allocator and OpenMP settings change the speed, not the results: recorded so rows stay comparable
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "OMP_", "GOMP_", "KMP_"))},
     }
     for name, step in (("generator", generator_step), (f"discriminator_{args.disc}", discriminator_step)):
         for _ in range(args.warmup):
             step()
-        start = time.perf_counter()
+        faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
         for _ in range(args.steps):
             step()
         seconds = (time.perf_counter() - start) / args.steps
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // args.steps
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
                 step()
-        row[name] = {"seconds_per_step": round(seconds, 3), **summarise(prof, args.steps, args.top)}
+        row[name] = {
+            "seconds_per_step": round(seconds, 3),
+            "page_faults_per_step": faults,  # minor faults: freed memory handed back and re-zeroed by the kernel
+            **summarise(prof, args.steps, args.top),
+        }
         if args.sources:
             row[name]["call_sites"] = call_sites(prof, args.sources, args.steps, args.top)
     if args.floor:
