@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -173,16 +174,18 @@ def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
     if torch.backends.mkldnn.is_available():
         a_onednn = a.to_mkldnn()
         products.append(lambda: torch.ops.aten.mkldnn_linear(a_onednn, b, None))  # a @ b.T
-    best = 0.0
-    for product in products:
-        product()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - start)
-        best = max(best, 2 * n**3 / statistics.median(times) / 1e9)
-    return best
+    return max(2 * n**3 / median_seconds(product, repeats) / 1e9 for product in products)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def count_gflop(preset: str, phase: str, size: int, frames: int = 17) -> float:

@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tokenizer_speed import emit, matmul_gflops  # noqa: E402
+from tokenizer_speed import emit, matmul_gflops, median_seconds  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
 from vidtok.train.flops import iteration_flops  # noqa: E402
@@ -129,16 +127,6 @@ class ConvolutionCalls(TorchDispatchMode):
             signature = (tuple(x.shape), tuple(weight.shape), bias is not None, channels_last, x.requires_grad)
             self.calls[signature + tuple(tuple(r) if isinstance(r, list) else r for r in rest)] += 1
         return func(*args, **(kwargs or {}))
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def convolution_floor(calls: Counter[tuple], repeats: int) -> dict:
