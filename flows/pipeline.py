@@ -40,9 +40,9 @@ from vidtok.data.sources import fetch_corpus
 from vidtok.evaluation.evaluate import EvalOptions
 from vidtok.evaluation.report import report
 from vidtok.params import resolve_sections
-from vidtok.runs import CODE_PATHS, code_sha256
+from vidtok.runs import CODE_PATHS, SCHEDULES, code_sha256
 from vidtok.studies.sweeps import data_overrides
-from vidtok.studies.trial import SCHEDULES, ChainLayout, ParamSource, evaluate_stage, train_stage
+from vidtok.studies.trial import ChainLayout, ParamSource, evaluate_stage, train_stage
 from vidtok.train.module import TrainingError
 
 CACHED = INPUTS  # the inputs carry the run identity: code, params, data and upstream hashes

@@ -25,6 +25,7 @@ PACKAGES = ("vidtok", "flows", "dashboard")
 # (module, top-level package imported lazily) -> why. The one place that says which lazy imports exist.
 LAZY_IMPORTS = {
     ("vidtok/__init__.py", "vidtok"): "the public `from vidtok import VidTok` loads the model (and torch) on first use",
+    ("vidtok/cli.py", "vidtok"): "vidtok.commands loads torch and Lightning: help and flag errors answer without them",
     ("vidtok/_files.py", "torch"): "resolve_device: the torch-free helpers serve the dashboard and the data commands",
     ("vidtok/data/clips.py", "torch"): "fit_frames resizes with torch; the manifest and the clip index stay torch-free",
     ("vidtok/metrics.py", "vmaf_torch"): "VMAF is optional and slow to import; only `--vmaf` needs it",

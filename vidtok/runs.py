@@ -61,7 +61,9 @@ __all__ = [
     "RunRecord",
     "RunRecordError",
     "CODE_PATHS",
+    "EVALUATE",
     "IDENTITY_KEYS",
+    "SCHEDULES",
     "SCHEMA_VERSION",
     "code_sha256",
     "identity_differences",
@@ -94,6 +96,9 @@ VAL_NAME = "val.csv"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_NAME = "final"
 STAGES = ("stage1", "stage2", "onestage")
+# The training stages of each schedule, in order; the evaluation stage follows the last one.
+SCHEDULES: dict[str, tuple[str, ...]] = {"twostage": ("stage1", "stage2"), "onestage": ("onestage",)}
+EVALUATE = "evaluate"
 STATUSES = ("running", "completed", "failed")
 _PACKAGES = ("vidtok", "torch", "lightning", "numpy", "safetensors", "av", "lpips", "torchmetrics", "pandas")
 

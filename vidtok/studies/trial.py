@@ -25,13 +25,12 @@ from vidtok._files import dvc_command, tool_env
 from vidtok.data.sources import fetch_corpus, sync_dvc_cache
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.params import active_profile
+from vidtok.runs import SCHEDULES
 from vidtok.train.config import load_params, params_info
 from vidtok.train.flops import iteration_flops
 from vidtok.train.run import TrainResult, train
 
 __all__ = [
-    "EVALUATE",
-    "SCHEDULES",
     "ChainLayout",
     "ParamSource",
     "TrialResult",
@@ -40,10 +39,6 @@ __all__ = [
     "run_trial",
     "train_stage",
 ]
-
-# The training stages of each schedule, in order; evaluation follows the last one.
-SCHEDULES: dict[str, tuple[str, ...]] = {"twostage": ("stage1", "stage2"), "onestage": ("onestage",)}
-EVALUATE = "evaluate"
 
 
 @dataclass(frozen=True)
