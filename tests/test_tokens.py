@@ -19,7 +19,7 @@ from vidtok import VidTok
 from vidtok.cli import main
 from vidtok.data.video import probe, read_frames
 from vidtok.model.vidtok import save_pretrained
-from vidtok.tokens import TokenFile
+from vidtok.tokens import TokenFile, token_content_sha256
 
 pytestmark = pytest.mark.filterwarnings("ignore:preset .* has random weights")
 
@@ -186,11 +186,9 @@ def test_token_file_tampered_bytes(tmp_path, clip, checkpoint, capsys) -> None:
 
 def _rewrite(path: Path, tensor: torch.Tensor) -> None:
     """Re-save with a consistent hash: tampering that a checksum alone would not catch."""
-    import hashlib
-
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata())
-    meta["tensor_sha256"] = hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+    meta["content_sha256"] = token_content_sha256(meta, tensor.contiguous())
     save_file({"indices": tensor.contiguous()}, str(path), metadata=meta)
 
 

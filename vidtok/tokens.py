@@ -39,7 +39,9 @@ from vidtok.model.streaming import TileSpec, iter_decode, iter_encode
 from vidtok.model.vidtok import VidTok, load_pretrained, save_safetensors
 
 TOKEN_FORMAT = "vidtok-tokens"
-TOKEN_FORMAT_VERSION = "1"
+# Version 2: `content_sha256` covers the header as well as the tensor (version 1 hashed the tensor alone, so an
+# edited fps or geometry decoded silently wrong); version 1 files are refused with the command that remakes them.
+TOKEN_FORMAT_VERSION = "2"
 
 
 class TokenFileError(ValueError):
@@ -131,6 +133,15 @@ class Geometry:
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def validate(self) -> None:
+        """Sizes read from a file: positive frame sizes, non-negative padding (ValueError naming the field). The
+        token tensor's shape must then match them (`TokenFile.check_against`), so no header can make decoding
+        allocate more than the latents in the file describe."""
+        for key, minimum in (("source_height", 1), ("source_width", 1), ("height", 1), ("width", 1)):
+            _count(getattr(self, key), f"geometry.{key}", minimum)
+        for key in ("pad_bottom", "pad_right"):
+            _count(getattr(self, key), f"geometry.{key}", 0)
+
 
 def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     batch: list[np.ndarray] = []
@@ -206,8 +217,37 @@ class RunOptions:
 # ================================================================================================= token files
 
 
-def _tensor_sha256(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().cpu().numpy().tobytes()).hexdigest()
+def token_content_sha256(metadata: dict[str, str], tensor: torch.Tensor) -> str:
+    """sha256 over the header (every metadata field but this digest, as sorted compact JSON) and the tensor's dtype,
+    shape and bytes: a changed fps, geometry, model or source is caught like a changed token."""
+    header = {k: v for k, v in metadata.items() if k != "content_sha256"}
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _positive_fraction(text: str, what: str) -> Fraction:
+    num, sep, den = text.partition("/")
+    try:
+        value = Fraction(int(num), int(den)) if sep else Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what} {text!r} is not a rational number like 30000/1001") from None
+    if value <= 0:
+        raise ValueError(f"{what} {text!r} must be positive")
+    return value
+
+
+def _count(value: object, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {number}")
+    return number
 
 
 @dataclass
@@ -238,8 +278,8 @@ class TokenFile:
             "num_frames": str(self.num_frames),
             "geometry": json.dumps(self.geometry.as_dict()),
             "clip_frames": str(self.clip_frames),
-            "tensor_sha256": _tensor_sha256(tensor),
         }
+        metadata["content_sha256"] = token_content_sha256(metadata, tensor)
         with atomic_path(target) as tmp:
             save_safetensors({self.kind: tensor}, tmp, metadata=metadata)
         return target
@@ -255,29 +295,38 @@ class TokenFile:
                 keys = list(f.keys())
                 if meta.get("format") != TOKEN_FORMAT:
                     raise TokenFileError(f"{name}: not a vidtok token file (format {meta.get('format')!r})")
+                if meta.get("format_version") != TOKEN_FORMAT_VERSION:
+                    raise TokenFileError(
+                        f"{name}: token format version {meta.get('format_version')!r}, this vidtok reads "
+                        f"{TOKEN_FORMAT_VERSION!r} (encode the video again with `vidtok encode`)"
+                    )
                 kind = meta.get("kind")
-                if keys != [kind]:
-                    raise TokenFileError(f"{name}: expected one tensor {kind!r}, found {keys}")
+                if kind not in ("indices", "latents") or keys != [kind]:
+                    raise TokenFileError(f"{name}: expected one tensor 'indices' or 'latents', found {keys}")
                 tensor = f.get_tensor(kind)
         except SafetensorError as err:
             raise TokenFileError(f"{name}: unreadable token file ({err})") from None
-        if _tensor_sha256(tensor) != meta.get("tensor_sha256"):
-            raise TokenFileError(f"{name}: tensor bytes do not match their recorded sha256 (file was modified)")
+        if token_content_sha256(meta, tensor) != meta.get("content_sha256"):
+            raise TokenFileError(
+                f"{name}: header or tensor bytes do not match their recorded sha256 (file was modified)"
+            )
         try:
-            num, den = (int(v) for v in meta["fps"].split("/"))
             token = cls(
                 tensor=tensor,
                 kind=kind,
                 model=ModelRef(**json.loads(meta["model"])),
                 model_config=json.loads(meta["model_config"]),
                 source=meta.get("source", ""),
-                fps=Fraction(num, den),
-                num_frames=int(meta["num_frames"]),
+                fps=_positive_fraction(meta["fps"], "fps"),
+                num_frames=_count(meta["num_frames"], "num_frames"),
                 geometry=Geometry(**json.loads(meta["geometry"])),
-                clip_frames=int(meta["clip_frames"]),
+                clip_frames=_count(meta["clip_frames"], "clip_frames"),
             )
-        except (KeyError, ValueError, TypeError) as err:
-            raise TokenFileError(f"{name}: bad metadata ({type(err).__name__}: {err})") from None
+            token.geometry.validate()
+        except KeyError as err:
+            raise TokenFileError(f"{name}: bad metadata (missing field {err})") from None
+        except (ValueError, TypeError) as err:
+            raise TokenFileError(f"{name}: bad metadata ({err})") from None
         return token
 
     def check_against(self, model: VidTok, name: str) -> None:
@@ -285,6 +334,15 @@ class TokenFile:
         if model.config.to_dict() != self.model_config:
             raise TokenFileError(f"{name}: made by another model ({self.model.describe()}); decode it with that one")
         g = self.geometry
+        factor, frames_per_latent = model.config.spatial_factor, model.config.temporal_factor
+        if g.pad_bottom >= factor or g.pad_right >= factor:
+            raise TokenFileError(
+                f"{name}: geometry pads {g.pad_bottom}x{g.pad_right} px, more than the spatial factor {factor} needs"
+            )
+        if not model.config.causal and self.clip_frames % frames_per_latent:
+            raise TokenFileError(
+                f"{name}: clip_frames {self.clip_frames} is not a multiple of the temporal factor {frames_per_latent}"
+            )
         c, t, h, w = model.config.latent_shape(self.num_frames, g.height + g.pad_bottom, g.width + g.pad_right)
         if not model.config.causal:  # independent clips, the last one padded to the clip length
             clips = -(-self.num_frames // self.clip_frames)

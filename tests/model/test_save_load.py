@@ -14,7 +14,7 @@ from safetensors import safe_open
 from tests.helpers import REPO, tiny
 from vidtok import VidTok
 from vidtok.model.interop import from_upstream, read_upstream_state_dict
-from vidtok.model.vidtok import CheckpointError, load_pretrained, save_pretrained, save_safetensors
+from vidtok.model.vidtok import CheckpointError, load_pretrained, read_config, save_pretrained, save_safetensors
 
 
 def _same_outputs(a: VidTok, b: VidTok) -> bool:
@@ -122,7 +122,25 @@ def test_config_of_another_preset_names_first_mismatching_keys(tmp_path) -> None
     record["model"]["ch_mult"] = [1, 2, 2, 2]
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match=r"missing keys \(first: encoder\.down\.3"):
+        load_pretrained(tmp_path / "ckpt", verify=False)  # verified, the edit is caught first (test below)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("shortcut", "trivial"), ("causal_padding", "zeros"), ("temporal_upsample", "nearest")]
+)
+def test_an_edited_config_json_is_refused(tmp_path, key: str, value: str) -> None:
+    """config.json is not covered by the weights' sha256; the copy of the config in the safetensors header is. A
+    flipped field that changes every output while the weights still verify is an error naming the field."""
+    save_pretrained(tiny("tiny_kl_causal_444"), tmp_path / "ckpt")
+    config = tmp_path / "ckpt" / "config.json"
+    record = json.loads(config.read_text())
+    assert key in record["model"] and record["model"][key] != value
+    record["model"][key] = value
+    config.write_text(json.dumps(record, indent=2))
+    with pytest.raises(CheckpointError, match=rf"config.json: model config differs .*{key} '{value}' \(config.json\)"):
         load_pretrained(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="model config differs"):
+        read_config(tmp_path / "ckpt")  # every reader of the record (evaluation, stage-2 parents) sees it too
 
 
 @pytest.mark.parametrize("bad", ["missing", "not-json", "not-vidtok"])

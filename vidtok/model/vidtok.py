@@ -1112,8 +1112,9 @@ def write_weights(
     (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """The config.json record of a checkpoint folder (CheckpointError when absent or unreadable)."""
+def read_config(path: str | os.PathLike, verify: bool = True) -> dict:
+    """The config.json record of a checkpoint folder (CheckpointError when absent or unreadable); with `verify`, it
+    must describe the weights beside it (`check_config_matches_weights`)."""
     folder = Path(path)
     config_file = folder / CONFIG_NAME
     if not folder.is_dir():
@@ -1126,13 +1127,54 @@ def read_config(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{config_file}: not valid JSON ({err})") from None
     if record.get("format") != "vidtok" or "model" not in record:
         raise CheckpointError(f"{config_file}: not a vidtok checkpoint config (missing format/model)")
+    weights = folder / WEIGHTS_NAME
+    if verify and weights.is_file():
+        check_config_matches_weights(record, weights, config_file)
     return record
+
+
+def check_config_matches_weights(record: Mapping, weights: Path, config_file: Path) -> None:
+    """config.json must describe the weights beside it: the model config and name it holds must equal the copy that
+    `write_weights` stored in the safetensors header, which `weights_sha256` covers (it hashes the whole file). So an
+    edited config.json (a flipped `shortcut`, `causal_padding`, `temporal_upsample`: every output would change while
+    the weights still verify) is a CheckpointError naming the fields that differ. Reads only the header."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
+    if "config" not in header:  # written by another tool (e.g. a raw export): nothing to compare with
+        return
+    try:
+        stored = json.loads(header["config"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{weights}: the model config in its header is not valid JSON ({err})") from None
+    described = record.get("model")
+    if not isinstance(described, dict) or not isinstance(stored, dict):
+        raise CheckpointError(f"{config_file}: 'model' must be a JSON object")
+    differing = sorted(
+        k for k in set(described) | set(stored) if described.get(k, "<absent>") != stored.get(k, "<absent>")
+    )
+    if differing:
+        shown = "; ".join(
+            f"{k} {described.get(k, '<absent>')!r} (config.json) vs {stored.get(k, '<absent>')!r} (weights)"
+            for k in differing[:3]
+        )
+        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+        raise CheckpointError(
+            f"{config_file}: model config differs from the one stored with the weights ({shown}{more}): "
+            "config.json was edited; restore it or train again"
+        )
+    if "name" in header and record.get("name", header["name"]) != header["name"]:
+        raise CheckpointError(
+            f"{config_file}: name {record.get('name')!r} differs from the weights' {header['name']!r} (edited?)"
+        )
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu", verify: bool = True) -> VidTok:
     """Build the model described by `path`/config.json and load `path`/model.safetensors into it."""
     folder = Path(path)
-    record = read_config(folder)
+    record = read_config(folder, verify=verify)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}")
