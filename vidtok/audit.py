@@ -326,7 +326,7 @@ def check_trials(result: AuditResult, study_dir: Path) -> None:
         result.add(label, False, str(err))
         return
     done = df[df["state"] == "COMPLETE"]
-    code = code_sha256("train")
+    code = code_sha256("study")
     problems = []
     for row in done.itertuples():
         where = f"trial {row.trial} ({row.level}, seed {row.seed})"

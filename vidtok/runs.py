@@ -18,11 +18,11 @@ Layout of a training run folder (`vidtok train --run-dir RUN`):
 `weights_sha256`.
 
 A run is what made it. `identity` holds four sha256s: `params_sha256` (the settings that change what the run
-computes, vidtok.train.config.computing_config), `code_sha256` (the library sources that can change its result:
-CODE_PATHS, see `code_sha256`), `data_sha256` (the clips it read: every clip's video sha256 and frame indices,
-and the crop and size, for train and val) and `parent_sha256` (the weights it started from: stage 2's stage-1
-checkpoint). A run folder is resumed or reused only when all four match; otherwise training restarts it or refuses,
-naming what changed (`identity_differences`).
+computes, vidtok.train.config.computing_config), `code_sha256` (the library sources that can change its result,
+CODE_PATHS, and the torch / torchvision / av versions: see `code_sha256`), `data_sha256` (the clips it read: every
+clip's video sha256 and frame indices, and the crop and size, for train and val) and `parent_sha256` (the weights
+it started from: stage 2's stage-1 checkpoint). A run folder is resumed or reused only when all four match;
+otherwise training restarts it or refuses, naming what changed (`identity_differences`).
 
 Schema (version 2) - the fields of RunRecord, all JSON types:
     schema_version int; run_id str; stage "stage1"|"stage2"|"onestage"; status "running"|"completed"|"failed";
@@ -66,6 +66,8 @@ __all__ = [
     "SCHEDULES",
     "SCHEMA_VERSION",
     "code_sha256",
+    "NUMERIC_PACKAGES",
+    "numeric_package_versions",
     "identity_differences",
     "device_info",
     "git_info",
@@ -77,19 +79,40 @@ __all__ = [
 
 SCHEMA_VERSION = 2
 IDENTITY_KEYS = ("params_sha256", "code_sha256", "data_sha256", "parent_sha256")
-# The library sources a result can depend on, by kind of run, relative to the folder holding the vidtok package.
+# The library sources a result can depend on, by kind of result, relative to the folder holding the vidtok package.
 # dvc.yaml lists the same paths as the deps of its train and evaluate stages (a test keeps the two equal).
+_TRAIN_CODE = ("vidtok/data", "vidtok/metrics.py", "vidtok/model", "vidtok/params.py", "vidtok/train")
+_EVALUATE_CODE = (
+    "vidtok/data",
+    "vidtok/evaluation",
+    "vidtok/metrics.py",
+    "vidtok/model",
+    "vidtok/params.py",
+    "vidtok/tokens.py",
+)
+# What makes the manifest (decoding, provenance, split) and, with clips.py, the clip indexes and frame caches: the
+# data artefacts are keyed by these (vidtok.data.manifest.ensure_manifest, vidtok.data.clips.ensure_clip_index).
+_MANIFEST_CODE = (
+    "vidtok/data/config.py",
+    "vidtok/data/corpus.toml",
+    "vidtok/data/manifest.py",
+    "vidtok/data/sources.py",
+    "vidtok/data/video.py",
+)
 CODE_PATHS: dict[str, tuple[str, ...]] = {
-    "train": ("vidtok/data", "vidtok/metrics.py", "vidtok/model", "vidtok/params.py", "vidtok/train"),
-    "evaluate": (
-        "vidtok/data",
-        "vidtok/evaluation",
-        "vidtok/metrics.py",
-        "vidtok/model",
-        "vidtok/params.py",
-        "vidtok/tokens.py",
+    "manifest": _MANIFEST_CODE,
+    "clips": (*_MANIFEST_CODE, "vidtok/data/clips.py"),
+    "train": _TRAIN_CODE,
+    "evaluate": _EVALUATE_CODE,
+    # A study trial: its training, its evaluation and the study code that chooses its steps, evaluation options and
+    # level overrides.
+    "study": tuple(
+        sorted({*_TRAIN_CODE, *_EVALUATE_CODE, *(f"vidtok/studies/{m}.py" for m in ("specs", "sweeps", "trial"))})
     ),
 }
+# The packages whose version changes the numbers the same code computes (kernels, video decoding and colour
+# conversion): part of every code identity, so a run made with another torch is not reused as if it were this one.
+NUMERIC_PACKAGES = ("torch", "torchvision", "av")
 RECORD_NAME = "run.json"
 METRICS_NAME = "metrics.csv"
 VAL_NAME = "val.csv"
@@ -289,7 +312,7 @@ def sha256_json(obj: Any) -> str:
 
 
 def code_files(kind: str) -> list[Path]:
-    """The .py files of CODE_PATHS[kind] in this installation of vidtok, sorted."""
+    """The files of CODE_PATHS[kind] in this installation of vidtok (the .py files of its folders), sorted."""
     if kind not in CODE_PATHS:
         raise ValueError(f"code kind must be one of {', '.join(CODE_PATHS)}, got {kind!r}")
     base = Path(__file__).resolve().parent.parent  # the folder holding vidtok/
@@ -300,16 +323,29 @@ def code_files(kind: str) -> list[Path]:
     return sorted(files)
 
 
+def numeric_package_versions() -> dict[str, str | None]:
+    """The installed versions of NUMERIC_PACKAGES (None for one that is not installed)."""
+    out: dict[str, str | None] = {}
+    for name in NUMERIC_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def code_sha256(kind: str) -> str:
-    """sha256 over (path, sha256) of the library sources a `kind` ("train" or "evaluate") result depends on: a
-    changed line anywhere in them (vidtok/model, vidtok/data, ...) is another code identity."""
+    """sha256 over (path, sha256) of the library sources a `kind` result depends on (CODE_PATHS) and the versions
+    of NUMERIC_PACKAGES: a changed line anywhere in them (vidtok/model, vidtok/data, ...), or another torch,
+    torchvision or PyAV, is another code identity."""
     base = Path(__file__).resolve().parent.parent
-    return sha256_json([[f.relative_to(base).as_posix(), sha256_file(f)] for f in code_files(kind)])
+    files = [[Path(os.path.relpath(f, base)).as_posix(), sha256_file(f)] for f in code_files(kind)]
+    return sha256_json({"files": files, "packages": numeric_package_versions()})
 
 
 IDENTITY_WHAT = {
     "params_sha256": "params",
-    "code_sha256": "code",
+    "code_sha256": "code (or the torch / torchvision / av version)",
     "data_sha256": "data",
     "parent_sha256": "parent checkpoint",
 }

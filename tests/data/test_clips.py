@@ -104,13 +104,16 @@ def test_clip_index_notices_a_stale_manifest(samples, tmp_path):
     build_manifest(config, progress=False)
     build_clip_index(config, 8, progress=False)
     load_clip_index(config, 8)
-    build_manifest(config.replace(min_side=150), progress=False)  # carphone (144 px high) is now rejected
+    stricter = config.replace(min_side=150)
+    build_manifest(stricter, progress=False)  # carphone (144 px high) is now rejected
     with pytest.raises(ClipIndexError, match="manifest_sha256.*vidtok data resample --fps 8"):
-        load_clip_index(config, 8)
-    ensure_clip_index(config, 8, progress=False)
-    load_clip_index(config, 8)
+        load_clip_index(stricter, 8)
+    with pytest.raises(ClipIndexError, match=r"manifest is stale \(settings changed: data.min_side 150 -> 128"):
+        load_clip_index(config, 8)  # the manifest was made with other settings than these
+    ensure_clip_index(stricter, 8, progress=False)
+    load_clip_index(stricter, 8)
     with pytest.raises(ClipIndexError, match="clip_frames"):
-        load_clip_index(config.replace(clip_frames=16), 8)
+        load_clip_index(stricter.replace(clip_frames=16), 8)
 
 
 def test_index_and_manifest_files_are_written_atomically(samples, tmp_path, monkeypatch):

@@ -17,12 +17,13 @@ import pytest
 from tests import videofactory as vf
 from tests.helpers import data_config_in, psnr
 from vidtok._files import write_table
-from vidtok.data.clips import build_clip_index, load_clip_index
+from vidtok.data.clips import ClipIndexError, build_clip_index, load_clip_index
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import ClipDataset
 from vidtok.data.manifest import (
     ManifestError,
     build_manifest,
+    manifest_record_path,
     manifest_summary,
     read_manifest,
     split_groups,
@@ -278,8 +279,11 @@ def test_tampered_manifest_file_is_refused_by_the_next_step(samples, tmp_path):
     path = tmp_path / "manifest.parquet"
     df.to_parquet(path)
     config = DataConfig(data_dir=samples.data_dir, manifest=str(path), clips_dir=str(tmp_path / "clips"))
-    with pytest.raises(ManifestError, match="num_frames"):
+    shutil.copy(manifest_record_path(samples), manifest_record_path(config))  # the record of the untampered one
+    with pytest.raises(ClipIndexError, match="not the file its record describes"):
         build_clip_index(config, 8, progress=False)
+    with pytest.raises(ManifestError, match="num_frames"):
+        read_manifest(path)  # and every reader validates the schema
 
 
 # ----------------------------------------------------------------------------------------------------- split

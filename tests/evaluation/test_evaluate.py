@@ -233,3 +233,25 @@ def test_cli_evaluate_and_its_errors(
     assert err.count("\n") == 1 and "absent_vgg16.pth is not a file" in err
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "-o", str(out)]) == 1
     assert "checkpoint folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("state", ["running", "failed"])
+def test_evaluate_refuses_a_run_that_has_not_completed(
+    data_config: DataConfig, kl_checkpoint: Path, tmp_path: Path, state: str
+) -> None:
+    """A run folder (or a checkpoint inside it) whose run.json says running or failed: its weights are no result."""
+    from vidtok.runs import RunRecord, write_run_record
+
+    run = tmp_path / "run"
+    shutil.copytree(kl_checkpoint, run / "checkpoints" / "final")  # the final weights of an earlier, shorter run
+    record = RunRecord(
+        run_id="stage1-test", stage="stage1", status=state, started_at="2026-01-01T00:00:00+00:00",
+        config={"data": {}, "model": {}, "train": {}, "loss": {}}, params={}, seed=0, device={},
+        git={"commit": None, "dirty": None}, packages={}, total_steps=10, steps_completed=3,
+        error="loss is NaN at step 3" if state == "failed" else None,
+    )  # fmt: skip
+    write_run_record(run, record)
+    for target in (run, run / "checkpoints" / "final"):
+        with pytest.raises(ValueError, match=rf"{run}: the run is {state} at step 3 of 10.*once it has completed"):
+            evaluate(target, data_config, EvalOptions(max_clips=1, num_videos=0), out_dir=tmp_path / "e")
+    assert not (tmp_path / "e").exists()

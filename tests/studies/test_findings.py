@@ -57,7 +57,7 @@ def test_a_partial_study_names_its_missing_levels_and_short_seed_counts() -> Non
 
 
 def test_a_study_made_by_other_code_says_so() -> None:
-    # Trials record vidtok.runs.code_sha256("train"); a study whose trials ran other code is stale (the audit fails
+    # Trials record vidtok.runs.code_sha256("study"); a study whose trials ran other code is stale (the audit fails
     # it) and the findings say so, naming the code it ran and this checkout's.
     trials = trial_table([(3, s, "COMPLETE", 24.0) for s in range(3)] + [(8, 0, "FAIL", None)])
     now, before = "a" * 64, "b" * 64

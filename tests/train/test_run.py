@@ -234,7 +234,9 @@ def test_an_edited_library_source_restarts_the_run(tmp_path: Path) -> None:
     model_file = code / "vidtok" / "model" / "vidtok.py"
     model_file.write_text(model_file.read_text() + "\n# an edit\n")
     refused = run("error")
-    assert refused.returncode != 0 and "code changed: sha256" in refused.stderr
+    assert (
+        refused.returncode != 0 and "code (or the torch / torchvision / av version) changed: sha256" in refused.stderr
+    )
     restarted = run("restart")
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     run_id, code_sha = restarted.stdout.split()[1:3]
@@ -525,3 +527,38 @@ def test_on_validation_hook_sees_every_pass_and_can_stop_the_run(tmp_path: Path)
     assert [s for s, _ in seen] == [0, 2] and all(v > 0 for _, v in seen)
     manifest = read_run_record(tmp_path / "run")
     assert manifest.status == "failed" and "pruned at step 2" in manifest.error
+
+
+def test_another_torch_version_is_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch / torchvision / av versions are part of the code identity: a finished run is not reused by another."""
+    from vidtok import runs
+
+    first = _train(tmp_path / "run", steps=2, val_every=0)
+    versions = runs.numeric_package_versions()
+    monkeypatch.setattr(runs, "numeric_package_versions", lambda: {**versions, "torch": "1.0.0"})
+    with pytest.raises(ValueError, match=r"code \(or the torch / torchvision / av version\) changed"):
+        _train(tmp_path / "run", steps=2, val_every=0)
+    monkeypatch.undo()
+    assert _train(tmp_path / "run", steps=2, val_every=0).run_record.run_id == first.run_record.run_id
+
+
+def test_an_extended_run_has_no_final_checkpoint_until_it_ends(tmp_path: Path) -> None:
+    """Raising train.steps of a finished run continues it; meanwhile its record names no final checkpoint (the old
+    one is not its result any more), so nothing evaluates or starts from it."""
+    run = tmp_path / "run"
+    first = _train(run, steps=2, val_every=0)
+    assert first.run_record.final_checkpoint is not None
+    seen: list[tuple[str, object, object]] = []
+
+    def look(step: int, value: float) -> None:
+        record = read_run_record(run)
+        seen.append((record.status, record.final_checkpoint, record.final_checkpoint_sha256))
+
+    ds = _clips()
+    longer = train(
+        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=4, val_every=1), NO_LPIPS, run,
+        datasets=(ds, ds), progress=False, on_validation=look,
+    )  # fmt: skip
+    assert seen and seen[0] == ("running", None, None)
+    assert longer.run_record.status == "completed" and longer.run_record.steps_completed == 4
+    assert longer.run_record.final_checkpoint_sha256 != first.run_record.final_checkpoint_sha256

@@ -39,7 +39,8 @@ from tqdm import tqdm
 from vidtok._files import atomic_path, sha256_and_size, write_json, write_table
 from vidtok.data import video as vio
 from vidtok.data.config import DataConfig, join
-from vidtok.data.manifest import frame_indexes, read_manifest
+from vidtok.data.manifest import frame_indexes, manifest_stale_reason, read_manifest
+from vidtok.runs import code_sha256
 
 __all__ = [
     "ClipIndexError",
@@ -126,6 +127,9 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
     fps = float(fps)
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive frame rate, got {fps}")
+    why = manifest_stale_reason(config)
+    if why is not None:
+        raise ClipIndexError(f"{config.manifest}: stale ({why}); rebuild it first with `vidtok data manifest`")
     manifest = read_manifest(config.manifest)
     manifest_sha, _ = sha256_and_size(config.manifest)
     ok = manifest[manifest["status"] == "ok"]
@@ -178,6 +182,7 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
     counts = index["split"].value_counts()
     summary = {
         "version": INDEX_VERSION,
+        "code_sha256": code_sha256("clips"),
         "fps": fps,
         "clip_frames": config.clip_frames,
         "clip_stride": config.clip_stride,
@@ -217,8 +222,12 @@ def _stale_reason(config: DataConfig, fps: float) -> str | None:
         index_sha, _ = sha256_and_size(clip_index_path(config, fps))
     except FileNotFoundError as err:
         return f"missing file: {err}"
+    why = manifest_stale_reason(config)
+    if why is not None:
+        return f"the manifest is stale ({why}; `vidtok data manifest` rebuilds it)"
     expected = {
         "version": INDEX_VERSION,
+        "code_sha256": code_sha256("clips"),
         "clip_frames": config.clip_frames,
         "clip_stride": config.clip_stride,
         "manifest_sha256": manifest_sha,
@@ -226,6 +235,8 @@ def _stale_reason(config: DataConfig, fps: float) -> str | None:
     }
     for key, value in expected.items():
         if summary.get(key) != value:
+            if key == "code_sha256":
+                return "the clip code (or the torch / torchvision / av version) changed since it was built"
             return f"{key} is {summary.get(key)!r}, the config and files say {value!r}"
     return None
 
@@ -382,6 +393,7 @@ def build_clip_caches(
     for target, r in zip(targets, sizes):
         meta = {
             "version": INDEX_VERSION,
+            "code_sha256": code_sha256("clips"),
             "fps": float(fps),
             "resolution": r,
             "frames": total,
@@ -402,7 +414,11 @@ def _cache_current(config: DataConfig, fps: float, resolution: int) -> bool:
     path = cache_path(config, fps, resolution)
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
-        return path.is_file() and meta.get("index_sha256") == read_clip_summary(config, fps)["index_sha256"]
+        return (
+            path.is_file()
+            and meta.get("index_sha256") == read_clip_summary(config, fps)["index_sha256"]
+            and meta.get("code_sha256") == code_sha256("clips")
+        )
     except (OSError, ValueError, ClipIndexError):
         return False
 

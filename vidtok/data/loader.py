@@ -20,11 +20,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
+import logging
 import warnings
 from collections.abc import Iterator, Mapping
 
-import fsspec
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -35,7 +34,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vidtok.data import video as vio
 from vidtok.data.clips import FrameCache, ensure_clip_cache, ensure_clip_index, fit_frames, load_clip_index, open_cache
 from vidtok.data.config import DataConfig, join
-from vidtok.data.manifest import build_manifest, frame_indexes, read_manifest
+from vidtok.data.manifest import ensure_manifest, frame_indexes, read_manifest
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ClipDataset",
@@ -439,8 +440,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         config = self.config
-        if not _exists(config.manifest):
-            build_manifest(config)
+        ensure_manifest(config, log=log.info)  # rebuilt when its data, code or split settings changed
         for rate in dict.fromkeys((self.fps, self.val_fps)):
             ensure_clip_index(config, rate)
             if self.use_cache and self.size[0] == self.size[1] and self.size[0] in config.cache_resolutions:
@@ -534,8 +534,3 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_clips,
         )
-
-
-def _exists(path: str) -> bool:
-    fs, fspath = fsspec.core.url_to_fs(os.fspath(path))
-    return fs.exists(fspath)

@@ -5,6 +5,13 @@ the split.
 
 Ok rows carry the video's metadata (vidtok.data.video.probe), a content fingerprint and the content group it
 belongs to (re-encodes of the same footage share one), and a split by group, so no footage is in two splits.
+
+Beside the table, its record (manifest.json next to manifest.parquet) says what made it: the data code
+(vidtok.runs.CODE_PATHS["manifest"]: decoding, provenance, the split rule; and the torch / torchvision / av
+versions), the settings that shape it (split salt and fractions, min_side, clip_frames) and every data file's
+sha256. `ensure_manifest` rebuilds the manifest when any of them changed, on every path that reads data (the DVC
+stages, `vidtok train`, `vidtok evaluate`, the studies), so a run never reads a manifest made by other code, other
+settings or other files.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -24,10 +31,11 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from tqdm import tqdm
 
-from vidtok._files import sha256_and_size, write_table
+from vidtok._files import sha256_and_size, write_json, write_table
 from vidtok.data import video as vio
 from vidtok.data.config import DataConfig, join, list_files
 from vidtok.data.sources import KINDS, source_of
+from vidtok.runs import code_sha256
 
 # ----------------------------------------------------------------------------------------------------- manifest
 
@@ -341,6 +349,92 @@ def _inspect(config: DataConfig, rel: str) -> dict[str, Any]:
     return row
 
 
+# ----------------------------------------------------------------------------------------------------- its record
+
+RECORD_VERSION = 1
+# The DataConfig fields that change the manifest's rows (policy rejections and the split); paths do not.
+MANIFEST_SETTINGS = ("val_fraction", "test_fraction", "split_salt", "min_side", "clip_frames")
+
+
+def manifest_record_path(config: DataConfig) -> str:
+    """The record beside the manifest: outputs/data/manifest.parquet -> outputs/data/manifest.json."""
+    return os.path.splitext(config.manifest)[0] + ".json"
+
+
+def data_files(config: DataConfig, known: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every file under data_dir: {relative path: {size, mtime, sha256}}. A file whose size and mtime equal the
+    `known` entry keeps its sha256 (DVC's rule: 156 MB of corpus is not re-hashed at every training start); any
+    other file is hashed, so a copied folder (new mtimes, same bytes) still matches."""
+    fs, _ = fsspec.core.url_to_fs(config.data_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for rel in list_files(config.data_dir):
+        url = join(config.data_dir, rel)
+        info = fs.info(fsspec.core.url_to_fs(url)[1])
+        size, mtime = int(info.get("size") or 0), str(info.get("mtime", info.get("LastModified", "")))
+        before = (known or {}).get(rel)
+        if before and before.get("size") == size and before.get("mtime") == mtime and before.get("sha256"):
+            digest = str(before["sha256"])
+        else:
+            digest = sha256_and_size(url)[0]
+        out[rel] = {"size": size, "mtime": mtime, "sha256": digest}
+    return out
+
+
+def manifest_recipe(config: DataConfig, files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What a manifest of `files` made by this code with these settings is keyed by."""
+    return {
+        "version": RECORD_VERSION,
+        "code_sha256": code_sha256("manifest"),
+        "settings": {name: getattr(config, name) for name in MANIFEST_SETTINGS},
+        "files": {rel: entry["sha256"] for rel, entry in sorted(files.items())},
+    }
+
+
+def manifest_stale_reason(config: DataConfig) -> str | None:
+    """Why the manifest must be (re)built, one phrase naming what changed; None when it is current."""
+    try:
+        digest, _ = sha256_and_size(config.manifest)
+    except FileNotFoundError:
+        return f"{config.manifest} does not exist"
+    try:
+        with fsspec.open(manifest_record_path(config), "r") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return f"{manifest_record_path(config)} (what made the manifest) does not exist"
+    except json.JSONDecodeError as err:
+        return f"{manifest_record_path(config)} is not valid JSON ({err})"
+    if not isinstance(record, dict) or record.get("manifest_sha256") != digest:
+        return f"{config.manifest} is not the file its record describes (edited, or written by another version)"
+    now = manifest_recipe(config, data_files(config, record.get("files_seen")))
+    if record.get("version") != now["version"] or record.get("code_sha256") != now["code_sha256"]:
+        return "the data code (or the torch / torchvision / av version) changed since it was made"
+    before = record.get("settings") or {}
+    changed = [f"data.{k} {before.get(k)!r} -> {v!r}" for k, v in now["settings"].items() if before.get(k) != v]
+    if changed:
+        return "settings changed: " + ", ".join(changed)
+    old, new = record.get("files") or {}, now["files"]
+    added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+    modified = sorted(rel for rel in set(new) & set(old) if new[rel] != old[rel])
+    if added or removed or modified:
+        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
+                 (("added", added), ("removed", removed), ("modified", modified)) if v]  # fmt: skip
+        return f"the files under {config.data_dir} changed: " + ", ".join(parts)
+    return None
+
+
+def ensure_manifest(
+    config: DataConfig, *, progress: bool = True, log: Callable[[str], None] | None = None
+) -> pd.DataFrame | None:
+    """Rebuild the manifest when `manifest_stale_reason` gives a reason (logged through `log`, e.g. print);
+    returns the new manifest, or None when the existing one is current."""
+    reason = manifest_stale_reason(config)
+    if reason is None:
+        return None
+    if log is not None:
+        log(f"manifest of {config.data_dir} -> {config.manifest}: rebuilding ({reason})")
+    return build_manifest(config, progress=progress)
+
+
 def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = True) -> pd.DataFrame:
     """Inspect every file under ``config.data_dir`` and return the validated manifest (written atomically to
     ``config.manifest`` when ``write``). A bad file becomes a rejected row with its reason, never an error.
@@ -357,6 +451,7 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
     files = list_files(config.data_dir)
     if not files:
         raise FileNotFoundError(f"{config.data_dir}: no files (run `vidtok data fetch` or copy videos there)")
+    seen = data_files(config)  # before decoding: a file changed meanwhile makes the record stale, not wrong
     rows = []
     bar = tqdm(files, desc="manifest (decoding every file)", unit="file", disable=not progress)
     for rel in bar:
@@ -384,7 +479,11 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
     df["split"] = df["content_group"].map(split).where(ok, None)
     df = validate_manifest(df, name=config.manifest)
     if write:
+        # The table first, then its record: a kill in between leaves a record that names another table, so the
+        # next ensure_manifest rebuilds instead of trusting it.
         write_table(df, config.manifest)
+        record = {**manifest_recipe(config, seen), "manifest_sha256": sha256_and_size(config.manifest)[0]}
+        write_json(manifest_record_path(config), {**record, "files_seen": seen})
     return df
 
 

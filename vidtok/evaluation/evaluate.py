@@ -112,11 +112,16 @@ def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options
     checkpoint). LPIPS is computed only with real trunk weights; without them it is recorded as unavailable with
     the reason, unless a trunk path was given explicitly (then a missing file is an error)."""
     folder = Path(checkpoint)
-    if (folder / "run.json").is_file():
-        run = read_run_record(folder)
-        if run.final_checkpoint is None:
-            raise ValueError(f"{folder}: run is {run.status}, it has no final checkpoint")
-        folder = folder / run.final_checkpoint
+    # A run folder, or a checkpoint inside one (RUN/checkpoints/NAME): only a completed run's weights are results.
+    run_dir = folder if (folder / "run.json").is_file() else folder.parent.parent
+    if (run_dir / "run.json").is_file():
+        run = read_run_record(run_dir)
+        if run.status != "completed":
+            state = f"{run.status} at step {run.steps_completed} of {run.total_steps}"
+            why = f": {run.error}" if run.error else ""
+            raise ValueError(f"{run_dir}: the run is {state}{why}; evaluate it once it has completed")
+        if folder == run_dir:
+            folder = folder / str(run.final_checkpoint)
     record = read_config(folder)
     config = data if data is not None else DataConfig()
     resolution = int(options.resolution or (record.get("metadata") or {}).get("resolution") or 128)

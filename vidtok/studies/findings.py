@@ -137,10 +137,10 @@ def coverage(spec: StudySpec, summary: dict[str, Any], seeds: int = len(DEFAULT_
 
 
 def code_currency(trials: pd.DataFrame, current: str | None = None) -> str:
-    """Whether the finished trials ran the library code of this checkout (vidtok.runs.code_sha256("train"), what
+    """Whether the finished trials ran the library code of this checkout (vidtok.runs.code_sha256("study"), what
     `vidtok audit` compares): a study made by other code says so next to its answer ("" when all of them did).
     Its numbers are still what that code measured; they are not what this checkout would make until rerun."""
-    current = current or code_sha256("train")
+    current = current or code_sha256("study")
     done = trials[trials["state"] == "COMPLETE"]
     recorded = done["code_sha256"].dropna()
     changed = recorded[recorded != current]

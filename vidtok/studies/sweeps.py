@@ -68,8 +68,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vidtok._files import one_line, sha256_file, write_json
 from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_summary
-from vidtok.data.config import DataConfig, list_files, load_data_config
-from vidtok.data.manifest import build_manifest
+from vidtok.data.config import DataConfig, load_data_config
+from vidtok.data.manifest import ensure_manifest
 from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
 from vidtok.runs import code_sha256
@@ -308,14 +308,7 @@ def prepare_data(
     local = "://" not in config.data_dir
     if local and (not Path(config.data_dir).is_dir() or not any(Path(config.data_dir).iterdir())):
         log("\n".join(fetch_corpus(config.data_dir, progress=False).lines()))
-    manifest = Path(config.manifest)
-    stale = not manifest.is_file()
-    if not stale and local:
-        newest = max((p.stat().st_mtime for p in Path(config.data_dir).rglob("*") if p.is_file()), default=0.0)
-        stale = newest > manifest.stat().st_mtime
-    if stale:
-        log(f"manifest of {config.data_dir} ({len(list_files(config.data_dir))} files) -> {config.manifest}")
-        build_manifest(config, progress=False)
+    ensure_manifest(config, progress=False, log=log)  # rebuilt when its data, code or split settings changed
     rates = sorted({float(f) for f in fps} | {float(config.val_fps)})
     clips: dict[str, int] = {}
     for rate in rates:
@@ -733,6 +726,9 @@ def _run_one(
     trial.set_user_attr("heartbeat_at", time.time())
     trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
     trial.set_user_attr("run_dir", os.path.relpath(folder, study_dir))
+    # The code the trial runs, taken before it starts (training, evaluation and this study code, and the
+    # torch / torchvision / av versions); `_record_result` refuses a result if it changed meanwhile.
+    trial.set_user_attr("code_sha256", code_sha256("study"))
     write_study_files(study, spec, study_name, study_dir)  # the RUNNING row
     log(f"{study_name}: trial {trial.number} {level.label} seed {seed} -> {folder}")
     hook = StepPruningHook(trial)
@@ -814,7 +810,8 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
         if metrics_file.is_file():  # what `vidtok audit` checks each file against
             trial.set_user_attr(f"{prefix}metrics_path", os.path.relpath(metrics_file, study_dir))
             trial.set_user_attr(f"{prefix}metrics_sha256", sha256_file(metrics_file))
-    trial.set_user_attr("code_sha256", code_sha256("train"))
+    if trial.user_attrs.get("code_sha256") != code_sha256("study"):
+        raise ValueError("the library code (or the torch / torchvision / av version) changed while the trial ran")
     value = summary.get(metric)
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"the evaluation gave no finite {metric} ({value!r})")

@@ -304,6 +304,9 @@ class Run:
                 status="running",
                 ended_at=None,
                 error=None,
+                # An extended run has no final checkpoint until it ends: the old one is not its result any more.
+                final_checkpoint=None,
+                final_checkpoint_sha256=None,
                 total_steps=cfg.steps,
                 config=self.snapshot,
                 resumed_at_steps=(*existing.resumed_at_steps, self.start_step),
