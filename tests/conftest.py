@@ -67,8 +67,9 @@ def smoke_root_template(tmp_path_factory: pytest.TempPathFactory, sample_video_d
     (root / "data").mkdir()
     for name in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4", "bigbuckbunny.mp4"):
         shutil.copy(sample_video_dir / name, root / "data" / name)
-    # The split puts bikes (the only sample longer than 8 s) in val; a user's own 10 s video (bikes mirrored: other
-    # pictures) gives the train split footage for clips at every rate of the fps sweep, 1 fps included.
+    # A user's own 10 s video (bikes mirrored: other pictures) beside the samples. The small-corpus split
+    # (vidtok.data.manifest.split_groups) then puts bikes in test, the carphone pair in val, and Big Buck Bunny and
+    # the mirrored street in train: footage for clips at every rate of the fps sweep, 1 fps included.
     write_video(root / "data" / "street_mirrored.mp4", read_frames(root / "data" / "bikes.mp4")[:, :, ::-1], 25)
     prepare_data(root, profile="smoke", fps=[3], log=lambda _: None)  # the studies' data, in STUDY_DATA_DIR
     # The pipeline's copy of the same derived data (content-addressed: a copy is current), built once here.

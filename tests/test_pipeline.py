@@ -62,10 +62,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(ROOT / "vidtok", root / "vidtok", ignore=shutil.ignore_patterns("__pycache__"))
     params = root / "params.yaml"
     params.write_text(params.read_text().replace("\nprofile: cpu\n", "\nprofile: smoke\n"))
-    # The four samples have no test split (test needs three content groups in a stratum): score val instead.
-    stages = root / "dvc.yaml"
-    assert "vidtok stage evaluate --split test" in stages.read_text()
-    stages.write_text(stages.read_text().replace("evaluate --split test", "evaluate --split val"))
+    # The four samples alone: the small-corpus split rule gives them a test split (vidtok.data.manifest.split_groups)
+    assert "vidtok stage evaluate --split test" in (root / "dvc.yaml").read_text()
     assert "\nprofile: smoke\n" in params.read_text()
     _run([VIDTOK, "data", "samples"], root)
     _run(["git", "init", "-q"], root)
@@ -81,6 +79,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_repro_builds_every_stage_and_a_second_repro_does_nothing(repo: Path) -> None:
     record = json.loads((repo / "outputs/eval/metrics.json").read_text())
     assert record["summary"]["num_clips"] > 0 and record["summary"]["psnr"] > 0
+    assert record["data"]["split"] == "test" and record["data"]["num_videos"] >= 1
     assert (repo / "outputs/report.md").read_text().startswith("#")
     for stage in ("stage1", "stage2"):
         assert json.loads((repo / f"outputs/train/{stage}/run.json").read_text())["status"] == "completed"
@@ -175,13 +174,15 @@ def test_an_added_video_retrains_with_other_weights(repo: Path) -> None:
     weights = repo / "outputs/train/stage1/checkpoints/final/model.safetensors"
     old_weights = weights.read_bytes()
     frames = read_frames(repo / "data" / "bikes.mp4")[:, :, ::-1]  # other footage: the street mirrored
-    write_video(repo / "data" / "bikes_flipped.mp4", frames, 25)  # a name the split puts in train
+    write_video(repo / "data" / "bikes_flipped.mp4", frames, 25)
     _run([*DVC, "add", "data"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "data: a flipped copy of bikes (other footage)"], repo)
     proc = _run([*DVC, "repro"], repo)
     manifest = read_manifest(repo / "outputs" / "data" / "manifest.parquet").set_index("path")
-    assert manifest.loc["bikes_flipped.mp4", "split"] == "train"
+    # The small-corpus split (vidtok.data.manifest.split_groups) puts it in val: val clips are part of a run's data
+    # identity as much as train clips, so both stages start over.
+    assert manifest.loc["bikes_flipped.mp4", "split"] == "val"
     assert "Running stage 'train-stage1'" in proc.stdout, proc.stdout[-2000:]
     after = _stage_runs(repo)
     for stage in ("stage1", "stage2"):

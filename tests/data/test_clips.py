@@ -58,7 +58,7 @@ def test_clip_counts_per_fps_on_the_samples(samples, rate):
     summary = read_clip_summary(samples, rate)
     assert summary["clips"] == len(index) and summary["clip_frames"] == 17
     assert summary["clips_train"] + summary["clips_val"] + summary["clips_test"] == len(index)
-    assert summary["clips_val"] == EXPECTED_CLIPS[rate].get("bikes.mp4", 0)  # bikes is the val video
+    assert summary["clips_val"] == EXPECTED_CLIPS[rate].get("bigbuckbunny.mp4", 0)  # Big Buck Bunny is val
     skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
     assert set(skipped) == set(SAMPLE_FILES) - set(EXPECTED_CLIPS[rate])
     for reason in skipped.values():

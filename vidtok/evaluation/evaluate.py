@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from vidtok import metrics as M
 from vidtok._files import atomic_write, resolve_device, sha256_file
-from vidtok.data.clips import clip_index_path, load_clip_index, open_cache
+from vidtok.data.clips import clip_index_path, clip_summary_path, load_clip_index, open_cache
 from vidtok.data.config import DataConfig, join
 from vidtok.data.loader import ClipDataset, VideoDataModule, val_subset
-from vidtok.data.manifest import frame_indexes, read_manifest
+from vidtok.data.manifest import empty_split_reason, frame_indexes, read_manifest
 from vidtok.data.video import write_video
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
@@ -159,11 +159,25 @@ def resolve(checkpoint: str | os.PathLike[str], data: DataConfig | None, options
     sources = {row.path: row.package if isinstance(row.package, str) else "own" for row in manifest.itertuples()}
     n = len(dataset) if options.max_clips <= 0 else min(options.max_clips, len(dataset))
     if n == 0:
-        raise ValueError(f"no {options.split} clips at {fps:g} fps (videos shorter than {config.clip_frames} frames?)")
+        raise ValueError(_no_clips_reason(manifest, options.split, fps, config))
     return Evaluation(
         folder, record, model, config, options, fps, resolution, dataset, n, index_path, index_sha, lpips, fvd,
         unavailable, sources,
     )  # fmt: skip
+
+
+def _no_clips_reason(manifest: Any, split: str, fps: float, config: DataConfig) -> str:
+    """The true cause of an empty evaluation: no video in the split at all, or videos too short for a clip."""
+    why = empty_split_reason(manifest, split)
+    if why is not None:
+        return f"{config.manifest}: {why} (e.g. --split val)"
+    videos = int(((manifest["status"] == "ok") & (manifest["split"] == split)).sum())
+    span = (config.clip_frames - 1) / fps
+    return (
+        f"no {split} clips at {fps:g} fps: each of the {videos} {split} video(s) is shorter than one "
+        f"{config.clip_frames}-frame clip, which spans {span:.2f} s at that rate (lower data.clip_frames or raise "
+        f"--fps; {clip_summary_path(config, fps)} lists each video)"
+    )
 
 
 def _clips(config: DataConfig, fps: float, split: str, resolution: int) -> tuple[ClipDataset, str, str | None]:
