@@ -53,6 +53,8 @@ def run_tool(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def short(value: Any) -> str:
     """A recorded value as a check's detail shows it: floats exactly (repr), None as null, long text cut."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a numpy scalar (a pandas cell)
+        value = value.item()
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
     if isinstance(value, float):
