@@ -126,8 +126,8 @@ def check_trials(result: AuditResult, study_dir: Path) -> None:
     result.add_problems(
         label,
         problems,
-        f"{len(df)} trials ({len(done)} finished): trials.parquet is optuna.journal's table (states, params, "
-        "values), each finished trial's metrics files and run records give its numbers",
+        f"{len(done)} finished trials (of {len(df)}): trials.parquet is optuna.journal's table (states, params, "
+        "values); each finished trial's metrics files and run records give its numbers",
     )
     check_code(result, study_dir, done, meta, spec)
 
