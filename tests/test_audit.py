@@ -311,6 +311,9 @@ def test_a_run_folder_without_its_evaluation_fails_saying_so(tmp_path: Path) -> 
     _copy(_committed(f"experiments/{STUDY}/runs/trial_0/eval"), repo)
     checks = {c.name: (c.status, c.detail) for c in audit(run).checks}
     assert checks["metrics"][0] == "pass" and "scored this run's final checkpoint" in checks["metrics"][1]
+    # Stage 1 is evaluated through the stage 2 that continued from its final checkpoint.
+    checks = {c.name: (c.status, c.detail) for c in audit(run.parent / "stage1").checks}
+    assert checks["metrics"][0] == "pass" and "the final checkpoint of stage2, which continued" in checks["metrics"][1]
 
 
 # ------------------------------------------------------------------------------------------------ a fresh clone

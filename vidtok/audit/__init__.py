@@ -149,7 +149,7 @@ def audit_run_folder(
         needs = f"{run_dir.name}'s checkpoint (never committed)"
         result.not_run(f"checkpoint:{run_dir.name}", needs, enable)
         result.not_run(f"identity:{run_dir.name}", "the data it read and its parent checkpoint", enable)
-    record = check_run_folder_metrics(result, repo, run_dir, run_record)
+    record = check_run_folder_metrics(result, repo, run_dir, run_record, workspace)
     if rerun and (present or require_workspace):
         rerun_evaluation(result, record, run_dir, run_record, tolerance)
     elif rerun:

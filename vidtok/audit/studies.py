@@ -138,7 +138,7 @@ def check_code(result: AuditResult, study_dir: Path, done: pd.DataFrame, meta: d
     if not len(done):
         result.add(label, None, "no finished trials: no numbers made by any code")
         return
-    recorded = [str(sha) if isinstance(sha, str) else "none" for sha in done["code_sha256"]]
+    recorded = [sha if isinstance(sha, str) else "(none recorded)" for sha in done["code_sha256"]]
     stale = [sha for sha in recorded if sha != current]
     if not stale:
         result.add(label, True, f"{len(done)} finished trials ran this checkout's library code ({current[:12]})")

@@ -330,11 +330,17 @@ def per_frame_problems(record: dict[str, Any], table: Path, where: str) -> list[
     return problems
 
 
-def check_run_folder_metrics(result: AuditResult, repo: Path, run_dir: Path, run_record: RunRecord | None) -> Any:
-    """metrics (one run folder): the evaluation in or beside the run folder (eval/metrics.json) must exist, agree
-    with itself and its per_video.csv, carry dvc.lock's md5 where dvc.lock names it, and have scored the run's final
-    checkpoint. Returns the evaluation record (None when there is none)."""
+def check_run_folder_metrics(
+    result: AuditResult, repo: Path, run_dir: Path, run_record: RunRecord | None, workspace: Path
+) -> Any:
+    """metrics (one run folder): its evaluation must exist (eval/metrics.json in the run folder or beside it, as a
+    study trial keeps it; outputs/eval/metrics.json for the pipeline's runs), agree with itself and its
+    per_video.csv, carry dvc.lock's md5 where dvc.lock names it, and have scored the run's final checkpoint, or that
+    of the next stage continuing from it (a stage-1 run is evaluated through its stage 2). Returns the evaluation
+    record (None when there is none)."""
     candidates = [run_dir / "eval" / "metrics.json", run_dir.parent / "eval" / "metrics.json"]
+    if any(run_dir.resolve() == (workspace / run).resolve() for run in PIPELINE_RUNS):
+        candidates.append(workspace / PIPELINE_EVAL)
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         result.add(
@@ -358,16 +364,35 @@ def check_run_folder_metrics(result: AuditResult, repo: Path, run_dir: Path, run
     except ValueError as err:
         problems.append(one_line(err))
     weights = str((record.get("checkpoint") or {}).get("weights_sha256"))
+    scored = "this run's final checkpoint"
     final = None if run_record is None else run_record.final_checkpoint_sha256
     if run_record is not None and weights != final:
-        problems.append(f"{shown} evaluated weights {weights[:12]}, the run's final checkpoint is {str(final)[:12]}")
+        after = _continued_by(run_dir, final, weights)
+        if after is None:
+            problems.append(
+                f"{shown} evaluated weights {weights[:12]}, the run's final checkpoint is {str(final)[:12]}"
+            )
+        scored = f"the final checkpoint of {after}, which continued from this run's"
     result.add_problems(
         "metrics",
         problems,
-        f"{shown} scored this run's final checkpoint {weights[:12]}; its numbers agree with each other and with "
-        "its per_video.csv",
+        f"{shown} scored {scored} ({weights[:12]}); its numbers agree with each other and with its per_video.csv",
     )
     return record
+
+
+def _continued_by(run_dir: Path, final: str | None, weights: str) -> str | None:
+    """The sibling stage (stage2 beside stage1) that started from `final` and ended at `weights`, if there is one."""
+    for sibling in sorted(run_dir.parent.iterdir()):
+        if sibling == run_dir or not (sibling / "run.json").is_file():
+            continue
+        try:
+            record = read_run_record(sibling)
+        except RunRecordError:
+            continue
+        if final is not None and record.parent_checkpoint_sha256 == final and record.final_checkpoint_sha256 == weights:
+            return sibling.name
+    return None
 
 
 def check_rerun(
