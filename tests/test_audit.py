@@ -193,7 +193,7 @@ def test_an_edited_summary_md_number_fails(study: Path) -> None:
     _rewrite(path, row, edited)
     status, detail = _checks(lambda result: check_summary(result, study))[f"summary:{STUDY}"]
     assert status == "fail" and detail.startswith("summary.md: line ")
-    assert "19.00 +- 0.10" in detail and cells[2] in detail and "(1 lines differ) from trials.parquet" in detail
+    assert "19.00 +- 0.10" in detail and cells[2] in detail and "(1 line differs) from trials.parquet" in detail
 
 
 def test_an_edited_summary_json_number_fails(study: Path) -> None:

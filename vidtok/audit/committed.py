@@ -59,6 +59,8 @@ def short(value: Any) -> str:
         return "null"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, int):  # bool included
+        return str(value)
     text = str(value)
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
@@ -355,4 +357,5 @@ def text_difference(committed: str, regenerated: str) -> str | None:
         return repr(("..." if start else "") + text[start : col + 50] + ("..." if col + 50 < len(text) else ""))
 
     count = sum(x != y for x, y in zip(old, new)) + abs(len(old) - len(new))
-    return f"line {index + 1} reads {cut(a)}, regenerated {cut(b)} ({count} lines differ)"
+    lines = "1 line differs" if count == 1 else f"{count} lines differ"
+    return f"line {index + 1} reads {cut(a)}, regenerated {cut(b)} ({lines})"
