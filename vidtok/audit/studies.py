@@ -66,19 +66,21 @@ def check_studies(result: AuditResult, experiments: Path) -> None:
     folders = study_folders(experiments)
     findings = experiments / FINDINGS_NAME
     rendered: dict[str, str] | None = None
+    failure = None
     if findings.is_file() or any((experiments / name / TRIALS_NAME).is_file() for name in STUDIES):
         try:
             committed = findings.read_text() if findings.is_file() else ""
             rendered = render_findings(experiments, findings_code(committed, experiments))
         except (StudyFileError, ValueError, OSError) as err:
-            result.add("findings", False, f"{FINDINGS_NAME}: cannot be regenerated ({one_line(err)})")
-            return
+            failure = f"experiments/{FINDINGS_NAME} and the plots cannot be regenerated ({one_line(err)})"
     for folder in folders:
         check_trials(result, folder)
         check_summary(result, folder)
         if rendered is not None and f"{folder.name}/{PLOT_NAME}" in rendered:
             check_file(result, f"plot:{folder.name}", folder / PLOT_NAME, rendered[f"{folder.name}/{PLOT_NAME}"])
-    if rendered is not None:
+    if failure is not None:
+        result.add("findings", False, failure)
+    elif rendered is not None:
         check_file(result, "findings", findings, rendered[FINDINGS_NAME])
 
 
