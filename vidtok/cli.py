@@ -222,6 +222,12 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
         metavar="METRIC=ABS",
         help="absolute tolerance of the rerun comparison, e.g. psnr=0.01 (repeatable)",
     )
+    p.add_argument(
+        "--require-workspace",
+        action="store_true",
+        help="fail the checks that need data/, the run folders and the DVC cache where they are absent (by default a"
+        " checkout without any of them, a fresh clone, lists those checks as not run here)",
+    )
     p.add_argument("--out-dir", help="where audit.json and audit.md go (default outputs/audit or RUN/audit)")
     p.set_defaults(handler="audit")
 

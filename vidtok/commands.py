@@ -365,7 +365,13 @@ def cmd_audit(args: argparse.Namespace) -> None:
         except ValueError:
             raise CommandError(f"--tolerance {item!r}: expected METRIC=NUMBER, e.g. psnr=0.01") from None
     try:
-        result = audit(args.target, rerun=args.rerun, tolerance=tolerance, out_dir=args.out_dir)
+        result = audit(
+            args.target,
+            rerun=args.rerun,
+            tolerance=tolerance,
+            out_dir=args.out_dir,
+            require_workspace=args.require_workspace,
+        )
     except (OSError, ValueError) as err:  # no such workspace or run folder, unreadable files: nothing was audited
         print(f"vidtok audit: cannot run: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -22,10 +22,10 @@ import pandas as pd
 from vidtok._files import atomic_write
 from vidtok.runs import code_sha256
 from vidtok.studies import paper
-from vidtok.studies.results import StudyFileError, read_trials, summarize, summary_markdown, write_summary
+from vidtok.studies.results import StudyFileError, read_trials, render_summary, summarize, summary_markdown
 from vidtok.studies.specs import DEFAULT_SEEDS, STUDIES, StudySpec
 
-__all__ = ["answer", "code_currency", "coverage", "findings_markdown", "plot_svg", "write_findings"]
+__all__ = ["answer", "code_currency", "coverage", "findings_markdown", "plot_svg", "render_findings", "write_findings"]
 
 FINDINGS_NAME = "FINDINGS.md"
 PLOT_NAME = "plot.svg"
@@ -139,11 +139,14 @@ def coverage(spec: StudySpec, summary: dict[str, Any], seeds: int = len(DEFAULT_
 def code_currency(trials: pd.DataFrame, current: str | None = None) -> str:
     """Whether the finished trials ran the library code of this checkout (vidtok.runs.code_sha256("study"), what
     `vidtok audit` compares): a study made by other code says so next to its answer ("" when all of them did).
-    Its numbers are still what that code measured; they are not what this checkout would make until rerun."""
+    Its numbers are still what that code measured; they are not what this checkout would make until rerun.
+
+    `current` is the code to compare with (default this checkout's); a prefix of a sha256 works too (the 12 hex
+    digits FINDINGS.md shows, with which `vidtok audit` regenerates a FINDINGS.md that another checkout wrote)."""
     current = current or code_sha256("study")
     done = trials[trials["state"] == "COMPLETE"]
     recorded = done["code_sha256"].dropna()
-    changed = recorded[recorded != current]
+    changed = recorded[[not str(sha).startswith(current) for sha in recorded]]
     parts = []
     if len(changed):
         ran = ", ".join(sorted({sha[:12] for sha in changed}))
@@ -211,8 +214,9 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
-    """FINDINGS.md's text and the SVG plot of each study (keyed by study name)."""
+def findings_markdown(experiments: Path, code: str | None = None) -> tuple[str, dict[str, str]]:
+    """FINDINGS.md's text and the SVG plot of each study (keyed by study name). `code`: the library code the
+    "Stale study" lines compare the trials with (code_currency; default this checkout's)."""
     lines = [
         "# Findings: the paper's open questions at CPU scale",
         "",
@@ -240,7 +244,7 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
         lines += [f"**Answer at this scale.** {answer(spec, summary)}", ""]
         if partial := coverage(spec, summary):
             lines += [partial, ""]
-        if stale := code_currency(df):
+        if stale := code_currency(df, code):
             lines += [stale, ""]
         lines += [
             summary_markdown(summary, spec.name, spec.factor),
@@ -253,22 +257,32 @@ def findings_markdown(experiments: Path) -> tuple[str, dict[str, str]]:
     return "\n".join(lines).rstrip() + "\n", plots
 
 
-def write_findings(experiments: str | Path = "experiments") -> Path:
-    """Write experiments/FINDINGS.md and experiments/<study>/plot.svg atomically; returns the FINDINGS path.
-
-    Each study's summary.json / summary.md are rewritten from its trials first, with the study's own metric and
-    baseline, so they hold the same tables as FINDINGS.md even when the summary code changed after the study ran."""
+def render_findings(experiments: str | Path = "experiments", code: str | None = None) -> dict[str, str]:
+    """Every file `vidtok findings` writes, keyed by its path relative to `experiments`, in the order it writes
+    them: each study's summary.json / summary.md (rewritten from its trials with the study's own metric and
+    baseline, so they hold the same tables as FINDINGS.md even when the summary code changed after the study ran),
+    each study's plot.svg, then FINDINGS.md. `vidtok audit` compares the committed files with this."""
     root = Path(experiments)
+    files: dict[str, str] = {}
     for spec in STUDIES.values():
         try:
             df = read_trials(root / spec.name)
         except StudyFileError:
             continue
-        write_summary(root / spec.name, df, spec.name, spec.factor, spec.metric, spec.baseline)
-    text, plots = findings_markdown(root)
-    for name, svg in plots.items():
-        atomic_write(root / name / PLOT_NAME, svg)
-    atomic_write(root / FINDINGS_NAME, text)
+        _, texts = render_summary(df, spec.name, spec.factor, spec.metric, spec.baseline)
+        files |= {f"{spec.name}/{name}": text for name, text in texts.items()}
+    text, plots = findings_markdown(root, code)
+    files |= {f"{name}/{PLOT_NAME}": svg for name, svg in plots.items()}
+    files[FINDINGS_NAME] = text
+    return files
+
+
+def write_findings(experiments: str | Path = "experiments") -> Path:
+    """Write experiments/FINDINGS.md, experiments/<study>/plot.svg and the studies' summaries (render_findings),
+    each atomically; returns the FINDINGS path."""
+    root = Path(experiments)
+    for relative, text in render_findings(root).items():
+        atomic_write(root / relative, text)
     return root / FINDINGS_NAME
 
 

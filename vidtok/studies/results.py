@@ -58,6 +58,22 @@ METRICS = (
     "test_trivial_psnr",
 )
 LOWER_IS_BETTER = ("lpips", "fvd")
+# Where each metric column comes from: (the trials-table column naming the evaluation file, the key of that file's
+# `summary`). vidtok.studies.sweeps records a trial's metrics from its val evaluation (metrics_path) and, for test_*,
+# its test evaluation (test_metrics_path); `vidtok audit` reads every column back from those files.
+METRIC_SOURCES: dict[str, tuple[str, str]] = {
+    "psnr": ("metrics_path", "psnr"),
+    "ssim": ("metrics_path", "ssim"),
+    "vmaf": ("metrics_path", "vmaf"),
+    "lpips": ("metrics_path", "lpips"),
+    "fvd": ("metrics_path", "fvd"),
+    "trivial_psnr": ("metrics_path", "trivial_psnr"),
+    "codebook_utilisation": ("metrics_path", "codebook_utilisation"),
+    "perplexity": ("metrics_path", "codebook_perplexity"),
+    "test_psnr": ("test_metrics_path", "psnr"),
+    "test_ssim": ("test_metrics_path", "ssim"),
+    "test_trivial_psnr": ("test_metrics_path", "trivial_psnr"),
+}
 
 
 class StudyFileError(ValueError):
@@ -149,6 +165,20 @@ def write_trials(df: pd.DataFrame, study_dir: str | os.PathLike[str]) -> Path:
     table = validate_trials(df[COLUMNS] if set(COLUMNS) <= set(df.columns) else df, str(folder / TRIALS_NAME))
     write_table(table, folder / TRIALS_NAME)
     return folder / TRIALS_NAME
+
+
+def read_study_meta(study_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """study.json (what the study asked: its spec, factor, metric, seeds, storage and the command that runs it)."""
+    path = Path(study_dir) / STUDY_JSON
+    if not path.is_file():
+        raise StudyFileError(f"{path}: not found (written when the study starts)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise StudyFileError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("spec", meta.get("study")), str):
+        raise StudyFileError(f"{path}: no study or spec name in it")
+    return meta
 
 
 def read_trials(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -309,6 +339,19 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary(
+    df: pd.DataFrame, study: str, factor: str, metric: str = "psnr", baseline: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The summary and the text of summary.json and summary.md (by file name), exactly as write_summary writes them:
+    `vidtok audit` compares the committed files with this."""
+    summary = summarize(df, metric, baseline)
+    texts = {
+        SUMMARY_JSON: json.dumps(summary, indent=2) + "\n",
+        SUMMARY_MD: summary_markdown(summary, study, factor),
+    }
+    return summary, texts
+
+
 def write_summary(
     study_dir: str | os.PathLike[str],
     df: pd.DataFrame,
@@ -318,11 +361,8 @@ def write_summary(
     baseline: str | None = None,
 ) -> dict[str, Any]:
     folder = Path(study_dir)
-    summary = summarize(df, metric, baseline)
-    for name, text in (
-        (SUMMARY_JSON, json.dumps(summary, indent=2) + "\n"),
-        (SUMMARY_MD, summary_markdown(summary, study, factor)),
-    ):
+    summary, texts = render_summary(df, study, factor, metric, baseline)
+    for name, text in texts.items():
         atomic_write(folder / name, text)
     return summary
 

@@ -1,62 +1,64 @@
-"""Reproducibility audit of the workspace (or of a run folder): is every result traceable to data, params and code?
+"""The checks that need the workspace: the raw data, the pipeline's run folders and checkpoints, the DVC cache.
 
-    vidtok audit                 # the DVC workspace: pipeline status, data hashes, runs, checkpoints, metrics
-    vidtok audit --rerun         # ... and re-evaluate the final checkpoint, comparing with the recorded metrics
-    vidtok audit experiments/sweep-fps/runs/trial_3/stage2 --rerun      # one run folder
+    vidtok audit --require-workspace     # run them even where there is no workspace (they fail there)
+    vidtok audit --rerun                 # ... and re-evaluate the final checkpoint, comparing with the metrics
 
-Checks (each pass / fail / skip with a one-line detail):
 - dvc-status: `dvc status` is clean: data, params and code are what dvc.lock recorded (names changed stages,
   deps, params and outputs);
 - data: every file under data/ has the md5 that data.dvc's directory listing records (names the changed file);
-- git: the commit, and tracked files modified since it (dvc.lock excepted: it records outputs, which carry
-  timestamps);
 - run:<stage>: each run folder's run.json validates and records seed, device, git commit and package versions;
   packages:<stage> compares those versions with this environment; checkpoint:<stage> compares the final
   checkpoint's sha256 with run.json and its config.json;
 - identity:<stage>: the run is still what the workspace would make: the library code (vidtok.runs.code_sha256),
   the data files it read (manifest, clip indexes), its parent checkpoint and its params (re-resolved from the
   params file, profile and overrides it recorded) hash as recorded; a stale run fails naming the changed input;
-- trials:<study>: every finished trial of a committed study: its metrics files (val and test) hash to the sha256
-  recorded when the trial finished, and the library code it recorded is this checkout's (its checkpoints and
-  clip sets are not committed, so its data and parent checkpoint are not re-hashed here);
-- metrics: the evaluation file is the one dvc.lock recorded, and it evaluated the checkpoint the run produced;
+- metrics:run: outputs/eval/metrics.json evaluated the checkpoint the run produced, and its numbers are those of
+  the evaluation's per-video and per-frame tables (which carry dvc.lock's md5s);
 - rerun (with --rerun): the final checkpoint evaluated again on the same clips, every recorded metric compared
   within the stated tolerance.
 
-A check that cannot verify what it should (a missing DVC cache listing, no git) fails; nothing is skipped silently.
-Writes outputs/audit/audit.json and audit.md (atomically). `vidtok audit` exits 0 when every check passes, 1 when
-one fails and 2 when the audit cannot run (no such workspace or run folder).
+A checkout has a workspace when any of data/, outputs/data, outputs/train or the DVC cache is there
+(`workspace_present`): then every check here runs, and a missing part fails. A checkout with none of them, a fresh
+clone, lists these checks as "not run here" with the command that makes the workspace.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
-import subprocess
 import tempfile
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
-from vidtok._files import atomic_write, dvc_command, md5_file, one_line, sha256_file, tool_env
+from vidtok._files import dvc_command, md5_file, one_line, sha256_file
+from vidtok.audit.committed import (
+    PIPELINE_EVAL,
+    PIPELINE_RUNS,
+    TABLE_REL_TOL,
+    lock_md5_problems,
+    metrics_problems,
+    per_video_problems,
+    read_lock,
+    read_metrics_record,
+    recorded_md5s,
+    run_tool,
+    short,
+)
+from vidtok.audit.record import AuditResult
 from vidtok.data.config import DataConfig
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.runs import (
     RunRecord,
     RunRecordError,
     code_sha256,
-    modified_tracked_files,
     package_versions,
     read_run_record,
     sha256_json,
 )
-from vidtok.studies.results import StudyFileError, read_trials
 from vidtok.train.config import computing_config, config_snapshot, load_params
 
 # Re-evaluating the same checkpoint on the same clips on the same machine repeats the computation; the tolerance
@@ -70,68 +72,22 @@ DEFAULT_TOLERANCE = {
     "codebook_utilisation": 1e-6,
     "codebook_perplexity": 1e-3,
 }
-PIPELINE_RUNS = ("outputs/train/stage1", "outputs/train/stage2")
-PIPELINE_EVAL = "outputs/eval/metrics.json"
+# What makes a checkout a workspace (any one of them), and the commands that make one.
+WORKSPACE_PARTS = ("data", "outputs/data", "outputs/train", ".dvc/cache")
+MAKE_WORKSPACE = "`make run` (or `dvc pull` from a DVC remote)"
+EVAL_TABLES = ("outputs/eval/per_video.csv", "outputs/eval/per_frame.csv")
 
 
-@dataclass
-class Check:
-    name: str
-    status: str  # pass | fail | skip
-    detail: str
+# ------------------------------------------------------------------------------------------------ the workspace
 
 
-@dataclass
-class AuditResult:
-    target: str
-    checked_at: str
-    checks: list[Check] = field(default_factory=list)
-    tolerance: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.status != "fail" for c in self.checks)
-
-    def add(self, name: str, ok: bool | None, detail: str) -> None:
-        self.checks.append(Check(name, "skip" if ok is None else "pass" if ok else "fail", detail))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "target": self.target,
-            "checked_at": self.checked_at,
-            "tolerance": self.tolerance,
-            "checks": [asdict(c) for c in self.checks],
-        }
-
-    def table(self) -> str:
-        width = max((len(c.name) for c in self.checks), default=4)
-        lines = [f"{'check':{width}s}  result  detail", f"{'-' * width}  ------  ------"]
-        lines += [f"{c.name:{width}s}  {c.status.upper():6s}  {c.detail}" for c in self.checks]
-        verdict = "PASSED" if self.passed else f"FAILED ({sum(c.status == 'fail' for c in self.checks)} checks)"
-        return "\n".join(lines) + f"\n\naudit {verdict}: {self.target}\n"
-
-    def markdown(self) -> str:
-        lines = [
-            f"# Reproducibility audit: {'passed' if self.passed else 'FAILED'}",
-            "",
-            f"Target `{self.target}`, checked {self.checked_at}.",
-            "",
-            "| check | result | detail |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {c.name} | {c.status} | {c.detail.replace('|', '/')} |" for c in self.checks]
-        if self.tolerance:
-            lines += ["", "Re-run tolerance (absolute): " + ", ".join(f"{k} {v:g}" for k, v in self.tolerance.items())]
-        return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = tool_env()
-    return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+def workspace_present(repo: Path) -> bool:
+    """Whether `repo` holds a workspace: any of data/ (not empty), outputs/data, outputs/train or the DVC cache."""
+    for part in WORKSPACE_PARTS:
+        path = repo / part
+        if path.is_dir() and any(path.iterdir()):
+            return True
+    return False
 
 
 def _describe_dvc_status(status: dict[str, Any]) -> str:
@@ -162,7 +118,7 @@ def _describe_dvc_status(status: dict[str, Any]) -> str:
 
 
 def check_dvc_status(result: AuditResult, repo: Path) -> None:
-    proc = _run([*dvc_command(), "status", "--json"], repo)
+    proc = run_tool([*dvc_command(), "status", "--json"], repo)
     if proc.returncode:
         result.add("dvc-status", False, f"dvc status failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
         return
@@ -200,23 +156,8 @@ def check_data(result: AuditResult, repo: Path, name: str = "data") -> None:
         result.add("data", True, f"{len(listing)} files match {dvc_file.name} ({md5})")
 
 
-def check_git(result: AuditResult, repo: Path) -> dict[str, Any]:
-    head = _run(["git", "rev-parse", "HEAD"], repo)
-    if head.returncode:
-        result.add("git", False, "not a git repository: the code behind the results cannot be named")
-        return {}
-    commit = head.stdout.strip()
-
-    modified = modified_tracked_files(_run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout)
-    if modified:
-        result.add("git", False, f"commit {commit[:10]} with modified tracked files: {', '.join(modified[:6])}")
-    else:
-        result.add("git", True, f"commit {commit[:10]}, no modified tracked files")
-    return {"commit": commit, "modified": modified}
-
-
-def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
-    """The run record, the package versions it recorded and the integrity of its final checkpoint."""
+def check_run(result: AuditResult, run_dir: Path, head: str | None) -> RunRecord | None:
+    """The run record and the package versions it recorded (run:<stage>, packages:<stage>)."""
 
     label = run_dir.name
     try:
@@ -237,14 +178,22 @@ def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
     now = package_versions()
     diffs = [f"{k} {v} -> {now.get(k)}" for k, v in (run_record.packages or {}).items() if now.get(k) != v]
     result.add(f"packages:{label}", not diffs, "; ".join(diffs) if diffs else f"{len(now)} packages as recorded")
+    return run_record
+
+
+def check_checkpoint(result: AuditResult, run_dir: Path, run_record: RunRecord | None) -> None:
+    """checkpoint:<stage>: the final checkpoint's sha256 against run.json and its config.json."""
+    label = run_dir.name
+    if run_record is None:
+        return
     if run_record.final_checkpoint is None:
         result.add(f"checkpoint:{label}", False, "no final checkpoint recorded")
-        return run_record
+        return
     weights = run_dir / run_record.final_checkpoint / "model.safetensors"
     config = run_dir / run_record.final_checkpoint / "config.json"
     if not weights.is_file():
         result.add(f"checkpoint:{label}", False, f"{weights}: missing")
-        return run_record
+        return
     actual = sha256_file(weights)
     recorded_cfg = json.loads(config.read_text()).get("weights_sha256") if config.is_file() else None
     if actual != run_record.final_checkpoint_sha256 or actual != recorded_cfg:
@@ -256,7 +205,6 @@ def check_run(result: AuditResult, run_dir: Path, head: str | None) -> Any:
         )
     else:
         result.add(f"checkpoint:{label}", True, f"{weights.relative_to(run_dir)} sha256 {actual[:12]} as recorded")
-    return run_record
 
 
 def identity_problems(run_dir: Path, run_record: RunRecord, workspace: Path) -> list[str]:
@@ -317,72 +265,134 @@ def check_identity(result: AuditResult, run_dir: Path, run_record: RunRecord | N
         result.add(label, True, "code, data, parent checkpoint and params hash as the run recorded")
 
 
-def check_trials(result: AuditResult, study_dir: Path) -> None:
-    """A committed study: each finished trial's metrics file is the one it recorded, made by the current code."""
-    label = f"trials:{study_dir.name}"
-    try:
-        df = read_trials(study_dir)
-    except StudyFileError as err:
-        result.add(label, False, str(err))
+# ------------------------------------------------------------------------------------------------ evaluations
+
+
+def check_metrics_run(
+    result: AuditResult,
+    repo: Path,
+    stages: dict[str, Any],
+    record: dict[str, Any] | None,
+    run_record: RunRecord | None,
+) -> None:
+    """metrics:run: outputs/eval/metrics.json against the run that produced it and the evaluation's own tables."""
+    label = "metrics:run"
+    if record is None:
+        result.add(label, False, f"{PIPELINE_EVAL}: missing or unreadable (see metrics): nothing to trace")
         return
-    done = df[df["state"] == "COMPLETE"]
-    code = code_sha256("study")
     problems = []
-    for row in done.itertuples():
-        where = f"trial {row.trial} ({row.level}, seed {row.seed})"
-        if not isinstance(row.metrics_path, str) or not isinstance(row.metrics_sha256, str):
-            problems.append(f"{where}: no metrics file sha256 recorded")
+    weights = str((record.get("checkpoint") or {}).get("weights_sha256"))
+    final = None if run_record is None else run_record.final_checkpoint_sha256
+    if final is None:
+        problems.append(f"{PIPELINE_RUNS[-1]}: no final checkpoint recorded: {PIPELINE_EVAL} traces to no run")
+    elif weights != final:
+        problems.append(f"{PIPELINE_EVAL} evaluated weights {weights[:12]}, the run's final checkpoint is {final[:12]}")
+    for relative in EVAL_TABLES:
+        path = repo / relative
+        if not path.is_file():
+            problems.append(f"{relative}: missing (`dvc repro evaluate`, or `dvc checkout` from the cache)")
             continue
-        files = [(row.metrics_path, row.metrics_sha256)]
-        if isinstance(row.test_metrics_path, str) and isinstance(row.test_metrics_sha256, str):
-            files.append((row.test_metrics_path, row.test_metrics_sha256))
-        elif pd.notna(row.test_psnr):
-            problems.append(f"{where}: a test PSNR without its metrics file's sha256")
-        for relative, recorded in files:
-            path = study_dir / relative
-            now = sha256_file(path) if path.is_file() else "missing"
-            if now != recorded:
-                problems.append(f"{where}: {relative} sha256 {recorded[:12]} -> {now[:12]} (edited?)")
-        if row.code_sha256 != code:
-            problems.append(f"{where}: code changed since (sha256 {str(row.code_sha256)[:12]} -> {code[:12]})")
-    if problems:
-        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
-        result.add(label, False, "; ".join(problems[:4]) + more)
-    else:
-        result.add(label, True, f"{len(done)} finished trials: metrics files and code as recorded")
-
-
-def check_metrics_file(result: AuditResult, repo: Path, metrics_path: Path, final_sha: str | None) -> dict | None:
-    """The evaluation file is what dvc.lock recorded and names the checkpoint the run produced."""
-
-    if not metrics_path.is_file():
-        result.add("metrics", False, f"{metrics_path}: missing (run `dvc repro evaluate`)")
-        return None
-    try:
-        record = json.loads(metrics_path.read_text())
-    except json.JSONDecodeError as err:
-        result.add("metrics", False, f"{metrics_path}: not valid JSON ({err})")
-        return None
-    problems = []
-    lock = repo / "dvc.lock"
-    rel = (
-        metrics_path.resolve().relative_to(repo.resolve()).as_posix()
-        if metrics_path.is_absolute()
-        else metrics_path.as_posix()
+        problems += lock_md5_problems(stages, path, relative)
+        if not recorded_md5s(stages, relative):
+            problems.append(f"{relative}: dvc.lock records no md5 for it")
+    problems += per_video_problems(record, repo / EVAL_TABLES[0], EVAL_TABLES[0])
+    problems += per_frame_problems(record, repo / EVAL_TABLES[1], EVAL_TABLES[1])
+    result.add_problems(
+        label,
+        problems,
+        f"{PIPELINE_EVAL} evaluated {PIPELINE_RUNS[-1]}'s final checkpoint {weights[:12]}; its numbers are those of "
+        "per_video.csv and per_frame.csv (with dvc.lock's md5s)",
     )
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        recorded = [o.get("md5") for s in stages.values() for o in s.get("outs", []) if o.get("path") == rel]
-        if recorded and recorded[0] != md5_file(metrics_path):
-            problems.append(f"{rel}: md5 {md5_file(metrics_path)[:12]} differs from dvc.lock {recorded[0][:12]}")
-    ck_sha = (record.get("checkpoint") or {}).get("weights_sha256")
-    if final_sha and ck_sha != final_sha:
-        problems.append(f"{rel} evaluated weights {str(ck_sha)[:12]}, the run's final checkpoint is {final_sha[:12]}")
-    if problems:
-        result.add("metrics", False, "; ".join(problems))
-    else:
-        result.add("metrics", True, f"{rel} as recorded, evaluating checkpoint {str(ck_sha)[:12]}")
+
+
+def per_frame_problems(record: dict[str, Any], table: Path, where: str) -> list[str]:
+    """The evaluation's per_frame.csv against its pooled values: PSNR and SSIM are means over all frames."""
+    if not table.is_file():
+        return []
+    try:
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {name: [float(r[name]) for r in rows] for name in ("psnr", "ssim")}
+    except (OSError, KeyError, ValueError) as err:
+        return [f"{where}: unreadable ({one_line(err, with_type=True)})"]
+    problems = []
+    data = record.get("data") or {}
+    frames = data.get("num_clips", 0) * data.get("clip_length", 0)
+    if len(rows) != frames:
+        problems.append(f"{where}: {len(rows)} frames, the metrics file scored {frames}")
+    for name, values in columns.items():
+        value = ((record.get("metrics") or {}).get(name) or {}).get("value")
+        if not values or not isinstance(value, int | float):
+            continue
+        mean = math.fsum(values) / len(values)
+        if not math.isclose(mean, value, rel_tol=TABLE_REL_TOL):
+            problems.append(f"{where}: mean {name} {mean:.6g} but the metrics file says {short(value)}")
+    return problems
+
+
+def check_run_folder_metrics(
+    result: AuditResult, repo: Path, run_dir: Path, run_record: RunRecord | None, workspace: Path
+) -> Any:
+    """metrics (one run folder): its evaluation must exist (eval/metrics.json in the run folder or beside it, as a
+    study trial keeps it; outputs/eval/metrics.json for the pipeline's runs), agree with itself and its
+    per_video.csv, carry dvc.lock's md5 where dvc.lock names it, and have scored the run's final checkpoint, or that
+    of the next stage continuing from it (a stage-1 run is evaluated through its stage 2). Returns the evaluation
+    record (None when there is none)."""
+    candidates = [run_dir / "eval" / "metrics.json", run_dir.parent / "eval" / "metrics.json"]
+    if any(run_dir.resolve() == (workspace / run).resolve() for run in PIPELINE_RUNS):
+        candidates.append(workspace / PIPELINE_EVAL)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        result.add(
+            "metrics",
+            False,
+            f"{run_dir}: no eval/metrics.json in the run folder or beside it: its results were never evaluated or "
+            f"the evaluation is gone (`vidtok evaluate --checkpoint {run_dir}`)",
+        )
+        return None
+    shown = os.path.relpath(path, repo) if path.is_relative_to(repo) else str(path)
+    try:
+        record = read_metrics_record(path)
+    except ValueError as err:
+        result.add("metrics", False, str(err))
+        return None
+    problems = metrics_problems(record, shown) + per_video_problems(
+        record, path.with_name("per_video.csv"), os.path.join(os.path.dirname(shown), "per_video.csv")
+    )
+    try:
+        problems += lock_md5_problems(read_lock(repo), path, Path(shown).as_posix())
+    except ValueError as err:
+        problems.append(one_line(err))
+    weights = str((record.get("checkpoint") or {}).get("weights_sha256"))
+    scored = "this run's final checkpoint"
+    final = None if run_record is None else run_record.final_checkpoint_sha256
+    if run_record is not None and weights != final:
+        after = _continued_by(run_dir, final, weights)
+        if after is None:
+            problems.append(
+                f"{shown} evaluated weights {weights[:12]}, the run's final checkpoint is {str(final)[:12]}"
+            )
+        scored = f"the final checkpoint of {after}, which continued from this run's"
+    result.add_problems(
+        "metrics",
+        problems,
+        f"{shown} scored {scored} ({weights[:12]}); its numbers agree with each other and with its per_video.csv",
+    )
     return record
+
+
+def _continued_by(run_dir: Path, final: str | None, weights: str) -> str | None:
+    """The sibling stage (stage2 beside stage1) that started from `final` and ended at `weights`, if there is one."""
+    for sibling in sorted(run_dir.parent.iterdir()):
+        if sibling == run_dir or not (sibling / "run.json").is_file():
+            continue
+        try:
+            record = read_run_record(sibling)
+        except RunRecordError:
+            continue
+        if final is not None and record.parent_checkpoint_sha256 == final and record.final_checkpoint_sha256 == weights:
+            return sibling.name
+    return None
 
 
 def check_rerun(
@@ -422,67 +432,9 @@ def check_rerun(
         result.add("rerun", True, f"{', '.join(compared)} reproduced within tolerance")
 
 
-# ------------------------------------------------------------------------------------------------ entry point
-
-
-def write_outputs(result: AuditResult, out_dir: str | os.PathLike[str]) -> Path:
-    folder = Path(out_dir)
-    atomic_write(folder / "audit.md", result.markdown())
-    atomic_write(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
-    return folder
-
-
-def audit(
-    target: str | os.PathLike[str] = ".",
-    *,
-    rerun: bool = False,
-    tolerance: dict[str, float] | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-) -> AuditResult:
-    """Audit the DVC workspace `target` (the repository root) or a single run folder (with a run.json)."""
-    path = Path(target).resolve()
-    tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
-    result = AuditResult(str(path), datetime.now(UTC).isoformat(timespec="seconds"), tolerance=tol if rerun else {})
-    if (path / "run.json").is_file():  # one run folder, e.g. a sweep trial
-        repo = Path(_run(["git", "rev-parse", "--show-toplevel"], path).stdout.strip() or path)
-        head = check_git(result, repo).get("commit")
-        run_record = check_run(result, path, head)
-        check_identity(result, path, run_record, _workspace_of(path))
-        metrics_path = path / "eval" / "metrics.json"
-        if not metrics_path.is_file():
-            metrics_path = path.parent / "eval" / "metrics.json"
-        record = None
-        if metrics_path.is_file() and run_record is not None:
-            record = check_metrics_file(result, repo, metrics_path, run_record.final_checkpoint_sha256)
-        if rerun:
-            _rerun(result, record, path, run_record, tol)
-    else:
-        repo = path
-        if not (repo / "dvc.yaml").is_file():
-            raise FileNotFoundError(f"{repo}: neither a DVC workspace (dvc.yaml) nor a run folder (run.json)")
-        check_dvc_status(result, repo)
-        check_data(result, repo)
-        head = check_git(result, repo).get("commit")
-        run_record = None
-        for run in PIPELINE_RUNS:
-            if (repo / run / "run.json").is_file():
-                run_record = check_run(result, repo / run, head)
-                check_identity(result, repo / run, run_record, repo)
-            else:
-                result.add(f"run:{Path(run).name}", False, f"{run}: no run.json (run `dvc repro`)")
-        for study in sorted((repo / "experiments").glob("*/trials.parquet")):
-            check_trials(result, study.parent)
-        final_sha = None if run_record is None else run_record.final_checkpoint_sha256
-        record = check_metrics_file(result, repo, repo / PIPELINE_EVAL, final_sha)
-        if rerun:
-            _rerun(result, record, repo / PIPELINE_RUNS[-1], run_record, tol)
-    if out_dir is None:  # a run folder keeps its own audit; the workspace's goes to outputs/audit
-        out_dir = path / "audit" if (path / "run.json").is_file() else path / "outputs" / "audit"
-    write_outputs(result, out_dir)
-    return result
-
-
-def _rerun(result: AuditResult, record: dict | None, run_dir: Path, run_record: Any, tol: dict[str, float]) -> None:
+def rerun_evaluation(
+    result: AuditResult, record: dict | None, run_dir: Path, run_record: RunRecord | None, tol: dict[str, float]
+) -> None:
     if record is None or run_record is None or run_record.final_checkpoint is None:
         result.add("rerun", None, "nothing to re-evaluate (no metrics or no final checkpoint)")
         return
@@ -491,13 +443,14 @@ def _rerun(result: AuditResult, record: dict | None, run_dir: Path, run_record: 
     cwd = Path.cwd()
     try:
         # Run paths in the run_record's data config (clip index, cache) are relative to the workspace root.
-        os.chdir(_workspace_of(run_dir))
+        os.chdir(workspace_of(run_dir))
         check_rerun(result, record, run_dir / run_record.final_checkpoint, data, tol)
     finally:
         os.chdir(cwd)
 
 
-def _workspace_of(run_dir: Path) -> Path:
+def workspace_of(run_dir: Path) -> Path:
+    """The workspace a run folder belongs to: the nearest folder above it with dvc.yaml or params.yaml."""
     for parent in [run_dir, *run_dir.parents]:
         if (parent / "dvc.yaml").is_file() or (parent / "params.yaml").is_file():
             return parent
