@@ -351,3 +351,22 @@ def test_a_fresh_clone_checks_every_committed_result(tmp_path: Path) -> None:
     failed = {c.name for c in required.checks if c.status == "fail"} - {c["name"] for c in stale}
     assert failed == {"dvc-status", "data", "run:stage1", "run:stage2", "metrics:run"}
     assert required.as_dict()["workspace"] == "required" and not required.not_run_here
+
+
+@pytest.mark.parametrize(
+    ("item", "phrase"),
+    [
+        ("psnr=nan", "--tolerance psnr=nan: must be a finite number >= 0"),
+        ("psnr=inf", "--tolerance psnr=inf: must be a finite number >= 0"),
+        ("ssim=-1", "--tolerance ssim=-1.0: must be a finite number >= 0"),
+        ("pnsr=0.01", "--tolerance pnsr: unknown metric; known: psnr, ssim"),
+        ("psnr", "--tolerance 'psnr': expected METRIC=NUMBER"),
+    ],
+)
+def test_a_tolerance_that_would_let_everything_pass_is_refused(item: str, phrase: str, capsys, tmp_path) -> None:
+    from vidtok.cli import main
+
+    assert main(["audit", str(tmp_path), "--rerun", "--tolerance", item]) == 1
+    err = capsys.readouterr().err.strip()
+    assert phrase in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "outputs").exists()  # refused before anything ran

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidtok._files import one_line
-from vidtok.audit import audit
+from vidtok.audit import audit, parse_tolerance
 from vidtok.data.clips import build_clip_caches, build_clip_index, clip_summary_path, read_clip_summary
 from vidtok.data.config import load_data_config
 from vidtok.data.manifest import build_manifest, manifest_summary
@@ -357,13 +357,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    tolerance = {}
-    for item in args.tolerance or []:
-        name, _, value = item.partition("=")
-        try:
-            tolerance[name] = float(value)
-        except ValueError:
-            raise CommandError(f"--tolerance {item!r}: expected METRIC=NUMBER, e.g. psnr=0.01") from None
+    try:
+        tolerance = parse_tolerance(args.tolerance or [])
+    except ValueError as err:
+        raise CommandError(str(err)) from None
     try:
         result = audit(
             args.target,

@@ -26,6 +26,7 @@ audit cannot run (no such workspace or run folder).
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,8 @@ from vidtok.audit.workspace import (
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "check_tolerance",
+    "parse_tolerance",
     "AuditResult",
     "Check",
     "audit",
@@ -65,6 +68,29 @@ __all__ = [
     "check_trials",
     "write_outputs",
 ]
+
+
+def parse_tolerance(items: list[str]) -> dict[str, float]:
+    """`--tolerance METRIC=NUMBER` items (repeatable) as a checked mapping; ValueError naming the bad item."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--tolerance {item!r}: expected METRIC=NUMBER, e.g. psnr=0.01") from None
+    return check_tolerance(out)
+
+
+def check_tolerance(tolerance: dict[str, float]) -> dict[str, float]:
+    """Re-run tolerances must name a recorded metric and be a finite number >= 0: a nan or inf tolerance would make
+    every comparison pass (nan compares false, inf holds everything), and a misspelt name would be ignored."""
+    for name, value in tolerance.items():
+        if name not in DEFAULT_TOLERANCE:
+            raise ValueError(f"--tolerance {name}: unknown metric; known: {', '.join(DEFAULT_TOLERANCE)}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"--tolerance {name}={value}: must be a finite number >= 0")
+    return dict(tolerance)
 
 
 def audit(
@@ -79,7 +105,7 @@ def audit(
 
     `require_workspace`: run the checks that need the workspace even where this checkout has none (they fail)."""
     path = Path(target).resolve()
-    tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
+    tol = {**DEFAULT_TOLERANCE, **check_tolerance(tolerance or {})}
     result = AuditResult(str(path), datetime.now(UTC).isoformat(timespec="seconds"), tolerance=tol if rerun else {})
     if (path / "run.json").is_file():  # one run folder, e.g. a sweep trial
         audit_run_folder(result, path, rerun=rerun, tolerance=tol, require_workspace=require_workspace)
