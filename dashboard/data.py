@@ -20,7 +20,6 @@ message is one line naming the file and the problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -31,10 +30,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 import yaml
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file
 
 from vidtok import runs
+from vidtok.formats import TokenFileError, read_token_file
 from vidtok.studies import results
 from vidtok.studies.specs import STUDIES as SPECS
 from vidtok.studies.specs import StudySpec
@@ -42,7 +40,6 @@ from vidtok.studies.specs import StudySpec
 ROOT_ENV = "VIDTOK_ROOT"
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = runs.STAGES
-TOKEN_FORMAT = "vidtok-tokens"  # vidtok/tokens.py
 METRICS_FORMAT = "vidtok-metrics"  # vidtok/evaluation/evaluate.py
 AUDIT_STATUSES = ("pass", "fail", "skip")
 
@@ -312,22 +309,11 @@ def num_codes(model_config: dict[str, Any]) -> int | None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _tokens_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-
-    name = display(path)
     try:
-        with safe_open(path, framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise DataError(f"{name}: unreadable token file ({' '.join(str(err).split())})") from None
-    if meta.get("format") != TOKEN_FORMAT:
-        raise DataError(f"{name}: not a vidtok token file (format {meta.get('format')!r})")
-    kind = meta.get("kind")
-    if list(tensors) != [kind]:
-        raise DataError(f"{name}: expected one tensor {kind!r}, found {sorted(tensors)}")
-    tensor = np.ascontiguousarray(tensors[kind])
-    if hashlib.sha256(tensor.tobytes()).hexdigest() != meta.get("tensor_sha256"):
-        raise DataError(f"{name}: tensor bytes do not match their recorded sha256 (the file was modified)")
+        meta, tensor = read_token_file(path)  # the library's reader: format, version and content digest checked
+    except TokenFileError as err:
+        raise DataError(str(err).replace(path, display(path), 1)) from None
+    name, kind = display(path), meta["kind"]
     try:
         model_config = json.loads(meta.get("model_config") or "{}")
         geometry = json.loads(meta.get("geometry") or "{}")

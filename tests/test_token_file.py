@@ -17,8 +17,9 @@ from tests import videofactory
 from tests.helpers import randomize_identity_init
 from vidtok import VidTok
 from vidtok.cli import main
+from vidtok.formats import token_content_sha256
 from vidtok.model.vidtok import save_pretrained
-from vidtok.tokens import TokenFile, token_content_sha256
+from vidtok.tokens import TokenFile
 
 pytestmark = pytest.mark.filterwarnings("ignore:preset .* has random weights")
 
@@ -43,7 +44,7 @@ def _edited(tmp_path: Path, tokens: Path, field: str, value: str, rehash: bool) 
         tensor = f.get_tensor(meta["kind"])
     meta[field] = value
     if rehash:
-        meta["content_sha256"] = token_content_sha256(meta, tensor)
+        meta["content_sha256"] = token_content_sha256(meta, tensor.numpy())
     path = tmp_path / f"edited-{field}.tokens"
     save_file({meta["kind"]: tensor}, str(path), metadata=meta)
     return path

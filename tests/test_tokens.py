@@ -18,8 +18,9 @@ from tests.helpers import psnr, randomize_identity_init
 from vidtok import VidTok
 from vidtok.cli import main
 from vidtok.data.video import probe, read_frames
+from vidtok.formats import token_content_sha256
 from vidtok.model.vidtok import save_pretrained
-from vidtok.tokens import TokenFile, token_content_sha256
+from vidtok.tokens import TokenFile
 
 pytestmark = pytest.mark.filterwarnings("ignore:preset .* has random weights")
 
@@ -188,7 +189,7 @@ def _rewrite(path: Path, tensor: torch.Tensor) -> None:
     """Re-save with a consistent hash: tampering that a checksum alone would not catch."""
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata())
-    meta["content_sha256"] = token_content_sha256(meta, tensor.contiguous())
+    meta["content_sha256"] = token_content_sha256(meta, tensor.contiguous().numpy())
     save_file({"indices": tensor.contiguous()}, str(path), metadata=meta)
 
 

@@ -4,10 +4,11 @@
     vidtok decode bikes.tokens -o rec.mp4
     vidtok reconstruct bikes.mp4 -o rec.mp4 --side-by-side
 
-A token file is a safetensors file with one tensor, `indices` (int32, (1, t, h, w)) for discrete models or
-`latents` (float32, (1, z, t, h, w)) otherwise, and string metadata that makes it self-contained: the model
-(checkpoint folder + weights sha256, or a preset name), its config, the source file, fps, frame count and size,
-the pre-processing (resize, padding) and the sha256 of the tensor bytes, so a changed byte is caught.
+A token file (its format: vidtok.formats) is a safetensors file with one tensor, `indices` (int32, (1, t, h, w))
+for discrete models or `latents` (float32, (1, z, t, h, w)) otherwise, and string metadata that makes it
+self-contained: the model (checkpoint folder + weights sha256, or a preset name), its config, the source file, fps,
+frame count and size, the pre-processing (resize, padding) and a sha256 over the header and the tensor, so a
+changed byte of either is caught; every size read back is checked against the tensor before anything decodes.
 
 Everything streams: frames are decoded, encoded, decoded and written chunk by chunk (`vidtok.model.streaming`), so
 memory does not grow with the video length. Outputs are written under a temporary name and renamed when complete.
@@ -15,7 +16,6 @@ memory does not grow with the video length. Outputs are written under a temporar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,23 +30,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 
 from vidtok._files import atomic_path, resolve_device
 from vidtok.data.video import VideoWriter, iter_frames, iter_resampled, probe
+from vidtok.formats import (
+    TOKEN_FORMAT,
+    TOKEN_FORMAT_VERSION,
+    TokenFileError,
+    parse_count,
+    parse_fraction,
+    read_token_file,
+    token_content_sha256,
+)
 from vidtok.metrics import psnr, ssim
 from vidtok.model.streaming import TileSpec, iter_decode, iter_encode
 from vidtok.model.vidtok import VidTok, load_pretrained, save_safetensors
-
-TOKEN_FORMAT = "vidtok-tokens"
-# Version 2: `content_sha256` covers the header as well as the tensor (version 1 hashed the tensor alone, so an
-# edited fps or geometry decoded silently wrong); version 1 files are refused with the command that remakes them.
-TOKEN_FORMAT_VERSION = "2"
-
-
-class TokenFileError(ValueError):
-    """A token file that cannot be decoded: one line naming the file and the problem."""
-
 
 # ================================================================================================= model choice
 
@@ -138,9 +136,9 @@ class Geometry:
         token tensor's shape must then match them (`TokenFile.check_against`), so no header can make decoding
         allocate more than the latents in the file describe."""
         for key, minimum in (("source_height", 1), ("source_width", 1), ("height", 1), ("width", 1)):
-            _count(getattr(self, key), f"geometry.{key}", minimum)
+            parse_count(getattr(self, key), f"geometry.{key}", minimum)
         for key in ("pad_bottom", "pad_right"):
-            _count(getattr(self, key), f"geometry.{key}", 0)
+            parse_count(getattr(self, key), f"geometry.{key}", 0)
 
 
 def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -217,39 +215,6 @@ class RunOptions:
 # ================================================================================================= token files
 
 
-def token_content_sha256(metadata: dict[str, str], tensor: torch.Tensor) -> str:
-    """sha256 over the header (every metadata field but this digest, as sorted compact JSON) and the tensor's dtype,
-    shape and bytes: a changed fps, geometry, model or source is caught like a changed token."""
-    header = {k: v for k, v in metadata.items() if k != "content_sha256"}
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _positive_fraction(text: str, what: str) -> Fraction:
-    num, sep, den = text.partition("/")
-    try:
-        value = Fraction(int(num), int(den)) if sep else Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{what} {text!r} is not a rational number like 30000/1001") from None
-    if value <= 0:
-        raise ValueError(f"{what} {text!r} must be positive")
-    return value
-
-
-def _count(value: object, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {number}")
-    return number
-
-
 @dataclass
 class TokenFile:
     """The content of a token file."""
@@ -279,7 +244,7 @@ class TokenFile:
             "geometry": json.dumps(self.geometry.as_dict()),
             "clip_frames": str(self.clip_frames),
         }
-        metadata["content_sha256"] = token_content_sha256(metadata, tensor)
+        metadata["content_sha256"] = token_content_sha256(metadata, tensor.numpy())
         with atomic_path(target) as tmp:
             save_safetensors({self.kind: tensor}, tmp, metadata=metadata)
         return target
@@ -287,40 +252,18 @@ class TokenFile:
     @classmethod
     def load(cls, path: str | os.PathLike) -> TokenFile:
         name = str(path)
-        if not Path(path).is_file():
-            raise TokenFileError(f"{name}: file not found")
-        try:
-            with safe_open(name, framework="pt") as f:
-                meta = f.metadata() or {}
-                keys = list(f.keys())
-                if meta.get("format") != TOKEN_FORMAT:
-                    raise TokenFileError(f"{name}: not a vidtok token file (format {meta.get('format')!r})")
-                if meta.get("format_version") != TOKEN_FORMAT_VERSION:
-                    raise TokenFileError(
-                        f"{name}: token format version {meta.get('format_version')!r}, this vidtok reads "
-                        f"{TOKEN_FORMAT_VERSION!r} (encode the video again with `vidtok encode`)"
-                    )
-                kind = meta.get("kind")
-                if kind not in ("indices", "latents") or keys != [kind]:
-                    raise TokenFileError(f"{name}: expected one tensor 'indices' or 'latents', found {keys}")
-                tensor = f.get_tensor(kind)
-        except SafetensorError as err:
-            raise TokenFileError(f"{name}: unreadable token file ({err})") from None
-        if token_content_sha256(meta, tensor) != meta.get("content_sha256"):
-            raise TokenFileError(
-                f"{name}: header or tensor bytes do not match their recorded sha256 (file was modified)"
-            )
+        meta, array = read_token_file(path)
         try:
             token = cls(
-                tensor=tensor,
-                kind=kind,
+                tensor=torch.from_numpy(array),
+                kind=meta["kind"],
                 model=ModelRef(**json.loads(meta["model"])),
                 model_config=json.loads(meta["model_config"]),
                 source=meta.get("source", ""),
-                fps=_positive_fraction(meta["fps"], "fps"),
-                num_frames=_count(meta["num_frames"], "num_frames"),
+                fps=parse_fraction(meta["fps"], "fps"),
+                num_frames=parse_count(meta["num_frames"], "num_frames"),
                 geometry=Geometry(**json.loads(meta["geometry"])),
-                clip_frames=_count(meta["clip_frames"], "clip_frames"),
+                clip_frames=parse_count(meta["clip_frames"], "clip_frames"),
             )
             token.geometry.validate()
         except KeyError as err:

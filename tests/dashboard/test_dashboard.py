@@ -230,7 +230,7 @@ def test_tampered_token_file_is_named(roots: dict[str, Path], tmp_path: Path, mo
     path.write_bytes(bytes(raw))
     at = run_page(root, "reconstructions", monkeypatch)
     assert not at.exception
-    assert any("bikes.tokens: tensor bytes do not match their recorded sha256" in e.value for e in at.error)
+    assert any("bikes.tokens: header or tensor bytes do not match their recorded sha256" in e.value for e in at.error)
 
 
 def test_failed_audit_names_the_failing_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,9 @@ finished trial's own files, and every summary, plot and FINDINGS.md against what
 - trials:<study>: trials.parquet is the table vidtok.studies.sweeps.trials_frame builds from optuna.journal (every
   column of every trial; no row missing or added), each COMPLETE trial's objective value and params in the journal
   are its row's; each finished trial's metrics files (val and test) hash to the sha256 its row recorded, every metric
-  column is the number in those files (results.METRIC_SOURCES), each file agrees with itself and its per_video.csv,
-  it evaluated the final checkpoint of the trial's run records, and steps / training time / GPU hours are theirs;
+  column and clip count is the number in those files (results.METRIC_SOURCES, COUNT_SOURCES), each file agrees with
+  itself and its per_video.csv, it evaluated the final checkpoint of the trial's run records, and steps / training
+  time / GPU hours are theirs;
 - code:<study>: the finished trials ran this checkout's library code (vidtok.runs.code_sha256("study")). A study made
   by other code is not tampered with, it is stale: its numbers are what that code measured, not what this checkout
   would reproduce; it fails, labelled "stale: rerun the study" with the command that does;
@@ -41,6 +42,7 @@ from vidtok.runs import SCHEDULES, RunRecord, RunRecordError, code_sha256, read_
 from vidtok.studies.findings import FINDINGS_NAME, PLOT_NAME, render_findings
 from vidtok.studies.results import (
     COLUMNS,
+    COUNT_SOURCES,
     METRIC_SOURCES,
     STUDY_JSON,
     TRIALS_NAME,
@@ -175,7 +177,7 @@ def journal_trials(journal: Path, spec: StudySpec, meta: dict[str, Any]) -> tupl
         storage = JournalStorage(JournalFileBackend(str(copy)))
         study = optuna.load_study(study_name=str(meta.get("optuna_study") or name), storage=storage)
         trials = study.get_trials(deepcopy=False)
-        frame = trials_frame(study, spec, name)
+        frame = trials_frame(study, spec, name, journal.parent)
     return validate_trials(frame, str(journal)), trials
 
 
@@ -264,6 +266,14 @@ def trial_problems(row: Any, study_dir: Path) -> list[str]:
         if not same(recorded, expected):
             problems.append(f"{where}: trials.parquet {column} {short(recorded)}, {relative} summary.{key} "
                             f"{short(expected)}")  # fmt: skip
+    for column, (path_column, key) in COUNT_SOURCES.items():
+        if path_column in files:
+            relative, record = files[path_column]
+            expected = (record.get("data") or {}).get(key)
+            recorded = getattr(row, column)
+            if not same(None if pd.isna(recorded) else float(recorded), None if expected is None else float(expected)):
+                problems.append(f"{where}: trials.parquet {column} {short(recorded)}, {relative} data.{key} "
+                                f"{short(expected)}")  # fmt: skip
     return problems + run_record_problems(row, study_dir, files, where)
 
 

@@ -356,6 +356,7 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
         "psnr_gain_over_trivial_db": gain,
         "beats_trivial_codec": bool(gain > 0),
         "num_clips": ev.num_clips,
+        "num_videos": len(scores.clips_per_video),
         **_colour_summary(scores, pooled),
     }
     for name in ("lpips", "vmaf", "fvd", "codebook_utilisation", "codebook_perplexity"):

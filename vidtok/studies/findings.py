@@ -22,7 +22,14 @@ import pandas as pd
 from vidtok._files import atomic_write
 from vidtok.runs import code_sha256
 from vidtok.studies import paper
-from vidtok.studies.results import StudyFileError, read_trials, render_summary, summarize, summary_markdown
+from vidtok.studies.results import (
+    StudyFileError,
+    evaluation_counts,
+    read_trials,
+    render_summary,
+    summarize,
+    summary_markdown,
+)
 from vidtok.studies.specs import DEFAULT_SEEDS, STUDIES, StudySpec
 
 __all__ = ["answer", "code_currency", "coverage", "findings_markdown", "plot_svg", "render_findings", "write_findings"]
@@ -184,7 +191,8 @@ def _setup(df: pd.DataFrame, folder: Path) -> str:
         )
     wall = done["train_wall_s"].dropna()
     cost = f"; {wall.mean() / 60:.1f} min of training per trial on average" if len(wall) else ""
-    return ("This study's trials: " + "; ".join(parts) + cost + ".") if parts else ""
+    scored = f"; each scored {evaluation_counts(summarize(df)['levels'])}"
+    return ("This study's trials: " + "; ".join(parts) + cost + scored + ".") if parts else ""
 
 
 def _paper_block(spec: StudySpec) -> str:

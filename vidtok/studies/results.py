@@ -74,6 +74,13 @@ METRIC_SOURCES: dict[str, tuple[str, str]] = {
     "test_ssim": ("test_metrics_path", "ssim"),
     "test_trivial_psnr": ("test_metrics_path", "trivial_psnr"),
 }
+# The evaluation counts of each trial: column -> (its metrics file column, key in that file's `data` section).
+COUNT_SOURCES: dict[str, tuple[str, str]] = {
+    "val_clips": ("metrics_path", "num_clips"),
+    "val_videos": ("metrics_path", "num_videos"),
+    "test_clips": ("test_metrics_path", "num_clips"),
+    "test_videos": ("test_metrics_path", "num_videos"),
+}
 
 
 class StudyFileError(ValueError):
@@ -102,6 +109,12 @@ class TrialsSchema(pa.DataFrameModel):
     test_psnr: Series[float] = pa.Field(nullable=True, ge=0, le=100)
     test_ssim: Series[float] = pa.Field(nullable=True, ge=-1, le=1)
     test_trivial_psnr: Series[float] = pa.Field(nullable=True)
+    # What each evaluation scored (its metrics file's data.num_clips / num_videos): a mean over 21 clips of 4 videos
+    # is not one over 96, whatever a cap asked for.
+    val_clips: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    val_videos: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    test_clips: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    test_videos: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     train_tflops: Series[float] = pa.Field(nullable=True, ge=0)  # training arithmetic, all stages (see trial.py)
     train_wall_s: Series[float] = pa.Field(nullable=True, ge=0)
     gpu_hours: Series[float] = pa.Field(nullable=True, ge=0)  # wall time x GPUs where trained on GPU, else null
@@ -143,7 +156,13 @@ def _dtype(column: str) -> str:
 
 
 def validate_trials(df: pd.DataFrame, name: str = "trials") -> pd.DataFrame:
-    """Validate (and coerce) a trials table; StudyFileError with the first problems otherwise."""
+    """Validate (and coerce) a trials table; StudyFileError with the first problems otherwise. A table written
+    before the clip counts were columns (COUNT_SOURCES) gets them as missing values."""
+    missing = [c for c in COUNT_SOURCES if c not in df.columns]
+    if missing:
+        df = df.assign(**{c: pd.Series(pd.NA, index=df.index, dtype="Int64") for c in missing})[
+            [c for c in COLUMNS if c in df.columns or c in missing] + [c for c in df.columns if c not in COLUMNS]
+        ]
     try:
         return TrialsSchema.validate(df, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as err:
@@ -208,6 +227,8 @@ def summarize(df: pd.DataFrame, metric: str = "psnr", baseline: str | None = Non
         }
         for name in (*METRICS, "train_wall_s", "train_tflops", "gpu_hours"):
             row[name] = describe(group[name].dropna().to_numpy(dtype=float))
+        for name in COUNT_SOURCES:  # the distinct counts its trials were scored on (one value when all agree)
+            row[name] = sorted(int(v) for v in group[name].dropna().unique()) if name in group else []
         levels.append(row)
     levels.sort(key=lambda r: (r["level_value"] is None, r["level_value"] or 0, str(r["level"])))
     scored = [r for r in levels if r[metric]["mean"] is not None]
@@ -320,6 +341,8 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
         "",
         f"Best {metric} on val: **{summary['best_level']}**. Trials: {t['COMPLETE']} complete, {t['FAIL']} failed, "
         f"{t['PRUNED']} pruned, {t['RUNNING']} running. Mean +- sample std over seeds; 95% CI of the mean (t).",
+        "",
+        f"Each trial scored {evaluation_counts(summary['levels'])}.",
     ]
     for split, rows in (summary.get("comparisons") or {}).items():
         if not rows:
@@ -337,6 +360,20 @@ def summary_markdown(summary: dict[str, Any], study: str, factor: str) -> str:
             p = "-" if c["p_value"] is None else f"{c['p_value']:.3g}"
             lines.append(f"| {c['level']} | {c['pairs']} | {diff} | {interval} | {p} |")
     return "\n".join(lines) + "\n"
+
+
+def _span(values: list[int]) -> str:
+    return "?" if not values else str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def evaluation_counts(levels: list[dict[str, Any]]) -> str:
+    """'21 val clips from 4 videos and 30 test clips from 6 videos' over every level of a summary (ranges where the
+    trials differ; '?' where no trial recorded it)."""
+    merged = {name: sorted({v for r in levels for v in r.get(name) or []}) for name in COUNT_SOURCES}
+    return (
+        f"{_span(merged['val_clips'])} val clips from {_span(merged['val_videos'])} videos and "
+        f"{_span(merged['test_clips'])} test clips from {_span(merged['test_videos'])} videos"
+    )
 
 
 def render_summary(

@@ -73,7 +73,15 @@ from vidtok.data.manifest import ensure_manifest
 from vidtok.data.sources import fetch_corpus
 from vidtok.params import resolve_sections
 from vidtok.runs import code_sha256
-from vidtok.studies.results import COLUMNS, METRICS, STUDY_JSON, summary_markdown, write_summary, write_trials
+from vidtok.studies.results import (
+    COLUMNS,
+    COUNT_SOURCES,
+    METRICS,
+    STUDY_JSON,
+    summary_markdown,
+    write_summary,
+    write_trials,
+)
 from vidtok.studies.specs import DEFAULT_SEEDS, FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
 from vidtok.studies.trial import run_trial
 
@@ -331,9 +339,23 @@ def _attr_float(attrs: Mapping[str, Any], key: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.DataFrame:
+def _evaluation_counts(attrs: Mapping[str, Any], study_dir: Path | None) -> dict[str, int | None]:
+    """The clip and video counts of a trial's evaluations (COUNT_SOURCES): its attributes, or, for a trial recorded
+    before they were attributes, its metrics files (`data.num_clips` / `num_videos`, written by every evaluation)."""
+    out: dict[str, int | None] = {}
+    for column, (path_attr, key) in COUNT_SOURCES.items():
+        value = attrs.get(column)
+        if value is None and study_dir is not None and isinstance(attrs.get(path_attr), str):
+            with contextlib.suppress(OSError, ValueError):
+                value = (json.loads((study_dir / attrs[path_attr]).read_text()).get("data") or {}).get(key)
+        out[column] = None if value is None else int(value)
+    return out
+
+
+def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str, study_dir: Path | None = None) -> pd.DataFrame:
     """The trials table (vidtok.studies.results.TrialsSchema) from the Optuna storage: one row per trial of the grid.
-    Popped duplicates (`skipped`) are left out; they ran nothing."""
+    Popped duplicates (`skipped`) are left out; they ran nothing. With `study_dir`, clip counts older trials did not
+    record come from their metrics files."""
     rows = []
     trials = study.get_trials(deepcopy=False)
     # A stale trial's folder moved to the trial that resumed it.
@@ -376,9 +398,10 @@ def trials_frame(study: optuna.Study, spec: StudySpec, study_name: str) -> pd.Da
         row["train_tflops"] = _attr_float(a, "train_tflops")
         row["train_wall_s"] = _attr_float(a, "train_wall_s")
         row["gpu_hours"] = _attr_float(a, "gpu_hours")
+        row |= _evaluation_counts(a, study_dir)
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df["steps"] = df["steps"].astype("Int64")
+    df = df.astype({name: "Int64" for name in ("steps", *COUNT_SOURCES)})
     return df.sort_values("trial").reset_index(drop=True)
 
 
@@ -396,7 +419,7 @@ def write_study_files(study: optuna.Study, spec: StudySpec, study_name: str, stu
     """Rewrite trials.parquet (validated, atomic) and summary.json / summary.md under the study lock (workers
     finishing at once never interleave a table with another's summary); returns the summary."""
     with _locked(study_dir):
-        df = trials_frame(study, spec, study_name)
+        df = trials_frame(study, spec, study_name, study_dir)
         write_trials(df, study_dir)
         return write_summary(study_dir, df, study_name, spec.factor, spec.metric, spec.baseline)
 
@@ -810,6 +833,9 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
         if metrics_file.is_file():  # what `vidtok audit` checks each file against
             trial.set_user_attr(f"{prefix}metrics_path", os.path.relpath(metrics_file, study_dir))
             trial.set_user_attr(f"{prefix}metrics_sha256", sha256_file(metrics_file))
+            scored = json.loads(metrics_file.read_text()).get("data") or {}  # what it really scored
+            trial.set_user_attr(f"{prefix or 'val_'}clips", scored.get("num_clips"))
+            trial.set_user_attr(f"{prefix or 'val_'}videos", scored.get("num_videos"))
     if trial.user_attrs.get("code_sha256") != code_sha256("study"):
         raise ValueError("the library code (or the torch / torchvision / av version) changed while the trial ran")
     value = summary.get(metric)
