@@ -601,7 +601,7 @@ class _Heartbeat:
                 failures += 1
                 self._log(f"trial {self._trial.number}: heartbeat {failures}/{self._max} failed: {one_line(err)}")
                 if failures >= self._max:
-                    self.lost = f"{failures} heartbeat writes in a row failed ({one_line(err)})"
+                    self.lost = f"{failures} heartbeat writes in a row failed ({one_line(err, with_type=True)})"
                     return
             else:
                 beat, failures, self._last_ok = beat + 1, 0, time.monotonic()
