@@ -461,7 +461,7 @@ sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=3, seeds=[0], levels=["
 """
 
 
-@pytest.mark.slow  # two real smoke trials side by side, one killed and resumed: about a minute on 2 busy cores
+@pytest.mark.slow  # two real smoke trials side by side, one killed and resumed: 190 s on 2 busy cores
 def test_a_worker_killed_while_lightning_trains_is_retried_from_its_checkpoint(root: Path) -> None:
     """Two real worker processes on one study, real trials (Lightning, the smoke profile with stage 1 made 12 steps
     long). Worker A is SIGKILLed while training, once its heartbeat (written while Lightning trains) has counted to

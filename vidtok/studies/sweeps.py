@@ -66,7 +66,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -495,12 +495,18 @@ def _process_gone(t: FrozenTrial) -> str | None:
     return None
 
 
-def fail_stale_trials(study: optuna.Study, watch: StaleWatch) -> dict[int, str]:
-    """Tell the RUNNING trials that `watch` finds dead FAIL; returns {trial number: why}. Their points are enqueued
-    again with `retry_of` / `retry_reason` user attrs (a finished trial's attrs cannot change), and the retry takes
-    over the dead trial's run folder."""
+def fail_stale_trials(
+    study: optuna.Study, watch: StaleWatch, points: Container[tuple[str, int]] | None = None
+) -> dict[int, str]:
+    """Tell the RUNNING trials that `watch` finds dead FAIL (only those of `points`, (level, seed) pairs, when given:
+    the ones the caller enqueues again); returns {trial number: why}. Their points are enqueued again with
+    `retry_of` / `retry_reason` user attrs (a finished trial's attrs cannot change), and the retry takes over the
+    dead trial's run folder."""
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     failed = {}
-    for number, why in watch.observe(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))).items():
+    for number, why in watch.observe(running.values()).items():
+        if points is not None and _point(running[number]) not in points:
+            continue  # left to a worker that asks for that point (it enqueues the retry)
         try:
             study.tell(number, state=TrialState.FAIL)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
@@ -755,21 +761,21 @@ def run_study(
         write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
     points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
     base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
+    requested = {(lv.label, s) for lv, s in points}
     watch = StaleWatch(beats.stale_after_s)  # reads the others' heartbeats before and between this worker's trials
     with _locked(study_dir):
-        stale = fail_stale_trials(ostudy, watch)  # first sight: only a trial whose process is gone on this host
+        stale = fail_stale_trials(ostudy, watch, requested)  # first sight: only trials whose pid is gone here
         queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed, stale)
     if stale:
         log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
     log(f"{study_name}: {queued} point(s) newly queued; storage {meta['storage']}")
     write_study_files(ostudy, spec, study_name, study_dir)
 
-    requested = {(lv.label, s) for lv, s in points}
     ran: list[int] = []
     idle_since: dict[int, Any] | None = None  # the others' heartbeats when this worker found the queue empty
     while len(ran) < n_trials:
         with _locked(study_dir):
-            stale = fail_stale_trials(ostudy, watch)
+            stale = fail_stale_trials(ostudy, watch, requested)
             if stale:
                 _enqueue_open_points(ostudy, spec, points, base, False, stale)
             trial = ostudy.ask() if ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)) else None
