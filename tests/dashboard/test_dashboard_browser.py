@@ -1,7 +1,7 @@
 """The dashboard in a real browser: the app served on a free loopback port with fixture data, every page opened in
 headless system Chromium through Playwright, screenshots in pytest's temporary folder.
 
-    pytest tests/test_dashboard_browser.py -q          # needs /usr/bin/chromium (`make system-deps`) and playwright
+    pytest tests/dashboard/test_dashboard_browser.py -q   # needs /usr/bin/chromium (`make system-deps`) and playwright
 
 No browser is downloaded: Playwright drives the OS package's Chromium. The server is stopped at the end.
 """
@@ -42,6 +42,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     playwright_api = None
 
+# A module-level skip: under CI=true it fails the run instead (tests/conftest.py), so CI cannot pass without a browser.
 if not Path(CHROMIUM).is_file():
     pytest.skip(
         f"{CHROMIUM} not found: install it with `make system-deps` (apt-get install chromium)", allow_module_level=True

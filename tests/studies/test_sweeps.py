@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -95,6 +96,8 @@ def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
         ({"study_name": "../x"}, "study_name '../x': use letters"),
         ({"levels": ["5 fps"]}, "no level '5 fps'"),
         ({"pruner": "hyperband"}, "pruner must be 'none' or 'median'"),
+        ({"heartbeat_s": 0}, "heartbeat_s must be > 0, got 0"),
+        ({"heartbeat_s": 5, "stale_after_s": 20}, "stale_after_s must be at least 6 x heartbeat_s (30 s), got 20"),
     ],
 )
 def test_bad_arguments_fail_in_one_line_before_writing(root: Path, kwargs: dict, message: str) -> None:
@@ -273,6 +276,307 @@ def test_a_killed_trial_is_failed_as_stale_and_its_point_retried_in_its_folder(r
     # The new trial took over the killed trial's folder, so training would resume from its checkpoints.
     assert (result.folder / new["run_dir"] / "stage1/checkpoint-marker").read_text() == "resume me"
     assert df.loc[0, "run_dir"] == new["run_dir"]
+
+
+# ------------------------------------------------------------------------------------------------ heartbeats
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stale_means_a_counter_this_worker_saw_stand_still_on_its_own_clock() -> None:
+    """No two clocks are compared: a trial from another host is stale only once this watch has itself seen its
+    heartbeat counter unchanged for stale_after_s; whatever time the writer put in (a legacy wall-clock
+    heartbeat_at from 1970 here) does not count, and every new beat starts the window again."""
+    study = optuna.create_study()
+    far = study.ask()
+    far.set_user_attr("host", "another-host.example")
+    far.set_user_attr("pid", 1)
+    far.set_user_attr(sweeps.HEARTBEAT_KEY, 0)
+    legacy = study.ask()
+    legacy.set_user_attr("host", "another-host.example")
+    legacy.set_user_attr("heartbeat_at", 0.0)  # 1970 on the writer's clock: no reason to call it stale
+
+    def running():
+        return study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+    clock = Clock()
+    watch = sweeps.StaleWatch(10.0, clock=clock)
+    assert watch.observe(running()) == {}  # first sight: nothing is known about how long it stood still
+    clock.now += 8
+    far.set_user_attr(sweeps.HEARTBEAT_KEY, 1)  # a beat
+    assert watch.observe(running()) == {}
+    clock.now += 9.9  # the legacy trial: 17.9 s unchanged; the beating one: 9.9 s since its last beat
+    assert watch.observe(running()) == {legacy.number: "its heartbeat stood at 0.0 for 18 s"}
+    clock.now += 0.1
+    assert watch.observe(running())[far.number] == "its heartbeat stood at 1 for 10 s"
+    # A new watch (a worker that has just started) knows nothing yet, however long the trial has been silent.
+    assert sweeps.StaleWatch(10.0, clock=clock).observe(running()) == {}
+
+
+def test_a_trial_on_this_host_whose_process_is_gone_is_stale_at_first_sight() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its pid no longer exists
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", proc.pid)
+    alive = study.ask()
+    alive.set_user_attr("host", socket.gethostname())
+    alive.set_user_attr("pid", os.getpid())
+    watch = sweeps.StaleWatch(600.0, clock=Clock())
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert watch.observe(running) == {trial.number: f"its process {proc.pid} on {trial.user_attrs['host']} is gone"}
+
+
+KILLABLE = """
+import socket, sys, time
+from pathlib import Path
+from vidtok.studies import sweeps
+from vidtok.studies.trial import TrialResult
+
+root, host, seconds, gate = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+if host:  # a worker on another machine: the others cannot look up its pid there, only watch its heartbeat
+    socket.gethostname = lambda: host
+started = []
+
+def training(folder, *, on_step, **kw):
+    # Steps of 0.05 s; the first trial of a worker with a gate trains until the gate file exists (at most 120 s).
+    started.append(folder)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    step, end = 0, time.monotonic() + (120 if gate and len(started) == 1 else seconds)
+    while time.monotonic() < end and not (gate and len(started) == 1 and Path(gate).exists()):
+        time.sleep(0.05)
+        step += 1
+        with open(Path(folder) / "steps.log", "a") as log:  # the run folder as training leaves it, step by step
+            log.write(f"{socket.gethostname()} {step}\\n")
+        on_step(step)
+    s = {"psnr": 20.0, "ssim": 0.5}
+    return TrialResult(folder=Path(folder), runs={}, metrics={"summary": s}, train_wall_s=seconds,
+                       gpu_hours=None, steps=step)
+
+sweeps.run_study("sweep-fps", root=root, n_trials=12, seeds=[0, 1], profile="smoke", run_fn=training, prepare=False,
+                 heartbeat_s=0.25, stale_after_s=3.0)
+"""
+
+
+def _storage_trials(folder: Path) -> list[optuna.trial.FrozenTrial]:
+    if not (folder / sweeps.JOURNAL_NAME).is_file():
+        return []
+    try:
+        return optuna.load_study(study_name="sweep-fps", storage=sweeps.open_storage(None, folder)[0]).get_trials()
+    except KeyError:  # the journal is there, the study not yet
+        return []
+
+
+def _wait_for(condition, procs: dict[str, subprocess.Popen], root: Path, what: str, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"worker {name} ended: {(root / f'worker-{name}.log').read_text()}"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+    return found
+
+
+def test_a_worker_killed_mid_trial_is_noticed_by_the_live_one_without_comparing_clocks(root: Path) -> None:
+    """Two worker processes on one study (the default journal file), stale_after_s 3 s. Worker A runs "on another
+    host" (its hostname is not this machine's, so B cannot look up its pid): B can only watch its heartbeat counter.
+    A's first trial trains until B has run six more 0.5 s trials (B reads the heartbeats before each: over 3 s of
+    watching a live trial) and B must leave it alone. A is then SIGKILLed in its second trial, once its heartbeat
+    shows it training; B notices the counter stand still, fails the trial as stale and retries its point once, in
+    A's folder. Every (level, seed) of the 12-point grid completes exactly once."""
+    script = root / "killable.py"
+    script.write_text(textwrap.dedent(KILLABLE))
+    folder, gate = root / "experiments/sweep-fps", root / "release-a"
+    logs = {name: open(root / f"worker-{name}.log", "w") for name in ("a", "b")}  # noqa: SIM115 - closed below
+    args = {"a": ["worker-a.example", "60", str(gate)], "b": ["", "0.5", ""]}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(script), str(root), *args[name]], cwd=REPO, stdout=logs[name], stderr=subprocess.STDOUT
+        )  # fmt: skip
+        for name in ("a", "b")
+    }
+    a, b = procs["a"], procs["b"]
+
+    def of(proc: subprocess.Popen, state: str | None = None) -> list[optuna.trial.FrozenTrial]:
+        trials = [t for t in _storage_trials(folder) if t.user_attrs.get("pid") == proc.pid]
+        return [t for t in trials if state in (None, t.state.name)]
+
+    try:
+        first = _wait_for(lambda: of(a, "RUNNING"), procs, root, "worker A starts a trial")[0]
+        done_by_b = len(of(b, "COMPLETE"))
+        _wait_for(lambda: len(of(b, "COMPLETE")) >= done_by_b + 6, procs, root, "worker B runs six trials")
+        assert of(a)[0].number == first.number and of(a)[0].state.name == "RUNNING"  # B left the live trial alone
+        assert of(a)[0].user_attrs[sweeps.HEARTBEAT_KEY] >= 3 / 0.25  # it beat all along, > stale_after_s
+        gate.touch()
+
+        def training_again() -> list[optuna.trial.FrozenTrial]:  # A's second trial, its heartbeat counted to 2
+            return [t for t in of(a, "RUNNING") if t.number != first.number and t.user_attrs[sweeps.HEARTBEAT_KEY] > 1]
+
+        second = _wait_for(training_again, procs, root, "worker A trains its second trial")[0]
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+        assert b.wait(timeout=120) == 0, (root / "worker-b.log").read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for f in logs.values():
+            f.close()
+    df = read_trials(folder)
+    grid = {(lv.label, s) for lv in sweeps.STUDIES["sweep-fps"].levels for s in (0, 1)}
+    assert sorted(points(df, "COMPLETE")) == sorted(grid)  # every (level, seed) exactly once
+    failed = df[df["state"] != "COMPLETE"]
+    assert list(failed["trial"]) == [second.number]  # nothing else failed: no live trial was taken over
+    assert failed.iloc[0]["error"].startswith("stale: its heartbeat stood at ")
+    trials = {t.number: t for t in _storage_trials(folder)}
+    retries = [t for t in trials.values() if t.user_attrs.get("retry_of") == second.number]
+    assert len(retries) == 1 and retries[0].user_attrs["pid"] == b.pid  # retried once, by B
+    assert retries[0].user_attrs["resumed_from_trial"] == second.number
+    retry = df[df["trial"] == retries[0].number].iloc[0]
+    assert retry["run_dir"] == failed.iloc[0]["run_dir"] == f"runs/trial_{retry['trial']}"  # A's folder, adopted
+    # The retry went on in the killed trial's folder: A's steps (cut off by the kill), then B's 0.5 s of steps.
+    steps = (folder / retry["run_dir"] / "steps.log").read_text().splitlines()
+    by_a = [line for line in steps if line.startswith("worker-a.example ")]
+    assert len(by_a) >= 2 and steps[: len(by_a)] == [f"worker-a.example {n}" for n in range(1, len(by_a) + 1)]
+    assert steps[len(by_a) :] and all(line.startswith(f"{socket.gethostname()} ") for line in steps[len(by_a) :])
+    assert len(by_a) < 60 / 0.05  # killed mid-trial
+
+
+REAL_WORKER = """
+import sys
+from vidtok.studies import sweeps
+
+sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=3, seeds=[0], levels=["3 fps", "8 fps"], profile="smoke",
+                 eval_clips=2, heartbeat_s=0.5, stale_after_s=5.0)
+"""
+
+
+@pytest.mark.slow  # two real smoke trials side by side, one killed and resumed: 190 s on 2 busy cores
+def test_a_worker_killed_while_lightning_trains_is_retried_from_its_checkpoint(root: Path) -> None:
+    """Two real worker processes on one study, real trials (Lightning, the smoke profile with stage 1 made 12 steps
+    long). Worker A is SIGKILLed while training, once its heartbeat (written while Lightning trains) has counted to
+    2 and stage 1 has a checkpoint; B finishes its own trial untouched, finds A's trial stale (its pid is gone on
+    this host), retries the point once in A's folder, and training resumes from A's last checkpoint."""
+    params = root / "params.yaml"
+    text = params.read_text()
+    params.write_text(
+        text.replace(
+            "stage1: {resolution: 32, steps: 4, batch_size: 1}", "stage1: {resolution: 32, steps: 12, batch_size: 1}"
+        )
+    )
+    assert params.read_text() != text
+    script = root / "real_worker.py"
+    script.write_text(textwrap.dedent(REAL_WORKER))
+    folder = root / "experiments/sweep-fps"
+    logs = {name: open(root / f"worker-{name}.log", "w") for name in ("a", "b")}  # noqa: SIM115 - closed below
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(script), str(root)], cwd=REPO, stdout=logs[name], stderr=subprocess.STDOUT
+        )  # fmt: skip
+        for name in ("a", "b")
+    }
+    a, b = procs["a"], procs["b"]
+
+    def a_training() -> list[optuna.trial.FrozenTrial]:
+        running = [t for t in _storage_trials(folder) if t.user_attrs.get("pid") == a.pid and t.state.name == "RUNNING"]
+        return [
+            t for t in running
+            if t.user_attrs.get(sweeps.HEARTBEAT_KEY, 0) >= 2
+            and any((folder / t.user_attrs["run_dir"] / "stage1/checkpoints").glob("step_*"))
+        ]  # fmt: skip
+
+    try:
+        killed = _wait_for(a_training, procs, root, "worker A trains with a checkpoint", timeout=240)[0]
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+        assert b.wait(timeout=900) == 0, (root / "worker-b.log").read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for f in logs.values():
+            f.close()
+    df = read_trials(folder)
+    assert sorted(points(df, "COMPLETE")) == [("3 fps", 0), ("8 fps", 0)]  # each exactly once
+    failed = df[df["state"] != "COMPLETE"]
+    assert list(failed["trial"]) == [killed.number]
+    assert (
+        failed.iloc[0]["error"]
+        == f"stale: its process {a.pid} on {socket.gethostname()} is gone (killed?); its point is retried"
+    )
+    trials = {t.number: t for t in _storage_trials(folder)}
+    retry = next(t for t in trials.values() if t.user_attrs.get("retry_of") == killed.number)
+    assert retry.user_attrs["pid"] == b.pid and retry.user_attrs["resumed_from_trial"] == killed.number
+    untouched = next(t for t in trials.values() if t.user_attrs.get("pid") == b.pid and t.number != retry.number)
+    assert untouched.state.name == "COMPLETE" and "retry_of" not in untouched.user_attrs
+    stage1 = json.loads((folder / retry.user_attrs["run_dir"] / "stage1/run.json").read_text())
+    assert stage1["status"] == "completed" and stage1["steps_completed"] == 12
+    (resumed_at,) = stage1["resumed_at_steps"]
+    assert 2 <= resumed_at < 12 and resumed_at % 2 == 0  # A's last checkpoint (every 2 steps), not a fresh start
+    assert json.loads((folder / retry.user_attrs["run_dir"] / "stage2/run.json").read_text())["status"] == "completed"
+
+
+def test_a_lost_heartbeat_stops_lightning_training_and_is_recorded_as_such(root: Path) -> None:
+    """The storage goes away while Lightning trains a real trial (the journal's folder moves away, as a network
+    share that drops): the heartbeat thread's writes fail, the on_step check raises inside Lightning's loop, and
+    the trial ends "heartbeat lost", in the stage's run.json and (the storage back) in the study, not "interrupted".
+    The next run retries the point without retry_failed and resumes training from the checkpoint of step 2."""
+    from vidtok.studies.trial import run_trial
+
+    db, gone = root / "db", root / "db-moved-away"
+    storage = str(db / "optuna.journal")
+    seen: list[str] = []
+
+    def storage_drops_at_step_2(folder, *, on_step, **kw):
+        def step(n: int) -> None:
+            if n == 2 and db.is_dir():
+                db.rename(gone)
+                try:  # the training loop keeps checking, as it would after each further step
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        on_step(n)
+                        time.sleep(0.05)
+                except sweeps.HeartbeatLost as err:
+                    seen.append(str(err))
+                    raise
+                finally:
+                    gone.rename(db)  # back, so the trial's end can be told
+            on_step(n)
+
+        return run_trial(folder, on_step=step, **kw)
+
+    args = {"root": root, "seeds": [0], "levels": ["3 fps"], "storage": storage, **SMOKE}
+    with pytest.raises(sweeps.HeartbeatLost) as err:
+        sweeps.run_study(
+            "sweep-fps", n_trials=1, run_fn=storage_drops_at_step_2, heartbeat_s=0.1, stale_after_s=10, **args
+        )
+    lost = "heartbeat lost: 3 heartbeat writes in a row failed (FileNotFoundError: "
+    assert seen and seen[0].startswith(lost) and "optuna.journal" in seen[0]
+    assert str(err.value) == f"sweep-fps: trial 0 stopped: {seen[0]}"
+    folder = root / "experiments/sweep-fps"
+    stage1 = json.loads((folder / "runs/trial_0/stage1/run.json").read_text())
+    assert stage1["status"] == "failed" and stage1["error"] == f"HeartbeatLost: {seen[0]}"
+    assert stage1["steps_completed"] == 2 and not (folder / "runs/trial_0/stage2").exists()
+    (trial,) = optuna.load_study(study_name="sweep-fps", storage=sweeps.open_storage(storage, folder)[0]).trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["error"] == seen[0]
+
+    fake = Fake()  # (resuming a real run from its checkpoint: tests/train/test_run.py)
+    result = sweeps.run_study("sweep-fps", n_trials=1, run_fn=fake, **{**args, "prepare": False})
+    df = read_trials(result.folder)
+    assert list(df["state"]) == ["FAIL", "COMPLETE"] and df.loc[0, "error"] == f"{seen[0]}; its point is retried"
+    assert df.loc[1, "run_dir"] == df.loc[0, "run_dir"] == "runs/trial_1"  # the retry took over trial 0's folder
+    assert json.loads((folder / "runs/trial_1/stage1/run.json").read_text())["steps_completed"] == 2
 
 
 def test_step_pruning_hook_prunes_a_trial(root: Path) -> None:

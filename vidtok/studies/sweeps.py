@@ -20,12 +20,26 @@ How a study runs (`run_study`), and why:
   one file system; Optuna advises against SQLite for parallel runs). `sqlite:///`, `postgresql://` and
   `mysql://` URLs use RDBStorage, so many machines can share a study. The study is loaded if it exists: a rerun
   with a larger `n_trials` continues the queue and never reruns a completed point.
-- A trial that raises is told FAIL with its error as one line and the study goes on. A RUNNING trial whose
-  process died (same host and its pid gone, or no heartbeat for `stale_after_s`) is failed as stale on the next
-  run and its point enqueued again; the new trial takes over the dead trial's run folder, so training resumes
-  from its last checkpoint. A trial stopped from outside (Ctrl-C, SIGTERM at the end of a session, a cancelled
-  flow run: error "interrupted") is retried the same way. Other failed points are retried only with
-  `retry_failed=True` (a config error would just fail again).
+- A trial that raises is told FAIL with its error as one line and the study goes on. Other failed points are
+  retried only with `retry_failed=True` (a config error would just fail again). A trial stopped from outside
+  (Ctrl-C, SIGTERM at the end of a session, a cancelled flow run: error "interrupted") is retried on the next run,
+  in its own run folder, so training resumes from its last checkpoint.
+- Dead workers are noticed, live ones are never taken over. While a trial runs, a heartbeat thread counts the
+  trial's `heartbeat_seq` user attr up every `heartbeat_s` (30 s); it is a counter, not a time, because the rule
+  compares no two clocks: a worker calls another's RUNNING trial stale only when (a) it ran on this host and its
+  pid is gone, or (b) this worker has itself seen the counter stand still for `stale_after_s` (600 s) on its own
+  monotonic clock. The writer's wall clock and the database server's are never read, so hosts whose clocks
+  disagree do not matter. Workers read the others' heartbeats when they start and before each trial they pop;
+  one whose queue is empty waits until each running trial of its points has beaten once (alive) or turned stale.
+  A stale trial is told FAIL and its point enqueued again; the retry takes over the dead trial's run folder and
+  resumes from its checkpoints.
+- A trial whose heartbeat cannot be written stops itself first: training checks the heartbeat after every step
+  (an `on_step` hook, a Lightning callback; no signal, which Lightning would turn into sys.exit), and raises
+  HeartbeatLost after 3 failed writes in a row, after stale_after_s / 2 without a successful one, or as soon as the
+  storage says another worker ended the trial. It is recorded with that reason ("heartbeat lost: ..." in the trial's
+  error when the storage still takes it, and in the stage's run.json), its point is retried like an interrupted
+  one, and the worker stops (HeartbeatLost out of run_study). It gives up after stale_after_s / 2, the others wait
+  at least stale_after_s: the run folder has one writer at a time while a training step takes less than the half.
 - After every trial the whole trials table is rebuilt from the storage (so parallel workers agree) and written
   atomically with the summary (vidtok.studies.results layout: study.json, trials.parquet, summary.json, summary.md,
   runs/trial_<n>/).
@@ -40,7 +54,6 @@ Torch-free at import: training is imported only when a trial runs.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import csv
@@ -53,7 +66,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +123,9 @@ STUDY_DATA_DIR = "outputs/studies/data"
 LOCK_NAME = ".sweep.lock"
 SCHEMA_RACE_RETRIES = 5
 INTERRUPTED = "interrupted"  # the error of a trial stopped from outside (not its own failure): retried on rerun
+HEARTBEAT_LOST = "heartbeat lost"  # the error's start when a trial stopped because it could not beat: retried too
+HEARTBEAT_KEY = "heartbeat_seq"  # the user attr a running trial's heartbeat counts up
+HEARTBEAT_FAILURES = 3  # failed heartbeat writes in a row after which the trial stops
 SEED_HIGH = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -409,9 +425,10 @@ def _error(t: FrozenTrial, stale: Mapping[int, str | None]) -> str | None:
     if t.state != TrialState.FAIL:
         return None
     if t.number in stale:
-        if stale[t.number] == INTERRUPTED:
-            return f"{INTERRUPTED}; its point is retried"
-        return f"stale: {stale[t.number]} (killed?); its point is retried"
+        reason = str(stale[t.number])
+        if reason.startswith((INTERRUPTED, HEARTBEAT_LOST)):
+            return f"{reason}; its point is retried"
+        return f"stale: {reason} (killed?); its point is retried"
     return t.user_attrs.get("error")
 
 
@@ -446,8 +463,43 @@ def _point(t: FrozenTrial) -> tuple[str, int] | None:
     return (str(a["level"]), int(a["seed"])) if "level" in a and "seed" in a else None
 
 
-def _stale_reason(t: FrozenTrial, now: float, stale_after_s: float) -> str | None:
-    """Why a RUNNING trial's process is gone, or None while it may still be alive."""
+class StaleWatch:
+    """Which RUNNING trials of other workers are dead, judged by this worker alone, without comparing two clocks.
+
+    A running trial's heartbeat thread counts `heartbeat_seq` up (0, 1, 2 ...) every heartbeat_s. The watch keeps,
+    per trial, the last value it read and when it first read that value on this process's monotonic clock. A trial
+    is stale when its process is gone (it ran on this host and its pid no longer exists), or when this watch has
+    seen its counter stand still for `stale_after_s`. Neither the writer's wall clock nor the database server's is
+    read, so machines whose clocks disagree cannot take over each other's live trials. The price: a watch that has
+    just started must itself wait stale_after_s before it calls a trial on another host stale."""
+
+    def __init__(self, stale_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stale_after_s = stale_after_s
+        self._clock = clock
+        self._seen: dict[int, tuple[Any, float]] = {}  # trial number -> (heartbeat as last read, first read at)
+
+    def observe(self, running: Iterable[FrozenTrial]) -> dict[int, str]:
+        """Read the heartbeats of the RUNNING trials `running`; returns {trial number: why it is dead}."""
+        now, dead = self._clock(), {}
+        for t in running:
+            beat = _heartbeat_value(t)
+            seen = self._seen.get(t.number)
+            if seen is None or seen[0] != beat:
+                self._seen[t.number] = seen = (beat, now)
+            why = _process_gone(t)
+            if why is None and now - seen[1] >= self.stale_after_s:
+                why = f"its heartbeat stood at {beat} for {now - seen[1]:.0f} s"
+            if why is not None:
+                dead[t.number] = why
+        return dead
+
+
+def _heartbeat_value(t: FrozenTrial) -> Any:
+    # heartbeat_at: the wall-clock beat of trials started by earlier versions; only whether it changes counts.
+    return t.user_attrs.get(HEARTBEAT_KEY, t.user_attrs.get("heartbeat_at"))
+
+
+def _process_gone(t: FrozenTrial) -> str | None:
     a = t.user_attrs
     if a.get("host") == socket.gethostname() and isinstance(a.get("pid"), int):
         try:
@@ -456,29 +508,34 @@ def _stale_reason(t: FrozenTrial, now: float, stale_after_s: float) -> str | Non
             return f"its process {a['pid']} on {a['host']} is gone"
         except PermissionError:
             pass  # alive, another user's
-    beat = a.get("heartbeat_at")
-    if beat is None and t.datetime_start is not None:
-        beat = t.datetime_start.timestamp()
-    if beat is not None and now - float(beat) > stale_after_s:
-        return f"no heartbeat for {now - float(beat):.0f} s"
     return None
 
 
-def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> dict[int, str]:
-    """Tell RUNNING trials whose process died FAIL; returns {trial number: why}. Their points are enqueued again
-    with `retry_of` / `retry_reason` user attrs (a finished trial's attrs cannot change), and the retry takes
-    over the dead trial's run folder."""
-    now, failed = time.time(), {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        why = _stale_reason(t, now, stale_after_s)
-        if why is None:
-            continue
+def fail_stale_trials(
+    study: optuna.Study, watch: StaleWatch, points: Container[tuple[str, int]] | None = None
+) -> dict[int, str]:
+    """Tell the RUNNING trials that `watch` finds dead FAIL (only those of `points`, (level, seed) pairs, when given:
+    the ones the caller enqueues again); returns {trial number: why}. Their points are enqueued again with
+    `retry_of` / `retry_reason` user attrs (a finished trial's attrs cannot change), and the retry takes over the
+    dead trial's run folder."""
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    failed = {}
+    for number, why in watch.observe(running.values()).items():
+        if points is not None and _point(running[number]) not in points:
+            continue  # left to a worker that asks for that point (it enqueues the retry)
         try:
-            study.tell(t.number, state=TrialState.FAIL)
-        except ValueError:
-            continue  # it finished after all ("Cannot tell a COMPLETE trial")
-        failed[t.number] = why
+            study.tell(number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # it finished after all ("Cannot tell a COMPLETE trial"), or another worker failed it first
+        failed[number] = why
     return failed
+
+
+def _retried_without_asking(t: FrozenTrial) -> bool:
+    """A failed trial that was stopped, not failed by its own error: Ctrl-C / SIGTERM / a cancelled flow run
+    ("interrupted") or a heartbeat it could not write ("heartbeat lost: ..."). Its point is retried in its folder."""
+    error = t.user_attrs.get("error")
+    return t.state == TrialState.FAIL and isinstance(error, str) and error.startswith((INTERRUPTED, HEARTBEAT_LOST))
 
 
 def _enqueue_open_points(
@@ -490,20 +547,20 @@ def _enqueue_open_points(
     stale: Mapping[int, str],
 ) -> int:
     """Enqueue every requested (level, seed) point that no live, finished or (unless retry_failed) failed trial
-    holds. Points of `stale` trials (just failed by `fail_stale_trials`) and of interrupted ones are always retried,
-    in the dead trial's folder."""
+    holds. Points of `stale` trials (just failed by `fail_stale_trials`) and of interrupted ones or ones whose
+    heartbeat was lost are always retried, in the dead trial's folder."""
     held: dict[tuple[str, int], set[str]] = {}
-    stale_point: dict[tuple[str, int], int] = {}
+    stale_point: dict[tuple[str, int], tuple[int, str]] = {}
     for t in study.get_trials(deepcopy=False):
         p = _point(t)
         if p is None or t.user_attrs.get("skipped"):
             continue
         kind = t.state.name
-        interrupted = t.state == TrialState.FAIL and t.user_attrs.get("error") == INTERRUPTED
-        if t.state == TrialState.FAIL and (t.number in stale or interrupted or retry_failed):
+        stopped = _retried_without_asking(t)
+        if t.state == TrialState.FAIL and (t.number in stale or stopped or retry_failed):
             kind = "RETRY"
-            if t.number in stale or interrupted:
-                stale_point[p] = t.number
+            if t.number in stale or stopped:
+                stale_point[p] = (t.number, stale.get(t.number) or str(t.user_attrs.get("error")))
         held.setdefault(p, set()).add(kind)
     count = 0
     for level, seed in points:
@@ -513,7 +570,7 @@ def _enqueue_open_points(
         attrs = {"level": level.label, "seed": seed, "level_value": level.value, "regularizer": level.regularizer}
         dead = stale_point.get((level.label, seed))
         if dead is not None:
-            attrs |= {"retry_of": dead, "retry_reason": stale.get(dead, INTERRUPTED)}
+            attrs |= {"retry_of": dead[0], "retry_reason": dead[1]}
         study.enqueue_trial({"level": level.label, "seed": seed}, user_attrs={**attrs, "params": params})
         count += 1
     return count
@@ -524,35 +581,60 @@ def _level_params(level: Level) -> dict[str, Any]:
 
 
 class HeartbeatLost(RuntimeError):
-    """The running trial could not write its heartbeat to the study storage several times in a row: it stops, so
-    that no other worker takes over its run folder (it looks stale to them) while it still writes there."""
+    """The running trial's heartbeat is lost (see _Heartbeat): it stops, so that no other worker takes over its run
+    folder (it looks stale to them) while it still writes there."""
 
 
 class _Heartbeat:
-    """Writes `heartbeat_at` on the running trial every `interval` s, so other workers can tell it is alive.
+    """Keeps the running trial visibly alive: a thread writes `heartbeat_seq` = 1, 2, 3 ... on it every `interval` s
+    (a counter, not a time: observers compare it with what they read before, on their own clocks; see StaleWatch).
 
-    A failed write is logged; after `max_failures` in a row the main thread is interrupted (the trial stops and
-    `lost` says why), since other workers would soon fail the trial as stale and retry its point in its folder."""
+    The training loop calls `check` after every step (run_trial's on_step hook, a Lightning callback: a signal would
+    not do, Lightning turns KeyboardInterrupt into sys.exit(1) and ignores SIGINT from then on). It raises
+    HeartbeatLost once the heartbeat is lost: `max_failures` writes in a row failed, no write succeeded for
+    `lose_after_s` on this process's monotonic clock (a write hanging on a dead database), or the storage says the
+    trial has ended (another worker failed it as stale). run_study sets lose_after_s to half of stale_after_s, so a
+    worker that cannot beat stops well before any other may call it stale and take over its folder."""
 
-    def __init__(self, trial: optuna.Trial, interval: float, log: Callable[[str], None], max_failures: int = 3) -> None:
-        self._trial, self._interval, self._log, self._max = trial, interval, log, max_failures
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        interval: float,
+        lose_after_s: float,
+        log: Callable[[str], None],
+        max_failures: int = HEARTBEAT_FAILURES,
+    ) -> None:
+        self._trial, self._interval, self._lose_after, self._log = trial, interval, lose_after_s, log
+        self._max = max_failures
         self.lost: str | None = None
+        self._last_ok = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial.number}", daemon=True)
 
     def _run(self) -> None:
-        failures = 0
+        beat, failures = 0, 0
         while not self._stop.wait(self._interval):
             try:
-                self._trial.set_user_attr("heartbeat_at", time.time())
-                failures = 0
+                self._trial.set_user_attr(HEARTBEAT_KEY, beat + 1)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.lost = f"trial {self._trial.number} was ended by another worker (it saw no heartbeat)"
+                return
             except Exception as err:  # noqa: BLE001 - storage down, disk full, database locked ...
                 failures += 1
                 self._log(f"trial {self._trial.number}: heartbeat {failures}/{self._max} failed: {one_line(err)}")
-                if failures >= self._max and not self._stop.is_set():
-                    self.lost = f"heartbeat failed {failures} times in a row ({one_line(err)})"
-                    _thread.interrupt_main()  # KeyboardInterrupt in the trial's thread: see _run_one
+                if failures >= self._max:
+                    self.lost = f"{failures} heartbeat writes in a row failed ({one_line(err, with_type=True)})"
                     return
+            else:
+                beat, failures, self._last_ok = beat + 1, 0, time.monotonic()
+
+    def check(self, step: int | None = None) -> None:
+        """Raise HeartbeatLost if the heartbeat is lost (`step`: the training step, for on_step)."""
+        silent = time.monotonic() - self._last_ok
+        if self.lost is None and silent > self._lose_after:
+            self.lost = f"no heartbeat written for {silent:.0f} s"
+        if self.lost is not None:
+            raise HeartbeatLost(f"{HEARTBEAT_LOST}: {self.lost}")
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -561,6 +643,42 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class HeartbeatTimes:
+    """How often a running trial beats (`interval_s`) and how long another worker must see its heartbeat stand still
+    before it calls the trial stale (`stale_after_s`). The trial itself gives up at half that (`lose_after_s`), so
+    stale_after_s is at least 2 x HEARTBEAT_FAILURES beats, and should be well above one training step: a worker
+    notices a lost heartbeat only between steps."""
+
+    interval_s: float = 30.0
+    stale_after_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.interval_s > 0:
+            raise ValueError(f"heartbeat_s must be > 0, got {self.interval_s!r}")
+        if not self.stale_after_s >= 2 * HEARTBEAT_FAILURES * self.interval_s:
+            raise ValueError(
+                f"stale_after_s must be at least {2 * HEARTBEAT_FAILURES} x heartbeat_s "
+                f"({2 * HEARTBEAT_FAILURES * self.interval_s:g} s), got {self.stale_after_s!r}"
+            )
+
+    @property
+    def lose_after_s(self) -> float:
+        return self.stale_after_s / 2
+
+    @property
+    def poll_s(self) -> float:
+        """How often a worker with an empty queue reads the others' heartbeats while it waits on them."""
+        return min(self.interval_s, 2.0)
+
+
+def _hooks(run: Callable[..., Any], **hooks: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+    """The hooks `run` takes, by name or through **kwargs (the Prefect flows' task wrapper passes them on)."""
+    parameters = inspect.signature(run).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {name: hook for name, hook in hooks.items() if takes_any or name in parameters}
 
 
 def validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
@@ -608,6 +726,7 @@ def run_study(
     validate_args(n_trials, seeds, study_name)
     chosen = list(spec.levels) if not levels else [spec.level(label) for label in levels]
     make_pruner(pruner)  # validate before touching anything
+    beats = HeartbeatTimes(heartbeat_s, stale_after_s)
     root = Path(root).resolve()
     if not root.is_dir():
         raise ValueError(f"root {root}: not a folder (the repository root or a data root with params.yaml)")
@@ -622,7 +741,6 @@ def run_study(
         rates = needed_fps(spec, root, params_path=params_path, profile=profile, levels=levels)
         data_info = prepare_data(root, params_path=params_path, profile=profile, fps=rates, log=log)
     run = run_trial if run_fn is None else run_fn
-    accepts_hook = "on_validation" in inspect.signature(run).parameters
 
     direction = spec.direction
     ostudy = optuna.create_study(
@@ -659,27 +777,54 @@ def run_study(
         write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
     points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
     base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
+    requested = {(lv.label, s) for lv, s in points}
+    watch = StaleWatch(beats.stale_after_s)  # reads the others' heartbeats before and between this worker's trials
     with _locked(study_dir):
-        stale = fail_stale_trials(ostudy, stale_after_s)
+        stale = fail_stale_trials(ostudy, watch, requested)  # first sight: only trials whose pid is gone here
         queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed, stale)
     if stale:
-        log(f"{study_name}: failed stale trial(s) {sorted(stale)}; their points are queued again")
+        log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
     log(f"{study_name}: {queued} point(s) newly queued; storage {meta['storage']}")
     write_study_files(ostudy, spec, study_name, study_dir)
 
     ran: list[int] = []
+    idle_since: dict[int, Any] | None = None  # the others' heartbeats when this worker found the queue empty
     while len(ran) < n_trials:
         with _locked(study_dir):
-            if not ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            stale = fail_stale_trials(ostudy, watch, requested)
+            if stale:
+                _enqueue_open_points(ostudy, spec, points, base, False, stale)
+            trial = ostudy.ask() if ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)) else None
+        if stale:
+            log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
+            write_study_files(ostudy, spec, study_name, study_dir)
+        if trial is None:
+            # Nothing queued, but other workers' trials of requested points may be running: wait until each has
+            # beaten once (alive: its point is in good hands) or is stale (then its retry is queued and run here).
+            running = {
+                t.number: _heartbeat_value(t)
+                for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if _point(t) in requested
+            }
+            if idle_since is None:
+                idle_since = running
+                if running:
+                    log(
+                        f"{study_name}: queue empty; waiting for a heartbeat of trial(s) {sorted(running)} (one "
+                        f"that shows none for {beats.stale_after_s:g} s is retried here)"
+                    )
+            if not [n for n, beat in running.items() if n in idle_since and idle_since[n] == beat]:
                 log(f"{study_name}: every requested point is done or running")
                 break
-            trial = ostudy.ask()
+            time.sleep(beats.poll_s)
+            continue
+        idle_since = None
         if _skip_duplicate(ostudy, trial):
             continue
         ran.append(trial.number)
         _run_one(
-            ostudy, trial, spec, study_name, study_dir, params, profile, base_overrides, eval_clips, run,
-            accepts_hook, heartbeat_s, progress, log,
+            ostudy, trial, spec, study_name, study_dir, params, profile, base_overrides, eval_clips, run, beats,
+            progress, log,
         )  # fmt: skip
         write_study_files(ostudy, spec, study_name, study_dir)
     summary = write_study_files(ostudy, spec, study_name, study_dir)
@@ -725,13 +870,13 @@ def _run_one(
     base_overrides: list[str],
     eval_clips: int,
     run: Callable[..., Any],
-    accepts_hook: bool,
-    heartbeat_s: float,
+    beats: HeartbeatTimes,
     progress: bool,
     log: Callable[[str], None],
 ) -> None:
-    """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes on),
-    KeyboardInterrupt fails the trial and is re-raised."""
+    """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes on).
+    KeyboardInterrupt / SystemExit (Lightning's answer to Ctrl-C) fail the trial as interrupted and are re-raised; a
+    lost heartbeat fails it as "heartbeat lost: ..." (if the storage still takes it) and raises HeartbeatLost."""
     attrs = trial.user_attrs
     try:
         level = spec.level(attrs["level"])
@@ -746,7 +891,7 @@ def _run_one(
     _adopt_stale_folder(trial, study_dir, folder)
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr("heartbeat_at", time.time())
+    trial.set_user_attr(HEARTBEAT_KEY, 0)
     trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
     trial.set_user_attr("run_dir", os.path.relpath(folder, study_dir))
     # The code the trial runs, taken before it starts (training, evaluation and this study code, and the
@@ -756,9 +901,9 @@ def _run_one(
     log(f"{study_name}: trial {trial.number} {level.label} seed {seed} -> {folder}")
     hook = StepPruningHook(trial)
     overrides = [*base_overrides, *level.overrides, f"train.seed={seed}"]
-    kwargs: dict[str, Any] = {"on_validation": hook} if accepts_hook else {}
+    heartbeat = _Heartbeat(trial, beats.interval_s, beats.lose_after_s, log)
+    kwargs = _hooks(run, on_validation=hook, on_step=heartbeat.check)
     started = time.perf_counter()
-    heartbeat = _Heartbeat(trial, heartbeat_s, log)
     try:
         with heartbeat:
             result = run(
@@ -773,6 +918,7 @@ def _run_one(
                 progress=progress,
                 **kwargs,
             )
+            heartbeat.check()  # lost after training (while evaluating): another worker may own the point by now
         value = _record_result(trial, result, study_dir, spec.metric)
         hook.report_curves(getattr(result, "runs", {}) or {})
     except optuna.TrialPruned as err:
@@ -781,17 +927,19 @@ def _run_one(
         log(f"{study_name}: trial {trial.number} pruned ({err})")
         return
     except Exception as err:
+        if isinstance(err, HeartbeatLost) or heartbeat.lost:  # (an error of the dying storage, e.g. in the pruner)
+            why = f"{HEARTBEAT_LOST}: {heartbeat.lost}"
+            with contextlib.suppress(Exception):  # the storage may be what is failing, or the trial ended by another
+                trial.set_user_attr("error", why)
+                study.tell(trial, state=TrialState.FAIL)
+            log(f"{study_name}: trial {trial.number} stopped after {time.perf_counter() - started:.0f} s: {why}")
+            raise HeartbeatLost(f"{study_name}: trial {trial.number} stopped: {why}") from None
         why = one_line(err, with_type=True)
         trial.set_user_attr("error", why)
         study.tell(trial, state=TrialState.FAIL)
         log(f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {why}")
         return
-    except BaseException as err:
-        if isinstance(err, KeyboardInterrupt) and heartbeat.lost:
-            with contextlib.suppress(Exception):  # the storage is what is failing
-                trial.set_user_attr("error", f"stopped: {heartbeat.lost}")
-                study.tell(trial, state=TrialState.FAIL)
-            raise HeartbeatLost(f"{study_name}: trial {trial.number} stopped: {heartbeat.lost}") from None
+    except BaseException:
         trial.set_user_attr("error", INTERRUPTED)
         study.tell(trial, state=TrialState.FAIL)
         raise

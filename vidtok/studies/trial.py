@@ -94,6 +94,7 @@ def train_stage(
     on_change: Literal["error", "restart"] = "error",
     progress: bool = True,
     on_validation: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train `stage` of `schedule` into layout.run_dir(stage), starting from the previous stage's run folder."""
     previous = _previous(stage, schedule)
@@ -108,6 +109,7 @@ def train_stage(
         progress=progress,
         on_change=on_change,
         on_validation=on_validation,
+        on_step=on_step,
     )
     if result is None:  # a DDP worker process: rank 0 reports
         raise RuntimeError(f"{stage}: training returned no result in this process (a DDP worker?)")
@@ -190,6 +192,7 @@ def run_trial(
     eval_clips: int = 0,
     progress: bool = False,
     on_validation: Callable[..., None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrialResult:
     """Train (two-stage or one-stage) and evaluate one parameter set into `folder`.
 
@@ -197,7 +200,8 @@ def run_trial(
     `stage1_fraction`, the two-stage step budget (stage1.steps + stage2.steps of the profile) is split at that
     share: the staging study's switch point. `stage2_trains="all"` trains the whole model in stage 2 (encoder not
     frozen), the paper's Table 4 "fix enc. no" row. `on_validation(step, val_psnr, stage=...)` runs after every
-    validation pass of every stage (a sweep's step-keyed pruning hook). A finished stage in `folder` is reused
+    validation pass of every stage (a sweep's step-keyed pruning hook), `on_step(step)` after every training step
+    (a sweep's heartbeat check; what it raises stops the trial). A finished stage in `folder` is reused
     (same params), an interrupted one resumes from its last checkpoint.
     """
     if schedule not in SCHEDULES:
@@ -222,7 +226,9 @@ def run_trial(
     flops_unknown: str | None = None
     for stage in SCHEDULES[schedule]:
         hook = None if on_validation is None else functools.partial(on_validation, stage=stage)
-        result = train_stage(stage, layout, source, schedule=schedule, progress=progress, on_validation=hook)
+        result = train_stage(
+            stage, layout, source, schedule=schedule, progress=progress, on_validation=hook, on_step=on_step
+        )
         runs[stage] = result.run_dir
         wall += result.wall_time_s
         steps += result.steps

@@ -74,7 +74,9 @@ class Recorder(L.Callback):
 
     `save(module, step, final)` writes a checkpoint; `validate(module)` returns (psnr, ssim) on the val clips;
     `on_checkpoint(path, step)` lets the caller update the run manifest; `on_validation(step, val_psnr)` is called
-    after every validation pass (a sweep's step-keyed pruning hook; an exception it raises ends the run)."""
+    after every validation pass (a sweep's step-keyed pruning hook; an exception it raises ends the run);
+    `on_step(step)` after every training step, its checkpoint written (a sweep's heartbeat check: raising ends the
+    run the same way, a flag read in the loop rather than a signal, which Lightning would turn into sys.exit)."""
 
     def __init__(
         self,
@@ -93,6 +95,7 @@ class Recorder(L.Callback):
         on_checkpoint: Callable[[Path, int, bool], None],
         progress: bool,
         on_validation: Callable[[int, float], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ):
         self.run_dir, self.total, self.start = run_dir, total_steps, start_step
         self.columns, self.log_every, self.val_every = columns, log_every, val_every
@@ -100,6 +103,7 @@ class Recorder(L.Callback):
         self.global_batch, self.progress = global_batch, progress
         self._save, self._validate, self._on_checkpoint = save, validate, on_checkpoint
         self._on_validation = on_validation
+        self._on_step = on_step
         self._csv: _Csv | None = None
         self._val: _Csv | None = None
         self._bar: Any = None
@@ -163,6 +167,8 @@ class Recorder(L.Callback):
         if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.total:
             self._checkpoint(module, step, final=False)
         self._t0 += time.perf_counter() - paused
+        if self._on_step is not None:
+            self._on_step(step)
 
     def _checkpoint(self, module: TrainingModule, step: int, final: bool) -> None:
         if self._last_ckpt == step and not final:

@@ -99,6 +99,7 @@ def train(
     progress: bool = True,
     on_change: Literal["error", "restart"] = "error",
     on_validation: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult | None:
     """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
 
@@ -109,7 +110,9 @@ def train(
 
     A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
     `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change).
-    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook."""
+    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook.
+    `on_step(step)` runs after every training step (rank 0): a sweep's heartbeat check. An exception either raises
+    ends the run: status failed with that error, the checkpoints kept for a resume."""
     if on_change not in ("error", "restart"):
         raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
     threads = torch.get_num_threads()
@@ -125,6 +128,7 @@ def train(
             progress=progress,
             on_change=on_change,
             on_validation=on_validation,
+            on_step=on_step,
         )
         return run.execute()
     finally:
@@ -158,6 +162,7 @@ class Run:
     loader: StepLoader  # iterations start_step .. config.steps
     progress: bool
     on_validation: Callable[[int, float], None] | None
+    on_step: Callable[[int], None] | None = None
     start_step: int = 0
     resume: tuple[dict[str, Any], dict[str, Tensor]] | None = None  # training state of the checkpoint resumed
     run_id: str | None = None
@@ -182,6 +187,7 @@ class Run:
         progress: bool,
         on_change: str = "error",
         on_validation: Callable[[int, float], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> Run:
         rank = int(getattr(rank_zero_only, "rank", 0) or 0)
         if config.num_threads:
@@ -270,6 +276,7 @@ class Run:
             loader=loader,
             progress=progress,
             on_validation=on_validation,
+            on_step=on_step,
             start_step=start_step,
             resume=resume,
             identity=identity,
@@ -455,6 +462,7 @@ class Run:
             on_checkpoint=self.on_checkpoint,
             progress=self.progress,
             on_validation=self.on_validation,
+            on_step=self.on_step,
         )
         try:
             with _quiet_lightning():
