@@ -340,15 +340,20 @@ class _Timeline:
         return max(last_slot + 1, *(round(end) for end in ends))
 
     def duration(self) -> float:
-        """Seconds from the first picture's start to the last one's end (whole grid slots at a constant rate)."""
-        if self.rate is not None:
-            return float(self.slots() / self.rate)
+        """Seconds from the first picture's start to the last one's end (its own duration, or `held_until`)."""
         span = (int(self.pts[-1] - self.pts[0]) + self.last_duration) * self.time_base
         return max(float(span), self.held_until)
 
     def period(self) -> float:
         """Seconds a frame lasts on the grid (at variable frame rate: the mean)."""
         return float(1 / self.rate) if self.rate is not None else self.duration() / len(self.pts)
+
+    def rounding(self) -> float:
+        """How late a container may have stamped a picture by rounding its time to a tick: one tick (Matroska's
+        1 ms: 30 fps frame 2, due at 66.7 ms, is stored as 67 ms), or 0 where a tick is a large part of a frame
+        and the timestamps count frames exactly (AVI: one tick per frame)."""
+        tick = float(self.time_base)
+        return tick if self.exact and tick <= 0.4 * self.period() else 0.0
 
 
 def _grid_rate(stream: Any, pts: np.ndarray, time_base: Fraction) -> Fraction | None:
@@ -357,12 +362,12 @@ def _grid_rate(stream: Any, pts: np.ndarray, time_base: Fraction) -> Fraction | 
     Candidates are the container's average rate and FFmpeg's guess (r_frame_rate): GIF's 3/3/4-centisecond delays
     average 33.3 fps but lie on a 30 fps grid. A timestamp may sit up to one tick off its slot, since containers
     round times to their ticks (Matroska: 1 ms, GIF: 10 ms); of the rates that fit, the one the timestamps sit
-    closest to wins (the average on a tie). A gap of whole frames is a held frame; two pictures in one slot, or one
+    closest to wins. A gap of whole frames is a held frame; two pictures in one slot, or one
     between slots, are variable frame rate. The guess is taken only when it adds at most as many held slots as
     there are pictures, so a rate fine enough for any timestamps does not turn variable-rate video into mostly
     repeated frames."""
     seconds = (pts - pts[0]).astype(np.float64) * (time_base.numerator / time_base.denominator)
-    best: tuple[float, Fraction] | None = None
+    fits: list[tuple[float, Fraction]] = []  # (worst distance in ticks, rate)
     for rate, max_slots in ((stream.average_rate, None), (stream.guessed_rate, 2 * len(pts) + 1)):
         if not rate:
             continue
@@ -374,9 +379,13 @@ def _grid_rate(stream: Any, pts: np.ndarray, time_base: Fraction) -> Fraction | 
             continue
         if max_slots is not None and slot[-1] + 1 > max_slots:
             continue
-        if best is None or off_ticks < best[0] - 1e-6:
-            best = (off_ticks, Fraction(rate))
-    return None if best is None else best[1]
+        fits.append((off_ticks, Fraction(rate)))
+    if not fits:
+        return None
+    # Rates the timestamps fit about equally well (a quarter tick): the plainer one (30 rather than 30000/1001 for
+    # a one-second GIF, whose centiseconds cannot tell them apart); over a longer video only the right one fits.
+    closest = min(off for off, _ in fits)
+    return min((rate for off, rate in fits if off <= closest + 0.25), key=lambda rate: rate.denominator)
 
 
 def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str | None:
@@ -624,6 +633,16 @@ class FrameIndex:
     @property
     def num_frames(self) -> int:
         return len(self.times)
+
+    def tick(self) -> float:
+        """How late a container's rounding may have stamped a picture, the `tolerance` of resample_indices: one tick
+        of the time base (Matroska: 1 ms, GIF: 10 ms), or 0 without timestamps or where a tick is a large part of a
+        frame and the timestamps count frames exactly (AVI: one tick per frame)."""
+        if self.pts is None or self.time_base is None:
+            return 0.0
+        tick = float(self.time_base)
+        spacing = float(np.median(np.diff(self.times))) if len(self.times) > 1 else math.inf
+        return tick if tick <= 0.4 * spacing else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -1010,9 +1029,9 @@ def _stream_grid(
 
 
 def _tick(tl: _Timeline, target_fps: float) -> float:
-    """How late a picture may be stamped and still count as on screen at a target: one tick of a coarse time base
-    (Matroska stores 29.97 fps frame 2, due at 66.7 ms, as 67 ms), at most half a target interval."""
-    return min(float(tl.time_base), 0.5 / target_fps) if tl.exact else 0.0
+    """How late a picture may be stamped and still count as on screen at a target: the container's rounding
+    (`_Timeline.rounding`), at most half a target interval."""
+    return min(tl.rounding(), 0.5 / target_fps)
 
 
 def iter_resampled(
