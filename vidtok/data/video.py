@@ -15,11 +15,16 @@ Conventions (shared by the data pipeline, the sweeps and the CLI):
 - Paths are anything fsspec understands: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
   Local files go to FFmpeg by name (fast seeks); others are read through a file object from ``fs.open``.
 - Bad input raises :class:`VideoError`, whose message is one line naming the file and the problem.
-- Frames are what decodes: frame i is the i-th picture a front-to-back decode gives, and its time is that
-  picture's timestamp. Container metadata (frame counts, packet timestamps) only serves for a quick `probe` and is
-  checked against the decode: a small disagreement (edit lists, B-frame priming) is a warning, a decode error
-  part-way or a stream that stops well short of its container is a VideoError. A timestamp gap is a frame held
-  on screen (AVI's zero-length "repeat" chunks): resampling repeats it, as a player does.
+- Files are read as they play, judged by timestamps: a picture shows from its timestamp until the next one's, so a
+  gap is a frame held on screen (AVI's zero-length "repeat" chunks, which FFmpeg's demuxer drops), and a video
+  has as many frames as its duration holds at its frame rate (`FrameGrid`, what `vidtok encode` reads). The rate
+  is the constant one on whose grid the timestamps lie, up to the container's rounding (Matroska's milliseconds,
+  GIF's centiseconds). No path takes a frame count from the container: its counts and durations only bound the
+  packets (a header that promises more than the packets span is a cut-off, or, in a complete AVI, repeat chunks
+  after the last picture). A file is truncated only when decoding fails or the decoded pictures end well before
+  the packets do; then reading raises VideoError (a warning with allow_partial). `iter_frames` and `read_frames`
+  index the pictures that decode (frame i is the i-th picture, a held frame one picture); `scan` records their
+  times, which resampling (`resample_indices`) turns into the frame on screen at each target time.
 - Seeking is an optimisation that must not change a frame: `scan` decodes a video front to back once, then seeks
   to each keyframe and keeps only those from which decoding reproduces the same pictures (FrameIndex.seek_points,
   recorded in the data manifest); without that index, reading decodes from the start.
@@ -101,9 +106,9 @@ class VideoInfo:
     codec: str  # FFmpeg decoder name, e.g. "h264"
     width: int  # after applying rotation
     height: int
-    fps: Fraction  # average frame rate as a fraction (e.g. 30000/1001)
-    num_frames: int  # exact count of frames (packets) found by demuxing
-    duration: float  # seconds, first frame's start to last frame's end
+    fps: Fraction  # the timestamps' constant rate (e.g. 30000/1001); at variable frame rate the mean
+    num_frames: int  # probe: frames shown at fps, held ones included (FrameGrid); scan: pictures that decode
+    duration: float  # seconds, first frame's start to last frame's end (held frames included)
     rotation: int  # 0/90/180/270, counter-clockwise, from the display matrix (see the module docstring)
     pix_fmt: str
     bit_depth: int
