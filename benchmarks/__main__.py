@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     if args.list:
         for name in names:
-            print(f"~{BENCHMARKS[name].minutes:g} min  {' '.join(command(name, args.out_dir)[1:])}")
+            print(f"~{BENCHMARKS[name].minutes:g} min  python {' '.join(command(name, args.out_dir)[1:])}")
         return 0
     failed = []
     for name in names:
