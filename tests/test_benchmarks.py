@@ -83,7 +83,7 @@ def test_benchmark_readme_opens_with_a_table_of_every_module() -> None:
 
 def test_every_documented_benchmark_command_names_a_module() -> None:
     """Commands in the READMEs, the Makefile and the docstrings and comments of the code: `python -m benchmarks...`
-    names a module that exists, and the old `python benchmarks/NAME.py` form (which no longer imports) is gone."""
+    names a module that exists, and the old form (`python` and the script's path: it no longer imports) is gone."""
     runnable = {n.removesuffix(".__main__") for n in _modules()}
     files = [*REPO.glob("*.md"), REPO / "Makefile"]
     files += [p for d in ("benchmarks", "vidtok", "tests", "flows", "dashboard") for p in (REPO / d).rglob("*.*")]
