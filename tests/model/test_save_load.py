@@ -1,6 +1,6 @@
 """Checkpoint save/load, tamper detection and upstream .ckpt import.
 
-    pytest tests/model/test_save_load.py -q
+pytest tests/model/test_save_load.py -q
 """
 
 from __future__ import annotations

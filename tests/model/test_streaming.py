@@ -1,6 +1,6 @@
 """Chunked causal streaming, independent non-causal clips and spatial tiling.
 
-    pytest tests/model/test_streaming.py -q
+pytest tests/model/test_streaming.py -q
 """
 
 from __future__ import annotations

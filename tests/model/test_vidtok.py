@@ -1,6 +1,6 @@
 """Architecture, shape rules and causality of the VidTok model.
 
-    pytest tests/model/test_vidtok.py -q
+pytest tests/model/test_vidtok.py -q
 """
 
 from __future__ import annotations

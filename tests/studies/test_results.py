@@ -1,6 +1,6 @@
 """The trials table schema and study summaries.
 
-    pytest tests/studies/test_results.py -q
+pytest tests/studies/test_results.py -q
 """
 
 from __future__ import annotations
