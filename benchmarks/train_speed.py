@@ -1,7 +1,7 @@
 """Training steps per second on CPU: the real training loop on real clips against the bare step on in-memory tensors.
 
-    python benchmarks/train_speed.py                                   # tiny presets, 17x64x64, batch 2, 2 threads
-    python benchmarks/train_speed.py --presets tiny_kl_causal_444 --repeats 1 --steps 4
+    python -m benchmarks.train_speed                                   # tiny presets, 17x64x64, batch 2, 2 threads
+    python -m benchmarks.train_speed --presets tiny_kl_causal_444 --repeats 1 --steps 4
 
 For each preset three things are timed, alternating so all see the same machine load:
 - `bare`: `TrainingModule.iteration` (the generator step: forward, loss, backward, clipping, Adam; with `--disc` also
@@ -9,7 +9,7 @@ For each preset three things are timed, alternating so all see the same machine 
   compute alone. Its GAN-off iteration is the `generator` step of the arithmetic columns.
 - `discriminator`: the discriminator step beside it (`--disc`, or the 2D PatchGAN of the reference when the GAN is
   off): its hinge + LeCAM loss on the clip and a detached reconstruction, backward, clipping and Adam, same tensor.
-- `train`: `vidtok.train.run.train` on the sample videos (data/, via the data layer, frame cache on unless
+- `train`: `vidtok.train.run.train` on the videos in data/ (via the data layer, frame cache on unless
   --no-cache) with the same settings: per-step wall time from its metrics.csv (`step_time_s`: data loading,
   Lightning's loop, the iteration, logging and the progress bar; not the validation and checkpoint passes,
   which are reported apart as `fixed_s`, the run's time outside the timed steps).
@@ -19,7 +19,7 @@ over `--repeats`. overhead = 1 - train / bare steps per second; the target is <=
 Arithmetic: FLOPs (a multiply-add is 2) counted with torch's FlopCounterMode on the meta device, so the convolutions
 oneDNN runs on CPU are counted by shape like every other one (vidtok.train.flops for the generator, the same count
 for the discriminator here). GFLOP/s = FLOPs per step x steps/s; fraction_of_ceiling divides that by the fp32 matmul
-ceiling (tokenizer_speed.matmul_gflops, 2048^3: the faster of MKL and oneDNN) timed before every repeat in the same
+ceiling (benchmarks.harness.matmul_gflops, 2048^3: the faster of MKL and oneDNN) timed before every repeat in the same
 process (issue 17 item 4: target >= 0.65 for the generator step).
 
 Prints one JSON line per preset and appends them to benchmarks/results/train_speed.jsonl.
@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,46 +39,36 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import matmul_gflops  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.data.config import DataConfig  # noqa: E402
-from vidtok.model.config import ModelSpec, get_preset  # noqa: E402
-from vidtok.train.config import TrainConfig  # noqa: E402
-from vidtok.train.flops import iteration_flops  # noqa: E402
-from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
-from vidtok.train.module import TrainingModule  # noqa: E402
-from vidtok.train.run import train  # noqa: E402
+from benchmarks.harness import (
+    ROOT,
+    add_out_argument,
+    argument_parser,
+    cpu_name,
+    emit,
+    loss_config,
+    matmul_gflops,
+    random_clip,
+    timestamp,
+    training_module,
+)
+from vidtok.data.config import DataConfig
+from vidtok.model.config import ModelSpec, get_preset
+from vidtok.train.config import TrainConfig
+from vidtok.train.flops import iteration_flops
+from vidtok.train.losses import VidTokLoss
+from vidtok.train.module import TrainingModule
+from vidtok.train.run import train
 
 PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 
 
-def _loss(disc: str) -> LossConfig:
-    return LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0)
-
-
 def _module(preset: str, disc: str) -> TrainingModule:
-    torch.manual_seed(0)
-    return TrainingModule(
-        VidTok.from_preset(preset),
-        VidTokLoss(_loss(disc)),
-        lr=1e-3,
-        lr_disc=1e-3,
-        betas=(0.9, 0.999),
-        grad_clip=20.0,
-        seed=0,
-        freeze_encoder=False,
-        ema_decay=None,
-    )
+    return training_module(get_preset(preset), preset, disc)
 
 
 def _clip(args: argparse.Namespace, frames: int) -> torch.Tensor:
     torch.manual_seed(1)
-    return torch.rand(args.batch_size, 3, frames, args.resolution, args.resolution) * 2 - 1
+    return random_clip(args.batch_size, frames, args.resolution)
 
 
 def _timed(step: Callable[[], object], args: argparse.Namespace) -> list[float]:
@@ -124,7 +112,7 @@ def discriminator_step_times(preset: str, disc: str, args: argparse.Namespace, f
 def discriminator_flops(disc: str, batch: int, frames: int, resolution: int) -> int:
     """FLOPs of one discriminator forward + backward on a real and a reconstructed batch, counted by shape."""
     with torch.device("meta"):
-        loss = VidTokLoss(_loss(disc))
+        loss = VidTokLoss(loss_config(disc))
         x = torch.empty(batch, 3, frames, resolution, resolution)
         with FlopCounterMode(display=False) as counter:
             loss.discriminator_loss(x, x, step=0)[0].backward()
@@ -145,7 +133,7 @@ def train_step_times(preset: str, args: argparse.Namespace, data: DataConfig) ->
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train(data, ModelSpec(preset), cfg, _loss(args.disc), Path(tmp) / "run", progress=False)
+        train(data, ModelSpec(preset), cfg, loss_config(args.disc), Path(tmp) / "run", progress=False)
         total = time.perf_counter() - t0
         with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
             times = [float(row["step_time_s"]) for row in csv.DictReader(f)]
@@ -164,12 +152,12 @@ def arithmetic(step_flops: int, seconds: list[float], ceiling_gflop_per_s: float
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--fps", type=float, default=8.0, help="training clip rate (8: all four sample videos)")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the training clips")
     parser.add_argument(
         "--disc", choices=("none", "2d", "3d"), default="none",
         help="GAN on from step 0 in the real-data run, or none; the discriminator timed beside the generator is this "
@@ -181,8 +169,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-cache", action="store_true", help="decode clips instead of reading the frame cache")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the real-data run")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train_speed.jsonl"))
-    args = parser.parse_args()
+    add_out_argument(parser, "train_speed")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = DataConfig(
         data_dir=str(ROOT / "data"),
@@ -194,10 +182,8 @@ def main() -> int:
         num_workers=args.workers,
     )
     if not (ROOT / "data").is_dir():
-        print("no data/: run `vidtok data samples` first", file=sys.stderr)
+        print("no data/: run `vidtok data fetch` first (or put videos there)", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     ceilings = []
     for preset in args.presets:
         frames = data.clip_frames if get_preset(preset).causal else data.clip_frames - 1
@@ -237,13 +223,10 @@ def main() -> int:
             "steps": args.steps,
             "warmup": args.warmup,
             "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpu": cpu_name(),
+            "time": timestamp(),
         }
-        line = json.dumps(row)
-        print(line, flush=True)
-        with open(out, "a") as f:
-            f.write(line + "\n")
+        emit(row, args.out)
     return 0
 
 

@@ -1,4 +1,7 @@
-"""The command line's parser: every command has help and a handler, and neither help nor a flag error loads torch."""
+"""The command line's parser: every command has help and a handler, and neither help nor a flag error loads torch.
+
+pytest tests/test_cli.py -q
+"""
 
 from __future__ import annotations
 

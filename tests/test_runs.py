@@ -1,4 +1,7 @@
-"""Run manifests: a validated, atomically written record that round-trips, and clear errors on bad ones."""
+"""Run manifests: a validated, atomically written record that round-trips, and clear errors on bad ones.
+
+pytest tests/test_runs.py -q
+"""
 
 from __future__ import annotations
 

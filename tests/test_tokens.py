@@ -1,4 +1,7 @@
-"""`vidtok encode / decode / reconstruct` on real and broken files.  Run: pytest tests/test_cli_files.py -q"""
+"""`vidtok encode / decode / reconstruct` on real and broken files.
+
+pytest tests/test_tokens.py -q
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ prints the metrics of two equally long videos as JSON (one record per metric, pr
 Inputs are float tensors (B, 3, T, H, W) or (3, T, H, W), RGB, values in [0, 1]. Model outputs live in [-1, 1]:
 map them with `to_unit` (clamp to [-1, 1], then (x + 1) / 2, as VidTok's evaluation does) before measuring.
 
-Numbers are comparable only when their protocols match (see tokenizer-landscape.md section 4):
+Numbers are comparable only when their protocols match (VidTok's scripts/inference_evaluate.py and
+vidtok/modules/util.py at d6ad92d against TokenBench's token_bench/metrics_cli.py, for instance):
 - PSNR: `psnr` is the VidTok/Open-Sora-Plan protocol, the mean over frames of per-frame PSNR on [0, 1];
   `psnr_whole` is the PSNR of the MSE pooled over a clip (TokenBench style). Mean-of-PSNR >= PSNR-of-mean (Jensen).
 - SSIM: Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, per frame and RGB channel over the valid region, averaged

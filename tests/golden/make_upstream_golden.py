@@ -1,8 +1,8 @@
 """Golden tensors from the upstream microsoft/VidTok code, for tests/model/test_upstream_golden.py.
 
-    git clone https://github.com/microsoft/VidTok /work/scratch/upstream/VidTok
-    git -C /work/scratch/upstream/VidTok checkout d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739   # the files' commit
-    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_upstream_golden.py --upstream /work/scratch/upstream/VidTok \\
+    git clone https://github.com/microsoft/VidTok /tmp/upstream/VidTok
+    git -C /tmp/upstream/VidTok checkout d6ad92d98e8d67617a6ee8fa1ac2111d6bdaa739   # the files' commit
+    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_upstream_golden.py --upstream /tmp/upstream/VidTok \\
         --layout
 
 Run from the repository root with the project's venv (torch 2.14.1 CPU when these files were made; the upstream code

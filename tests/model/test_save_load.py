@@ -1,4 +1,7 @@
-"""Checkpoint save/load, tamper detection and upstream .ckpt import.  Run: pytest tests/test_checkpoints.py -q"""
+"""Checkpoint save/load, tamper detection and upstream .ckpt import.
+
+pytest tests/model/test_save_load.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The trivial-codec shortcut (ModelConfig.shortcut = "trivial"): an untrained model is the trivial codec, and
-streaming, tiling, saving and the config rules hold for it as for every other model."""
+streaming, tiling, saving and the config rules hold for it as for every other model.
+
+    pytest tests/model/test_shortcut.py -q
+"""
 
 from __future__ import annotations
 

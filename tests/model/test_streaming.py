@@ -1,4 +1,7 @@
-"""Chunked causal streaming, independent non-causal clips and spatial tiling.  Run: pytest tests/test_streaming.py"""
+"""Chunked causal streaming, independent non-causal clips and spatial tiling.
+
+pytest tests/model/test_streaming.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Architecture, shape rules and causality of the VidTok model.  Run: pytest tests/test_model.py -q"""
+"""Architecture, shape rules and causality of the VidTok model.
+
+pytest tests/model/test_vidtok.py -q
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from vidtok import ModelConfig, VidTok
 from vidtok.model.config import PRESETS, RELEASED_NAMES, derive, get_preset
 from vidtok.model.vidtok import count_parameters
 
-# Parameter counts of the reference implementation at random init (vidtok-architecture.md section 2.1).
+# Parameter counts (encoder, decoder) of upstream's classes (microsoft/VidTok at d6ad92d:
+# vidtok/modules/model_3dcausal.py, model_3dcausal_v1_1.py for v1.1) built from these released configs at random
+# init; their sums are the sizes in the paper's Table 5 (arXiv 2412.13061): 69.26M + 88.19M = 157M for the first.
 REFERENCE_PARAMS = {
     "vidtok_kl_causal_488_4chn": (69_258_122, 88_193_541),
     "vidtok_kl_causal_488_16chn": (69_589_922, 88_359_429),

@@ -1,4 +1,7 @@
-"""The trials table schema and study summaries.  Run: pytest tests/test_studies.py -q"""
+"""The trials table schema and study summaries.
+
+pytest tests/studies/test_results.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """vidtok.studies.sweeps without Prefect: real trials on the sample videos, resume, failures, killed trials, pruning and
-parallel workers against the same Optuna journal."""
+parallel workers against the same Optuna journal.
+
+    pytest tests/studies/test_sweeps.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The VidTok training loss: arithmetic against hand computations, GAN terms, schedules and the LPIPS weights path."""
+"""The VidTok training loss: arithmetic against hand computations, GAN terms, schedules and the LPIPS weights path.
+
+pytest tests/train/test_losses.py -q
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Training: params loading, bad-config errors before compute, stages, EMA, NaN handling, exact SIGKILL resume and
-2-process DDP (gloo), on tiny in-memory clips (9 x 32 x 32) so each test takes seconds."""
+2-process DDP (gloo), on tiny in-memory clips (9 x 32 x 32) so each test takes seconds.
+
+    pytest tests/train/test_run.py -q
+"""
 
 from __future__ import annotations
 

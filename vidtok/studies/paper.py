@@ -3,7 +3,7 @@ as the paper's: they are reported values, never measured here.
 
     python -m vidtok.studies.paper   # print the three tables
 
-Source: ../shared/reference/vidtok-architecture.md section 2.3 (transcribed from the paper's tables). Protocol of
+Source: the paper's Tables 2, 3 and 4 (arXiv 2412.13061), transcribed by hand. Protocol of
 every number: MCL-JCV, 17 frames at 256x256 (causal models), 30 fps test sampling; models of 126M-245M parameters
 trained on the paper's data. Our CPU profile's tiny models are not comparable in absolute terms: compare orderings
 and gaps, not values.

@@ -3,7 +3,8 @@ non-saturating generator loss with the VQGAN adaptive weight, and the regularize
 
     python -c "from vidtok.train.losses import LossConfig; print(LossConfig(perceptual_weight=0))"
 
-The arithmetic follows the reference `GeneralLPIPSWithDiscriminator` (upstream_facts.md section 4.3):
+The arithmetic follows upstream's `GeneralLPIPSWithDiscriminator` (microsoft/VidTok at d6ad92d,
+vidtok/modules/losses.py):
 
 - rec = l1_weight * |x - x_hat| per element, plus perceptual_weight * LPIPS(frame) broadcast-added to every
   element of its frame, so the perceptual term is weighted by C*H*W per frame (12,288 at 3x64x64).

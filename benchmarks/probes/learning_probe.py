@@ -1,10 +1,10 @@
 """Does it learn? Short training runs on the main job's clips, outside the training harness, to tell the model, the
 optimiser and the loss apart (issue 17, item 3).
 
-    python benchmarks/learning_probe.py --model plain --steps 300          # a plain conv autoencoder, same grid
-    python benchmarks/learning_probe.py --model tiny_kl_causal_444 --lr 1e-3 --loss l1
-    python benchmarks/learning_probe.py --model tiny_kl_causal_444 --loss nll   # the harness's NLL + learned logvar
-    python benchmarks/learning_probe.py --model trivial:tiny_kl_causal_444 --batch 8 --resolution 32 --lr 5e-4
+    python -m benchmarks.probes.learning_probe --model plain --steps 300          # a plain conv autoencoder, same grid
+    python -m benchmarks.probes.learning_probe --model tiny_kl_causal_444 --lr 1e-3 --loss l1
+    python -m benchmarks.probes.learning_probe --model tiny_kl_causal_444 --loss nll   # the harness's NLL + logvar
+    python -m benchmarks.probes.learning_probe --model trivial:tiny_kl_causal_444 --batch 8 --resolution 32 --lr 5e-4
 
 Both models compress a (3, 17, 64, 64) clip to a (4, 5, 16, 16) latent (4x4x4, 4 channels; the trivial codec keeps
 3 channels on the same grid). Train clips: the data module of params.yaml (3 fps, the cached 64 px shard, the
@@ -16,25 +16,19 @@ seconds) and appends them to benchmarks/results/learning_probe.jsonl.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidtok import metrics as M  # noqa: E402
-from vidtok.data.config import load_data_config  # noqa: E402
-from vidtok.data.loader import VideoDataModule, stack_clips  # noqa: E402
-from vidtok.model.config import derive, get_preset  # noqa: E402
-from vidtok.model.vidtok import VidTok  # noqa: E402
+from benchmarks.harness import ROOT, add_out_argument, argument_parser, emit
+from vidtok import metrics as M
+from vidtok.data.config import load_data_config
+from vidtok.data.loader import VideoDataModule, stack_clips
+from vidtok.model.config import derive, get_preset
+from vidtok.model.vidtok import VidTok
 
 
 class PlainAutoencoder(nn.Module):
@@ -154,8 +148,8 @@ def reconstruct(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--model", default="plain", help="'plain' or a preset name")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -178,7 +172,8 @@ def main() -> None:
         help="VidTok's channel LayerNorm, per-frame GroupNorm (8 channels a group) or none",
     )
     parser.add_argument("--overfit", action="store_true", help="train on the first batch only (a capacity check)")
-    args = parser.parse_args()
+    add_out_argument(parser, "learning_probe")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -197,8 +192,6 @@ def main() -> None:
     params = list(model.parameters()) + ([logvar] if args.loss == "nll" else [])
     opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
-    out_path = ROOT / "benchmarks" / "results" / "learning_probe.jsonl"
-    out_path.parent.mkdir(exist_ok=True)
     train_psnr: list[float] = []
     start = time.perf_counter()
 
@@ -215,9 +208,7 @@ def main() -> None:
             "wall_s": round(time.perf_counter() - start, 1),
             "logvar": round(float(logvar.detach()), 4),
         }  # fmt: skip
-        print(json.dumps(row), flush=True)
-        with open(out_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        emit(row, args.out)
 
     report(0)
     first = None
@@ -245,7 +236,8 @@ def main() -> None:
         train_psnr.append(10 * math.log10(1 / max(mse, 1e-12)))
         if step % args.every == 0 or step == args.steps:
             report(step)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Does a hand-fused LayerNorm + SiLU pay on this CPU? (issue 17 item 4: the last lever the profile left)
 
-    python benchmarks/fused_norm_silu.py        # builds the C++ kernel (~20 s, g++ and ninja, offline), checks it
-                                                # against eager, times forward and forward + backward
+    python -m benchmarks.probes.fused_norm_silu   # builds the C++ kernel (~20 s, g++ and ninja, offline), checks it
+                                                  # against eager, times forward and forward + backward
 
 The generator's ResBlocks run norm -> SiLU twice each: LayerNorm over the channels of a channels-last (B, C, T, H, W)
 activation, then SiLU, and in backward both again. Here both are one C++ pass over memory each way (OpenMP over
@@ -9,29 +9,20 @@ positions, the C channels of a position contiguous; backward recomputes the norm
 1/std). Eager = F.layer_norm on the moved-axis view + F.silu, what vidtok.model does. Shapes are the tiny presets'
 (batch 2, 19 padded frames). One JSON line per shape, also appended to benchmarks/results/fused_norm_silu.jsonl.
 
-Inside a training step: `git apply benchmarks/candidates/fused_norm_silu.patch` in a worktree (on top of
-benchmarks/candidates/step_speed.patch) makes ResBlock call `layer_norm_silu` under autograd; then
-`python benchmarks/train_step_ab.py --against <main> --cases tiny_kl_causal_444 --repeats 5` from that worktree
-(benchmarks/README.md records what it gave). This file is a probe, not part of the library: a kernel that has to be
-compiled on the user's machine is a dependency the project has not taken on.
+Inside a training step: `git apply benchmarks/probes/candidates/fused_norm_silu.patch` in a worktree (on top of
+benchmarks/probes/candidates/step_speed.patch) makes ResBlock call `layer_norm_silu` under autograd; then
+`python -m benchmarks.probes.train_step_ab --against <main> --cases tiny_kl_causal_444 --repeats 5` from that
+worktree (benchmarks/README.md records what it gave). This file is a probe, not part of the library: a kernel that
+has to be compiled on the user's machine is a dependency the project has not taken on.
 """
 
 from __future__ import annotations
-
-import argparse
-import platform
-import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.cpp_extension import load_inline
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import emit, median_seconds  # noqa: E402
+from benchmarks.harness import add_out_argument, argument_parser, cpu_name, emit, median_seconds, timestamp
 
 CPP = r"""
 #include <torch/extension.h>
@@ -166,11 +157,12 @@ def timings(x: torch.Tensor, norm: torch.nn.LayerNorm, grad: torch.Tensor, repea
     return {k: round(v, 3) for k, v in row.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
+    add_out_argument(parser, "fused_norm_silu")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for channels, size in ((16, 64), (32, 32), (64, 16), (128, 16)):
@@ -191,12 +183,12 @@ def main() -> int:
             **timings(x, norm, grad, args.repeats),
             "threads": args.threads,
             "torch": torch.__version__,
-            "cpu": platform.machine(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpu": cpu_name(),
+            "time": timestamp(),
         }
         if error > 1e-4:
             raise SystemExit(f"fused kernel disagrees with eager by {error:.2e} at {row['shape']}")
-        emit(row, ROOT / "benchmarks" / "results" / "fused_norm_silu.jsonl")
+        emit(row, args.out)
     return 0
 
 

@@ -1,11 +1,12 @@
 """Where the encoder's time and memory go on a standard-definition file (issue 16, item 6).
 
-    python benchmarks/encode_profile.py                          # tiny_kl_causal_444 at 640x480, ~3 min on 2 cores
-    python benchmarks/encode_profile.py --preset vidtok_kl_causal_488_4chn --frames 17
+    python -m benchmarks.probes.encode_profile           # tiny_kl_causal_444 at 640x480, ~3 min on 2 cores
+    python -m benchmarks.probes.encode_profile --preset vidtok_kl_causal_488_4chn --frames 17
 
-One chunk of `vidtok encode`'s stream: the first `--frames` frames of freecol's opening film (640x480, the SD file of
-file_encode.py), through the encoder in fp32 without gradients, the way `vidtok.model.streaming` runs its first
-causal chunk. After one warm-up call: the encoder's time (median of three plain calls), then one pass per view:
+One chunk of `vidtok encode`'s stream: the first `--frames` frames of freecol's opening film (640x480, the SD file
+of benchmarks/file_encode.py), through the encoder in fp32 without gradients, the way `vidtok.model.streaming` runs
+its first causal chunk. After one warm-up call: the encoder's time (median of three plain calls), then one pass per
+view:
 
 - per part: wall seconds of each block the encoder calls (forward hooks, `perf_counter`; share of that hooked
   call), its FLOPs (torch.utils.flop_counter on the meta device, 2 per multiply-add; attention included), GFLOP/s
@@ -13,32 +14,32 @@ causal chunk. After one warm-up call: the encoder's time (median of three plain 
 - per operator: torch.profiler's self CPU time of the ten most expensive ATen operators;
 - memory: resident-memory high-water mark (VmHWM) before and after the call, and the largest activations.
 
-The matmul ceiling is measured in the same run (tokenizer_speed.matmul_gflops). One JSON line, also appended to
-benchmarks/results/encode_profile.jsonl.
+The matmul ceiling is measured in the same run (benchmarks.harness.matmul_gflops). One JSON line, also appended to
+benchmarks/results/encode_profile.jsonl. Needs the corpus in data/ (`vidtok data fetch`).
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import emit, matmul_gflops, peak_rss_mb, reset_peak_rss  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.data.video import read_frames  # noqa: E402
-from vidtok.model.config import get_preset  # noqa: E402
+from benchmarks.harness import (
+    ROOT,
+    add_out_argument,
+    argument_parser,
+    emit,
+    matmul_gflops,
+    peak_rss_mb,
+    reset_peak_rss,
+)
+from vidtok import VidTok
+from vidtok.data.video import read_frames
+from vidtok.model.config import get_preset
 
 SD_FILE = ROOT / "data" / "freecol" / "freecol-opening.video.ogg"
 
@@ -116,12 +117,15 @@ def top_operators(model: VidTok, video: torch.Tensor, count: int = 10) -> list[d
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--preset", default="tiny_kl_causal_444")
     parser.add_argument("--frames", type=int, default=17, help="frames in the chunk (1 + 16: the first causal chunk)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    add_out_argument(parser, "encode_profile")
+    args = parser.parse_args(argv)
+    if not SD_FILE.is_file():
+        raise SystemExit(f"no {SD_FILE}: the footage corpus is not in data/ (run `vidtok data fetch`)")
     torch.set_num_threads(args.threads)
 
     ceiling = matmul_gflops(args.threads)
@@ -162,7 +166,7 @@ def main() -> int:
         "top_operators": top_operators(model, video),
         "threads": args.threads,
     }
-    emit(row, ROOT / "benchmarks" / "results" / "encode_profile.jsonl")
+    emit(row, args.out)
     return 0
 
 

@@ -1,8 +1,8 @@
 """Where a training step's time goes on CPU (issue 17, item 4): torch.profiler on the generator step and on the
 discriminator step, apart.
 
-    python benchmarks/train_profile.py                                  # tiny_kl_causal_444, 17x64x64, batch 2
-    python benchmarks/train_profile.py --preset tiny_fsq_causal_444 --disc 3d
+    python -m benchmarks.probes.train_profile                           # tiny_kl_causal_444, 17x64x64, batch 2
+    python -m benchmarks.probes.train_profile --preset tiny_fsq_causal_444 --disc 3d
 
 The generator step is `TrainingModule.iteration` with the GAN off (forward, loss, backward, clipping, Adam), exactly
 what a study trial runs; the discriminator step is `VidTokLoss.discriminator_loss` on a detached reconstruction,
@@ -13,8 +13,9 @@ layout and copy operators (copy_, contiguous, clone, cat, permute-made copies, p
 JSON line, also appended to benchmarks/results/train_profile.jsonl, with the minor page faults per step and the
 allocator / OpenMP environment variables set (MALLOC_*, OMP_*, GOMP_*, KMP_*), so that their effect can be measured:
 
-    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 python benchmarks/train_profile.py --steps 8
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_profile.py --steps 8
+    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 \
+        python -m benchmarks.probes.train_profile --steps 8
+    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.probes.train_profile --steps 8
 
 `--floor` replays every convolution of the generator step on its own, at the step's exact shapes, strides, padding
 and memory formats (forward and backward, the input's gradient only where the step needs it), in the same process
@@ -28,29 +29,29 @@ seconds per step.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
-import sys
 import time
 from collections import Counter
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import emit, matmul_gflops, median_seconds  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.train.flops import iteration_flops  # noqa: E402
-from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
-from vidtok.train.module import TrainingModule  # noqa: E402
+from benchmarks.harness import (
+    add_out_argument,
+    argument_parser,
+    emit,
+    matmul_gflops,
+    median_seconds,
+    random_clip,
+    timestamp,
+    training_module,
+)
+from vidtok.model.config import get_preset
+from vidtok.train.flops import iteration_flops
+from vidtok.train.module import TrainingModule
 
 CONVOLUTION = ("conv", "mkldnn_convolution")
 LAYOUT = ("copy_", "contiguous", "clone", "cat", "pad", "replication_pad", "constant_pad", "to_copy", "_to_copy")
@@ -148,17 +149,12 @@ def convolution_floor(calls: Counter[tuple], repeats: int) -> dict:
 
 
 def build(preset: str, disc: str) -> tuple[TrainingModule, list]:
-    torch.manual_seed(0)
-    loss = VidTokLoss(LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0))
-    module = TrainingModule(
-        VidTok.from_preset(preset), loss, lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0,
-        freeze_encoder=False, ema_decay=None,
-    )  # fmt: skip
+    module = training_module(get_preset(preset), preset, disc)
     return module, module.configure_optimizers()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--preset", default="tiny_kl_causal_444")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--frames", type=int, default=17)
@@ -170,9 +166,10 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--floor", action="store_true", help="time the generator step's convolutions on their own")
     parser.add_argument("--sources", nargs="*", default=[], help="ATen operators to trace to their call sites")
-    args = parser.parse_args()
+    add_out_argument(parser, "train_profile")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    x = torch.rand(args.batch_size, 3, args.frames, args.resolution, args.resolution) * 2 - 1
+    x = random_clip(args.batch_size, args.frames, args.resolution)
 
     generator, (opt_g, *_) = build(args.preset, "none")
 
@@ -236,8 +233,8 @@ def main() -> int:
             "best_possible_fraction": round(flops / 1e9 / floor["seconds"] / ceiling, 3),
             "best_possible_speedup": round(step_s / floor["seconds"], 2),
         }
-    row["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    emit(row, ROOT / "benchmarks" / "results" / "train_profile.jsonl")
+    row["time"] = timestamp()
+    emit(row, args.out)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Does torch.compile pay for the CPU training step? (issue 17, item 4)
 
-    python benchmarks/train_compile.py                      # tiny_kl_causal_444, 17x64x64, batch 2, 2 threads
+    python -m benchmarks.probes.train_compile               # tiny_kl_causal_444, 17x64x64, batch 2, 2 threads
 
 The generator step (forward, L1 + NLL loss, backward, clipping, Adam; GAN off, as in a study trial) from the same
 initial weights, eager and with the encoder and decoder compiled in place (`module.compile()`, inductor's C++
@@ -12,30 +12,29 @@ One JSON line, also appended to benchmarks/results/train_compile.jsonl.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tokenizer_speed import emit  # noqa: E402
-
-from vidtok import VidTok  # noqa: E402
-from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
-from vidtok.train.module import last_layer  # noqa: E402
+from benchmarks.harness import (
+    add_out_argument,
+    argument_parser,
+    cpu_name,
+    emit,
+    loss_config,
+    random_clip,
+    timestamp,
+)
+from vidtok import VidTok
+from vidtok.train.losses import VidTokLoss
+from vidtok.train.module import last_layer
 
 
 def step_times(model: VidTok, x: torch.Tensor, steps: int) -> tuple[list[float], list[torch.Tensor]]:
-    loss = VidTokLoss(LossConfig(perceptual_weight=0, disc_type="none"))
+    loss = VidTokLoss(loss_config("none"))
     params = [*model.parameters(), loss.logvar]
     opt = torch.optim.Adam(params, lr=1e-3)
     times = []
@@ -52,8 +51,8 @@ def step_times(model: VidTok, x: torch.Tensor, steps: int) -> tuple[list[float],
     return times, [p.detach() for p in params]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--preset", default="tiny_kl_causal_444")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--frames", type=int, default=17)
@@ -62,13 +61,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train_compile.jsonl"))
-    args = parser.parse_args()
+    add_out_argument(parser, "train_compile")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     inductor_config.fallback_random = True  # the same posterior samples as eager, so the weights can be compared
     torch.manual_seed(0)
     base = VidTok.from_preset(args.preset).train()
-    x = torch.rand(args.batch_size, 3, args.frames, args.resolution, args.resolution) * 2 - 1
+    x = random_clip(args.batch_size, args.frames, args.resolution)
     eager, compiled, first, diffs = [], [], [], []
     for _ in range(args.repeats):
         times, ref = step_times(copy.deepcopy(base), x, args.steps)
@@ -96,11 +95,10 @@ def main() -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu_name(),
+        "time": timestamp(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    emit(row, Path(args.out))
+    emit(row, args.out)
     return 0
 
 
