@@ -15,7 +15,8 @@ the environment variable VIDTOK_ROOT, else the current directory. Under it:
 Every parse is cached (st.cache_data) on the file's path, mtime and size, so a rerun re-reads only what changed.
 Folder listings are not cached: they are cheap and must see new files. A missing file reads as None (the page
 shows an empty state naming the command that makes it); a corrupt or schema-invalid one raises DataError, whose
-message is one line naming the file and the problem.
+message is one line naming the file and the problem. Every file is read and checked by the library's own reader:
+vidtok.formats (metrics.json, audit.json, token files), vidtok.runs (run.json), vidtok.studies.results (trials).
 """
 
 from __future__ import annotations
@@ -101,17 +102,22 @@ def mtime(path: Path) -> float | None:
         return None
 
 
+# The library's readers of JSON files (vidtok.formats), by name: each raises a one-line FormatError naming the file.
+JSON_READERS = {"json": load_json, "metrics": read_metrics_record, "audit": read_audit_record}
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
-def _json_cached(path: str, stamp: tuple[int, int]) -> Any:
+def _json_cached(reader: str, path: str, stamp: tuple[int, int]) -> Any:
     try:
-        return load_json(path)
+        return JSON_READERS[reader](path)
     except FormatError as err:
         raise DataError(_one_line(err, path)) from None
 
 
-def read_json(path: Path) -> Any | None:
+def read_json(path: Path, reader: str = "json") -> Any | None:
+    """`path` read by JSON_READERS[reader] (plain JSON, a metrics record, an audit record); None when absent."""
     stamp = _stamp(path)
-    return None if stamp is None else _json_cached(str(path), stamp)
+    return None if stamp is None else _json_cached(reader, str(path), stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -218,20 +224,10 @@ def study_dirs(base: Path) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _eval_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    try:
-        return read_metrics_record(path)
-    except FormatError as err:
-        raise DataError(_one_line(err, path)) from None
-
-
 def read_eval(folder: Path) -> dict[str, Any] | None:
     """metrics.json of an evaluation folder, read and checked by vidtok.formats.read_metrics_record (the reader
     `vidtok audit` uses); None when absent."""
-    path = folder / "metrics.json"
-    stamp = _stamp(path)
-    return None if stamp is None else _eval_cached(str(path), stamp)
+    return read_json(folder / "metrics.json", "metrics")
 
 
 def eval_folders(base: Path) -> list[Path]:
@@ -311,20 +307,11 @@ def token_files(eval_folder: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ audit
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _audit_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    try:
-        return read_audit_record(path)
-    except FormatError as err:
-        raise DataError(_one_line(err, path)) from None
-
-
 def read_audit(base: Path) -> dict[str, Any] | None:
     """outputs/audit/audit.json of `vidtok audit` (passed, checked_at, target, checks [{name, status, detail}]), read
     and checked by vidtok.formats.read_audit_record; None when absent."""
     path = base / "outputs" / "audit" / "audit.json"
-    stamp = _stamp(path)
-    return None if stamp is None else _audit_cached(str(path), stamp)
+    return read_json(path, "audit")
 
 
 def read_text(path: Path) -> str | None:
