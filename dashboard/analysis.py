@@ -1,9 +1,11 @@
-"""The tables the pages draw: per-setting mean and spread over seeds, the best setting, flat parameter/metric diffs.
+"""The tables the pages draw: the per-setting statistics of vidtok.studies.results (the numbers summary.md holds),
+shaped for tables and charts, and flat parameter/metric diffs of two runs.
 
     python -m dashboard.analysis experiments/sweep-fps      # print the per-setting table of a study
 
-Pure pandas on what dashboard.data read; nothing is recomputed from videos or checkpoints. The spread is the
-sample standard deviation over seeds (ddof=1, as vidtok.studies.results.summarize), absent for a single seed.
+Nothing here computes a statistic: the mean, sample std, n and best setting come from
+vidtok.studies.results.summarize (flattened by results.level_table), so a study page and its summary.md cannot
+disagree; which metrics are better when lower is vidtok.formats.LOWER_IS_BETTER.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import pandas as pd
 
 from dashboard import data
+from vidtok.formats import LOWER_IS_BETTER
+from vidtok.studies import results
 
 QUALITY = ("psnr", "ssim", "vmaf", "lpips", "fvd")
-LOWER_IS_BETTER = ("lpips", "fvd")
 LABELS = {
     "psnr": "PSNR (dB)",
     "ssim": "SSIM",
@@ -52,43 +55,11 @@ def available(df: pd.DataFrame, names: tuple[str, ...] | list[str]) -> list[str]
     return [n for n in names if n in df.columns and df[n].notna().any()]
 
 
-def level_stats(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """One row per setting (level, and regularizer where the study varies it) over COMPLETE trials: n, seeds, and for
-    each metric <m>_mean, <m>_std (sample std over seeds, NaN for one seed), <m>_n, <m>_lo / <m>_hi (mean -+ std)."""
-    done = trials[trials["state"] == "COMPLETE"]
-    rows: list[dict[str, Any]] = []
-    for (level, regularizer), group in done.groupby(["level", "regularizer"], dropna=False, sort=False):
-        values = group["level_value"].dropna()
-        row: dict[str, Any] = {
-            "level": str(level),
-            "regularizer": None if pd.isna(regularizer) else str(regularizer),
-            "level_value": float(values.iloc[0]) if len(values) else math.nan,
-            "n": int(len(group)),
-            "seeds": ", ".join(str(int(s)) for s in sorted(group["seed"])),
-        }
-        for m in metrics:
-            v = group[m].dropna().astype(float)
-            mean = float(v.mean()) if len(v) else math.nan
-            std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
-            row |= {f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": int(len(v))}
-            spread = 0.0 if math.isnan(std) else std
-            row |= {f"{m}_lo": mean - spread, f"{m}_hi": mean + spread}
-        rows.append(row)
-    columns = ["level", "regularizer", "level_value", "n", "seeds"]
-    out = pd.DataFrame(rows, columns=columns + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n", "lo", "hi")])
-    out = out.sort_values(["level_value", "regularizer", "level"], na_position="last", kind="stable")
-    return out.reset_index(drop=True)
-
-
-def mark_best(stats: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Adds `best`: the setting with the best mean of `metric` (max, or min for LPIPS and FVD)."""
-    out = stats.copy()
-    out["best"] = False
-    col = f"{metric}_mean"
-    if col in out.columns and out[col].notna().any():
-        idx = out[col].idxmin() if metric in LOWER_IS_BETTER else out[col].idxmax()
-        out.loc[idx, "best"] = True
-    return out
+def setting_stats(trials: pd.DataFrame, metric: str, metrics: list[str]) -> pd.DataFrame:
+    """One row per setting (level) of the COMPLETE trials, as vidtok.studies.results.summarize computes them with
+    `metric` choosing the best: n, seeds, <m>_mean, <m>_std, <m>_n, <m>_lo / <m>_hi for each of `metrics`, `best`
+    (results.level_table)."""
+    return results.level_table(results.summarize(trials, metric), metrics)
 
 
 def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.DataFrame:
@@ -106,11 +77,6 @@ def display_table(stats: pd.DataFrame, metrics: list[str], factor: str) -> pd.Da
     if "best" in stats.columns:
         cols["best"] = stats["best"].map({True: "best", False: ""})
     return pd.DataFrame(cols)
-
-
-def states(trials: pd.DataFrame) -> dict[str, int]:
-    counts = trials["state"].value_counts().to_dict()
-    return {s: int(counts.get(s, 0)) for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")}
 
 
 def study_metric(study_json: dict[str, Any] | None) -> str:
@@ -262,7 +228,7 @@ def main(argv: list[str]) -> int:
         return 1
     metrics = available(trials, QUALITY)
     factor = str(trials["factor"].iloc[0]) if len(trials) else "level"
-    table = display_table(mark_best(level_stats(trials, metrics), metrics[0] if metrics else "psnr"), metrics, factor)
+    table = display_table(setting_stats(trials, metrics[0] if metrics else "psnr", metrics), metrics, factor)
     print(table.to_string(index=False))
     return 0
 

@@ -15,7 +15,8 @@ the environment variable VIDTOK_ROOT, else the current directory. Under it:
 Every parse is cached (st.cache_data) on the file's path, mtime and size, so a rerun re-reads only what changed.
 Folder listings are not cached: they are cheap and must see new files. A missing file reads as None (the page
 shows an empty state naming the command that makes it); a corrupt or schema-invalid one raises DataError, whose
-message is one line naming the file and the problem.
+message is one line naming the file and the problem. Every file is read and checked by the library's own reader:
+vidtok.formats (metrics.json, audit.json, token files), vidtok.runs (run.json), vidtok.studies.results (trials).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import streamlit as st
 import yaml
 
 from vidtok import runs
-from vidtok.formats import TokenFileError, read_token_file
+from vidtok.formats import FormatError, is_number, load_json, read_audit_record, read_metrics_record, read_token_file
 from vidtok.studies import results
 from vidtok.studies.specs import STUDIES as SPECS
 from vidtok.studies.specs import StudySpec
@@ -40,8 +41,6 @@ from vidtok.studies.specs import StudySpec
 ROOT_ENV = "VIDTOK_ROOT"
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = runs.STAGES
-METRICS_FORMAT = "vidtok-metrics"  # vidtok/evaluation/evaluate.py
-AUDIT_STATUSES = ("pass", "fail", "skip")
 
 CMD_PIPELINE = "make run"  # README main job: sample data -> dvc repro -> metrics
 CMD_EVALUATE = "vidtok evaluate --checkpoint outputs/train/stage2 -o outputs/eval/metrics.json"
@@ -103,27 +102,22 @@ def mtime(path: Path) -> float | None:
         return None
 
 
-def _json_text(path: str) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{display(path)}: not UTF-8 text (a binary or truncated file?)") from None
-    except OSError as err:
-        raise DataError(f"{display(path)}: unreadable ({err.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{display(path)}: not valid JSON ({err.msg} at line {err.lineno})") from None
+# The library's readers of JSON files (vidtok.formats), by name: each raises a one-line FormatError naming the file.
+JSON_READERS = {"json": load_json, "metrics": read_metrics_record, "audit": read_audit_record}
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _json_cached(path: str, stamp: tuple[int, int]) -> Any:
-    return _json_text(path)
+def _json_cached(reader: str, path: str, stamp: tuple[int, int]) -> Any:
+    try:
+        return JSON_READERS[reader](path)
+    except FormatError as err:
+        raise DataError(_one_line(err, path)) from None
 
 
-def read_json(path: Path) -> Any | None:
+def read_json(path: Path, reader: str = "json") -> Any | None:
+    """`path` read by JSON_READERS[reader] (plain JSON, a metrics record, an audit record); None when absent."""
     stamp = _stamp(path)
-    return None if stamp is None else _json_cached(str(path), stamp)
+    return None if stamp is None else _json_cached(reader, str(path), stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -230,36 +224,10 @@ def study_dirs(base: Path) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-def _require(cond: bool, path: Path, problem: str) -> None:
-    if not cond:
-        raise DataError(f"{display(path)}: {problem}")
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def read_eval(folder: Path) -> dict[str, Any] | None:
-    """metrics.json of an evaluation folder (format vidtok-metrics, vidtok/evaluation/evaluate.py), checked for the
-    fields the dashboard shows; None when absent."""
-    path = folder / "metrics.json"
-    data = read_json(path)
-    if data is None:
-        return None
-    _require(isinstance(data, dict), path, f"expected a JSON object, got {type(data).__name__}")
-    _require(data.get("format") == METRICS_FORMAT, path, f"not a vidtok metrics file (format {data.get('format')!r})")
-    summary, metrics = data.get("summary"), data.get("metrics")
-    _require(isinstance(summary, dict) and _is_num(summary.get("psnr")), path, "summary.psnr missing or not a number")
-    _require(isinstance(metrics, dict), path, "'metrics' missing or not an object")
-    for name, record in metrics.items():
-        _require(isinstance(record, dict), path, f"metrics.{name} is not an object")
-        if record.get("available") is False:
-            continue
-        _require(_is_num(record.get("value")), path, f"metrics.{name}.value missing or not a number")
-        _require(isinstance(record.get("protocol"), dict), path, f"metrics.{name}.protocol missing")
-    for key in ("checkpoint", "data", "unavailable", "baseline_trivial_codec"):
-        _require(isinstance(data.get(key, {}), dict), path, f"'{key}' is not an object")
-    return data
+    """metrics.json of an evaluation folder, read and checked by vidtok.formats.read_metrics_record (the reader
+    `vidtok audit` uses); None when absent."""
+    return read_json(folder / "metrics.json", "metrics")
 
 
 def eval_folders(base: Path) -> list[Path]:
@@ -280,7 +248,7 @@ def per_frame_table(folder: Path, record: dict[str, Any] | None) -> pd.DataFrame
     (columns video, clip, frame, psnr); None when the evaluation recorded none."""
     psnr = ((record or {}).get("metrics") or {}).get("psnr") or {}
     values = psnr.get("per_frame")
-    if isinstance(values, list) and values and all(_is_num(v) for v in values):
+    if isinstance(values, list) and values and all(is_number(v) for v in values):
         clip_len = int(((record or {}).get("data") or {}).get("clip_length") or len(values))
         idx = np.arange(len(values))
         return pd.DataFrame({"clip": idx // clip_len, "frame": idx % clip_len, "index": idx, "psnr": values})
@@ -295,28 +263,17 @@ def per_frame_table(folder: Path, record: dict[str, Any] | None) -> pd.DataFrame
 # ------------------------------------------------------------------------------------------------ token files
 
 
-def num_codes(model_config: dict[str, Any]) -> int | None:
-    """Codebook size from a model config dict (the rule of vidtok.model.config.ModelConfig.num_codes)."""
-    reg = model_config.get("regularizer")
-    if reg == "fsq":
-        return int(np.prod(model_config.get("fsq_levels") or [0])) or None
-    if reg == "lfq":
-        return 2 ** int(model_config.get("z_channels") or 0)
-    if reg == "vq":
-        return int(model_config.get("codebook_size") or 0) or None
-    return None
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _tokens_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
     try:
         meta, tensor = read_token_file(path)  # the library's reader: format, version and content digest checked
-    except TokenFileError as err:
+    except FormatError as err:
         raise DataError(str(err).replace(path, display(path), 1)) from None
     name, kind = display(path), meta["kind"]
     try:
         model_config = json.loads(meta.get("model_config") or "{}")
         geometry = json.loads(meta.get("geometry") or "{}")
+        model = json.loads(meta.get("model") or "{}")
     except json.JSONDecodeError as err:
         raise DataError(f"{name}: bad metadata ({err.msg})") from None
     out: dict[str, Any] = {
@@ -326,7 +283,7 @@ def _tokens_cached(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
         "num_frames": meta.get("num_frames"),
         "geometry": geometry,
         "model_config": model_config,
-        "num_codes": num_codes(model_config),
+        "weights_sha256": model.get("weights_sha256") if isinstance(model, dict) else None,
         "shape": tuple(int(s) for s in tensor.shape),
     }
     if kind == "indices":
@@ -351,21 +308,10 @@ def token_files(eval_folder: Path) -> list[Path]:
 
 
 def read_audit(base: Path) -> dict[str, Any] | None:
-    """outputs/audit/audit.json of `vidtok audit`: passed, checked_at, target, checks [{name, status, detail}]."""
+    """outputs/audit/audit.json of `vidtok audit` (passed, checked_at, target, checks [{name, status, detail}]), read
+    and checked by vidtok.formats.read_audit_record; None when absent."""
     path = base / "outputs" / "audit" / "audit.json"
-    data = read_json(path)
-    if data is None:
-        return None
-    _require(isinstance(data, dict), path, f"expected a JSON object, got {type(data).__name__}")
-    _require(isinstance(data.get("passed"), bool), path, "'passed' missing or not true/false")
-    checks = data.get("checks")
-    _require(isinstance(checks, list), path, "'checks' missing or not a list")
-    for i, check in enumerate(checks):
-        _require(isinstance(check, dict) and isinstance(check.get("name"), str), path, f"checks[{i}] has no name")
-        status = check.get("status")
-        _require(status in AUDIT_STATUSES, path, f"checks[{i}].status must be pass, fail or skip, got {status!r}")
-    _require(isinstance(data.get("tolerance", {}), dict | type(None)), path, "'tolerance' is not an object")
-    return data
+    return read_json(path, "audit")
 
 
 def read_text(path: Path) -> str | None:

@@ -3,8 +3,8 @@ setting highlighted, each plot also as a table with a CSV download.
 
     streamlit run dashboard/app.py      # pages: Frame rate, Codebook size, Staging schedule
 
-Reads experiments/<study>/trials.parquet (vidtok.studies.results.TrialsSchema) and study.json; computes nothing but
-means and sample standard deviations of the numbers in that table.
+Reads experiments/<study>/trials.parquet (vidtok.studies.results.TrialsSchema) and study.json; every number drawn is
+vidtok.studies.results.summarize's (the statistics summary.md holds), none is computed here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dashboard import analysis as A
 from dashboard import data, ui
 from vidtok.studies import paper
 from vidtok.studies.findings import answer, code_currency, coverage
-from vidtok.studies.results import summarize
+from vidtok.studies.results import state_counts, summarize
 
 EXTRA = ("trivial_psnr", "codebook_utilisation", "perplexity", "train_wall_s", "gpu_hours")
 
@@ -44,7 +44,7 @@ def load_study(name: str) -> tuple[pd.DataFrame, dict[str, Any] | None] | None:
 
 
 def trial_counts(trials: pd.DataFrame) -> dict[str, int]:
-    counts = A.states(trials)
+    counts = state_counts(trials)
     cols = st.columns(5)
     cols[0].metric("trials", len(trials))
     cols[1].metric("complete", counts["COMPLETE"])
@@ -145,7 +145,7 @@ def study_page(name: str) -> None:
         return
     metric, metrics = chosen
     extra = [m for m in EXTRA if m in A.available(trials, EXTRA)]
-    stats = A.mark_best(A.level_stats(trials, metrics + extra), metric)
+    stats = A.setting_stats(trials, metric, metrics + extra)
     factor = info.factor
     best_banner(stats, metric, factor)
     summary = answer_banner(name, trials)

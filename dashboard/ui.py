@@ -11,7 +11,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.analysis import label
+from dashboard.analysis import better, label
 
 BEST_COLOUR = "#d62728"
 BLUE = "#1f77b4"
@@ -104,7 +104,7 @@ def quality_chart(
     """Mean over seeds (line and points), mean -+ one sample std (error bars), each seed (faint dots), the best
     setting as a red diamond; optionally the trivial codec's mean as a dashed grey line (PSNR only)."""
     x = _x(factor, stats, numeric, log)
-    title = f"{label(metric)} ({'lower' if metric in ('lpips', 'fvd') else 'higher'} is better)"
+    title = f"{label(metric)} ({better(metric)})"
     y = alt.Y(f"{metric}_mean:Q", title=title, scale=alt.Scale(zero=False))
     col = alt.Color("regularizer:N", title="regularizer", scale=alt.Scale(scheme=SCHEME)) if colour else alt.value(BLUE)
     base = alt.Chart(stats)

@@ -30,7 +30,7 @@ def _ours() -> None:
         return
     metric, metrics = chosen
     shown = [m for m in SHOWN if m in A.available(trials, SHOWN)]
-    stats = A.mark_best(A.level_stats(trials, list(dict.fromkeys([metric, *shown]))), metric)
+    stats = A.setting_stats(trials, metric, list(dict.fromkeys([metric, *shown])))
     study_view.best_banner(stats, metric, "variant")
     summary = study_view.answer_banner("ablations", trials)
     chart = ui.quality_chart(stats, trials, metric, "variant", numeric=False, colour=stats["regularizer"].nunique() > 1)

@@ -11,8 +11,9 @@ import streamlit as st
 
 from dashboard import analysis as A
 from dashboard import data, ui
+from vidtok.formats import AUDIT_FAIL, AUDIT_PASS, AUDIT_SKIP, AUDIT_STATUSES
 
-STATUS_MARK = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
+STATUS_MARK = {AUDIT_PASS: "PASS", AUDIT_FAIL: "FAIL", AUDIT_SKIP: "skip"}
 STATUS_STYLE = {"PASS": "background-color: #d4edda", "FAIL": "background-color: #f8d7da; font-weight: bold", "skip": ""}
 
 
@@ -32,10 +33,10 @@ def _audit(base: Path) -> None:
         )
         return
     checks = audit["checks"]
-    failed = [c for c in checks if c["status"] == "fail"]
-    counts = {s: sum(c["status"] == s for c in checks) for s in data.AUDIT_STATUSES}
+    failed = [c for c in checks if c["status"] == AUDIT_FAIL]
+    counts = {s: sum(c["status"] == s for c in checks) for s in AUDIT_STATUSES}
     summary = (
-        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped · target "
+        f"{counts[AUDIT_PASS]} passed, {counts[AUDIT_FAIL]} failed, {counts[AUDIT_SKIP]} skipped · target "
         f"`{audit.get('target', '—')}` · checked {audit.get('checked_at', '—')}"
     )
     if audit["passed"]:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import analysis as A
 from dashboard import data, ui
+from vidtok.studies.results import state_counts
 
 PROTOCOL_FIELDS = ("pooling", "data_range", "window", "backbone", "version", "resolution", "clip_length", "num_clips")
 
@@ -210,11 +211,11 @@ def _studies(base: Any) -> None:
         if trials is None:
             rows.append(row | {"status": "not run", "next step": info.deployment_command() if info else "—"})
             continue
-        counts = A.states(trials)
+        counts = state_counts(trials)
         metric = A.study_metric(meta)
         best = "—"
         if counts["COMPLETE"] and trials[metric].notna().any():
-            stats = A.mark_best(A.level_stats(trials, [metric]), metric)
+            stats = A.setting_stats(trials, metric, [metric])
             top = stats[stats["best"]].iloc[0]
             best = f"{top['level']}: {A.label(metric)} {ui.mean_pm(top[f'{metric}_mean'], top[f'{metric}_std'], 3)}"
         running = counts["RUNNING"] + counts["WAITING"]

@@ -151,7 +151,11 @@ def _tokens(folder: Path, record: dict[str, Any] | None) -> None:
         return
     idx = tokens["indices"]
     t, h, w = idx.shape
-    size = tokens["num_codes"]
+    # The codebook size as the evaluation recorded it (ModelConfig.num_codes of the evaluated checkpoint), for
+    # token files of those weights; the dashboard does not re-derive it from the file's model config.
+    evaluated = (record or {}).get("checkpoint") or {}
+    same_weights = tokens["weights_sha256"] is not None and tokens["weights_sha256"] == evaluated.get("weights_sha256")
+    size = evaluated.get("num_codes") if same_weights else None
     used = int(np.unique(idx).size)
     cols = st.columns(4)
     cols[0].metric("latent frames", t)

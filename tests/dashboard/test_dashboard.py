@@ -219,6 +219,26 @@ def test_reconstructions_video_tokens_and_per_frame_psnr(
     assert any("frame" in d.value.columns and len(d.value) == 17 for d in at.dataframe)
 
 
+def test_codebook_size_is_the_evaluations_record(
+    roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token map's codebook size is what evaluate recorded for its checkpoint (checkpoint.num_codes), shown for
+    token files of those weights only: the dashboard derives no codebook size from a model config."""
+    import shutil
+
+    at = run_page(roots["normal"], "reconstructions", monkeypatch)
+    assert {m.label: m.value for m in at.metric}["codebook size"] == "4,096"
+    root = tmp_path / "root"
+    shutil.copytree(roots["normal"], root)
+    path = root / "outputs" / "eval" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["checkpoint"]["weights_sha256"] = "f" * 64  # the evaluation scored other weights than the tokens'
+    path.write_text(json.dumps(record))
+    at = run_page(root, "reconstructions", monkeypatch)
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["codebook size"] == "?"
+
+
 def test_tampered_token_file_is_named(roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
@@ -300,14 +320,32 @@ def test_level_stats_and_best() -> None:
     df = trial_rows("sweep-fps", "fps", [(3, 3.0, "kl", 25.0, {}), (8, 8.0, "kl", 24.0, {})], seeds=3)
     df.loc[0, "state"] = "FAIL"
     df.loc[0, "psnr"] = None
-    stats = analysis.mark_best(analysis.level_stats(df, ["psnr", "lpips"]), "psnr")
+    stats = analysis.setting_stats(df, "psnr", ["psnr", "lpips"])  # results.summarize, flattened
     three = stats.set_index("level").loc["3"]
     ok = df[(df["level"] == "3") & (df["state"] == "COMPLETE")]["psnr"]
     assert three["n"] == 2 and three["psnr_mean"] == pytest.approx(ok.mean())
     assert three["psnr_std"] == pytest.approx(ok.std(ddof=1)) and three["best"]
     assert three["lpips_n"] == 0 and np.isnan(three["lpips_mean"])
     df["lpips"] = [0.2, 0.2, 0.2, 0.1, 0.1, 0.1]
-    assert analysis.mark_best(analysis.level_stats(df, ["lpips"]), "lpips").set_index("level").loc["8", "best"]
+    assert analysis.setting_stats(df, "lpips", ["lpips"]).set_index("level").loc["8", "best"]
+
+
+def test_setting_tables_of_the_committed_studies_are_their_summaries() -> None:
+    """On every committed study the per-setting table the study page draws holds its committed summary.json's
+    numbers (the file `vidtok audit` checks byte for byte), in its order, with its best level marked."""
+    from vidtok.studies.results import read_trials
+
+    for name, spec in data.STUDIES.items():
+        folder = REPO / "experiments" / name
+        summary = json.loads((folder / "summary.json").read_text())
+        stats = analysis.setting_stats(read_trials(folder), spec.metric, ["psnr", "test_psnr", "train_wall_s"])
+        assert stats["level"].tolist() == [str(r["level"]) for r in summary["levels"]], name
+        assert stats.loc[stats["best"], "level"].tolist() == [summary["best_level"]], name
+        for row, level in zip(stats.to_dict("records"), summary["levels"], strict=True):
+            for metric in ("psnr", "test_psnr", "train_wall_s"):
+                for part in ("mean", "std", "n"):
+                    expected, value = level[metric][part], row[f"{metric}_{part}"]
+                    assert np.isnan(value) if expected is None else value == expected, (name, level["level"], metric)
 
 
 def test_paper_rows() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import subprocess
 from collections.abc import Sequence
@@ -33,12 +32,12 @@ import yaml
 from vidtok._files import md5_file, one_line, tool_env
 from vidtok.audit.record import AuditResult
 from vidtok.evaluation.report import report_markdown
+from vidtok.formats import read_metrics_record
 from vidtok.runs import modified_tracked_files, read_run_record
 
 PIPELINE_RUNS = ("outputs/train/stage1", "outputs/train/stage2")
 PIPELINE_EVAL = "outputs/eval/metrics.json"
 PIPELINE_REPORT = "outputs/report.md"
-METRICS_FORMAT = "vidtok-metrics"
 # A value and the mean of its per-clip values: the evaluation pools the frames of equal-length clips, so the two
 # are one number computed in two summation orders (float64: ~1e-15 apart); an edit is far larger.
 POOLING_REL_TOL = 1e-9
@@ -192,17 +191,6 @@ def check_dvc_lock(result: AuditResult, repo: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation files
-
-
-def read_metrics_record(path: Path) -> dict[str, Any]:
-    """An evaluation file (vidtok.evaluation.evaluate writes it); ValueError naming the file when unusable."""
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("format") != METRICS_FORMAT:
-        raise ValueError(f"{path}: not a {METRICS_FORMAT} file")
-    return record
 
 
 def metrics_problems(record: dict[str, Any], where: str) -> list[str]:

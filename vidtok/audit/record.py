@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtok._files import atomic_write
+from vidtok.formats import AUDIT_FAIL, AUDIT_PASS, AUDIT_SKIP, validate_audit_record
 
 NOT_RUN_HERE = "not run here"
 # How many problems a failing check names before "and N more": the detail stays one readable line.
@@ -26,7 +27,7 @@ SHOWN_PROBLEMS = 4
 @dataclass
 class Check:
     name: str
-    status: str  # pass | fail | skip
+    status: str  # AUDIT_PASS | AUDIT_FAIL | AUDIT_SKIP (vidtok.formats: the audit record's statuses)
     detail: str
     enable: str | None = None  # a check not run here (status skip): the command that makes it runnable
 
@@ -43,14 +44,14 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
-        return all(c.status != "fail" for c in self.checks)
+        return all(c.status != AUDIT_FAIL for c in self.checks)
 
     @property
     def not_run_here(self) -> list[Check]:
         return [c for c in self.checks if c.enable is not None]
 
     def add(self, name: str, ok: bool | None, detail: str) -> None:
-        self.checks.append(Check(name, "skip" if ok is None else "pass" if ok else "fail", detail))
+        self.checks.append(Check(name, AUDIT_SKIP if ok is None else AUDIT_PASS if ok else AUDIT_FAIL, detail))
 
     def add_problems(self, name: str, problems: list[str], passed: str) -> None:
         """A check that fails with its first problems (one line, "; "-separated) or passes with `passed`."""
@@ -62,7 +63,7 @@ class AuditResult:
 
     def not_run(self, name: str, needs: str, enable: str) -> None:
         """A check this checkout cannot run: it needs `needs`, which `enable` (the commands, in backticks) makes."""
-        self.checks.append(Check(name, "skip", f"{NOT_RUN_HERE}: needs {needs}; {enable} makes it", enable))
+        self.checks.append(Check(name, AUDIT_SKIP, f"{NOT_RUN_HERE}: needs {needs}; {enable} makes it", enable))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +90,7 @@ class AuditResult:
         width = max((len(c.name) for c in self.checks), default=4)
         lines = [f"{'check':{width}s}  result  detail", f"{'-' * width}  ------  ------"]
         lines += [f"{c.name:{width}s}  {c.status.upper():6s}  {c.detail}" for c in self.checks]
-        verdict = "PASSED" if self.passed else f"FAILED ({sum(c.status == 'fail' for c in self.checks)} checks)"
+        verdict = "PASSED" if self.passed else f"FAILED ({sum(c.status == AUDIT_FAIL for c in self.checks)} checks)"
         footer = self._footer()
         return "\n".join(lines) + f"\n\naudit {verdict}: {self.target}\n" + (f"{footer}\n" if footer else "")
 
@@ -112,6 +113,7 @@ class AuditResult:
 
 def write_outputs(result: AuditResult, out_dir: str | os.PathLike[str]) -> Path:
     folder = Path(out_dir)
+    record = validate_audit_record(result.as_dict(), str(folder / "audit.json"))  # the format its readers check
     atomic_write(folder / "audit.md", result.markdown())
-    atomic_write(folder / "audit.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    atomic_write(folder / "audit.json", json.dumps(record, indent=2) + "\n")
     return folder

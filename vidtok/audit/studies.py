@@ -36,8 +36,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from vidtok._files import one_line, sha256_file
-from vidtok.audit.committed import metrics_problems, per_video_problems, read_metrics_record, short, text_difference
+from vidtok.audit.committed import metrics_problems, per_video_problems, short, text_difference
 from vidtok.audit.record import AuditResult
+from vidtok.formats import read_metrics_record
 from vidtok.runs import SCHEDULES, RunRecord, RunRecordError, code_sha256, read_run_record
 from vidtok.studies.findings import FINDINGS_NAME, PLOT_NAME, render_findings
 from vidtok.studies.results import (

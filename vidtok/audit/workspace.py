@@ -43,7 +43,6 @@ from vidtok.audit.committed import (
     metrics_problems,
     per_video_problems,
     read_lock,
-    read_metrics_record,
     recorded_md5s,
     run_tool,
     short,
@@ -51,6 +50,7 @@ from vidtok.audit.committed import (
 from vidtok.audit.record import AuditResult
 from vidtok.data.config import DataConfig
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
+from vidtok.formats import read_metrics_record
 from vidtok.runs import (
     RunRecord,
     RunRecordError,

@@ -43,6 +43,7 @@ from vidtok.data.config import DataConfig, join
 from vidtok.data.loader import ClipDataset, VideoDataModule, val_subset
 from vidtok.data.manifest import empty_split_reason, frame_indexes, read_manifest
 from vidtok.data.video import write_video
+from vidtok.formats import METRICS_FORMAT, METRICS_FORMAT_VERSION, validate_metrics_record
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
 from vidtok.runs import read_run_record
@@ -50,8 +51,6 @@ from vidtok.tokens import RunOptions, encode_file
 
 __all__ = ["EvalOptions", "evaluate", "resolve", "score", "summarise", "write"]
 
-FORMAT = "vidtok-metrics"
-FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 
 
@@ -372,8 +371,8 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
         for source, v in sorted(by_source.items())
     }
     record = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "format": METRICS_FORMAT,
+        "version": METRICS_FORMAT_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "checkpoint": {
             "path": str(ev.checkpoint),
@@ -416,6 +415,7 @@ def summarise(ev: Evaluation, scores: Scores) -> dict[str, Any]:
 
 def write(ev: Evaluation, scores: Scores, record: dict[str, Any], out_dir: Path, metrics_name: str) -> None:
     """metrics.json, per_video.csv, per_frame.csv, the side-by-side videos and the token files, each atomically."""
+    validate_metrics_record(record, str(out_dir / metrics_name))  # what its readers accept, or nothing is written
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / metrics_name, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
     atomic_write(out_dir / "per_video.csv", _per_video_csv(scores, ev.data.clip_frames, ev.sources))

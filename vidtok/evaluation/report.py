@@ -6,13 +6,13 @@ and the training runs behind it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from vidtok._files import atomic_write
+from vidtok.formats import read_metrics_record
 from vidtok.runs import read_run_record
 
 __all__ = ["report", "report_markdown"]
@@ -82,10 +82,7 @@ def report(eval_path: str | os.PathLike[str], out: str | os.PathLike[str], run_d
     path = Path(eval_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no evaluation yet (run `dvc repro evaluate` or `vidtok evaluate`)")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    record = read_metrics_record(path)  # MetricsFileError (a ValueError) naming the file and the bad key
     runs = []
     for run_dir in run_dirs:
         if (Path(run_dir) / "run.json").is_file():

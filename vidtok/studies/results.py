@@ -35,6 +35,7 @@ from pandera.typing import Series
 from scipy import stats
 
 from vidtok._files import atomic_write, write_table
+from vidtok.formats import LOWER_IS_BETTER
 
 TRIALS_NAME = "trials.parquet"
 SUMMARY_JSON = "summary.json"
@@ -42,8 +43,8 @@ SUMMARY_MD = "summary.md"
 STUDY_JSON = "study.json"
 FACTORS = ("fps", "log2_codes", "schedule", "variant")
 STATES = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
-# Quality metrics, higher is better except lpips and fvd. psnr / ssim / trivial_psnr are on the val split (what a
-# study selects by); test_* the same on the test split (what a study reports).
+# Quality metrics, higher is better except LOWER_IS_BETTER (vidtok.formats). psnr / ssim / trivial_psnr are on the
+# val split (what a study selects by); test_* the same on the test split (what a study reports).
 METRICS = (
     "psnr",
     "ssim",
@@ -57,7 +58,8 @@ METRICS = (
     "test_ssim",
     "test_trivial_psnr",
 )
-LOWER_IS_BETTER = ("lpips", "fvd")
+# The metrics summarize describes per level: the quality metrics above and the cost of training.
+SUMMARY_METRICS = (*METRICS, "train_wall_s", "train_tflops", "gpu_hours")
 # Where each metric column comes from: (the trials-table column naming the evaluation file, the key of that file's
 # `summary`). vidtok.studies.sweeps records a trial's metrics from its val evaluation (metrics_path) and, for test_*,
 # its test evaluation (test_metrics_path); `vidtok audit` reads every column back from those files.
@@ -225,7 +227,7 @@ def summarize(df: pd.DataFrame, metric: str = "psnr", baseline: str | None = Non
             "n": int(len(group)),
             "seeds": sorted(int(s) for s in group["seed"]),
         }
-        for name in (*METRICS, "train_wall_s", "train_tflops", "gpu_hours"):
+        for name in SUMMARY_METRICS:
             row[name] = describe(group[name].dropna().to_numpy(dtype=float))
         for name in COUNT_SOURCES:  # the distinct counts its trials were scored on (one value when all agree)
             row[name] = sorted(int(v) for v in group[name].dropna().unique()) if name in group else []
@@ -236,7 +238,6 @@ def summarize(df: pd.DataFrame, metric: str = "psnr", baseline: str | None = Non
     if scored:
         pick = min if metric in LOWER_IS_BETTER else max
         best = pick(scored, key=lambda r: r[metric]["mean"])["level"]
-    states = df["state"].value_counts().to_dict()
     comparisons: dict[str, list[dict[str, Any]]] = {}
     if baseline is not None:
         comparisons["val"] = paired_comparison(df, baseline, metric)
@@ -248,8 +249,41 @@ def summarize(df: pd.DataFrame, metric: str = "psnr", baseline: str | None = Non
         "levels": levels,
         "baseline": baseline,
         "comparisons": comparisons,
-        "trials": {s: int(states.get(s, 0)) for s in STATES},
+        "trials": state_counts(df),
     }
+
+
+def state_counts(df: pd.DataFrame) -> dict[str, int]:
+    """How many trials are in each of STATES (every state named, zeros included)."""
+    counts = df["state"].value_counts().to_dict()
+    return {s: int(counts.get(s, 0)) for s in STATES}
+
+
+def level_table(summary: dict[str, Any], metrics: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """summarize's levels as a flat table in its order, one row per level, for the dashboard's tables and charts:
+    level, regularizer, level_value (NaN without a number), n, seeds ("0, 1, 2"); for each of `metrics` (names of
+    SUMMARY_METRICS) <m>_mean, <m>_std (NaN below two values), <m>_n and <m>_lo / <m>_hi, mean -+ one sample std
+    (the error bar; the mean itself for a single value); and `best`, the summary's best level by its metric."""
+    rows = []
+    for level in summary["levels"]:
+        row: dict[str, Any] = {
+            "level": str(level["level"]),
+            "regularizer": level["regularizer"],
+            "level_value": math.nan if level["level_value"] is None else level["level_value"],
+            "n": level["n"],
+            "seeds": ", ".join(str(s) for s in level["seeds"]),
+        }
+        for name in metrics:
+            entry = level[name]
+            mean = math.nan if entry["mean"] is None else entry["mean"]
+            std = math.nan if entry["std"] is None else entry["std"]
+            spread = 0.0 if entry["std"] is None else std
+            row |= {f"{name}_mean": mean, f"{name}_std": std, f"{name}_n": entry["n"]}
+            row |= {f"{name}_lo": mean - spread, f"{name}_hi": mean + spread}
+        row["best"] = level["level"] == summary["best_level"]
+        rows.append(row)
+    stats = [f"{name}_{part}" for name in metrics for part in ("mean", "std", "n", "lo", "hi")]
+    return pd.DataFrame(rows, columns=["level", "regularizer", "level_value", "n", "seeds", *stats, "best"])
 
 
 def describe(values: np.ndarray) -> dict[str, Any]:
