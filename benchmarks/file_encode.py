@@ -67,7 +67,7 @@ def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dic
     from tokenizer_speed import peak_rss_mb, reset_peak_rss
 
     from vidtok.model.streaming import TileSpec
-    from vidtok.tokens import RunOptions, encode_file
+    from vidtok.tokens import ModelRef, RunOptions, encode_file
 
     torch.set_num_threads(threads)
     tile = TileSpec(options["tile"], options["tile"] // 4) if "tile" in options else None
@@ -75,7 +75,7 @@ def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dic
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = encode_file(path, Path(tmp) / "out.tokens", preset=preset, options=run_options)
+        result = encode_file(path, Path(tmp) / "out.tokens", weights=ModelRef(preset=preset), options=run_options)
         wall = time.perf_counter() - start
     geometry = result.tokens.geometry
     return {

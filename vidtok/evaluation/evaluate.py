@@ -45,8 +45,8 @@ from vidtok.data.manifest import empty_split_reason, frame_indexes, read_manifes
 from vidtok.data.video import write_video
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
-from vidtok.runs import read_run_record
-from vidtok.tokens import RunOptions, encode_file
+from vidtok.runs import OUTPUTS, read_run_record
+from vidtok.tokens import ModelRef, RunOptions, encode_file
 
 __all__ = ["EvalOptions", "evaluate", "resolve", "score", "summarise", "write"]
 
@@ -431,8 +431,9 @@ def write(ev: Evaluation, scores: Scores, record: dict[str, Any], out_dir: Path,
     options = RunOptions(chunk_frames=16 if cfg.causal else ev.data.clip_frames, device=ev.options.device)
     for video in scores.videos:
         source = join(ev.dataset.data_dir, video)
-        encode_file(source, out_dir / "tokens" / f"{Path(video).stem}.tokens", checkpoint=str(ev.checkpoint),
-                    fps=ev.fps, resolution=ev.resolution, options=options)  # fmt: skip
+        encode_file(source, out_dir / "tokens" / f"{Path(video).stem}.tokens",
+                    weights=ModelRef(checkpoint=str(ev.checkpoint)), fps=ev.fps, resolution=ev.resolution,
+                    options=options)  # fmt: skip
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
@@ -473,7 +474,7 @@ def evaluate(
     data: DataConfig | None = None,
     options: EvalOptions | None = None,
     *,
-    out_dir: str | os.PathLike[str] = "outputs/eval",
+    out_dir: str | os.PathLike[str] = OUTPUTS.eval,
     metrics_name: str = "metrics.json",
     progress: bool = True,
 ) -> dict[str, Any]:
