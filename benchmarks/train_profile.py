@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from tokenizer_speed import emit, matmul_gflops, median_seconds  # noqa: E402
 
 from vidtok import VidTok  # noqa: E402
+from vidtok.train.config import TrainConfig  # noqa: E402
 from vidtok.train.flops import iteration_flops  # noqa: E402
 from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
 from vidtok.train.module import TrainingModule  # noqa: E402
@@ -150,10 +151,8 @@ def convolution_floor(calls: Counter[tuple], repeats: int) -> dict:
 def build(preset: str, disc: str) -> tuple[TrainingModule, list]:
     torch.manual_seed(0)
     loss = VidTokLoss(LossConfig(perceptual_weight=0, disc_type=disc, disc_start=0))
-    module = TrainingModule(
-        VidTok.from_preset(preset), loss, lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0,
-        freeze_encoder=False, ema_decay=None,
-    )  # fmt: skip
+    config = TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0, freeze_encoder=False)
+    module = TrainingModule(VidTok.from_preset(preset), loss, config)
     return module, module.configure_optimizers()
 
 

@@ -50,11 +50,11 @@ from tokenizer_speed import matmul_gflops  # noqa: E402
 from vidtok import VidTok  # noqa: E402
 from vidtok.data.config import DataConfig  # noqa: E402
 from vidtok.model.config import ModelSpec, get_preset  # noqa: E402
-from vidtok.train.config import TrainConfig  # noqa: E402
+from vidtok.train.config import Params, TrainConfig  # noqa: E402
 from vidtok.train.flops import iteration_flops  # noqa: E402
 from vidtok.train.losses import LossConfig, VidTokLoss  # noqa: E402
 from vidtok.train.module import TrainingModule  # noqa: E402
-from vidtok.train.run import train  # noqa: E402
+from vidtok.train.run import TrainHooks, train  # noqa: E402
 
 PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 
@@ -68,13 +68,7 @@ def _module(preset: str, disc: str) -> TrainingModule:
     return TrainingModule(
         VidTok.from_preset(preset),
         VidTokLoss(_loss(disc)),
-        lr=1e-3,
-        lr_disc=1e-3,
-        betas=(0.9, 0.999),
-        grad_clip=20.0,
-        seed=0,
-        freeze_encoder=False,
-        ema_decay=None,
+        TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0, freeze_encoder=False),
     )
 
 
@@ -115,7 +109,7 @@ def discriminator_step_times(preset: str, disc: str, args: argparse.Namespace, f
         loss, _ = module.loss.discriminator_loss(x, recon, step=0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.loss.discriminator.parameters(), module.grad_clip)
+        torch.nn.utils.clip_grad_norm_(module.loss.discriminator.parameters(), module.config.grad_clip)
         optimizer.step()
 
     return _timed(step, args)
@@ -145,7 +139,8 @@ def train_step_times(preset: str, args: argparse.Namespace, data: DataConfig) ->
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train(data, ModelSpec(preset), cfg, _loss(args.disc), Path(tmp) / "run", progress=False)
+        params = Params(data, ModelSpec(preset), cfg, _loss(args.disc))
+        train(params, Path(tmp) / "run", hooks=TrainHooks(progress=False))
         total = time.perf_counter() - t0
         with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
             times = [float(row["step_time_s"]) for row in csv.DictReader(f)]

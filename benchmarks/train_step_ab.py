@@ -35,6 +35,7 @@ def measure(root: str, case: str, steps: int, threads: int) -> dict:
 
     from vidtok import VidTok
     from vidtok.model.config import get_preset
+    from vidtok.train.config import TrainConfig
     from vidtok.train.losses import LossConfig, VidTokLoss
     from vidtok.train.module import TrainingModule
 
@@ -47,13 +48,7 @@ def measure(root: str, case: str, steps: int, threads: int) -> dict:
     module = TrainingModule(
         VidTok(config),
         VidTokLoss(LossConfig(perceptual_weight=0, disc_type="none")),
-        lr=1e-3,
-        lr_disc=1e-3,
-        betas=(0.9, 0.999),
-        grad_clip=20.0,
-        seed=0,
-        freeze_encoder=False,
-        ema_decay=None,
+        TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0, freeze_encoder=False),
     )
     opts = module.configure_optimizers()
     x = torch.rand(2, 3, 17, 64, 64) * 2 - 1

@@ -131,6 +131,8 @@ def train_task(
     """`vidtok stage STAGE` into `out`/train/STAGE: an existing run folder resumes, or is reused when finished."""
     source = ParamSource(_params(root, params_path), profile, tuple(sets))
     result = train_stage(_layout(out).stage(stage), source, on_change="restart", hooks=TrainHooks(progress=False))
+    if result is None:  # a DDP worker process (rank > 0): rank 0's task reports
+        raise RuntimeError(f"{stage}: training returned no result in this process (a DDP worker?)")
     run_record = result.run_record
     return {
         "run_dir": str(result.run_dir),

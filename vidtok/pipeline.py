@@ -121,16 +121,14 @@ class ChainLayout:
 
 def train_stage(
     run: StageRun, source: ParamSource, *, on_change: OnChange = "error", hooks: TrainHooks | None = None
-) -> TrainResult:
+) -> TrainResult | None:
     """Train `run.stage` with the parameters of `source` into run.run_dir, starting from run.parent (which wins over
-    the params' train.init_from). `on_change`, `hooks`: as vidtok.train.run.train."""
+    the params' train.init_from). `on_change`, `hooks`: as vidtok.train.run.train. None in a DDP worker process
+    (rank > 0): rank 0 reports."""
     params = source.load(run.stage)
     if run.parent is not None:
         params = params._replace(train=dataclasses.replace(params.train, init_from=str(run.parent)))
-    result = train(params, run.run_dir, origin=source.origin(), on_change=on_change, hooks=hooks)
-    if result is None:  # a DDP worker process: rank 0 reports
-        raise RuntimeError(f"{run.stage}: training returned no result in this process (a DDP worker?)")
-    return result
+    return train(params, run.run_dir, origin=source.origin(), on_change=on_change, hooks=hooks)
 
 
 def train_chain(
@@ -142,10 +140,13 @@ def train_chain(
 ) -> dict[str, TrainResult]:
     """Train every stage of the layout's schedule in order, each from the one before; `hooks(stage)` gives each
     stage's TrainHooks (default: a progress bar). A finished stage is reused, an interrupted one resumed."""
-    return {
-        name: train_stage(layout.stage(name), source, on_change=on_change, hooks=None if hooks is None else hooks(name))
-        for name in layout.stages
-    }
+    results = {}
+    for name in layout.stages:
+        result = train_stage(layout.stage(name), source, on_change=on_change, hooks=hooks(name) if hooks else None)
+        if result is None:  # a DDP worker process: the next stage needs this one's result, which rank 0 has
+            raise RuntimeError(f"{name}: training returned no result in this process (a DDP worker?)")
+        results[name] = result
+    return results
 
 
 def evaluate_stage(

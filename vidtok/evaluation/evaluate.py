@@ -45,6 +45,7 @@ from vidtok.data.manifest import empty_split_reason, frame_indexes, read_manifes
 from vidtok.data.video import write_video
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
+from vidtok.params import check_int
 from vidtok.runs import OUTPUTS, read_run_record
 from vidtok.tokens import ModelRef, RunOptions, encode_file
 
@@ -78,9 +79,7 @@ class EvalOptions:
         if self.lpips_net not in (None, "vgg", "alex"):
             raise ValueError(f"lpips_net must be vgg, alex or None, got {self.lpips_net!r}")
         for name, low in (("max_clips", 0), ("batch_size", 1), ("num_videos", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, getattr(self, name), low)
 
 
 # ------------------------------------------------------------------------------------------------ resolve

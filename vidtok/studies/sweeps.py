@@ -81,7 +81,7 @@ from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_s
 from vidtok.data.config import DataConfig, load_data_config
 from vidtok.data.manifest import ensure_manifest
 from vidtok.data.sources import fetch_corpus
-from vidtok.params import resolve_sections
+from vidtok.params import check_int, resolve_sections
 from vidtok.pipeline import ParamSource
 from vidtok.runs import OUTPUTS, Outputs, code_sha256
 from vidtok.studies.results import (
@@ -682,8 +682,7 @@ def _hooks(run: Callable[..., Any], **hooks: Callable[..., Any]) -> dict[str, Ca
 
 
 def validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    check_int("n_trials", n_trials, 1)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_HIGH for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of integers in 0..{SEED_HIGH}, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds):
@@ -937,9 +936,10 @@ class StudyWorker:
         """The trial's run folder (a retry takes over its dead trial's) and the user attrs of a running trial."""
         folder = self.folder / "runs" / f"trial_{trial.number}"
         _adopt_stale_folder(trial, self.folder, folder)
+        # The heartbeat first: whoever finds the trial by its host and pid finds a heartbeat too.
+        trial.set_user_attr(HEARTBEAT_KEY, 0)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr(HEARTBEAT_KEY, 0)
         trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
         trial.set_user_attr("run_dir", os.path.relpath(folder, self.folder))
         # The code the trial runs, taken before it starts (training, evaluation and this study code, and the
