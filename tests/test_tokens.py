@@ -264,3 +264,62 @@ def test_long_work_shows_progress_on_a_terminal(tmp_path, clip, quiet: bool) -> 
         assert "frame/s" not in text and "/23" not in text, text
     else:
         assert "/23 [" in text and "frame/s" in text, text  # 23 frames in all, counted as they stream, with a rate
+
+
+# ------------------------------------------------------------------------------------------- files that play
+# The files FFmpeg writes and players play (issue 29): through `vidtok encode` and `reconstruct`, not only the
+# manifest. Each has as many frames as its duration holds at its frame rate, counted before the first chunk.
+
+HELD_SLOTS = [k if k in (0, 11, 17, 18, 19, 22, 23, 24) else None for k in range(25)] + [None] * 6
+CINEPAK_KEEP = (0, 11, 17, 24, 40, 41, 42, 59)
+
+
+@pytest.fixture(scope="module")
+def playable(tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    """name -> (file, frames at its own rate)."""
+    folder = tmp_path_factory.mktemp("playable")
+    seconds_30 = videofactory.TESTSRC_SECONDS * videofactory.TESTSRC_FPS
+    files = {kind: (videofactory.make_testsrc(folder / kind, kind), seconds_30) for kind in
+             ("alpha.webm", "anim.gif", "gray.mkv", "odd.mkv", "vp9.webm")}  # fmt: skip
+    # AVIs whose header counts more frames than they hold pictures (zero-length repeat chunks), hand-written and
+    # FFmpeg's; a WebM whose header duration says 60 % of what it holds.
+    files["held.avi"] = (videofactory.make_avi_with_held_frames(folder / "held.avi", HELD_SLOTS), len(HELD_SLOTS))
+    cine = videofactory.make_cinepak_with_dropped_frames(folder / "cine.avi", CINEPAK_KEEP, 60)
+    files["cine.avi"] = (cine, 60)
+    full = videofactory.make_testsrc(folder / "full.webm", "vp9.webm")
+    files["short-header.webm"] = (videofactory.with_matroska_duration(full, folder / "short.webm", 0.6), seconds_30)
+    return files
+
+
+@pytest.mark.parametrize("name", ["alpha.webm", "anim.gif", "gray.mkv", "odd.mkv", "vp9.webm", "held.avi",
+                                  "cine.avi", "short-header.webm"])  # fmt: skip
+def test_files_that_play_encode_and_reconstruct(tmp_path, playable, name: str) -> None:
+    path, frames = playable[name]
+    info = probe(path)
+    assert info.num_frames == frames
+    common = ("--preset", "tiny_kl_causal_444", "--resolution", "32", "--quiet")
+    assert run("encode", path, "-o", tmp_path / "own.tokens", *common) == 0
+    tokens = TokenFile.load(tmp_path / "own.tokens")
+    assert (tokens.num_frames, tokens.fps) == (frames, info.fps)
+    assert run("reconstruct", path, "-o", tmp_path / "rec.mp4", *common) == 0
+    rec = probe(tmp_path / "rec.mp4")
+    assert (rec.num_frames, rec.fps) == (frames, info.fps)
+    assert run("encode", path, "-o", tmp_path / "at3.tokens", "--fps", "3", *common) == 0
+    at3 = TokenFile.load(tmp_path / "at3.tokens")
+    assert at3.num_frames == -(-round(info.duration * 3e6) // 10**6)  # targets k / 3 inside the duration
+    assert _outputs(tmp_path) == ["at3.tokens", "own.tokens", "rec.mp4"]
+
+
+def test_encode_errors_name_the_file(tmp_path, capsys) -> None:
+    """A file cut off where its header promises more (here an AVI whose trailing chunks are gone) fails with one line
+    that names it, and writes nothing."""
+    slots = [k if k % 2 == 0 else None for k in range(40)]
+    full = videofactory.make_avi_with_held_frames(tmp_path / "full.avi", slots)
+    cut = videofactory.make_truncated(full, tmp_path / "cut.avi", 0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+    for command, target in (("encode", out / "x.tokens"), ("reconstruct", out / "x.mp4")):
+        assert run(command, cut, "-o", target, "--preset", "tiny_kl_causal_444") == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(cut) in err[0] and "truncated" in err[0], err
+    assert _outputs(out) == []

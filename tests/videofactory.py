@@ -237,3 +237,133 @@ def make_corrupt_middle(path: str | os.PathLike[str], frames: int = 20, bad: int
     data[where[0] : where[0] + where[1]] = bytes(where[1])
     Path(path).write_bytes(bytes(data))
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------- FFmpeg-made files
+# Files as FFmpeg's command-line tool writes them (needs the `ffmpeg` program: make system-deps), for the cases
+# PyAV's muxing does not reproduce: WebM with an alpha channel, GIF's centisecond delays, FFV1 gray and odd sizes,
+# cinepak AVIs whose dropped frames become zero-length chunks.
+
+TESTSRC_SECONDS, TESTSRC_FPS = 2, 30  # as issue 29 generated them
+
+
+def _ffmpeg(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def make_testsrc(path: str | os.PathLike[str], kind: str, size: tuple[int, int] = (96, 64)) -> Path:
+    """FFmpeg's testsrc2 for TESTSRC_SECONDS at TESTSRC_FPS, written as `kind`: "alpha.webm" (VP9 + alpha),
+    "anim.gif", "gray.mkv" (FFV1 gray), "odd.mkv" (FFV1 at 161x119), "vp9.webm" or "h264.mp4"."""
+    path = Path(path)
+    width, height = (161, 119) if kind == "odd.mkv" else size
+    source = f"testsrc2=size={width}x{height}:rate={TESTSRC_FPS}:duration={TESTSRC_SECONDS}"
+    codec = {
+        "alpha.webm": ["-vf", "format=yuva420p", "-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p", "-deadline", "realtime"],
+        "anim.gif": [],
+        "gray.mkv": ["-c:v", "ffv1", "-pix_fmt", "gray"],
+        "odd.mkv": ["-c:v", "ffv1"],
+        "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"],
+        "h264.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    }[kind]
+    _ffmpeg("-f", "lavfi", "-i", source, *codec, str(path))
+    return path
+
+
+def make_cinepak_with_dropped_frames(
+    path: str | os.PathLike[str], keep: Sequence[int], slots: int, fps: int = 15, size: tuple[int, int] = (64, 48)
+) -> Path:
+    """A cinepak AVI from testsrc2 of `slots` frames at `fps`, of which only the frames `keep` are coded: FFmpeg's
+    select filter drops the others with their timestamps kept (-fps_mode passthrough), and its AVI muxer writes
+    each dropped frame as a zero-length "00dc" chunk (repeat the previous picture), as the header's frame count."""
+    width, height = size
+    expr = "+".join(f"eq(n\\,{k})" for k in keep)
+    source = f"testsrc2=size={width}x{height}:rate={fps}:duration={slots / fps}"
+    _ffmpeg("-f", "lavfi", "-i", source, "-vf", f"select='{expr}'", "-fps_mode", "passthrough", "-c:v", "cinepak",
+            str(path))  # fmt: skip
+    return Path(path)
+
+
+def with_matroska_duration(src: str | os.PathLike[str], dst: str | os.PathLike[str], share: float) -> Path:
+    """A copy of a Matroska/WebM file whose Segment Info Duration (EBML id 0x4489, the 8-byte float FFmpeg writes)
+    says `share` of what it said: a header that undercounts the frames the clusters hold, as some muxers leave."""
+    import struct
+
+    data = bytearray(Path(src).read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at > 0 and data.count(b"\x44\x89\x88") == 1, "expected one 8-byte Duration element"
+    (duration,) = struct.unpack(">d", data[at + 3 : at + 11])
+    data[at + 3 : at + 11] = struct.pack(">d", duration * share)
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+# ------------------------------------------------------------------------------------------- AVI written by hand
+
+
+def _riff_chunk(fourcc: bytes, data: bytes) -> bytes:
+    import struct
+
+    return fourcc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def write_avi(
+    path: str | os.PathLike[str], chunks: Sequence[bytes], fps: int, size: tuple[int, int], fourcc: bytes = b"MJPG"
+) -> Path:
+    """An AVI 1.0 file written byte by byte: one video stream at `fps` whose frame slot k is `chunks[k]`, b"" being a
+    zero-length "00dc" chunk (the previous picture stays on screen). The header counts every slot (avih
+    dwTotalFrames, strh dwLength) and the idx1 index lists every chunk, zero-length ones included, as AVI writers
+    that drop frames do."""
+    import struct
+
+    width, height = size
+    n = len(chunks)
+    avih = struct.pack("<14I", round(1e6 / fps), 0, 0, 0x10, n, 0, 1, 0, width, height, 0, 0, 0, 0)  # 0x10: index
+    strh = struct.pack("<4s4sIHHIIIIIIiI4h", b"vids", fourcc, 0, 0, 0, 0, 1, fps, 0, n, 0, -1, 0, 0, 0, width, height)
+    strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, fourcc, width * height * 3, 0, 0, 0, 0)
+    strl = _riff_chunk(b"LIST", b"strl" + _riff_chunk(b"strh", strh) + _riff_chunk(b"strf", strf))
+    hdrl = _riff_chunk(b"LIST", b"hdrl" + _riff_chunk(b"avih", avih) + strl)
+    movi, index = b"", b""
+    for data in chunks:
+        offset = 4 + len(movi)  # idx1 offsets count from the "movi" fourcc
+        index += struct.pack("<4sIII", b"00dc", 0x10 if data else 0, offset, len(data))  # 0x10: keyframe
+        movi += _riff_chunk(b"00dc", data)
+    body = b"AVI " + hdrl + _riff_chunk(b"LIST", b"movi" + movi) + _riff_chunk(b"idx1", index)
+    Path(path).write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    return Path(path)
+
+
+def avi_chunk_sizes(path: str | os.PathLike[str]) -> list[int]:
+    """The sizes of the video chunks ("00dc") in an AVI's movi list, in file order, read from the RIFF bytes."""
+    data = Path(path).read_bytes()
+    at = data.find(b"movi") + 4
+    end = at - 4 + int.from_bytes(data[at - 8 : at - 4], "little")  # the LIST's size counts from its "movi"
+    sizes = []
+    while at + 8 <= end:
+        fourcc, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if fourcc == b"00dc":
+            sizes.append(size)
+        at += 8 + size + (size & 1)
+    return sizes
+
+
+def make_avi_with_held_frames(
+    path: str | os.PathLike[str], slots: Sequence[int | None], fps: int = 25, size: tuple[int, int] = (64, 48)
+) -> Path:
+    """A hand-written MJPEG AVI (write_avi) whose slot k holds a picture of pattern(slots[k]), or, for None, a
+    zero-length chunk that repeats the previous picture. Trailing Nones hold the last picture to the end."""
+    width, height = size
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+    encoder.time_base = Fraction(1, fps)
+    chunks = []
+    for k, picture in enumerate(slots):
+        if picture is None:
+            chunks.append(b"")
+            continue
+        frame = av.VideoFrame.from_ndarray(pattern(picture, width, height), format="rgb24").reformat(format="yuvj420p")
+        frame.pts = k
+        (packet,) = encoder.encode(frame)
+        chunks.append(bytes(packet))
+    return write_avi(path, chunks, fps, size)

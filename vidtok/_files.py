@@ -4,11 +4,15 @@
 
 Atomic writes. Every file the platform writes (run records, checkpoints, manifests, clip indexes, metrics,
 trials tables, token files, videos through vidtok.data.video) appears under its final name only when complete:
-the bytes go to a temporary name in the same folder (".<name>.<random>.part"), are fsync'd, renamed over the
-target, and the folder is fsync'd so the rename survives a power cut. An exception or a kill leaves the old file
-(or nothing) and removes the temporary one. Folders (checkpoints) are written the same way and swapped in with
-one atomic exchange (Linux renameat2), so a reader never finds the checkpoint folder missing. fsspec URLs
-(s3://, gs://, memory://) are written with one upload: object stores publish an object only once it is complete.
+the bytes go to a temporary name in the same folder (".<name>.<random>.<pid>-<host>.part"), are fsync'd, renamed
+over the target, and the folder is fsync'd so the rename survives a power cut. An exception leaves the old file
+(or nothing) and removes the temporary one. A kill cannot remove it, so the name is one every reader skips: hidden
+(a leading dot: the manifest's folder scan, glob and shell patterns skip it), ending in .part (.dvcignore, and no
+pattern for a real extension matches it), and tagged with the writing process, so the next atomic write into the
+same folder removes the ones whose process is gone (never a live writer's); `remove_stale_parts` sweeps a tree.
+Folders (checkpoints) are written the same way and swapped in with one atomic exchange (Linux renameat2), so a
+reader never finds the checkpoint folder missing. fsspec URLs (s3://, gs://, memory://) are written with one
+upload: object stores publish an object only once it is complete.
 
 Torch-free: the dashboard and the data commands use this module; `resolve_device` imports torch when called.
 """
@@ -23,7 +27,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import uuid
@@ -44,6 +50,7 @@ __all__ = [
     "dvc_command",
     "md5_file",
     "one_line",
+    "remove_stale_parts",
     "resolve_device",
     "sha256_file",
     "sha256_and_size",
@@ -79,14 +86,64 @@ def _fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 # ------------------------------------------------------------------------------------------------ writing
 
+# Which machine wrote a temporary file: a process id only means something on the host that ran it (a shared
+# network folder can hold parts from several).
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:6]
+_PART = re.compile(r"\..+\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.part")
+
+
+def _part_suffix() -> str:
+    return f".{os.getpid()}-{_HOST_TAG}.part"
+
+
+def _is_stale_part(name: str) -> bool:
+    """A temporary file or folder this machine's atomic writes named, left by a process that no longer runs."""
+    match = _PART.fullmatch(name)
+    if match is None or match["host"] != _HOST_TAG:
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
+
+
+def remove_stale_parts(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files and folders that killed atomic writes left in `folder` (and below it with
+    `recursive`); returns what was removed. Parts of live writers, and of other machines, are kept."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # missing or unreadable: nothing to clean
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        if _is_stale_part(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(path)
+        elif recursive and entry.is_dir(follow_symlinks=False):
+            removed += remove_stale_parts(path, recursive=True)
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside the local file `path` for a writer that wants a file name (parquet, numpy,
-    safetensors); on a clean exit the file is fsync'd and renamed over `path`, on an exception removed."""
+    safetensors, a video muxer that streams); on a clean exit the file is fsync'd and renamed over `path`, on an
+    exception removed. Temporary files a killed writer left in the same folder are removed first."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    remove_stale_parts(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_part_suffix(), dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -160,7 +217,8 @@ def atomic_folder(path: PathLike) -> Iterator[Path]:
     `path` in one atomic step (an existing folder is exchanged with it, then deleted), on an exception removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    remove_stale_parts(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=_part_suffix(), dir=target.parent))
     try:
         yield tmp
         for file in tmp.rglob("*"):

@@ -17,13 +17,12 @@ memory does not grow with the video length. Outputs are written under a temporar
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtok._files import atomic_path, resolve_device
-from vidtok.data.video import VideoWriter, iter_frames, iter_resampled, probe
+from vidtok.data.video import FrameGrid, VideoWriter, frame_grid
 from vidtok.formats import (
     TOKEN_FORMAT,
     TOKEN_FORMAT_VERSION,
@@ -154,7 +153,10 @@ def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 @dataclass(frozen=True)
 class Source:
-    """A video file read at its own rate or resampled by timestamps to `fps`."""
+    """A video file read as it plays, at its own rate or resampled by timestamps to `fps` (vidtok.data.video.FrameGrid):
+    pictures at their timestamps, a gap holding the previous one. `num_frames` comes from the packets' timestamps
+    before the first frame is decoded (causal encoding needs it for its front padding), never from the container's
+    frame count, and `frames()` yields exactly that many."""
 
     path: str
     fps: Fraction
@@ -162,35 +164,19 @@ class Source:
     height: int
     width: int
     resampled: bool
+    grid: FrameGrid = field(repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str, fps: float | None, allow_partial: bool) -> Source:
-        info = probe(path, allow_partial=allow_partial)
-        if fps is None:
-            source = cls(path, info.fps, info.num_frames, info.height, info.width, False)
-        elif fps <= 0:
+        if fps is not None and fps <= 0:
             raise ValueError(f"--fps must be positive, got {fps}")
-        else:
-            # Targets k / fps while inside the video: the last frame is shown until `duration`.
-            count = max(1, math.ceil(info.duration * fps - 1e-9))
-            source = cls(path, Fraction(fps).limit_denominator(1001), count, info.height, info.width, True)
-        if allow_partial:
-            # A damaged file may decode fewer frames than its packets promise, and causal encoding must know the
-            # count before the first chunk (front padding): count what really decodes, quietly, in a first pass.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                decodable = sum(1 for _ in source.frames(allow_partial=True))
-            source = cls(path, source.fps, decodable, source.height, source.width, source.resampled)
-        return source
+        # With allow_partial a damaged file's frames end where decoding stops: frame_grid finds that in a first,
+        # quiet decode pass, so the count is still known before the first chunk.
+        grid = frame_grid(path, fps, allow_partial=allow_partial)
+        return cls(path, grid.fps, grid.num_frames, grid.height, grid.width, not grid.native, grid)
 
     def frames(self, allow_partial: bool) -> Iterator[np.ndarray]:
-        if self.resampled:
-            for _, frame in iter_resampled(
-                self.path, float(self.fps), num_frames=self.num_frames, allow_partial=allow_partial
-            ):
-                yield frame
-        else:
-            yield from iter_frames(self.path, allow_partial=allow_partial)
+        return self.grid.frames(allow_partial=allow_partial)
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -329,7 +315,9 @@ def _encode_chunks(
             yield geometry.to_model(frames, device)
 
     # Non-causal models run on independent clips of chunk_frames frames.
-    return iter_encode(model, model_chunks(), source.num_frames, chunk_frames=options.chunk_frames, tile=options.tile)
+    return iter_encode(
+        model, model_chunks(), source.num_frames, chunk_frames=options.chunk_frames, tile=options.tile, name=source.path
+    )
 
 
 def encode_file(

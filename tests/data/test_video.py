@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import tempfile
@@ -517,7 +518,7 @@ def test_bad_input_gives_one_line_video_error(bad_files: dict[str, Path], case: 
 def test_truncated_mp4_allow_partial_keeps_decodable_frames(tmp_path: Path) -> None:
     good = vf.make_video(tmp_path / "good.mp4", frames=60)
     cut = vf.make_truncated(good, tmp_path / "cut.mp4", 0.5)
-    with pytest.raises(VideoError, match=r"cut\.mp4: truncated or corrupt file: decoded \d+ of 60 frames"):
+    with pytest.raises(VideoError, match=r"cut\.mp4: truncated or corrupt file: (found|decoded) \d+ of 60 frames"):
         list(iter_frames(cut))
     with pytest.warns(UserWarning, match=r"cut\.mp4: truncated or corrupt file: kept \d+ of 60 frames") as record:
         frames = read_frames(cut, allow_partial=True)
@@ -582,3 +583,124 @@ def test_command_line_probe(sample_video_dir: Path, tmp_path: Path, capsys) -> N
     assert '"num_frames": 250' in capsys.readouterr().out
     assert vio.main(["probe", str(tmp_path / "nope.mp4")]) == 1
     assert capsys.readouterr().err.strip() == f"{tmp_path / 'nope.mp4'}: file not found"
+
+
+# ------------------------------------------------------------------------------------------- files that play
+# Each file is read as a player shows it: pictures at their timestamps, a gap holding the previous picture, as many
+# frames as the duration holds at the frame rate; never by the container's frame count.
+
+FFMPEG_KINDS = ["alpha.webm", "anim.gif", "gray.mkv", "odd.mkv", "vp9.webm"]
+
+
+@pytest.mark.parametrize("kind", FFMPEG_KINDS)
+def test_ffmpeg_made_files_read_every_picture_once_at_their_rate(tmp_path: Path, kind: str) -> None:
+    """testsrc2, 1 s at 30 fps: Matroska/WebM store times in milliseconds (33, 67, 100, ...) and GIF in centiseconds
+    (3, 7, 10, ...), so the steps are uneven; the grid at the stream's rate still has 30 slots, one per picture."""
+    path = vf.make_testsrc(tmp_path / kind, kind)
+    info = probe(path)
+    expected = vf.TESTSRC_SECONDS * vf.TESTSRC_FPS
+    assert info.num_frames == expected and not info.variable_frame_rate
+    # GIF delays are whole centiseconds: FFmpeg's encoder gives the last frame 4 of them, so that GIF lasts 1.01 s.
+    assert info.duration == pytest.approx(vf.TESTSRC_SECONDS, abs=0.011)
+    grid = vio.frame_grid(path)
+    assert (grid.num_frames, grid.fps, grid.native) == (expected, info.fps, True)
+    frames = np.stack(list(grid.frames()))
+    np.testing.assert_array_equal(frames, read_frames(path))  # each decoded picture once, in order
+    assert scan(path).info.num_frames == expected
+    at3 = vio.frame_grid(path, 3)  # targets 0, 1/3, 2/3 s (and 1 s inside the GIF's 1.01 s): pictures 0, 10, 20, 29
+    assert at3.num_frames == math.ceil(info.duration * 3 - 1e-9)
+    picks = [min(10 * k, expected - 1) for k in range(at3.num_frames)]
+    np.testing.assert_array_equal(np.stack(list(at3.frames())), frames[picks])
+
+
+def _picture_on_screen(slots: list[int | None]) -> list[int]:
+    """For each slot the index (among the coded pictures) of the picture a player shows: the last one coded."""
+    shown, picture = [], -1
+    for s in slots:
+        picture += s is not None
+        shown.append(picture)
+    return shown
+
+
+def test_hand_written_avi_with_zero_length_chunks_holds_pictures(tmp_path: Path) -> None:
+    """A RIFF AVI written byte by byte: 31 slots at 25 fps, of which only 8 carry a picture (gaps 0, 11, 17, 24, ...
+    as a real cinepak file has them) and the last 6 are zero-length chunks after the last picture. FFmpeg's
+    demuxer yields 8 packets; the header counts 31 slots. It reads as 31 frames (1.24 s at 25 fps), each gap
+    holding the picture before it, the tail holding the last one."""
+    coded = [0, 11, 17, 18, 19, 22, 23, 24]
+    slots: list[int | None] = [k if k in coded else None for k in range(25)] + [None] * 6
+    path = vf.make_avi_with_held_frames(tmp_path / "held.avi", slots)
+    sizes = vf.avi_chunk_sizes(path)
+    assert len(sizes) == 31 and sizes.count(0) == 23  # real zero-length "00dc" chunks in the file
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.frames == 31 and sum(1 for p in container.demux(stream) if p.size) == 8
+    info = probe(path)
+    assert (info.num_frames, info.fps, info.duration) == (31, 25, pytest.approx(31 / 25))
+    pictures = read_frames(path)  # the 8 coded pictures, in order
+    assert len(pictures) == 8
+    for k, picture in enumerate(coded):
+        assert psnr(pictures[k], vf.pattern(picture, 64, 48)) > SAME_FRAME_DB
+    frames = np.stack(list(vio.frame_grid(path).frames()))
+    assert len(frames) == 31
+    np.testing.assert_array_equal(frames, pictures[_picture_on_screen(slots)])
+    result = scan(path)  # the manifest's view: 8 pictures at their times, lasting to the end of the tail
+    assert result.info.num_frames == 8 and result.info.duration == pytest.approx(31 / 25)
+    np.testing.assert_allclose(result.index.times, np.array(coded) / 25)
+    at5 = np.stack(list(vio.frame_grid(path, 5).frames()))  # 0, 0.2, ... 1.2 s: 7 targets inside 1.24 s
+    np.testing.assert_array_equal(at5, pictures[[_picture_on_screen(slots)[5 * k] for k in range(7)]])
+
+
+def test_cut_avi_is_still_truncated(tmp_path: Path) -> None:
+    """Trailing repeat chunks count only in a complete file: an AVI cut off in a copy, whose header counts more
+    slots than its packets span, is a truncated file, not a held last picture."""
+    slots: list[int | None] = [k if k % 2 == 0 else None for k in range(40)]
+    path = vf.make_avi_with_held_frames(tmp_path / "full.avi", slots)
+    cut = vf.make_truncated(path, tmp_path / "cut.avi", 0.5)
+    with pytest.raises(VideoError, match=r"cut\.avi: truncated or corrupt file: found \d+ of 40 frames"):
+        probe(cut)
+    with pytest.raises(VideoError, match=r"cut\.avi: truncated"):
+        list(vio.frame_grid(cut).frames())
+
+
+def test_cinepak_avi_from_ffmpeg_with_dropped_frames(tmp_path: Path) -> None:
+    """FFmpeg's own AVI muxer: testsrc2 at 15 fps, 444 slots, 16 of them coded (cinepak, inter frames), the 428
+    dropped ones written as zero-length chunks. The header says 444 frames; it reads as 444 frames, 29.6 s."""
+    keep = [0, 11, 17, 24, 40, 41, 42, 60, 99, 130, 131, 200, 300, 301, 402, 443]
+    path = vf.make_cinepak_with_dropped_frames(tmp_path / "cine.avi", keep, 444)
+    sizes = vf.avi_chunk_sizes(path)
+    assert len(sizes) == 444 and sizes.count(0) == 444 - len(keep)
+    info = probe(path)
+    assert (info.codec, info.num_frames, info.fps) == ("cinepak", 444, 15)
+    assert info.duration == pytest.approx(444 / 15) and not info.variable_frame_rate
+    pictures = read_frames(path)
+    assert len(pictures) == len(keep)
+    frames = np.stack(list(vio.frame_grid(path).frames()))
+    slots: list[int | None] = [k if k in keep else None for k in range(444)]
+    assert len(frames) == 444
+    np.testing.assert_array_equal(frames, pictures[_picture_on_screen(slots)])
+
+
+def test_webm_whose_header_undercounts_reads_to_its_last_frame(tmp_path: Path) -> None:
+    """A WebM whose Segment Info Duration says 60 % of what its clusters hold: the timestamps decide."""
+    path = vf.with_matroska_duration(vf.make_testsrc(tmp_path / "full.webm", "vp9.webm"), tmp_path / "short.webm", 0.6)
+    import av
+
+    with av.open(str(path)) as container:
+        assert container.duration / 1e6 == pytest.approx(0.6 * vf.TESTSRC_SECONDS)
+    expected = vf.TESTSRC_SECONDS * vf.TESTSRC_FPS
+    assert probe(path).num_frames == expected
+    frames = list(vio.frame_grid(path).frames())
+    assert len(frames) == expected
+    np.testing.assert_array_equal(np.stack(frames), read_frames(path))
+
+
+def test_resample_indices_tolerance_for_rounded_timestamps() -> None:
+    # 30 fps stored in milliseconds: frame 2 (due at 66.7 ms) is stamped 67 ms, frame 5 (166.7 ms) 167 ms.
+    times = np.array([0, 33, 67, 100, 133, 167]) / 1000
+    assert resample_indices(times, 30).tolist() == [0, 1, 1, 3, 4, 4]  # on the exact times, 2 and 5 come late
+    assert resample_indices(times, 30, tolerance=0.001).tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="tolerance"):
+        resample_indices(times, 30, tolerance=-1)

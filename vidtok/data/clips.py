@@ -105,10 +105,13 @@ class _VideoClips:
         return int(np.count_nonzero(np.diff(self.picks) == 0))
 
 
-def _clips_of(times: np.ndarray, duration: float, fps: float, clip_frames: int, stride: int) -> _VideoClips:
+def _clips_of(
+    times: np.ndarray, duration: float, fps: float, clip_frames: int, stride: int, tick: float = 0.0
+) -> _VideoClips:
     positions = _valid_positions(duration, fps)
     n_clips = (positions - clip_frames) // stride + 1 if positions >= clip_frames else 0
-    picks = vio.resample_indices(times, fps, num_frames=positions)
+    # A picture stamped up to one tick late (Matroska's 1 ms, GIF's 10 ms) is on screen at its target already.
+    picks = vio.resample_indices(times, fps, num_frames=positions, tolerance=min(tick, 0.5 / fps))
     grid = np.arange(n_clips, dtype=np.int64)[:, None] * stride + np.arange(clip_frames, dtype=np.int64)[None]
     return _VideoClips(picks, grid[:, 0] if n_clips else np.zeros(0, np.int64), picks[grid], grid / fps)
 
@@ -139,8 +142,9 @@ def build_clip_index(config: DataConfig, fps: float, *, progress: bool = True) -
     skipped: list[dict[str, Any]] = []
     for video in tqdm(list(ok.itertuples()), desc=f"clips @ {fps:g} fps", unit="video", disable=not progress):
         # The times of the frames that decode, from the manifest's scan: nothing is read here.
-        times = np.asarray(indexes[video.sha256].times, dtype=np.float64)
-        clips = _clips_of(times, float(video.duration), fps, config.clip_frames, config.clip_stride)
+        index = indexes[video.sha256]
+        times = np.asarray(index.times, dtype=np.float64)
+        clips = _clips_of(times, float(video.duration), fps, config.clip_frames, config.clip_stride, index.tick())
         if not len(clips.starts):
             skipped.append(
                 {

@@ -15,11 +15,16 @@ Conventions (shared by the data pipeline, the sweeps and the CLI):
 - Paths are anything fsspec understands: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
   Local files go to FFmpeg by name (fast seeks); others are read through a file object from ``fs.open``.
 - Bad input raises :class:`VideoError`, whose message is one line naming the file and the problem.
-- Frames are what decodes: frame i is the i-th picture a front-to-back decode gives, and its time is that
-  picture's timestamp. Container metadata (frame counts, packet timestamps) only serves for a quick `probe` and is
-  checked against the decode: a small disagreement (edit lists, B-frame priming) is a warning, a decode error
-  part-way or a stream that stops well short of its container is a VideoError. A timestamp gap is a frame held
-  on screen (AVI's zero-length "repeat" chunks): resampling repeats it, as a player does.
+- Files are read as they play, judged by timestamps: a picture shows from its timestamp until the next one's, so a
+  gap is a frame held on screen (AVI's zero-length "repeat" chunks, which FFmpeg's demuxer drops), and a video
+  has as many frames as its duration holds at its frame rate (`FrameGrid`, what `vidtok encode` reads). The rate
+  is the constant one on whose grid the timestamps lie, up to the container's rounding (Matroska's milliseconds,
+  GIF's centiseconds). No path takes a frame count from the container: its counts and durations only bound the
+  packets (a header that promises more than the packets span is a cut-off, or, in a complete AVI, repeat chunks
+  after the last picture). A file is truncated only when decoding fails or the decoded pictures end well before
+  the packets do; then reading raises VideoError (a warning with allow_partial). `iter_frames` and `read_frames`
+  index the pictures that decode (frame i is the i-th picture, a held frame one picture); `scan` records their
+  times, which resampling (`resample_indices`) turns into the frame on screen at each target time.
 - Seeking is an optimisation that must not change a frame: `scan` decodes a video front to back once, then seeks
   to each keyframe and keeps only those from which decoding reproduces the same pictures (FrameIndex.seek_points,
   recorded in the data manifest); without that index, reading decodes from the start.
@@ -27,6 +32,7 @@ Conventions (shared by the data pipeline, the sweeps and the CLI):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -37,7 +43,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -46,12 +52,16 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from vidtok._files import atomic_path
+
 __all__ = [
+    "FrameGrid",
     "FrameIndex",
     "VideoError",
     "VideoInfo",
     "VideoScan",
     "VideoWriter",
+    "frame_grid",
     "frame_times",
     "iter_frames",
     "iter_frames_at",
@@ -96,9 +106,9 @@ class VideoInfo:
     codec: str  # FFmpeg decoder name, e.g. "h264"
     width: int  # after applying rotation
     height: int
-    fps: Fraction  # average frame rate as a fraction (e.g. 30000/1001)
-    num_frames: int  # exact count of frames (packets) found by demuxing
-    duration: float  # seconds, first frame's start to last frame's end
+    fps: Fraction  # the timestamps' constant rate (e.g. 30000/1001); at variable frame rate the mean
+    num_frames: int  # probe: frames shown at fps, held ones included (FrameGrid); scan: pictures that decode
+    duration: float  # seconds, first frame's start to last frame's end (held frames included)
     rotation: int  # 0/90/180/270, counter-clockwise, from the display matrix (see the module docstring)
     pix_fmt: str
     bit_depth: int
@@ -246,9 +256,23 @@ def _orientation(frame: Any) -> tuple[int, bool]:
     return (2 if vflip else 0), hflip != vflip
 
 
+# The stream's matrix tag (AVColorSpace) -> swscale's name for it. Untagged video converts with swscale's default,
+# BT.601, as FFmpeg's own tools do; BT.2020 constant luminance has no swscale matrix and converts as BT.2020.
+_SWSCALE_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+
+
 def _to_rgb(frame: Any, src: _Input | None = None) -> np.ndarray:
-    # swscale converts gray, 10-bit, yuv444, ... to 8-bit RGB, with the frame's own matrix (BT.601/709) and range.
-    rgb = frame.to_ndarray(format="rgb24")
+    """A decoded picture as upright uint8 RGB. swscale converts gray, 10-bit, yuv444, ... with the stream's own
+    matrix (BT.601 / BT.709 / ...) and range (limited 16..235 / full 0..255), both read from the frame's tags and
+    passed explicitly (older PyAV converted BT.709 video with BT.601 coefficients; tests/data/test_colour.py pins
+    the conversion against one computed from the YUV planes, on the `av` version pyproject.toml requires)."""
+    options: dict[str, Any] = {}
+    matrix = _SWSCALE_MATRIX.get(int(frame.colorspace))
+    if matrix is not None:
+        options["src_colorspace"] = matrix
+    if int(frame.color_range) in (1, 2):  # AVCOL_RANGE_MPEG (limited), AVCOL_RANGE_JPEG (full)
+        options["src_color_range"] = int(frame.color_range)
+    rgb = frame.to_ndarray(format="rgb24", **options)
     if src is None:
         turns, mirror = _orientation(frame)
     else:
@@ -274,36 +298,105 @@ def _truncated(
 
 # ----------------------------------------------------------------------------------------------------- timeline
 
+# A decoded timeline may end a little before the packets' (edit lists, B-frame priming, muxer rounding) and a
+# container's count may disagree with the packets by a few without anything being wrong: up to this many frames, or
+# this share of the video, is a warning; more is a cut-off.
+COUNT_SLACK_FRAMES = 3
+COUNT_SLACK_SHARE = 0.02
+
 
 @dataclass(frozen=True)
 class _Timeline:
-    """Timestamps of every packet-borne frame in display order, from one demux pass (no decoding): the quick view
-    `probe` and the CLI use. Frame counts that matter come from decoding (`scan`)."""
+    """Timestamps of every packet-borne picture in display order, from one demux pass (no decoding).
+
+    Frames sit at their timestamps and a gap is a frame held on screen: AVI's zero-length "repeat" chunks are
+    dropped by FFmpeg's demuxer and leave one. `rate` is the constant frame rate on whose grid the timestamps lie
+    (gaps of whole frames allowed), None for variable frame rate. `held_until` is where a complete AVI's trailing
+    repeat chunks keep the last picture on screen (seconds from the first frame; 0 when there are none)."""
 
     pts: np.ndarray  # int64 ticks, sorted (display order)
     time_base: Fraction
     last_duration: int  # ticks the last frame lasts
     exact: bool  # every packet had its own timestamp
     discarded: int  # packets an edit list cuts: counted by the container, never shown
+    rate: Fraction | None = None
+    held_until: float = 0.0
     first_frame: Any = None  # first decoded frame, when asked for
+    cut_note: str | None = None  # a cut-off the demux pass found with allow_partial: the decode that follows says it
 
     def times(self) -> np.ndarray:
         # (pts - pts0) * num / den with one rounding: bikes (tb 1/12800, 512 ticks a frame) gives exactly k / 25.
         ticks = (self.pts - self.pts[0]).astype(np.float64)
         return ticks * self.time_base.numerator / self.time_base.denominator
 
+    def last_time(self) -> float:
+        """When the last picture comes on screen, in seconds from the first."""
+        return float(int(self.pts[-1] - self.pts[0]) * self.time_base)
+
     def slots(self) -> int:
-        """Frame slots the timestamps span, gaps included: a gap is a frame held on screen (AVI's zero-length
-        "repeat" chunks, dropped by the demuxer, leave one)."""
-        if not self.exact or len(self.pts) < 2 or _is_vfr(self):
+        """Frames the video shows at its constant rate: the grid slots from the first picture to the end of the last,
+        held frames included (the last picture lasts its own duration, or to `held_until`). At variable frame rate,
+        its pictures."""
+        if self.rate is None:
             return len(self.pts)
-        step = int(np.median(np.diff(self.pts)))
-        return int(round((int(self.pts[-1]) - int(self.pts[0])) / step)) + 1 if step > 0 else len(self.pts)
+        span = int(self.pts[-1] - self.pts[0])
+        last_slot = round(span * self.time_base * self.rate)
+        ends = (span + self.last_duration) * self.time_base * self.rate, Fraction(self.held_until) * self.rate
+        return max(last_slot + 1, *(round(end) for end in ends))
+
+    def duration(self) -> float:
+        """Seconds from the first picture's start to the last one's end (its own duration, or `held_until`)."""
+        span = (int(self.pts[-1] - self.pts[0]) + self.last_duration) * self.time_base
+        return max(float(span), self.held_until)
+
+    def period(self) -> float:
+        """Seconds a frame lasts on the grid (at variable frame rate: the mean)."""
+        return float(1 / self.rate) if self.rate is not None else self.duration() / len(self.pts)
+
+    def rounding(self) -> float:
+        """How late a container may have stamped a picture by rounding its time to a tick: one tick (Matroska's
+        1 ms: 30 fps frame 2, due at 66.7 ms, is stored as 67 ms), or 0 where a tick is a large part of a frame
+        and the timestamps count frames exactly (AVI: one tick per frame)."""
+        tick = float(self.time_base)
+        return tick if self.exact and tick <= 0.4 * self.period() else 0.0
+
+
+def _grid_rate(stream: Any, pts: np.ndarray, time_base: Fraction) -> Fraction | None:
+    """The constant frame rate on whose grid (k / rate after the first picture) the timestamps lie, or None.
+
+    Candidates are the container's average rate and FFmpeg's guess (r_frame_rate): GIF's 3/3/4-centisecond delays
+    average 33.3 fps but lie on a 30 fps grid. A timestamp may sit up to one tick off its slot, since containers
+    round times to their ticks (Matroska: 1 ms, GIF: 10 ms); of the rates that fit, the one the timestamps sit
+    closest to wins. A gap of whole frames is a held frame; two pictures in one slot, or one
+    between slots, are variable frame rate. The guess is taken only when it adds at most as many held slots as
+    there are pictures, so a rate fine enough for any timestamps does not turn variable-rate video into mostly
+    repeated frames."""
+    seconds = (pts - pts[0]).astype(np.float64) * (time_base.numerator / time_base.denominator)
+    fits: list[tuple[float, Fraction]] = []  # (worst distance in ticks, rate)
+    for rate, max_slots in ((stream.average_rate, None), (stream.guessed_rate, 2 * len(pts) + 1)):
+        if not rate:
+            continue
+        position = seconds * float(rate)
+        slot = np.round(position)
+        off_ticks = float(np.max(np.abs(position - slot))) / float(time_base * rate)  # worst distance, in ticks
+        tolerance = min(1.0, 0.45 / float(time_base * rate))  # ticks; never near half a frame
+        if off_ticks > tolerance + 1e-6 or np.any(np.diff(slot) < 1):
+            continue
+        if max_slots is not None and slot[-1] + 1 > max_slots:
+            continue
+        fits.append((off_ticks, Fraction(rate)))
+    if not fits:
+        return None
+    # Rates the timestamps fit about equally well (a quarter tick): the plainer one (30 rather than 30000/1001 for
+    # a one-second GIF, whose centiseconds cannot tell them apart); over a longer video only the right one fits.
+    closest = min(off for off, _ in fits)
+    return min((rate for off, rate in fits if off <= closest + 0.25), key=lambda rate: rate.denominator)
 
 
 def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str | None:
     """For containers without a frame count (Matroska/WebM): the header's duration says how long the video should
-    be. Only trusted for a video-only file, where the container duration is the video's."""
+    be. Only trusted for a video-only file, where the container duration is the video's. A header shorter than
+    the packets is not a problem (the timestamps say how long the video is)."""
     duration = src.container.duration
     rate = src.stream.average_rate or src.stream.guessed_rate
     if duration is None or len(src.container.streams) != 1 or not rate:
@@ -313,12 +406,6 @@ def _expected_from_duration(src: _Input, count: int, end_seconds: float) -> str 
     if missing > 2 / float(rate) + 0.05:
         return f"about {max(count + 1, round(duration / 1e6 * float(rate)))}"
     return None
-
-
-# A container's frame count may disagree with the frames that decode by a few without anything being wrong (edit
-# lists, B-frame priming, muxer rounding): up to this many frames, or this share, is a warning; more is a cut-off.
-COUNT_SLACK_FRAMES = 3
-COUNT_SLACK_SHARE = 0.02
 
 
 def _count_problem(
@@ -334,6 +421,51 @@ def _count_problem(
         return text
     _truncated(src.path, found, expected, verb, allow_partial, src.error)
     return None
+
+
+def _riff_complete(path: str) -> bool:
+    """Whether an AVI file holds every byte its RIFF chunks declare (the first 'AVI ' one and OpenDML's 'AVIX'
+    extensions): a file cut off in a copy or a crashed recording ends inside one."""
+    fs, fspath = _split(path)
+    try:
+        size = fs.size(fspath)
+        with fs.open(fspath, "rb") as f:
+            offset = 0
+            while offset + 8 <= size:
+                f.seek(offset)
+                head = f.read(8)
+                if head[:4] != b"RIFF":
+                    break  # trailing bytes that are no RIFF chunk: nothing more is declared
+                length = int.from_bytes(head[4:8], "little")
+                if offset + 8 + length > size:
+                    return False
+                offset += 8 + length + (length & 1)
+            return True
+    except OSError:
+        return False
+
+
+def _held_end(src: _Input, tl: _Timeline, allow_partial: bool) -> float:
+    """Check the packets against the frames the container declares; returns where a complete AVI's trailing repeat
+    chunks hold the last picture (seconds from the first; 0 when none).
+
+    AVI counts every chunk, zero-length "repeat" ones included, in its header (dwLength, one per frame slot), and
+    FFmpeg's demuxer drops the zero-length ones: a header that counts more slots than the packets span is either
+    repeat chunks after the last picture (the file is complete: every RIFF chunk holds its bytes) or a cut-off."""
+    stream = src.stream
+    if stream.frames:
+        found = max(tl.slots(), len(tl.pts)) + tl.discarded  # held frames and cut samples count in the container
+        avi = "avi" in src.container.format.name.split(",")
+        if stream.frames > found and tl.rate is not None and avi and _riff_complete(src.path):
+            return float(Fraction(stream.frames) / tl.rate)
+        note = _count_problem(src, found, stream.frames, allow_partial)
+        if note:
+            warnings.warn(f"{src.path}: {note} (frames are read by their timestamps)", stacklevel=4)
+    else:
+        expected = _expected_from_duration(src, len(tl.pts), tl.duration())
+        if expected is not None:
+            _truncated(src.path, len(tl.pts), expected, "found", allow_partial, None)
+    return 0.0
 
 
 def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -> _Timeline:
@@ -387,45 +519,51 @@ def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -
         raw = np.asarray(stamps, dtype=np.int64)
         order = np.argsort(raw, kind="stable")
         pts = raw[order]
-        time_base = stream.time_base
+        time_base = Fraction(stream.time_base)
         last_duration = durations[int(order[-1])]
+        rate = _grid_rate(stream, pts, time_base)
     else:
-        # No usable timestamps (e.g. AVI with packed B-frames): assume a constant rate.
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        time_base = 1 / Fraction(rate)
+        # No usable timestamps (e.g. AVI with packed B-frames): assume a constant rate, frame i at i / rate.
+        rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
+        time_base = 1 / rate
         pts = np.arange(len(stamps), dtype=np.int64)
         last_duration = 1
     if last_duration <= 0:
         last_duration = int(np.median(np.diff(pts))) if len(pts) > 1 else 0
-    tl = _Timeline(pts, Fraction(time_base), last_duration, exact, discarded, first)
+    tl = _Timeline(pts, time_base, last_duration, exact, discarded, rate, 0.0, first)
 
     if src.error:
         _truncated(src.path, len(stamps), None, "found", allow_partial, src.error)
-    if stream.frames:
-        # Held frames (timestamp gaps) and cut samples count in the container, not in the packets.
-        note = _count_problem(src, max(tl.slots(), len(stamps)) + discarded, stream.frames, allow_partial)
-        if note:
-            warnings.warn(f"{src.path}: {note} (frame counts come from decoding)", stacklevel=3)
-    else:
-        end = float((int(pts[-1]) + last_duration - int(pts[0])) * time_base)
-        expected = _expected_from_duration(src, len(stamps), end)
-        if expected is not None:
-            _truncated(src.path, len(stamps), expected, "found", allow_partial, None)
-    return tl
+    held = _held_end(src, tl, allow_partial)
+    return replace(tl, held_until=held) if held else tl
 
 
-def _frame_rate(path: str, stream: Any, tl: _Timeline, vfr: bool) -> Fraction:
-    n = tl.slots()
+def _timeline(path: str, *, allow_partial: bool, want_first_frame: bool = False) -> tuple[_Timeline, VideoInfo]:
+    """One demux pass over `path` (its own open, so the decoding that follows starts fresh): the packets' timeline and
+    the stream's description. With `allow_partial` a cut-off is not reported here but kept on the timeline
+    (`cut_note`): the decode that follows finds where the frames really end, and says it once."""
+    with _open(path) as src:
+        with warnings.catch_warnings(record=True) as noted:
+            if allow_partial:
+                warnings.simplefilter("always")
+            tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
+        cut = [str(n.message) for n in noted if "truncated or corrupt" in str(n.message)]
+        for note in noted:
+            if str(note.message) not in cut:
+                warnings.warn(note.message, stacklevel=3)
+        if cut:
+            tl = replace(tl, cut_note=cut[0])
+        return tl, _info(src, tl, tl.first_frame, tl.slots())
+
+
+def _frame_rate(path: str, tl: _Timeline) -> Fraction:
+    """The grid's rate; at variable frame rate the mean rate, pictures over duration."""
+    if tl.rate is not None:
+        return tl.rate
     span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
-    measured = Fraction(n) / span if span > 0 else None
-    rate = stream.average_rate or stream.guessed_rate
-    # Trust the container's exact fraction (30000/1001) unless the timestamps disagree with it: Matroska reports
-    # the encoder's nominal rate even for variable-rate content.
-    if rate and (measured is None or (not vfr and abs(float(rate) / float(measured) - 1) < 0.01)):
-        return Fraction(rate)
-    if measured is None:
+    if span <= 0:
         raise VideoError(path, "cannot determine the frame rate (one frame, no rate in the container)")
-    return measured.limit_denominator(1_000_000)
+    return (len(tl.pts) / span).limit_denominator(1_000_000)
 
 
 def _container_name(container: Any, path: str) -> str:
@@ -438,15 +576,8 @@ def _container_name(container: Any, path: str) -> str:
 
 
 def _is_vfr(tl: _Timeline) -> bool:
-    if len(tl.pts) < 3 or not tl.exact:
-        return False
-    deltas = np.diff(tl.pts)
-    # Millisecond time bases (Matroska) store 29.97 fps as 33/34 ms steps: allow one tick (or 1 %) of jitter. A
-    # held frame (a gap of whole frames, AVI repeat chunks) is not variable rate: steps that are multiples pass.
-    step = float(np.median(deltas))
-    tolerance = max(1.0, 0.01 * step)
-    multiples = np.round(deltas / step)
-    return bool(np.any(np.abs(deltas - multiples * step) > tolerance) or np.any(multiples < 1))
+    # A held frame (a gap of whole frames, AVI repeat chunks) is not variable rate: the grid has it.
+    return tl.exact and len(tl.pts) >= 3 and tl.rate is None
 
 
 # ----------------------------------------------------------------------------------------------------- reading
@@ -454,7 +585,8 @@ def _is_vfr(tl: _Timeline) -> bool:
 
 def probe(path: PathLike, *, allow_partial: bool = False) -> VideoInfo:
     """Describe the first video stream from one demux pass and its first decoded frame (fast; `scan` decodes all).
-    `num_frames` counts frame slots: packets plus held frames, as players show them."""
+    `num_frames` counts the frames the video shows at `fps`: its timestamp slots, held frames included, as players
+    show them; `duration` is those slots' length (at variable frame rate: first picture to the end of the last)."""
     with _open(path) as src:
         tl = _scan(src, allow_partial=allow_partial, want_first_frame=True)
         return _info(src, tl, tl.first_frame, tl.slots())
@@ -463,8 +595,6 @@ def probe(path: PathLike, *, allow_partial: bool = False) -> VideoInfo:
 def _info(src: _Input, tl: _Timeline, first: Any, num_frames: int) -> VideoInfo:
     turns, _ = _orientation(first)
     width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
-    vfr = _is_vfr(tl)
-    span = Fraction(int(tl.pts[-1] - tl.pts[0]) + tl.last_duration) * tl.time_base
     fmt = first.format
     return VideoInfo(
         path=src.path,
@@ -472,13 +602,13 @@ def _info(src: _Input, tl: _Timeline, first: Any, num_frames: int) -> VideoInfo:
         codec=src.stream.codec_context.name,
         width=width,
         height=height,
-        fps=_frame_rate(src.path, src.stream, tl, vfr),
+        fps=_frame_rate(src.path, tl),
         num_frames=num_frames,
-        duration=float(span),
+        duration=tl.duration(),
         rotation=turns * 90,
         pix_fmt=fmt.name,
         bit_depth=max(c.bits for c in fmt.components),
-        variable_frame_rate=vfr,
+        variable_frame_rate=_is_vfr(tl),
     )
 
 
@@ -508,6 +638,16 @@ class FrameIndex:
     @property
     def num_frames(self) -> int:
         return len(self.times)
+
+    def tick(self) -> float:
+        """How late a container's rounding may have stamped a picture, the `tolerance` of resample_indices: one tick
+        of the time base (Matroska: 1 ms, GIF: 10 ms), or 0 without timestamps or where a tick is a large part of a
+        frame and the timestamps count frames exactly (AVI: one tick per frame)."""
+        if self.pts is None or self.time_base is None:
+            return 0.0
+        tick = float(self.time_base)
+        spacing = float(np.median(np.diff(self.times))) if len(self.times) > 1 else math.inf
+        return tick if tick <= 0.4 * spacing else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -556,9 +696,11 @@ def scan(path: PathLike, *, verify_seeks: bool = True, progress: Callable[[int],
     at all (a decode error part-way is a VideoError naming the frame); then, with `verify_seeks`, seek to every
     keyframe and keep those from which decoding reproduces the sequential frames (FrameIndex.seek_points).
 
-    The container's own frame count is only checked against the decoded one (a small disagreement is a warning,
-    see COUNT_SLACK_FRAMES). Frame times are the decoded frames' timestamps; where frames carry none, or not in
-    increasing order, frame i shows at i / rate."""
+    Frames are judged by their timestamps: the container's own frame count only bounds the packets (see
+    `_held_end`), and the file is cut off only when decoding fails or the decoded pictures end well before the
+    packets do (COUNT_SLACK_FRAMES). Frame times are the decoded frames' timestamps; where frames carry none, or
+    not in increasing order, frame i shows at i / rate. `info.num_frames` counts the pictures that decode (a held
+    frame is one picture shown longer); `info.duration` includes the held time."""
     name = os.fspath(path)
     with _open(name) as src:
         with warnings.catch_warnings():
@@ -582,21 +724,24 @@ def scan(path: PathLike, *, verify_seeks: bool = True, progress: Callable[[int],
             raise VideoError(name, f"corrupt data: decoding stopped after {len(pts)} frames (FFmpeg: {src.error})")
         if first is None:
             raise VideoError(name, f"cannot decode the {src.stream.codec_context.name} video stream: no frame came out")
-        # Held frames (timestamp gaps) and cut samples are in the container's count but never decode.
-        decodable = (src.stream.frames or tl.slots() + tl.discarded) - tl.discarded - (tl.slots() - len(tl.pts))
-        note = _count_problem(src, len(pts), decodable)
-        if note:
-            warnings.warn(f"{name}: {note} (the decoded count is used)", stacklevel=2)
-        rate = Fraction(src.stream.average_rate or src.stream.guessed_rate or 25)
         usable = all(p is not None for p in pts) and all(b > a for a, b in zip(pts, pts[1:]))  # type: ignore[operator]
         if usable:
             ticks = np.asarray(pts, dtype=np.int64)
-            last = tl.last_duration if tl.exact else int(np.median(np.diff(ticks))) if len(ticks) > 1 else 1
-            decoded = _Timeline(ticks, Fraction(src.stream.time_base), max(1, last), True, tl.discarded)
+            time_base = Fraction(src.stream.time_base)
+            if tl.exact:  # the decoded pictures end where the packets do, give or take the slack
+                _check_end(src, tl, len(pts), float(int(ticks[-1] - tl.pts[0]) * time_base), allow_partial=False)
+            else:
+                _check_end(src, tl, len(pts), (len(pts) - 1) * tl.period(), allow_partial=False)
+            same_end = tl.exact and ticks[-1] == tl.pts[-1]
+            last = tl.last_duration if same_end else int(np.median(np.diff(ticks))) if len(ticks) > 1 else 1
+            rate = _grid_rate(src.stream, ticks, time_base)
+            decoded = _Timeline(ticks, time_base, max(1, last), True, tl.discarded, rate, tl.held_until)
             seeks = _verified_seek_points(name, pts, digests, keys) if verify_seeks else (0,)
             index = FrameIndex(tuple(decoded.times().tolist()), tuple(ticks.tolist()), decoded.time_base, seeks)
         else:
-            decoded = _Timeline(np.arange(len(pts), dtype=np.int64), 1 / rate, 1, False, tl.discarded)
+            rate = tl.rate or Fraction(src.stream.average_rate or src.stream.guessed_rate or 25)
+            _check_end(src, tl, len(pts), (len(pts) - 1) / rate, allow_partial=False)
+            decoded = _Timeline(np.arange(len(pts), dtype=np.int64), 1 / rate, 1, False, tl.discarded, rate)
             index = FrameIndex(tuple(decoded.times().tolist()), None, None, (0,))
         return VideoScan(_info(src, decoded, first_frame or first, len(pts)), index)
 
@@ -682,42 +827,52 @@ def iter_frames(
     path: PathLike, *, start: int = 0, stop: int | None = None, allow_partial: bool = False
 ) -> Iterator[np.ndarray]:
     """Stream decoded frames `start <= i < stop` as uint8 RGB (H, W, 3), upright, front to back; holds one frame at
-    a time. Frame i is the i-th frame that decodes. A decode error part-way is a VideoError (with `allow_partial`, a
-    warning, and the frames before it are kept)."""
+    a time. Frame i is the i-th picture that decodes (a held frame is one picture: `FrameGrid` reads a video as it
+    plays, at a constant rate). A decode error part-way, or pictures that end well before the packets do, is a
+    VideoError (with `allow_partial`, a warning, and the frames before it are kept)."""
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
     name = os.fspath(path)
+    tl, _ = _timeline(name, allow_partial=allow_partial)
     with _open(name) as src:
         if stop == start:
             return
-        count, first_time, end_time = 0, None, 0.0
+        count, last_time = 0, 0.0
         for i, frame in enumerate(_decode(src)):
             count = i + 1
-            if frame.time is not None:  # end of this frame relative to the first: the stream's length so far
-                first_time = frame.time if first_time is None else first_time
-                end_time = frame.time - first_time + float((frame.duration or 0) * (frame.time_base or 0))
+            last_time = _frame_time(frame, tl, i, last_time)
             if i < start:
                 continue
             yield _to_rgb(frame, src)
             if stop is not None and count >= stop:
                 return
-        _check_end(src, count, end_time, allow_partial)
+        _check_end(src, tl, count, last_time, allow_partial)
 
 
-def _check_end(src: _Input, count: int, end_time: float, allow_partial: bool) -> None:
-    """After decoding to the end: a decode error part-way is corruption; a stream that stops well short of what
-    its container says (its frame count, or for Matroska its duration) was cut off; a small disagreement is a
-    warning (COUNT_SLACK_FRAMES)."""
+def _frame_time(frame: Any, tl: _Timeline, i: int, previous: float) -> float:
+    """Seconds from the first packet's picture at which decoded frame `i` comes on screen: its timestamp where the
+    packets have exact ones, else i frame periods. A time out of order, or missing, follows the previous one."""
+    if tl.exact and frame.pts is not None:
+        t = float(int(frame.pts - tl.pts[0]) * tl.time_base)
+    elif tl.exact:
+        t = previous + tl.period()
+    else:
+        t = i * tl.period()
+    return max(t, previous)
+
+
+def _check_end(src: _Input, tl: _Timeline, count: int, last_time: float, allow_partial: bool) -> None:
+    """After decoding to the end: a decode error part-way is corruption; decoded pictures whose last one comes well
+    before the last packet's (more than COUNT_SLACK_FRAMES frames or COUNT_SLACK_SHARE of the video) were cut off.
+    Pictures missing in between are not: a gap in the timestamps is a frame held on screen."""
+    expected = max(src.stream.frames or 0, len(tl.pts))  # for the message: what the container promised
+    missing = tl.last_time() - last_time
     if src.error:
-        _truncated(src.path, count, src.stream.frames or None, "decoded", allow_partial, src.error)
-    elif src.stream.frames:
-        note = _count_problem(src, count, src.stream.frames, allow_partial, "decoded")
-        if note:
-            warnings.warn(f"{src.path}: {note} (frame counts come from decoding)", stacklevel=4)
-    elif count:
-        expected = _expected_from_duration(src, count, end_time)
-        if expected is not None:
-            _truncated(src.path, count, expected, "decoded", allow_partial, None)
+        _truncated(src.path, count, expected, "decoded", allow_partial, src.error)
+    elif missing > max(COUNT_SLACK_FRAMES * tl.period(), COUNT_SLACK_SHARE * tl.last_time()) + _TIME_EPS:
+        _truncated(src.path, count, expected, "decoded", allow_partial, None)
+    elif tl.cut_note:  # the packets themselves end short of what the container says (found by the demux pass)
+        warnings.warn(tl.cut_note, stacklevel=4)
 
 
 def read_frames(
@@ -796,12 +951,18 @@ def iter_frames_at(
 
 
 def resample_indices(
-    times: np.ndarray, target_fps: float, *, start_time: float = 0.0, num_frames: int | None = None
+    times: np.ndarray,
+    target_fps: float,
+    *,
+    start_time: float = 0.0,
+    num_frames: int | None = None,
+    tolerance: float = 0.0,
 ) -> np.ndarray:
     """For each target time `start_time + k / target_fps` the index of the frame on screen then: the last frame
-    whose time is <= the target (1 ns of float slack), as a player shows it, so a held frame (a gap in the
-    timestamps) repeats. Targets run while they are <= the last source time, or exactly `num_frames` of them
-    (past the end the last frame repeats). Works for any sorted timestamps, so variable frame rate too."""
+    whose time is <= the target (1 ns of float slack, plus `tolerance` seconds for timestamps rounded to a coarse
+    tick: `FrameIndex.tick`), as a player shows it, so a held frame (a gap in the timestamps) repeats. Targets run
+    while they are <= the last source time, or exactly `num_frames` of them (past the end the last frame repeats).
+    Works for any sorted timestamps, so variable frame rate too."""
     t = np.asarray(times, dtype=np.float64)
     if t.ndim != 1 or len(t) == 0:
         raise ValueError("times must be a non-empty 1-D array of frame times in seconds")
@@ -809,6 +970,8 @@ def resample_indices(
         raise ValueError("times must be sorted (display order)")
     if not (math.isfinite(target_fps) and target_fps > 0):
         raise ValueError(f"target_fps must be a positive number, got {target_fps}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be >= 0 seconds, got {tolerance}")
     if num_frames is None:
         span = (t[-1] - start_time) * target_fps
         count = int(math.floor(span + _TIME_EPS * target_fps)) + 1 if span >= -_TIME_EPS * target_fps else 0
@@ -817,8 +980,63 @@ def resample_indices(
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
         count = num_frames
     target = start_time + np.arange(count, dtype=np.float64) / target_fps  # k / fps, not k * (1 / fps): one rounding
-    shown = np.searchsorted(t, target + _TIME_EPS, side="right") - 1
+    shown = np.searchsorted(t, target + tolerance + _TIME_EPS, side="right") - 1
     return np.clip(shown, 0, len(t) - 1).astype(np.int64)
+
+
+def _stream_grid(
+    path: str,
+    tl: _Timeline,
+    target_fps: float,
+    *,
+    num_frames: int | None,
+    tolerance: float,
+    start_time: float = 0.0,
+    allow_partial: bool = False,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(target time, frame) for targets `start_time + k / target_fps`, one decode front to back: the picture on
+    screen at each target (the last one whose time is <= target + `tolerance`). Exactly `num_frames` targets (the
+    last picture stays on screen to the end), or while targets are <= the last picture's time. A picture is
+    converted to RGB only when a target shows it; one shown at several targets is the same array object."""
+    with _open(path) as src:
+        k, count, last_time = 0, 0, 0.0
+        shown: Any = None  # the decoded picture on screen, and its RGB once a target needed it
+        rgb: np.ndarray | None = None
+        finished = True  # decoded to the end (not stopped at num_frames)
+        for i, frame in enumerate(_decode(src)):
+            count = i + 1
+            last_time = _frame_time(frame, tl, i, last_time)
+            # Targets before this picture comes on screen show the previous one.
+            while shown is not None and (num_frames is None or k < num_frames):
+                target = start_time + k / target_fps
+                if last_time <= target + tolerance + _TIME_EPS:
+                    break
+                if rgb is None:
+                    rgb = _to_rgb(shown, src)
+                yield target, rgb
+                k += 1
+            if num_frames is not None and k >= num_frames:
+                finished = False
+                break
+            shown, rgb = frame, None
+        if shown is None:
+            raise VideoError(path, "no frame could be decoded")
+        if finished:
+            _check_end(src, tl, count, last_time, allow_partial)
+        if rgb is None:
+            rgb = _to_rgb(shown, src)
+        while num_frames is None or k < num_frames:
+            target = start_time + k / target_fps
+            if num_frames is None and target > last_time + tolerance + _TIME_EPS:
+                break
+            yield target, rgb
+            k += 1
+
+
+def _tick(tl: _Timeline, target_fps: float) -> float:
+    """How late a picture may be stamped and still count as on screen at a target: the container's rounding
+    (`_Timeline.rounding`), at most half a target interval."""
+    return min(tl.rounding(), 0.5 / target_fps)
 
 
 def iter_resampled(
@@ -830,44 +1048,112 @@ def iter_resampled(
     allow_partial: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream (target time, frame) at `target_fps`: the frame on screen at each target time (resample_indices'
-    rule), read in one decode front to back by the decoded frames' own times. A frame shown at several target
-    times is yielded each time as the same array object; held frames (timestamp gaps) repeat; past the last frame
-    it repeats until `num_frames` (the last frame stays on screen until the video ends)."""
+    rule, with one tick of tolerance for rounded timestamps), read in one decode front to back by the decoded
+    frames' own times. A frame shown at several target times is yielded each time as the same array object; held
+    frames (timestamp gaps) repeat; past the last frame it repeats until `num_frames` (the last frame stays on
+    screen until the video ends)."""
     if not (math.isfinite(target_fps) and target_fps > 0):
         raise ValueError(f"target_fps must be a positive number, got {target_fps}")
     name = os.fspath(path)
-    with _open(name) as src:
-        rate = src.stream.average_rate or src.stream.guessed_rate or Fraction(25)
-        k, count, first_time, prev = 0, 0, None, None
-        last_time = 0.0
-        finished = True  # decoded to the end (not stopped at num_frames)
-        for i, frame in enumerate(_decode(src)):
-            count = i + 1
-            t = frame.time if frame.time is not None else float(i / Fraction(rate))
-            first_time = t if first_time is None else first_time
-            t = max(t - first_time, last_time)  # a time out of order holds the previous one
-            last_time = t
-            # Targets before this frame's time show the previous frame.
-            while prev is not None and (num_frames is None or k < num_frames):
-                target = start_time + k / target_fps
-                if target + _TIME_EPS >= t:
-                    break
-                yield target, prev
-                k += 1
-            if num_frames is not None and k >= num_frames:
-                finished = False
-                break
-            prev = _to_rgb(frame, src)
-        if finished:
-            _check_end(src, count, last_time + float(1 / Fraction(rate)), allow_partial)
-        if prev is None:
-            raise VideoError(name, "no frame could be decoded")
-        while num_frames is None or k < num_frames:
-            target = start_time + k / target_fps
-            if num_frames is None and target > last_time + _TIME_EPS:
-                break
-            yield target, prev
-            k += 1
+    tl, _ = _timeline(name, allow_partial=allow_partial)
+    yield from _stream_grid(
+        name,
+        tl,
+        target_fps,
+        num_frames=num_frames,
+        tolerance=_tick(tl, target_fps),
+        start_time=start_time,
+        allow_partial=allow_partial,
+    )
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """A video read at a constant frame rate, as a player shows it: `num_frames` frames, frame k the picture on
+    screen at k / fps. Pictures sit at their timestamps, a gap holds the previous picture, and the last one stays
+    until the video ends. At the video's own rate (`native`) each picture goes to its nearest grid slot, so
+    timestamps a container rounded to its ticks still land on their own frame.
+
+    `num_frames` is known before the first frame (a causal encoder plans its chunks from it) and `frames()` yields
+    exactly that many; a file found cut off while streaming raises VideoError."""
+
+    path: str
+    fps: Fraction
+    num_frames: int
+    width: int
+    height: int
+    native: bool  # at the video's own rate (its timestamp grid), else resampled to `fps`
+    info: VideoInfo = field(repr=False)
+    timeline: _Timeline = field(repr=False, compare=False)
+
+    def frames(self, *, allow_partial: bool = False) -> Iterator[np.ndarray]:
+        """Exactly `num_frames` uint8 RGB frames (H, W, 3), one decode front to back, one picture held at a time."""
+        rate = float(self.fps)
+        tolerance = 0.5 / rate if self.native else _tick(self.timeline, rate)
+        stream = _stream_grid(
+            self.path,
+            self.timeline,
+            rate,
+            num_frames=self.num_frames,
+            tolerance=tolerance,
+            allow_partial=allow_partial,
+        )
+        for _, frame in stream:
+            yield frame
+
+
+def frame_grid(path: PathLike, fps: float | Fraction | None = None, *, allow_partial: bool = False) -> FrameGrid:
+    """How `path` reads at `fps` (None: its own rate): the frame count from one demux pass over the packets' time
+    stamps (no decoding), so it is exact and cheap. A decode pass that discards the pictures is made only where
+    the packets do not tell: packets without usable timestamps, and with `allow_partial` a damaged file, whose
+    frames end where decoding stops.
+
+    At its own rate a video has `probe(path).num_frames` frames: its timestamp slots, held frames included. At
+    another rate, the targets k / fps inside its duration (the last picture is on screen until then)."""
+    name = os.fspath(path)
+    if fps is not None and not (math.isfinite(float(fps)) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    tl, info = _timeline(name, allow_partial=allow_partial)
+    if allow_partial or not tl.exact:
+        tl = _decoded_timeline(name, tl)
+        info = replace(info, fps=_frame_rate(name, tl), num_frames=tl.slots(), duration=tl.duration())
+    if fps is None:
+        return FrameGrid(name, info.fps, tl.slots(), info.width, info.height, True, info, tl)
+    rate = _as_fraction(fps)
+    count = max(1, math.ceil(tl.duration() * float(rate) - 1e-9))
+    return FrameGrid(name, rate, count, info.width, info.height, False, info, tl)
+
+
+def _decoded_timeline(path: str, packets: _Timeline) -> _Timeline:
+    """The timeline of the pictures that really decode (one decode pass, pictures discarded unconverted): for
+    packets without usable timestamps, and for damaged files read with allow_partial. Quiet: the read that follows
+    reports a cut-off."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _open(path) as src:
+            stamps: list[int] = []
+            count, last_time = 0, 0.0
+            for i, frame in enumerate(_decode(src)):
+                count = i + 1
+                last_time = _frame_time(frame, packets, i, last_time)
+                if packets.exact and frame.pts is not None:
+                    stamps.append(int(frame.pts))
+            cut = bool(src.error)
+    if count == 0:
+        raise VideoError(path, "no frame could be decoded")
+    rate = packets.rate
+    if not packets.exact:
+        period = 1 / (rate or Fraction(25))
+        return _Timeline(np.arange(count, dtype=np.int64), period, 1, False, packets.discarded, 1 / period)
+    missing = packets.last_time() - last_time
+    cut = cut or missing > max(COUNT_SLACK_FRAMES * packets.period(), COUNT_SLACK_SHARE * packets.last_time())
+    if not cut:
+        return packets
+    # Cut off: the frames end with the last picture that decoded, which lasts one frame.
+    last_tick = packets.pts[0] + round(Fraction(last_time) / packets.time_base)
+    pts = packets.pts[packets.pts <= last_tick]
+    step = int(np.median(np.diff(pts))) if len(pts) > 1 else packets.last_duration
+    return _Timeline(pts, packets.time_base, step, True, packets.discarded, rate)
 
 
 # ----------------------------------------------------------------------------------------------------- writing
@@ -894,8 +1180,10 @@ class VideoWriter:
         with VideoWriter("out.mp4", fps=25, width=640, height=272) as w:
             w.write(frame_or_batch)  # uint8 RGB (H, W, 3) or (T, H, W, 3)
 
-    Frames go to a temporary file (next to a local target; in the system temp folder for a remote one) that is
-    renamed or uploaded only when the video is complete, so an exception leaves nothing at the target. Odd sizes are
+    Frames go to a temporary file that is published only when the video is complete, so an exception leaves nothing
+    at the target. Next to a local target it is vidtok._files.atomic_path's hidden ".<name>.<random>.<pid>-<host>.part"
+    file, fsync'd and renamed on success: a kill leaves only that name, which every reader skips and the next write
+    into the folder removes. A remote target is staged in the system temp folder and uploaded. Odd sizes are
     padded by repeating the last row/column (yuv420p needs even sizes) with a warning. mp4/mov get the index at the
     front (faststart), so they stream from object storage and stay readable up to where a copy was cut off.
     """
@@ -929,11 +1217,10 @@ class VideoWriter:
             )
         self._fs, self._fspath = _split(self.path)
         self._local = isinstance(self._fs, LocalFileSystem)
+        self._publishing = contextlib.ExitStack()
         if self._local:
-            folder = os.path.dirname(self._fspath) or "."
-            os.makedirs(folder, exist_ok=True)
-            # Same folder as the target, so the final os.replace is an atomic rename on one filesystem.
-            self._tmp = os.path.join(folder, f".{os.path.basename(self._fspath)}.{uuid.uuid4().hex[:8]}.part")
+            # Same folder as the target, so publishing is an atomic rename on one filesystem.
+            self._tmp = os.fspath(self._publishing.enter_context(atomic_path(self._fspath)))
         else:
             fd, self._tmp = tempfile.mkstemp(suffix=ext, prefix="vidtok-write-")
             os.close(fd)
@@ -1011,7 +1298,7 @@ class VideoWriter:
 
     def _publish(self) -> None:
         if self._local:
-            os.replace(self._tmp, self._fspath)
+            self._publishing.close()  # atomic_path: fsync, rename over the target, fsync the folder
             return
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
         if _ATOMIC_PUT_PROTOCOLS.intersection(protocols):
@@ -1029,6 +1316,9 @@ class VideoWriter:
         self._remove_tmp()
 
     def _remove_tmp(self) -> None:
+        if self._local:  # atomic_path removes its temporary file when left with an exception
+            self._publishing.__exit__(VideoError, VideoError(self.path, "not published"), None)
+            return
         with suppress(FileNotFoundError):
             os.remove(self._tmp)
 

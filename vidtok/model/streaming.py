@@ -222,12 +222,14 @@ def iter_encode(
     chunk_frames: int = 16,
     tile: TileSpec | None = None,
     segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    name: str = "the stream",
 ) -> Iterator[Encoded]:
     """Encode a stream of frame chunks (B, 3, t, H, W) in [-1, 1] totalling `num_frames`; yields latent chunks.
 
     Causal: chunk outputs concatenated along time equal `model.encode(whole clip)`. Non-causal: one Encoded per
     clip of `chunk_frames` frames (the last one padded by repeating its final frame). With tiles, up to
-    `segment_frames` frames are buffered and run tile by tile (see `TileGrid.run`).
+    `segment_frames` frames are buffered and run tile by tile (see `TileGrid.run`). A stream that holds more or
+    fewer frames than `num_frames` is a ValueError that starts with `name` (the file the frames come from).
     """
     tf = model.config.temporal_factor
     if chunk_frames <= 0 or chunk_frames % tf:
@@ -235,9 +237,9 @@ def iter_encode(
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     if model.config.causal:
-        yield from _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames)
+        yield from _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames, name)
     else:
-        yield from _iter_encode_clips(model, frames, num_frames, chunk_frames, tile)
+        yield from _iter_encode_clips(model, frames, num_frames, chunk_frames, tile, name)
 
 
 def _encode_tiled(model: VidTok, grid: TileGrid, chunks: list[torch.Tensor], last: bool) -> list[torch.Tensor]:
@@ -252,7 +254,7 @@ def _encode_tiled(model: VidTok, grid: TileGrid, chunks: list[torch.Tensor], las
 
 
 def _causal_input_chunks(
-    model: VidTok, frames, num_frames: int, chunk_frames: int
+    model: VidTok, frames, num_frames: int, chunk_frames: int, name: str
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """The causal encoder's chunks (front padding on the first) with the number of real frames in each; checked."""
     pad = model.front_padding(num_frames)
@@ -265,16 +267,16 @@ def _causal_input_chunks(
         real = chunk.shape[2] - (pad if index == 0 else 0)
         seen += real
         if seen > num_frames:
-            raise ValueError(f"the stream has more frames than num_frames={num_frames}")
+            raise ValueError(f"{name} has more frames than num_frames={num_frames}")
         if chunk.shape[2] % model.config.temporal_factor:
-            raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+            raise ValueError(f"{name} ended after {seen} frames, expected num_frames={num_frames}")
         yield chunk, real
     if seen != num_frames:
-        raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+        raise ValueError(f"{name} ended after {seen} frames, expected num_frames={num_frames}")
 
 
-def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames) -> Iterator[Encoded]:
-    chunks = _causal_input_chunks(model, frames, num_frames, chunk_frames)
+def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_frames, name) -> Iterator[Encoded]:
+    chunks = _causal_input_chunks(model, frames, num_frames, chunk_frames, name)
     first = next(chunks)
     grid = None
     if _check_tiling(model, tile, *first[0].shape[-2:]):
@@ -304,7 +306,7 @@ def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_f
         set_streaming(model.encoder, False)
 
 
-def _iter_encode_clips(model, frames, num_frames, clip_frames, tile) -> Iterator[Encoded]:
+def _iter_encode_clips(model, frames, num_frames, clip_frames, tile, name) -> Iterator[Encoded]:
     seen = 0
     for clip in _rechunk(frames, iter(lambda: clip_frames, None)):
         seen += clip.shape[2]
@@ -320,7 +322,7 @@ def _iter_encode_clips(model, frames, num_frames, clip_frames, tile) -> Iterator
         q = model.regularization(features)
         yield Encoded(latents=q.latents, num_frames=real, indices=q.indices, mean=q.mean, logvar=q.logvar)
     if seen != num_frames:
-        raise ValueError(f"the stream ended after {seen} frames, expected num_frames={num_frames}")
+        raise ValueError(f"{name} ended after {seen} frames, expected num_frames={num_frames}")
 
 
 def encode_video(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -52,7 +53,14 @@ class _Csv:
         self._writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         self._file.flush()
 
+    def sync(self) -> None:
+        """Put the rows written so far on disk (flush only hands them to the kernel: a power cut loses them)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
         self._file.close()
 
 
@@ -188,6 +196,9 @@ class Recorder(L.Callback):
         if self._last_ckpt == step and not final:
             return
         self._last_ckpt = step
+        for handle in (self._csv, self._val):  # a checkpoint never refers to rows that are not on disk
+            if handle is not None:
+                handle.sync()
         path = self.hooks.save(module, step, final)
         module.last_checkpoint = str(path)
         self.hooks.on_checkpoint(path, step, final)
