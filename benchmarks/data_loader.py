@@ -70,9 +70,9 @@ def run_case(case: dict) -> dict:
     """One measurement, in its own process (see main)."""
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     config = DataConfig(**case["config"])
+    config = config.replace(num_workers=case["num_workers"], samples_per_epoch=10_000, use_cache=case["use_cache"])
     dm = VideoDataModule(config, fps=case["fps"], val_fps=case["fps"], resolution=case["resolution"],
-                         batch_size=case["batch_size"], num_workers=case["num_workers"], samples_per_epoch=10_000,
-                         use_cache=case["use_cache"])  # fmt: skip
+                         batch_size=case["batch_size"])  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no val clips at 3 fps": only the train loader is measured
         dm.setup("fit")

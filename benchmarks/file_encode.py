@@ -43,7 +43,7 @@ from benchmarks.harness import (
 )
 from vidtok.model.config import get_preset
 from vidtok.model.streaming import TileSpec
-from vidtok.tokens import RunOptions, encode_file
+from vidtok.tokens import ModelRef, RunOptions, encode_file
 
 FILES = {
     "sd": ROOT / "data" / "freecol" / "freecol-opening.video.ogg",
@@ -81,7 +81,7 @@ def worker(preset: str, path: str, threads: int, options: dict[str, int]) -> dic
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = encode_file(path, Path(tmp) / "out.tokens", preset=preset, options=run_options)
+        result = encode_file(path, Path(tmp) / "out.tokens", weights=ModelRef(preset=preset), options=run_options)
         wall = time.perf_counter() - start
     geometry = result.tokens.geometry
     return {

@@ -180,21 +180,13 @@ def training_module(config: Any, name: str, disc: str) -> Any:
     """A TrainingModule as a study trial builds it, from seed 0: the model of `config`, `loss_config(disc)`, Adam
     at lr 1e-3 for both steps, gradient clipping at 20, no EMA."""
     from vidtok import VidTok
+    from vidtok.train.config import TrainConfig
     from vidtok.train.losses import VidTokLoss
     from vidtok.train.module import TrainingModule
 
     torch.manual_seed(0)
-    return TrainingModule(
-        VidTok(config, name),
-        VidTokLoss(loss_config(disc)),
-        lr=1e-3,
-        lr_disc=1e-3,
-        betas=(0.9, 0.999),
-        grad_clip=20.0,
-        seed=0,
-        freeze_encoder=False,
-        ema_decay=None,
-    )
+    train = TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20.0, seed=0, freeze_encoder=False)
+    return TrainingModule(VidTok(config, name), VidTokLoss(loss_config(disc)), train)
 
 
 def random_clip(batch: int, frames: int, resolution: int) -> torch.Tensor:

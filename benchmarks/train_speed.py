@@ -53,11 +53,11 @@ from benchmarks.harness import (
 )
 from vidtok.data.config import DataConfig
 from vidtok.model.config import ModelSpec, get_preset
-from vidtok.train.config import TrainConfig
+from vidtok.train.config import Params, TrainConfig
 from vidtok.train.flops import iteration_flops
 from vidtok.train.losses import VidTokLoss
 from vidtok.train.module import TrainingModule
-from vidtok.train.run import train
+from vidtok.train.run import TrainHooks, train
 
 PRESETS = ("tiny_kl_causal_444", "tiny_fsq_causal_444", "tiny_kl_causal_488")
 
@@ -103,7 +103,7 @@ def discriminator_step_times(preset: str, disc: str, args: argparse.Namespace, f
         loss, _ = module.loss.discriminator_loss(x, recon, step=0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.loss.discriminator.parameters(), module.grad_clip)
+        torch.nn.utils.clip_grad_norm_(module.loss.discriminator.parameters(), module.config.grad_clip)
         optimizer.step()
 
     return _timed(step, args)
@@ -133,7 +133,8 @@ def train_step_times(preset: str, args: argparse.Namespace, data: DataConfig) ->
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train(data, ModelSpec(preset), cfg, loss_config(args.disc), Path(tmp) / "run", progress=False)
+        params = Params(data, ModelSpec(preset), cfg, loss_config(args.disc))
+        train(params, Path(tmp) / "run", hooks=TrainHooks(progress=False))
         total = time.perf_counter() - t0
         with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
             times = [float(row["step_time_s"]) for row in csv.DictReader(f)]

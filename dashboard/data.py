@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = runs.STAGES
 
 CMD_PIPELINE = "make run"  # README main job: sample data -> dvc repro -> metrics
-CMD_EVALUATE = "vidtok evaluate --checkpoint outputs/train/stage2 -o outputs/eval/metrics.json"
+CMD_EVALUATE = f"vidtok evaluate --checkpoint {runs.OUTPUTS.run('stage2')} -o {runs.OUTPUTS.metrics}"
 CMD_AUDIT = "vidtok audit"
 CMD_PREFECT = "make prefect-up"
 
@@ -177,7 +177,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any] | None:
 
 def pipeline_runs(base: Path) -> list[Path]:
     """The DVC pipeline's run folders that hold a run.json, in pipeline order."""
-    folders = [base / "outputs" / "train" / stage for stage in PIPELINE_STAGES]
+    folders = [runs.Outputs(base).run(stage) for stage in PIPELINE_STAGES]
     return [f for f in folders if (f / "run.json").is_file()]
 
 
@@ -212,8 +212,8 @@ def read_study_json(study_dir: Path) -> dict[str, Any] | None:
 
 def study_dirs(base: Path) -> dict[str, Path]:
     """The four studies of the platform (present or not), then any other study folder under experiments/."""
-    found = {name: base / "experiments" / name for name in STUDIES}
-    exp = base / "experiments"
+    found = {name: runs.Outputs(base).study(name) for name in STUDIES}
+    exp = runs.Outputs(base).experiments
     if exp.is_dir():
         for child in sorted(exp.iterdir()):
             if child.name not in found and ((child / "trials.parquet").is_file() or (child / "study.json").is_file()):
@@ -232,7 +232,7 @@ def read_eval(folder: Path) -> dict[str, Any] | None:
 
 def eval_folders(base: Path) -> list[Path]:
     """Evaluation folders: the pipeline's outputs/eval, then those inside study trial runs."""
-    candidates = [base / "outputs" / "eval"]
+    candidates = [runs.Outputs(base).eval]
     candidates += sorted(base.glob("experiments/*/runs/*/eval"))
     candidates += sorted(base.glob("experiments/*/runs/*/*/eval"))
     return [c for c in candidates if (c / "metrics.json").is_file() or (c / "videos").is_dir()]
@@ -310,7 +310,7 @@ def token_files(eval_folder: Path) -> list[Path]:
 def read_audit(base: Path) -> dict[str, Any] | None:
     """outputs/audit/audit.json of `vidtok audit` (passed, checked_at, target, checks [{name, status, detail}]), read
     and checked by vidtok.formats.read_audit_record; None when absent."""
-    path = base / "outputs" / "audit" / "audit.json"
+    path = runs.Outputs(base).audit / "audit.json"
     return read_json(path, "audit")
 
 
@@ -333,7 +333,7 @@ def main(argv: list[str]) -> int:
         print(f"  eval      {display(folder)}")
     for name, folder in study_dirs(base).items():
         print(f"  study     {name}: {'trials.parquet' if (folder / 'trials.parquet').is_file() else 'not run'}")
-    audit = base / "outputs" / "audit" / "audit.json"
+    audit = runs.Outputs(base).audit / "audit.json"
     print(f"  audit     {'present' if audit.is_file() else 'not run'}")
     return 0
 

@@ -4,7 +4,7 @@
     python -m flows.pipeline --profile smoke                             # one local run (ephemeral API)
 
 Each task calls the same plain function as its DVC stage (vidtok.data.manifest.build_manifest, vidtok.data.clips,
-the stage chain of vidtok.studies.trial, vidtok.evaluation.report.report), so the flow holds no logic of its own.
+the stage chain of vidtok.pipeline, vidtok.evaluation.report.report), so the flow holds no logic of its own.
 
 Caching. Prefect's default policy hits only inside one flow run; here every task is cached on its INPUTS, and
 the inputs are the run identity of what it makes (vidtok.runs): the params file's sha256, the profile and
@@ -40,10 +40,11 @@ from vidtok.data.sources import fetch_corpus
 from vidtok.evaluation.evaluate import EvalOptions
 from vidtok.evaluation.report import report
 from vidtok.params import resolve_sections
+from vidtok.pipeline import ChainLayout, ParamSource, evaluate_stage, train_stage
 from vidtok.runs import CODE_PATHS, SCHEDULES, code_sha256
 from vidtok.studies.sweeps import data_overrides
-from vidtok.studies.trial import ChainLayout, ParamSource, evaluate_stage, train_stage
 from vidtok.train.module import TrainingError
+from vidtok.train.run import TrainHooks
 
 CACHED = INPUTS  # the inputs carry the run identity: code, params, data and upstream hashes
 NOT_TRANSIENT = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -129,7 +130,9 @@ def train_task(
 ) -> dict[str, Any]:
     """`vidtok stage STAGE` into `out`/train/STAGE: an existing run folder resumes, or is reused when finished."""
     source = ParamSource(_params(root, params_path), profile, tuple(sets))
-    result = train_stage(stage, _layout(out), source, on_change="restart", progress=False)
+    result = train_stage(_layout(out).stage(stage), source, on_change="restart", hooks=TrainHooks(progress=False))
+    if result is None:  # a DDP worker process (rank > 0): rank 0's task reports
+        raise RuntimeError(f"{stage}: training returned no result in this process (a DDP worker?)")
     run_record = result.run_record
     return {
         "run_dir": str(result.run_dir),

@@ -39,7 +39,8 @@ def prepare_task(root: str, profile: str | None, fps: list[float]) -> dict[str, 
 
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
 def trial_task(folder: str, **kwargs: Any) -> Any:
-    """One trial: vidtok.studies.trial.run_trial (train + evaluate into the trial's run folder)."""
+    """One trial: vidtok.studies.trial.run_trial (train + evaluate into the trial's run folder, as its TrialPlan
+    says)."""
 
     return run_trial(folder, **kwargs)
 
@@ -93,8 +94,7 @@ def run_sweep(
     sweeps.validate_args(n_trials, list(sweeps.DEFAULT_SEEDS if seeds is None else seeds), study_name or spec.name)
     fps = sweeps.needed_fps(spec, root, profile=profile, levels=levels)
     data = prepare_task(str(Path(root).resolve()), profile, fps)
-    result = sweeps.run_study(
-        spec,
+    options = sweeps.StudyOptions(
         root=root,
         n_trials=n_trials,
         profile=profile,
@@ -106,9 +106,8 @@ def run_sweep(
         retry_failed=retry_failed,
         pruner=pruner,
         prepare=False,
-        run_fn=_run_trial_as_task,
-        log=logger.info,
     )
+    result = sweeps.run_study(spec, options, run_fn=_run_trial_as_task, log=logger.info)
     key = artifact_key(result.study_name)
     counts = result.summary["trials"]
     note = (

@@ -1,9 +1,10 @@
-"""The shape of the code base: the layering contract, private names, lazy imports and safe loading.
+"""The shape of the code base: the layering contract, private names, lazy imports, safe loading and function size.
 
     pytest tests/test_layout.py
 
-The layers (pyproject.toml [tool.importlinter], checked by import-linter): flows | dashboard -> cli -> audit ->
-studies -> evaluation -> train | tokens -> metrics -> data | model -> params | runs -> _files.
+The layers (pyproject.toml [tool.importlinter], checked by import-linter): flows | dashboard -> cli -> commands ->
+audit -> studies -> pipeline -> evaluation -> train | tokens -> metrics -> data | model -> params | runs | formats ->
+_files.
 
 Function-level imports are allowed only for the optional or heavy dependencies below, each for the reason given;
 everything else is imported at the top of its module, so the import graph import-linter checks is the whole one.
@@ -138,3 +139,47 @@ def test_every_torch_load_passes_weights_only_true(package: str) -> None:
     assert not unsafe, f"torch.load without weights_only=True: {unsafe}"
     if package == "vidtok":
         assert loads >= 1  # the upstream .ckpt reader: the check above really looked at a call
+
+
+# A function longer than this, or taking more parameters, does two jobs or unpacks a config: split it, or pass the
+# typed config whole (DESIGN.md: `train: TrainConfig`, not its fields).
+MAX_FUNCTION_LINES = 80
+MAX_PARAMETERS = 8  # self / cls not counted; *args and **kwargs count one each
+
+
+def _parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    args = function.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    bound = 1 if names and names[0] in ("self", "cls") else 0
+    return len(names) - bound + (args.vararg is not None) + (args.kwarg is not None)
+
+
+def test_no_function_in_the_library_is_over_80_lines_or_8_parameters() -> None:
+    """Every function and method of vidtok/, nested ones included (flows/ is not walked: a Prefect task's
+    parameters are its cache key)."""
+    offenders, walked = [], 0
+    for path in sorted((REPO / "vidtok").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            walked += 1
+            lines = node.end_lineno - node.lineno + 1
+            count = _parameter_count(node)
+            if lines > MAX_FUNCTION_LINES or count > MAX_PARAMETERS:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines, {count} params")
+    assert walked > 500  # the walk saw the library
+    assert not offenders, offenders
+
+
+def test_the_size_rule_counts_lines_and_parameters_as_it_says() -> None:
+    tree = ast.parse(
+        "class A:\n"
+        "    def m(self, a, b, *args, c, **kw):\n"
+        "        pass\n"
+        "def f(a, /, b, *, c=1):\n"
+        "    x = 1\n"
+        "    return x\n"
+    )
+    m, f = sorted((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)), key=lambda n: n.lineno)
+    assert (_parameter_count(m), _parameter_count(f)) == (5, 3)
+    assert (m.end_lineno - m.lineno + 1, f.end_lineno - f.lineno + 1) == (2, 3)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from vidtok._files import one_line
 from vidtok.data.sources import REGISTRIES
-from vidtok.runs import EVALUATE, SCHEDULES
+from vidtok.runs import EVALUATE, OUTPUTS, SCHEDULES
 
 __all__ = ["build_parser", "main"]
 
@@ -126,7 +126,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    """`vidtok train`, `vidtok stage` and `vidtok evaluate` (vidtok.train, vidtok.studies.trial, vidtok.evaluation)."""
+    """`vidtok stage` and `vidtok evaluate` (vidtok.pipeline, vidtok.train, vidtok.evaluation)."""
 
     def params_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", default="params.yaml", help="params file (default params.yaml; defaults if absent)")
@@ -139,30 +139,31 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("train", help="train one stage (stage1 low res, stage2 decoder at high res, or onestage)")
-    p.add_argument("--stage", choices=("stage1", "stage2", "onestage"), required=True)
-    params_flags(p)
-    p.add_argument("--run-dir", help="run folder (default outputs/train/STAGE); an existing one is resumed")
-    p.add_argument("--init-from", help="checkpoint or run folder to start from (required by stage2)")
-    p.add_argument(
-        "--on-change",
-        choices=("error", "restart"),
-        default="error",
-        help="when --run-dir holds a run with other settings: stop with an error (default) or delete it and restart",
-    )
-    p.set_defaults(handler="train")
-
     stages = sorted({s for chain in SCHEDULES.values() for s in chain}) + [EVALUATE]
     p = sub.add_parser(
         "stage",
-        help="one stage of the pipeline's chain (what dvc.yaml runs): outputs/train/STAGE or outputs/eval",
-        description="Run one stage of the chain stage1 -> stage2 -> evaluate (or onestage -> evaluate) into the "
-        "main job's folders; a folder holding a run made by other settings, code or data is started over.",
+        help="train one stage (stage1 low res, stage2 decoder at high res, onestage) or evaluate: what dvc.yaml runs",
+        description="Run one stage of the chain stage1 -> stage2 -> evaluate (or onestage -> evaluate). By default "
+        f"into the main job's folders ({OUTPUTS.train}/STAGE, {OUTPUTS.eval}), each stage starting from the one "
+        "before, and a folder holding a run made by other settings, code or data is started over. With --run-dir "
+        "the stage trains into that folder instead: it starts from --init-from or the params' train.init_from, and "
+        "a run made by something else there is an error unless --on-change restart.",
     )
     p.add_argument("name", choices=stages, metavar="STAGE", help=f"one of {', '.join(stages)}")
     params_flags(p)
     p.add_argument("--schedule", choices=tuple(SCHEDULES), default="twostage", help="the chain (default twostage)")
     p.add_argument("--repo", default=".", help="repository root whose outputs/ the chain writes (default .)")
+    p.add_argument("--run-dir", help=f"train into this folder (default {OUTPUTS.train}/STAGE); an existing run resumes")
+    p.add_argument(
+        "--init-from",
+        help="checkpoint or run folder to start from (default: the previous stage's run folder; stage2 needs one)",
+    )
+    p.add_argument(
+        "--on-change",
+        choices=("error", "restart"),
+        help="when the run folder holds a run made by other settings, code or data: start it over (the default in "
+        "the main job's folders) or stop with an error (the default with --run-dir)",
+    )
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="evaluate: clips of this split")
     p.add_argument("--vmaf", action="store_true", help="evaluate: also VMAF")
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="evaluate: LPIPS backbone")
@@ -172,7 +173,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics (with protocols) of a checkpoint on val clips, vs the trivial codec")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (its final checkpoint)")
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="clips of this split (default val)")
-    p.add_argument("-o", "--output", default="outputs/eval/metrics.json", help="metrics JSON to write")
+    p.add_argument("-o", "--output", default=str(OUTPUTS.metrics), help="metrics JSON to write")
     params_flags(p)
     p.add_argument("--resolution", type=int, help="square size (default: the checkpoint's training resolution)")
     p.add_argument("--fps", type=float, help="clip frame rate (default: data.val_fps)")
@@ -195,19 +196,39 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", default=".", help="repository root (default: the current folder)")
     p.set_defaults(handler="run-pipeline")
 
+    p = sub.add_parser(
+        "study",
+        help="run trials of a study (an Optuna study of one open question) into experiments/STUDY",
+        description="Run up to --n-trials open (level, seed) points of a study; a rerun continues its queue "
+        "(vidtok.studies.sweeps describes how). `vidtok study --list` names the studies and their levels.",
+    )
+    p.add_argument("name", nargs="?", metavar="STUDY", help="e.g. sweep-fps, sweep-codebook, sweep-staging, ablations")
+    p.add_argument("--list", action="store_true", help="list the studies and their levels")
+    p.add_argument("--n-trials", type=int, default=2, help="open points this run takes (default 2)")
+    p.add_argument("--profile", help="params.yaml profile (default: its profile:)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of the grid (default: the study's)")
+    p.add_argument("--study-name", help="Optuna study and folder name (default: the study)")
+    p.add_argument("--storage", help="sqlite:///..., postgresql://... (default experiments/STUDY/optuna.journal)")
+    p.add_argument("--root", default=".", help="folder holding params.yaml, data/ and experiments/ (default .)")
+    p.add_argument("--level", action="append", help="run only this level (repeatable)")
+    p.add_argument("--eval-clips", type=int, default=0, help="evaluate at most this many val clips (0: all)")
+    p.add_argument("--retry-failed", action="store_true", help="queue failed points again")
+    p.add_argument("--pruner", choices=("none", "median"), default="none", help="prune trials (default none)")
+    p.set_defaults(handler="study")
+
     p = sub.add_parser("findings", help="experiments/FINDINGS.md from the committed study results (never by hand)")
-    p.add_argument("--experiments", default="experiments", help="the studies' folder (default experiments)")
+    p.add_argument("--experiments", default=str(OUTPUTS.experiments), help="the studies' folder (default experiments)")
     p.set_defaults(handler="findings")
 
     p = sub.add_parser("report", help="markdown report of an evaluation and its training runs")
-    p.add_argument("--eval", default="outputs/eval/metrics.json", help="metrics JSON written by vidtok evaluate")
+    p.add_argument("--eval", default=str(OUTPUTS.metrics), help="metrics JSON written by vidtok evaluate")
     p.add_argument(
         "--runs",
         nargs="*",
-        default=["outputs/train/stage1", "outputs/train/stage2"],
+        default=[str(OUTPUTS.run(stage)) for stage in SCHEDULES["twostage"]],
         help="run folders to list (default: the pipeline's two stages)",
     )
-    p.add_argument("-o", "--output", default="outputs/report.md")
+    p.add_argument("-o", "--output", default=str(OUTPUTS.report))
     p.set_defaults(handler="report")
 
     p = sub.add_parser(
@@ -228,7 +249,7 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
         help="fail the checks that need data/, the run folders and the DVC cache where they are absent (by default a"
         " checkout without any of them, a fresh clone, lists those checks as not run here)",
     )
-    p.add_argument("--out-dir", help="where audit.json and audit.md go (default outputs/audit or RUN/audit)")
+    p.add_argument("--out-dir", help=f"where audit.json and audit.md go (default {OUTPUTS.audit} or RUN/audit)")
     p.set_defaults(handler="audit")
 
 

@@ -8,6 +8,7 @@ USER_ERRORS are the failures the entry point prints as one line (exit 1) instead
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -28,14 +29,15 @@ from vidtok.metrics import MissingWeightsError
 from vidtok.model import interop
 from vidtok.model.streaming import TileSpec
 from vidtok.model.vidtok import CheckpointError, load_pretrained, preset_table, save_pretrained
-from vidtok.params import active_profile
-from vidtok.runs import EVALUATE
+from vidtok.pipeline import ChainLayout, ParamSource, StageRun, evaluate_stage, run_main_job, train_stage
+from vidtok.runs import EVALUATE, OUTPUTS, Outputs
 from vidtok.studies.findings import write_findings
-from vidtok.studies.trial import ChainLayout, ParamSource, evaluate_stage, run_main_job, train_stage
-from vidtok.tokens import RunOptions, Source, TokenFile, decode_file, encode_file, reconstruct_file
-from vidtok.train.config import load_params, params_info
+from vidtok.studies.specs import STUDIES
+from vidtok.studies.sweeps import StudyOptions, run_study
+from vidtok.tokens import ModelRef, RunOptions, Source, TokenFile, decode_file, encode_file, reconstruct_file
+from vidtok.train.config import load_params
 from vidtok.train.module import TrainingError
-from vidtok.train.run import train
+from vidtok.train.run import TrainHooks
 
 __all__ = ["HANDLERS", "USER_ERRORS", "CommandError"]
 
@@ -111,6 +113,10 @@ def _run_options(args: argparse.Namespace):
     )
 
 
+def _weights(args: argparse.Namespace) -> ModelRef:
+    return ModelRef(preset=args.preset, checkpoint=args.checkpoint)
+
+
 def _progress(total: int | None, quiet: bool = False, unit: str = "frame"):
     """A progress bar on stderr: frames done, frames/s and ETA; off with --quiet, and when stderr is no terminal."""
     return tqdm(total=total, unit=unit, dynamic_ncols=True, disable=True if quiet else None, leave=False)
@@ -128,8 +134,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         result = encode_file(
             str(args.input),
             args.output,
-            preset=args.preset,
-            checkpoint=args.checkpoint,
+            weights=_weights(args),
             fps=args.fps,
             resolution=args.resolution,
             options=_run_options(args),
@@ -151,8 +156,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         out = decode_file(
             args.input,
             args.output,
-            preset=args.preset,
-            checkpoint=args.checkpoint,
+            weights=_weights(args),
             options=_run_options(args),
             progress=bar.update,
         )
@@ -164,8 +168,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         result = reconstruct_file(
             str(args.input),
             args.output,
-            preset=args.preset,
-            checkpoint=args.checkpoint,
+            weights=_weights(args),
             fps=args.fps,
             resolution=args.resolution,
             side_by_side=args.side_by_side,
@@ -262,31 +265,6 @@ def _params_file(value: str) -> str | None:
     return value if value != "params.yaml" or Path(value).is_file() else None
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    config = _params_file(args.config)
-    overrides = list(args.set or [])
-    if args.init_from:
-        overrides.append(f"train.init_from={args.init_from}")
-    params = load_params(config, args.profile, overrides, stage=args.stage)
-    result = train(
-        *params,
-        args.run_dir or f"outputs/train/{args.stage}",
-        # the profile actually used: --profile, else the params file's `profile:` (recorded in run.json)
-        params=params_info(config, active_profile(config, args.profile), overrides),
-        progress=not args.no_progress,
-        on_change=args.on_change,
-    )
-    if result is None:  # a DDP worker process (rank > 0): rank 0 reports
-        return
-    line = f"wrote {result.run_dir}: {result.steps} steps in {result.wall_time_s:.0f} s"
-    line += f", final checkpoint {result.final_checkpoint}"
-    if result.val_curve:
-        last = result.val_curve[-1]
-        line += f"; val PSNR {last.get('val_psnr', float('nan')):.2f} dB"
-        line += f" (trivial codec {last.get('trivial_psnr', float('nan')):.2f} dB)"
-    print(line)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     data = load_params(_params_file(args.config), args.profile, list(args.set or [])).data
     out = Path(args.output)
@@ -320,20 +298,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_stage(args: argparse.Namespace) -> None:
     source = ParamSource(_params_file(args.config), args.profile, tuple(args.set or []))
-    layout = ChainLayout.main_job(args.repo)
+    layout = ChainLayout.main_job(Outputs(args.repo), args.schedule)
     if args.name == EVALUATE:
+        given = [flag for flag, value in (("--run-dir", args.run_dir), ("--init-from", args.init_from),
+                                          ("--on-change", args.on_change)) if value]  # fmt: skip
+        if given:
+            raise CommandError(
+                f"{', '.join(given)}: for the training stages; `vidtok evaluate --checkpoint RUN` evaluates any run"
+            )
         options = EvalOptions(split=args.split, vmaf=args.vmaf, lpips_net=args.lpips_net, num_videos=args.videos)
-        record = evaluate_stage(layout, source, options, schedule=args.schedule, progress=not args.no_progress)
+        record = evaluate_stage(layout, source, options, progress=not args.no_progress)
         s = record["summary"]
         print(
             f"wrote {layout.eval_dir}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f} on {s['num_clips']} "
             f"{args.split} clips (trivial codec {s['trivial_psnr']:.2f} dB)"
         )
         return
-    result = train_stage(
-        args.name, layout, source, schedule=args.schedule, on_change="restart", progress=not args.no_progress
-    )
-    print(f"wrote {result.run_dir}: {result.steps} steps in {result.wall_time_s:.0f} s")
+    # The main job's folders belong to the chain (dvc repro restarts what changed); a --run-dir is the caller's.
+    run = StageRun(args.name, Path(args.run_dir)) if args.run_dir else layout.stage(args.name)
+    if args.init_from:
+        run = dataclasses.replace(run, parent=Path(args.init_from))
+    on_change = args.on_change or ("error" if args.run_dir else "restart")
+    result = train_stage(run, source, on_change=on_change, hooks=TrainHooks(progress=not args.no_progress))
+    if result is None:  # a DDP worker process (rank > 0): rank 0 reports
+        return
+    line = f"wrote {result.run_dir}: {result.steps} steps in {result.wall_time_s:.0f} s"
+    line += f", final checkpoint {result.final_checkpoint}"
+    if result.val_curve:
+        last = result.val_curve[-1]
+        line += f"; val PSNR {last.get('val_psnr', float('nan')):.2f} dB"
+        line += f" (trivial codec {last.get('trivial_psnr', float('nan')):.2f} dB)"
+    print(line)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -343,6 +338,31 @@ def cmd_run_pipeline(args: argparse.Namespace) -> None:
     status = run_main_job(args.repo)
     if status:
         raise SystemExit(status)
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    if args.list or not args.name:
+        for spec in STUDIES.values():
+            print(f"{spec.name} ({spec.factor}): {spec.question}")
+            print("  " + "; ".join(lv.label for lv in spec.levels))
+        if not args.list:
+            raise SystemExit(2)  # a study to run was not named
+        return
+    options = StudyOptions(
+        root=args.root,
+        n_trials=args.n_trials,
+        profile=args.profile,
+        seeds=args.seeds,
+        study_name=args.study_name,
+        storage=args.storage,
+        levels=args.level,
+        eval_clips=args.eval_clips,
+        retry_failed=args.retry_failed,
+        pruner=args.pruner,
+    )
+    result = run_study(args.name, options)
+    print(result.markdown, end="")
+    print(f"wrote {result.folder}/trials.parquet, summary.json, summary.md")
 
 
 def cmd_findings(args: argparse.Namespace) -> None:
@@ -374,7 +394,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         raise SystemExit(2) from None
     print(result.table(), end="")
     out = args.out_dir or (
-        "outputs/audit" if not (Path(args.target) / "run.json").is_file() else f"{args.target}/audit"
+        str(OUTPUTS.audit) if not (Path(args.target) / "run.json").is_file() else f"{args.target}/audit"
     )
     print(f"wrote {out}/audit.json and audit.md")
     if not result.passed:
@@ -392,10 +412,10 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "data samples": cmd_data_samples,
     "data manifest": cmd_data_manifest,
     "data resample": cmd_data_resample,
-    "train": cmd_train,
     "stage": cmd_stage,
     "evaluate": cmd_evaluate,
     "run-pipeline": cmd_run_pipeline,
+    "study": cmd_study,
     "findings": cmd_findings,
     "report": cmd_report,
     "audit": cmd_audit,

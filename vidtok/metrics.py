@@ -47,6 +47,7 @@ from vidtok.model.config import ModelConfig
 
 __all__ = [
     "FVD",
+    "FrameProtocol",
     "LPIPSMetric",
     "MetricResult",
     "MissingWeightsError",
@@ -760,6 +761,16 @@ def trivial_codec(video: Tensor, config: ModelConfig) -> Tensor:
 _FRAME_METRICS = {"psnr": psnr, "psnr_whole": psnr_whole, "ssim": ssim}
 
 
+@dataclass(frozen=True)
+class FrameProtocol:
+    """How video_metrics takes its frame metrics: SSIM's downsampling and border (see `ssim`) and the PSNR of
+    identical frames (`psnr`)."""
+
+    ssim_downsample: Literal["auto"] | None = None
+    ssim_border: Literal["valid", "reflect"] = "valid"
+    psnr_max_db: float = PSNR_MAX_DB
+
+
 def video_metrics(
     reference: Tensor,
     reconstruction: Tensor,
@@ -769,14 +780,13 @@ def video_metrics(
     vmaf: bool = False,
     clip_length: int | None = None,
     fps: float | None = None,
-    ssim_downsample: Literal["auto"] | None = None,
-    ssim_border: Literal["valid", "reflect"] = "valid",
-    psnr_max_db: float = PSNR_MAX_DB,
+    frame: FrameProtocol = FrameProtocol(),
 ) -> dict[str, MetricResult]:
     """Every requested metric of [0, 1] videos, keyed by result name ("lpips" or "random_feature_distance", "vmaf").
 
     `clip_length` cuts each video into non-overlapping clips first (it must divide T); per-clip values, psnr_whole
-    and VMAF motion then follow those clips. `fps` is recorded in every protocol.
+    and VMAF motion then follow those clips. `fps` is recorded in every protocol; `frame` sets SSIM's and PSNR's
+    conventions.
     """
     unknown = [m for m in metrics if m not in _FRAME_METRICS]
     if unknown:
@@ -786,9 +796,9 @@ def video_metrics(
     results: dict[str, MetricResult] = {}
     for name in metrics:
         if name == "ssim":
-            results[name] = ssim(ref, rec, downsample=ssim_downsample, border=ssim_border, fps=fps)
+            results[name] = ssim(ref, rec, downsample=frame.ssim_downsample, border=frame.ssim_border, fps=fps)
         else:
-            results[name] = _FRAME_METRICS[name](ref, rec, max_db=psnr_max_db, fps=fps)
+            results[name] = _FRAME_METRICS[name](ref, rec, max_db=frame.psnr_max_db, fps=fps)
     if lpips is not None:
         result = lpips(ref, rec, fps=fps)
         results[result.name] = result

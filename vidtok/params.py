@@ -13,20 +13,76 @@ Format (sections `data`, `model`, `train`, `loss`; their keys are the typed conf
 
 Precedence, lowest first: the dataclass defaults, the profile, the top-level sections, `--set section.key=value`.
 Torch-free, so the data commands and the dashboard can read parameters without importing the model.
+
+Every config section's dataclass (DataConfig, ModelConfig / ModelSpec, TrainConfig, LossConfig) is built from its
+mapping by `from_mapping` (an unknown key is an error listing the known ones) and checks its fields with the small
+validators below (`check_int`, `check_number`, `check_bool`, `check_choice`), so every section words its errors
+the same way: `section.key must be ..., got VALUE`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import yaml
 
 SECTIONS = ("data", "model", "train", "loss")
+
+Config = TypeVar("Config")
+
+# ------------------------------------------------------------------------------------------------ config helpers
+
+
+def check_keys(values: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """ValueError "unknown WHAT a, b; known: ..." when `values` holds a key outside `known`."""
+    known = sorted(known)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(map(str, unknown))}; known: {', '.join(known)}")
+
+
+def from_mapping(
+    cls: Callable[..., Config], values: Mapping[str, Any], what: str, convert: Callable[[Any], Any] | None = None
+) -> Config:
+    """The dataclass `cls` from a params mapping, strictly: an unknown key is a ValueError naming it and listing
+    the known fields (`what` names the keys, e.g. "train parameter(s)"); `convert` maps each value first (YAML lists
+    to tuples, say). The dataclass's own __post_init__ then checks the values."""
+    check_keys(values, (f.name for f in dataclasses.fields(cls)), what)  # type: ignore[arg-type]
+    return cls(**{k: convert(v) if convert else v for k, v in values.items()})
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+    """`name` (e.g. "train.steps") must be an integer >= low (a bool is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(name: str, value: Any, low: float = 0.0) -> None:
+    """`name` must be a number (int or float, not bool) >= low; nan fails too."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low:g}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """`name` must be one of `choices`: "x.y must be 'a', 'b' or 'c', got VALUE"."""
+    if value not in choices:
+        quoted = [repr(c) for c in choices]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        raise ValueError(f"{name} must be {listed}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------ params.yaml
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,12 @@
 
     python -m vidtok.runs outputs/train/stage1      # validate a run folder's run.json and print it
 
-Layout of a training run folder (`vidtok train --run-dir RUN`):
+Where the platform writes under a repository root is `Outputs` (OUTPUTS: the same, relative): the data
+artefacts (outputs/data), the main job's run folders (outputs/train/<stage>), its evaluation (outputs/eval), the
+audit (outputs/audit), the report (outputs/report.md), the studies' own data (outputs/studies/data) and the
+studies (experiments/<study>). The CLI's defaults, the pipeline, the audit and the dashboard read it.
+
+Layout of a training run folder (`vidtok stage STAGE --run-dir RUN`):
 
     RUN/
       run.json                  RunRecord (below), rewritten atomically at start, every checkpoint and the end
@@ -57,6 +62,8 @@ from typing import Any
 from vidtok._files import sha256_file, write_json
 
 __all__ = [
+    "OUTPUTS",
+    "Outputs",
     "RECORD_NAME",
     "RunRecord",
     "RunRecordError",
@@ -104,10 +111,17 @@ CODE_PATHS: dict[str, tuple[str, ...]] = {
     "clips": (*_MANIFEST_CODE, "vidtok/data/clips.py"),
     "train": _TRAIN_CODE,
     "evaluate": _EVALUATE_CODE,
-    # A study trial: its training, its evaluation and the study code that chooses its steps, evaluation options and
-    # level overrides.
+    # A study trial: its training, its evaluation, the stage chain it runs (vidtok/pipeline.py: each stage's parent
+    # and folder) and the study code that chooses its steps, evaluation options and level overrides.
     "study": tuple(
-        sorted({*_TRAIN_CODE, *_EVALUATE_CODE, *(f"vidtok/studies/{m}.py" for m in ("specs", "sweeps", "trial"))})
+        sorted(
+            {
+                *_TRAIN_CODE,
+                *_EVALUATE_CODE,
+                "vidtok/pipeline.py",
+                *(f"vidtok/studies/{m}.py" for m in ("specs", "sweeps", "trial")),
+            }
+        )
     ),
 }
 # The packages whose version changes the numbers the same code computes (kernels, video decoding and colour
@@ -123,6 +137,68 @@ STAGES = ("stage1", "stage2", "onestage")
 SCHEDULES: dict[str, tuple[str, ...]] = {"twostage": ("stage1", "stage2"), "onestage": ("onestage",)}
 EVALUATE = "evaluate"
 STATUSES = ("running", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Every folder and file the main job and the studies write, under a repository root (relative by default:
+    OUTPUTS, whose paths print as `outputs/train/stage1` and the like)."""
+
+    root: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def base(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def data(self) -> Path:
+        """The data layer's artefacts: manifest.parquet, clips/ (clip indexes), cache/ (decoded frames)."""
+        return self.base / "data"
+
+    @property
+    def train(self) -> Path:
+        """The main job's run folders: train/<stage>."""
+        return self.base / "train"
+
+    def run(self, stage: str) -> Path:
+        return self.train / stage
+
+    @property
+    def eval(self) -> Path:
+        """The main job's evaluation: metrics.json, per_video.csv, per_frame.csv, videos/, tokens/."""
+        return self.base / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        return self.base / "report.md"
+
+    @property
+    def audit(self) -> Path:
+        """`vidtok audit` of the workspace: audit.json, audit.md."""
+        return self.base / "audit"
+
+    @property
+    def study_data(self) -> Path:
+        """The studies' own manifest, clip indexes and frame caches, apart from the pipeline's outputs/data."""
+        return self.base / "studies" / "data"
+
+    @property
+    def experiments(self) -> Path:
+        return self.root / "experiments"
+
+    def study(self, name: str) -> Path:
+        """A study's folder: optuna.journal, study.json, trials.parquet, summaries, runs/trial_<n>/."""
+        return self.experiments / name
+
+
+OUTPUTS = Outputs()
 _PACKAGES = ("vidtok", "torch", "lightning", "numpy", "safetensors", "av", "lpips", "torchmetrics", "pandas")
 
 
@@ -372,7 +448,7 @@ def identity_differences(saved: dict[str, Any] | None, current: dict[str, Any]) 
 # outputs (outputs/eval/metrics.json, outputs/report.md), so a run started by a later stage or a later repro finds
 # them modified: that is the pipeline's own bookkeeping, not a change to the code or the parameters the run used.
 PIPELINE_BOOKKEEPING = frozenset({"dvc.lock"})
-PIPELINE_OUTPUTS = "outputs/"
+PIPELINE_OUTPUTS = f"{OUTPUTS.base}/"
 
 
 def modified_tracked_files(porcelain: str) -> list[str]:

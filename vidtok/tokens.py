@@ -324,16 +324,16 @@ def encode_file(
     input_path: str,
     output_path: str | os.PathLike,
     *,
-    preset: str | None = None,
-    checkpoint: str | None = None,
+    weights: ModelRef = ModelRef(),
     fps: float | None = None,
     resolution: str | int | None = None,
     options: RunOptions = RunOptions(),
     progress: Callable[[int], None] | None = None,
 ) -> EncodeResult:
-    """Encode a video file into a token file (indices for discrete models, latents otherwise)."""
+    """Encode a video file into a token file (indices for discrete models, latents otherwise) with the weights
+    `weights` names (a checkpoint folder, or a preset with random weights: `load_model`)."""
     device = torch.device(resolve_device(options.device))
-    model, ref = load_model(preset, checkpoint)
+    model, ref = load_model(weights.preset, weights.checkpoint)
     model = model.to(device).eval()
     source = Source.open(input_path, fps, options.allow_partial)
     geometry = Geometry.plan((source.height, source.width), model.config.spatial_factor, resolution)
@@ -385,16 +385,16 @@ def decode_file(
     tokens_path: str | os.PathLike,
     output_path: str | os.PathLike,
     *,
-    preset: str | None = None,
-    checkpoint: str | None = None,
+    weights: ModelRef = ModelRef(),
     options: RunOptions = RunOptions(),
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Decode a token file into an H.264 mp4 at the recorded frame rate and size."""
+    """Decode a token file into an H.264 mp4 at the recorded frame rate and size, with the weights `weights` names
+    (default: the ones the token file records)."""
     name = str(tokens_path)
     tokens = TokenFile.load(tokens_path)
     device = torch.device(resolve_device(options.device))
-    model = _model_for_tokens(tokens, name, preset, checkpoint).to(device).eval()
+    model = _model_for_tokens(tokens, name, weights.preset, weights.checkpoint).to(device).eval()
     g = tokens.geometry
     # Non-causal latents must be cut at the clip boundaries used when encoding.
     frames_per_chunk = options.chunk_frames if model.config.causal else tokens.clip_frames
@@ -426,21 +426,21 @@ def reconstruct_file(
     input_path: str,
     output_path: str | os.PathLike,
     *,
-    preset: str | None = None,
-    checkpoint: str | None = None,
+    weights: ModelRef = ModelRef(),
     fps: float | None = None,
     resolution: str | int | None = None,
     side_by_side: bool = False,
     options: RunOptions = RunOptions(),
     progress: Callable[[int], None] | None = None,
 ) -> ReconstructResult:
-    """Encode and decode a video in one stream; write the reconstruction (or original | reconstruction) and score it.
+    """Encode and decode a video in one stream with the weights `weights` names; write the reconstruction (or
+    original | reconstruction) and score it.
 
     PSNR and SSIM compare the reconstruction with the frames the model was given (after resampling and resizing).
     """
 
     device = torch.device(resolve_device(options.device))
-    model, _ = load_model(preset, checkpoint)
+    model, _ = load_model(weights.preset, weights.checkpoint)
     model = model.to(device).eval()
     source = Source.open(input_path, fps, options.allow_partial)
     g = Geometry.plan((source.height, source.width), model.config.spatial_factor, resolution)

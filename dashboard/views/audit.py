@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard import analysis as A
 from dashboard import data, ui
 from vidtok.formats import AUDIT_FAIL, AUDIT_PASS, AUDIT_SKIP, AUDIT_STATUSES
+from vidtok.runs import Outputs
 
 STATUS_MARK = {AUDIT_PASS: "PASS", AUDIT_FAIL: "FAIL", AUDIT_SKIP: "skip"}
 STATUS_STYLE = {"PASS": "background-color: #d4edda", "FAIL": "background-color: #f8d7da; font-weight: bold", "skip": ""}
@@ -55,7 +56,7 @@ def _audit(base: Path) -> None:
     if audit.get("tolerance"):
         st.markdown("**Tolerance** of the metric re-check")
         st.json(audit["tolerance"])
-    md = data.read_text(base / "outputs" / "audit" / "audit.md")
+    md = data.read_text(Outputs(base).audit / "audit.md")
     if md:
         with st.expander("audit.md"):
             st.markdown(md)

@@ -111,7 +111,8 @@ def test_val_subset_takes_non_overlapping_clips_evenly_capped():
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_data_module_yields_batches_from_real_video(samples, workers):
-    dm = VideoDataModule(samples, fps=8, resolution=32, batch_size=2, num_workers=workers, samples_per_epoch=4)
+    config = samples.replace(num_workers=workers, samples_per_epoch=4)
+    dm = VideoDataModule(config, fps=8, resolution=32, batch_size=2)
     dm.prepare_data()
     dm.setup("fit")
     # train: bikes' 64 clips at 8 fps; val: Big Buck Bunny's 27 clips, every 17th -> 2 (the carphone pair is test)
@@ -122,7 +123,7 @@ def test_data_module_yields_batches_from_real_video(samples, workers):
     val = batches(dm.val_dataloader(), 1)
     assert val[0].shape == (2, 3, 17, 32, 32)
     # Randomness lives in the sampler, in the main process: workers change nothing.
-    reference = VideoDataModule(samples, fps=8, resolution=32, batch_size=2, num_workers=0, samples_per_epoch=4)
+    reference = VideoDataModule(config.replace(num_workers=0), fps=8, resolution=32, batch_size=2)
     reference.setup("fit")
     assert all(torch.equal(a, b) for a, b in zip(train, batches(reference.train_dataloader(), 2)))
 
@@ -149,7 +150,7 @@ def test_workers_start_safely_after_decoding_in_the_main_process(samples, monkey
     """Frames decoded in the main process linger in reference cycles holding FFmpeg thread pools; a forked worker
     whose garbage collector frees them waits for threads it does not have (the hang the benchmark met). The
     loader collects and freezes first. Here a worker collects at once, and the garbage is kept until the fork."""
-    dm = VideoDataModule(samples, fps=8, resolution=32, num_workers=2, samples_per_epoch=6)
+    dm = VideoDataModule(samples.replace(num_workers=2, samples_per_epoch=6), fps=8, resolution=32)
     dm.setup("fit")
     original = loader_module.worker_init
 

@@ -42,13 +42,20 @@ class Fake:
 
     def __call__(self, folder, **kw):
         Path(folder).mkdir(parents=True, exist_ok=True)
-        self.calls.append((Path(folder).name, list(kw["overrides"])))
+        overrides = list(kw["plan"].source.overrides)
+        self.calls.append((Path(folder).name, overrides))
         for key, err in self.fail.items():
-            if key in kw["overrides"]:
+            if key in overrides:
                 raise err
         summary = {"psnr": self.psnr + len(self.calls), "ssim": 0.5, "trivial_psnr": 21.0}
         return TrialResult(folder=Path(folder), runs={}, metrics={"summary": summary}, train_wall_s=1.5,
                            gpu_hours=None, steps=6)  # fmt: skip
+
+
+def run_study(study, **kwargs):
+    """sweeps.run_study with these keyword arguments: run_fn and log, the rest StudyOptions fields."""
+    run_fn, log = kwargs.pop("run_fn", None), kwargs.pop("log", print)
+    return sweeps.run_study(study, sweeps.StudyOptions(**kwargs), run_fn=run_fn, log=log)
 
 
 def points(df: pd.DataFrame, state: str | None = None) -> list[tuple[str, int]]:
@@ -106,16 +113,18 @@ def test_study_levels_are_valid_models_and_match_the_dashboard() -> None:
 def test_bad_arguments_fail_in_one_line_before_writing(root: Path, kwargs: dict, message: str) -> None:
     args = {"study": "sweep-fps", "root": root, "n_trials": 1, **FAKE, "run_fn": Fake(), **kwargs}
     with pytest.raises(ValueError) as err:
-        sweeps.run_study(args.pop("study"), **args)
+        run_study(args.pop("study"), **args)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (root / "experiments").exists()
 
 
 def test_cli_lists_studies_and_reports_errors_in_one_line(capsys, tmp_path: Path) -> None:
-    assert sweeps.main(["--list"]) == 0
+    from vidtok.cli import main as cli_main
+
+    assert cli_main(["study", "--list"]) == 0
     assert "sweep-codebook (log2_codes)" in capsys.readouterr().out
-    assert sweeps.main(["sweep-fps", "--n-trials", "0", "--root", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == "error: n_trials must be an integer >= 1, got 0\n"
+    assert cli_main(["study", "sweep-fps", "--n-trials", "0", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "vidtok study: error: n_trials must be an integer >= 1, got 0\n"
 
 
 # ------------------------------------------------------------------------------------------------ real trials
@@ -127,7 +136,7 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
     pipeline_data = _listing(root / "outputs" / "data")
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=2, seeds=[0, 1], levels=["3 fps", "8 fps"], **SMOKE)
+    result = run_study("sweep-fps", root=root, n_trials=2, seeds=[0, 1], levels=["3 fps", "8 fps"], **SMOKE)
     # The study built and read its clip sets in its own folder: the DVC pipeline's outputs are untouched.
     assert _listing(root / "outputs" / "data") == pipeline_data
     assert (root / sweeps.STUDY_DATA_DIR / "clips" / "fps_8.parquet").is_file()
@@ -176,9 +185,7 @@ def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
 
     # A rerun asking for more trials continues the queue: completed points are not run again.
     fake = Fake()
-    again = sweeps.run_study(
-        "sweep-fps", root=root, n_trials=5, seeds=[0, 1], levels=["3 fps", "8 fps"], run_fn=fake, **FAKE
-    )
+    again = run_study("sweep-fps", root=root, n_trials=5, seeds=[0, 1], levels=["3 fps", "8 fps"], run_fn=fake, **FAKE)
     assert again.ran == [2, 3] and [c[0] for c in fake.calls] == ["trial_2", "trial_3"]
     assert all("train.seed=1" in c[1] for c in fake.calls)
     df2 = read_trials(folder)
@@ -191,7 +198,7 @@ def test_two_real_trials_then_a_rerun_continues_the_study(root: Path) -> None:
 
 def test_a_failing_trial_is_fail_with_one_line_and_the_study_goes_on(root: Path) -> None:
     fake = Fake(fail={"train.fps=2": RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")})
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=3, seeds=[0], run_fn=fake, **FAKE)
+    result = run_study("sweep-fps", root=root, n_trials=3, seeds=[0], run_fn=fake, **FAKE)
     df = read_trials(result.folder)
     assert result.ran == [0, 1, 2]
     assert list(df["state"][:3]) == ["COMPLETE", "FAIL", "COMPLETE"]
@@ -200,16 +207,16 @@ def test_a_failing_trial_is_fail_with_one_line_and_the_study_goes_on(root: Path)
 
     # A rerun does not retry a failed point (it would fail the same way) unless asked to.
     fake.fail = {}
-    sweeps.run_study("sweep-fps", root=root, n_trials=3, seeds=[0], run_fn=fake, **FAKE)
+    run_study("sweep-fps", root=root, n_trials=3, seeds=[0], run_fn=fake, **FAKE)
     assert ("2 fps", 0) not in points(read_trials(result.folder), "COMPLETE")
-    sweeps.run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=fake, retry_failed=True, **FAKE)
+    run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=fake, retry_failed=True, **FAKE)
     df = read_trials(result.folder)
     assert points(df[df["trial"] == 6]) == [("2 fps", 0)] and df.loc[6, "state"] == "COMPLETE"
 
 
 def test_evaluation_without_psnr_is_a_failed_trial(root: Path) -> None:
     fake = Fake(psnr=float("nan"))
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=fake, **FAKE)
+    result = run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=fake, **FAKE)
     df = read_trials(result.folder)
     assert df.loc[0, "state"] == "FAIL" and "no finite psnr" in df.loc[0, "error"]
 
@@ -224,9 +231,9 @@ def test_an_interrupted_trial_is_retried_in_its_folder_on_the_next_run(root: Pat
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sweeps.run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=interrupted, **FAKE)
+        run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=interrupted, **FAKE)
     failing = Fake(fail={"train.fps=2": ValueError("bad config")})
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=failing, **FAKE)
+    result = run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=failing, **FAKE)
     df = read_trials(result.folder)
     first = (df.loc[0, "level"], df.loc[0, "state"], df.loc[0, "error"])
     assert first == ("1 fps", "FAIL", "interrupted; its point is retried")
@@ -236,7 +243,7 @@ def test_an_interrupted_trial_is_retried_in_its_folder_on_the_next_run(root: Pat
     assert (result.folder / retry["run_dir"] / "stage1/checkpoint-marker").read_text() == "resume me"
     # A trial that failed on its own (2 fps) is not retried without retry_failed: nothing is left to run.
     assert df.loc[df["level"] == "2 fps", "state"].tolist() == ["FAIL"]
-    again = sweeps.run_study("sweep-fps", root=root, n_trials=2, seeds=[0], run_fn=Fake(), **FAKE)
+    again = run_study("sweep-fps", root=root, n_trials=2, seeds=[0], run_fn=Fake(), **FAKE)
     assert again.ran == []
 
 
@@ -250,7 +257,8 @@ def hang(folder, **kw):
     (Path(folder) / "stage1" / "checkpoint-marker").write_text("resume me")
     time.sleep(600)
 
-sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=1, seeds=[0], profile="smoke", run_fn=hang, prepare=False)
+options = sweeps.StudyOptions(root=sys.argv[1], n_trials=1, seeds=[0], profile="smoke", prepare=False)
+sweeps.run_study("sweep-fps", options, run_fn=hang)
 """
 
 
@@ -270,7 +278,7 @@ def test_a_killed_trial_is_failed_as_stale_and_its_point_retried_in_its_folder(r
         proc.wait()
 
     fake = Fake()
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=fake, **FAKE)
+    result = run_study("sweep-fps", root=root, n_trials=6, seeds=[0], run_fn=fake, **FAKE)
     df = read_trials(result.folder)
     assert df.loc[0, "state"] == "FAIL" and df.loc[0, "error"].startswith("stale: its process")
     assert result.ran == [1, 2, 3, 4, 5, 6]  # the retried point joins the end of the queue
@@ -365,8 +373,9 @@ def training(folder, *, on_step, **kw):
     return TrialResult(folder=Path(folder), runs={}, metrics={"summary": s}, train_wall_s=seconds,
                        gpu_hours=None, steps=step)
 
-sweeps.run_study("sweep-fps", root=root, n_trials=12, seeds=[0, 1], profile="smoke", run_fn=training, prepare=False,
-                 heartbeat_s=0.25, stale_after_s=3.0)
+options = sweeps.StudyOptions(root=root, n_trials=12, seeds=[0, 1], profile="smoke", prepare=False, heartbeat_s=0.25,
+                              stale_after_s=3.0)
+sweeps.run_study("sweep-fps", options, run_fn=training)
 """
 
 
@@ -459,8 +468,8 @@ REAL_WORKER = """
 import sys
 from vidtok.studies import sweeps
 
-sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=3, seeds=[0], levels=["3 fps", "8 fps"], profile="smoke",
-                 eval_clips=2, heartbeat_s=0.5, stale_after_s=5.0)
+sweeps.run_study("sweep-fps", sweeps.StudyOptions(root=sys.argv[1], n_trials=3, seeds=[0], levels=["3 fps", "8 fps"],
+                                                  profile="smoke", eval_clips=2, heartbeat_s=0.5, stale_after_s=5.0))
 """
 
 
@@ -561,9 +570,7 @@ def test_a_lost_heartbeat_stops_lightning_training_and_is_recorded_as_such(root:
 
     args = {"root": root, "seeds": [0], "levels": ["3 fps"], "storage": storage, **SMOKE}
     with pytest.raises(sweeps.HeartbeatLost) as err:
-        sweeps.run_study(
-            "sweep-fps", n_trials=1, run_fn=storage_drops_at_step_2, heartbeat_s=0.1, stale_after_s=10, **args
-        )
+        run_study("sweep-fps", n_trials=1, run_fn=storage_drops_at_step_2, heartbeat_s=0.1, stale_after_s=10, **args)
     lost = "heartbeat lost: 3 heartbeat writes in a row failed (FileNotFoundError: "
     assert seen and seen[0].startswith(lost) and "optuna.journal" in seen[0]
     assert str(err.value) == f"sweep-fps: trial 0 stopped: {seen[0]}"
@@ -575,7 +582,7 @@ def test_a_lost_heartbeat_stops_lightning_training_and_is_recorded_as_such(root:
     assert trial.state.name == "FAIL" and trial.user_attrs["error"] == seen[0]
 
     fake = Fake()  # (resuming a real run from its checkpoint: tests/train/test_run.py)
-    result = sweeps.run_study("sweep-fps", n_trials=1, run_fn=fake, **{**args, "prepare": False})
+    result = run_study("sweep-fps", n_trials=1, run_fn=fake, **{**args, "prepare": False})
     df = read_trials(result.folder)
     assert list(df["state"]) == ["FAIL", "COMPLETE"] and df.loc[0, "error"] == f"{seen[0]}; its point is retried"
     assert df.loc[1, "run_dir"] == df.loc[0, "run_dir"] == "runs/trial_1"  # the retry took over trial 0's folder
@@ -589,7 +596,7 @@ def test_step_pruning_hook_prunes_a_trial(root: Path) -> None:
         raise AssertionError("the pruner should have stopped training")
 
     pruner = optuna.pruners.ThresholdPruner(lower=10.0)
-    result = sweeps.run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=training, pruner=pruner, **FAKE)
+    result = run_study("sweep-fps", root=root, n_trials=1, seeds=[0], run_fn=training, pruner=pruner, **FAKE)
     df = read_trials(result.folder)
     assert df.loc[0, "state"] == "PRUNED"
     study = optuna.load_study(study_name="sweep-fps", storage=sweeps.open_storage(None, result.folder)[0])
@@ -621,8 +628,9 @@ def quick(folder, **kw):
                        gpu_hours=None, steps=1)
 
 storage = sys.argv[2] or None
-sweeps.run_study("sweep-fps", root=sys.argv[1], n_trials=12, seeds=[0, 1], profile="smoke", run_fn=quick,
-                 prepare=False, log=lambda _: None, storage=storage)
+options = sweeps.StudyOptions(root=sys.argv[1], n_trials=12, seeds=[0, 1], profile="smoke", prepare=False,
+                              storage=storage)
+sweeps.run_study("sweep-fps", options, run_fn=quick, log=lambda _: None)
 """
 
 

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from vidtok.runs import METRICS_NAME, VAL_NAME
-from vidtok.train.callbacks import Recorder
+from vidtok.train.callbacks import Recorder, RecorderHooks, TrainHooks
+from vidtok.train.config import TrainConfig
 
 
 def test_csv_rows_are_fsynced_before_each_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,18 +38,15 @@ def test_csv_rows_are_fsynced_before_each_checkpoint(tmp_path: Path, monkeypatch
 
     recorder = Recorder(
         tmp_path,
-        total_steps=6,
+        TrainConfig(steps=6, batch_size=1, lr=1e-4, log_every=1, val_every=2, checkpoint_every=2, keep_checkpoints=0),
+        RecorderHooks(
+            save=save,
+            validate=lambda module: {"val_psnr": 20.0, "val_ssim": 0.5, "trivial_psnr": 10.0, "trivial_ssim": 0.1},
+            on_checkpoint=lambda path, step, final: None,
+            caller=TrainHooks(progress=False),
+        ),
         start_step=0,
         columns=["step", "loss_g"],
-        log_every=1,
-        val_every=2,
-        checkpoint_every=2,
-        keep_checkpoints=0,
-        global_batch=1,
-        save=save,
-        validate=lambda module: {"val_psnr": 20.0, "val_ssim": 0.5, "trivial_psnr": 10.0, "trivial_ssim": 0.1},
-        on_checkpoint=lambda path, step, final: None,
-        progress=False,
     )
     trainer = SimpleNamespace(global_rank=0, world_size=1)
     module = SimpleNamespace(completed_steps=0, last_logs={}, lr=1e-4, lr_warmup=0, last_checkpoint=None)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from vidtok import VidTok
 from vidtok.metrics import MissingWeightsError
+from vidtok.train.config import TrainConfig
 from vidtok.train.losses import (
     LossConfig,
     PatchDiscriminator2d,
@@ -189,9 +190,8 @@ def test_generator_and_discriminator_steps_touch_only_their_parameters(disc_type
     model = VidTok.from_preset("tiny_kl_causal_444")
     loss = VidTokLoss(LossConfig(perceptual_weight=0, disc_start=0, disc_type=disc_type))
     module = TrainingModule(
-        model, loss, lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20, seed=0, freeze_encoder=False,
-        ema_decay=None,
-    )  # fmt: skip
+        model, loss, TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20, seed=0, freeze_encoder=False)
+    )
     opt_g, opt_d = module.configure_optimizers()
     g_before = {k: v.clone() for k, v in model.state_dict().items()}
     d_before = {k: v.clone() for k, v in loss.discriminator.state_dict().items()}

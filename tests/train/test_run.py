@@ -25,10 +25,10 @@ from vidtok.data.loader import TensorClips
 from vidtok.model.config import ModelSpec
 from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, save_pretrained
 from vidtok.runs import read_run_record
-from vidtok.train.config import TrainConfig, load_params
+from vidtok.train.config import Params, TrainConfig, load_params
 from vidtok.train.losses import LossConfig
 from vidtok.train.module import TrainingError
-from vidtok.train.run import train
+from vidtok.train.run import TrainHooks, train
 from vidtok.train.state import read_training_state
 
 DATA = DataConfig(clip_frames=9)
@@ -50,7 +50,8 @@ def _cfg(**changes) -> TrainConfig:
 
 def _train(run_dir: Path, *, preset: str = "tiny_kl_causal_444", loss: LossConfig = NO_LPIPS, ds=None, **changes):
     ds = ds or _clips()
-    return train(DATA, ModelSpec(preset), _cfg(**changes), loss, run_dir, datasets=(ds, ds), progress=False)
+    params = Params(DATA, ModelSpec(preset), _cfg(**changes), loss)
+    return train(params, run_dir, datasets=(ds, ds), hooks=TrainHooks(progress=False))
 
 
 # ------------------------------------------------------------------------------------------------ params
@@ -130,7 +131,8 @@ def _assert_fails_before_compute(run_dir: Path, message: str, **kwargs) -> None:
         data = kw.pop("data", DATA)
         ds = _clips()
         cfg = _cfg(**kw.pop("train", {}))
-        train(data, ModelSpec(kw.pop("preset", "tiny_kl_causal_444")), cfg, kw["loss"], run_dir, datasets=(ds, ds))
+        params = Params(data, ModelSpec(kw.pop("preset", "tiny_kl_causal_444")), cfg, kw["loss"])
+        train(params, run_dir, datasets=(ds, ds))
     assert not run_dir.exists()  # nothing written
 
 
@@ -177,8 +179,8 @@ def test_a_finished_run_is_reused_only_with_the_same_data(tmp_path: Path) -> Non
     assert "settings changed" not in str(err.value) and "\n" not in str(err.value)
     ds = _clips(seed=2)
     other = train(
-        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0), NO_LPIPS, tmp_path / "run",
-        datasets=(ds, ds), progress=False, on_change="restart",
+        Params(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0), NO_LPIPS), tmp_path / "run",
+        datasets=(ds, ds), hooks=TrainHooks(progress=False), on_change="restart",
     )  # fmt: skip
     assert other.run_record.run_id != first.run_record.run_id
     assert other.run_record.identity["data_sha256"] != first.run_record.identity["data_sha256"]
@@ -193,8 +195,8 @@ def test_stage2_restarts_when_its_stage1_changed(tmp_path: Path) -> None:
     assert parent == s2.run_record.parent_checkpoint_sha256 and parent is not None
     ds = _clips()
     train(
-        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, seed=5), NO_LPIPS, tmp_path / "s1",
-        datasets=(ds, ds), progress=False, on_change="restart",
+        Params(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, seed=5), NO_LPIPS), tmp_path / "s1",
+        datasets=(ds, ds), hooks=TrainHooks(progress=False), on_change="restart",
     )  # fmt: skip
     with pytest.raises(ValueError, match="parent checkpoint changed"):
         _train(tmp_path / "s2", steps=2, stage="stage2", init_from=str(tmp_path / "s1"), val_every=0)
@@ -205,16 +207,16 @@ import sys, torch
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import TensorClips
 from vidtok.model.config import ModelSpec
-from vidtok.train.config import TrainConfig
+from vidtok.train.config import Params, TrainConfig
 from vidtok.train.losses import LossConfig
-from vidtok.train.run import train
+from vidtok.train.run import TrainHooks, train
 g = torch.Generator().manual_seed(123)
 clips = TensorClips(torch.nn.functional.interpolate(torch.rand(6, 3, 3, 4, 4, generator=g) * 2 - 1,
                                                     size=(9, 32, 32), mode="trilinear"))
 cfg = TrainConfig(steps=2, batch_size=1, resolution=32, checkpoint_every=2, val_every=0, val_clips=2)
 loss = LossConfig(perceptual_weight=0, disc_start=2, disc_ndf=16)
-r = train(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss, sys.argv[1], datasets=(clips, clips),
-          progress=False, on_change=sys.argv[2])
+r = train(Params(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss), sys.argv[1],
+          datasets=(clips, clips), hooks=TrainHooks(progress=False), on_change=sys.argv[2])
 print("RUN", r.run_record.run_id, r.run_record.identity["code_sha256"])
 """
 
@@ -250,13 +252,13 @@ def test_on_change_restart_starts_a_changed_run_over(tmp_path: Path) -> None:
     first = _train(tmp_path / "run", steps=2, val_every=0)
     ds = _clips()
     again = train(
-        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, lr=2e-3), NO_LPIPS, tmp_path / "run",
-        datasets=(ds, ds), progress=False, on_change="restart",
+        Params(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=2, val_every=0, lr=2e-3), NO_LPIPS), tmp_path / "run",
+        datasets=(ds, ds), hooks=TrainHooks(progress=False), on_change="restart",
     )  # fmt: skip
     assert again.run_record.run_id != first.run_record.run_id
     assert read_run_record(tmp_path / "run").config["train"]["lr"] == 2e-3
     with pytest.raises(ValueError, match="on_change must be"):
-        train(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(), NO_LPIPS, tmp_path / "x", on_change="wipe")
+        train(Params(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(), NO_LPIPS), tmp_path / "x", on_change="wipe")
 
 
 def test_freeze_encoder_needs_a_trained_model(tmp_path: Path) -> None:
@@ -348,7 +350,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     with pytest.raises(
         TrainingError, match=r"non-finite generator loss \(nan\) at step 5; last good checkpoint: .*step_0000004"
     ):
-        train(DATA, ModelSpec(), cfg, NO_LPIPS, run, datasets=(ds, _clips()), progress=False)
+        train(Params(DATA, ModelSpec(), cfg, NO_LPIPS), run, datasets=(ds, _clips()), hooks=TrainHooks(progress=False))
     m = read_run_record(run)
     assert m.status == "failed" and "at step 5" in m.error and m.final_checkpoint is None
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
@@ -362,9 +364,9 @@ import sys, torch
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import TensorClips
 from vidtok.model.config import ModelSpec
-from vidtok.train.config import TrainConfig
+from vidtok.train.config import Params, TrainConfig
 from vidtok.train.losses import LossConfig
-from vidtok.train.run import train
+from vidtok.train.run import TrainHooks, train
 
 run_dir, steps, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 g = torch.Generator().manual_seed(7)
@@ -375,8 +377,8 @@ cfg = TrainConfig(
     ema=True, num_threads=1, devices=devices, accelerator="cpu", strategy="ddp" if devices > 1 else "auto",
 )
 loss = LossConfig(perceptual_weight=0, disc_start=2, disc_ndf=16)  # GAN, BatchNorm stats, LeCAM EMAs change mid-run
-train(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss, run_dir, datasets=(ds, ds),
-      progress=False)
+train(Params(DataConfig(clip_frames=9), ModelSpec("tiny_kl_causal_444"), cfg, loss), run_dir, datasets=(ds, ds),
+      hooks=TrainHooks(progress=False))
 """
 
 
@@ -469,8 +471,8 @@ def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_pa
         )
     )
     common = ["--config", str(params), "--no-progress"]
-    assert cli_main(["train", "--stage", "stage1", "--run-dir", str(tmp_path / "runs/s1"), *common]) == 0
-    assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "runs/s2"), *common]) == 0
+    assert cli_main(["stage", "stage1", "--run-dir", str(tmp_path / "runs/s1"), *common]) == 0
+    assert cli_main(["stage", "stage2", "--run-dir", str(tmp_path / "runs/s2"), *common]) == 0
     out = capsys.readouterr().out
     assert out.count("wrote ") == 2 and "trivial codec" in out
     m1, m2 = read_run_record(tmp_path / "runs/s1"), read_run_record(tmp_path / "runs/s2")
@@ -481,7 +483,7 @@ def test_cli_stage1_stage2_evaluate_on_real_video(sample_video_dir: Path, tmp_pa
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "runs/s2"), "-o", str(metrics), *common]) == 0
     record = json.loads(metrics.read_text())
     assert record["data"]["resolution"] == "64x64" and record["checkpoint"]["metadata"]["stage"] == "stage2"
-    assert cli_main(["train", "--stage", "stage2", "--run-dir", str(tmp_path / "x"), "--set", "train.lr=-1"]) == 1
+    assert cli_main(["stage", "stage2", "--run-dir", str(tmp_path / "x"), "--set", "train.lr=-1"]) == 1
     assert "train.lr must be a number >= 0" in capsys.readouterr().err
 
 
@@ -493,14 +495,7 @@ def test_lr_warmup_is_a_function_of_the_step() -> None:
     module = TrainingModule(
         VidTok.from_preset("tiny_ae_causal_444"),
         VidTokLoss(LossConfig(perceptual_weight=0, disc_type="none")),
-        lr=1e-3,
-        lr_disc=1e-3,
-        betas=(0.9, 0.999),
-        grad_clip=20,
-        seed=0,
-        freeze_encoder=False,
-        ema_decay=None,
-        lr_warmup=4,
+        TrainConfig(lr=1e-3, lr_disc=1e-3, betas=(0.9, 0.999), grad_clip=20, seed=0, freeze_encoder=False, lr_warmup=4),
         start_step=1,  # as after a resume at step 1
     )
     (opt,) = module.configure_optimizers()
@@ -525,8 +520,8 @@ def test_on_validation_hook_sees_every_pass_and_can_stop_the_run(tmp_path: Path)
 
     ds = _clips()
     with pytest.raises(Pruned, match="pruned at step 2"):
-        train(DATA, ModelSpec(), _cfg(steps=4), NO_LPIPS, tmp_path / "run", datasets=(ds, ds), progress=False,
-              on_validation=hook)  # fmt: skip
+        train(Params(DATA, ModelSpec(), _cfg(steps=4), NO_LPIPS), tmp_path / "run", datasets=(ds, ds),
+              hooks=TrainHooks(progress=False, on_validation=hook))  # fmt: skip
     assert [s for s, _ in seen] == [0, 2] and all(v > 0 for _, v in seen)
     manifest = read_run_record(tmp_path / "run")
     assert manifest.status == "failed" and "pruned at step 2" in manifest.error
@@ -559,8 +554,8 @@ def test_an_extended_run_has_no_final_checkpoint_until_it_ends(tmp_path: Path) -
 
     ds = _clips()
     longer = train(
-        DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=4, val_every=1), NO_LPIPS, run,
-        datasets=(ds, ds), progress=False, on_validation=look,
+        Params(DATA, ModelSpec("tiny_kl_causal_444"), _cfg(steps=4, val_every=1), NO_LPIPS), run,
+        datasets=(ds, ds), hooks=TrainHooks(progress=False, on_validation=look),
     )  # fmt: skip
     assert seen and seen[0] == ("running", None, None)
     assert longer.run_record.status == "completed" and longer.run_record.steps_completed == 4

@@ -55,6 +55,7 @@ from vidtok.audit.workspace import (
     workspace_of,
     workspace_present,
 )
+from vidtok.runs import Outputs
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -114,7 +115,7 @@ def audit(
             raise FileNotFoundError(f"{path}: neither a DVC workspace (dvc.yaml) nor a run folder (run.json)")
         audit_checkout(result, path, rerun=rerun, tolerance=tol, require_workspace=require_workspace)
     if out_dir is None:  # a run folder keeps its own audit; the workspace's goes to outputs/audit
-        out_dir = path / "audit" if (path / "run.json").is_file() else path / "outputs" / "audit"
+        out_dir = path / "audit" if (path / "run.json").is_file() else Outputs(path).audit
     write_outputs(result, out_dir)
     return result
 
@@ -129,7 +130,7 @@ def audit_checkout(
     stages = check_dvc_lock(result, repo)
     record = check_metrics(result, repo, stages)
     check_report(result, repo, stages, record)
-    check_studies(result, repo / "experiments")
+    check_studies(result, Outputs(repo).experiments)
     if not (present or require_workspace):
         result.not_run("dvc-status", "data/, the pipeline's outputs and the DVC cache", MAKE_WORKSPACE)
         result.not_run("data", "data/ and data.dvc's file listing in the DVC cache", MAKE_WORKSPACE)

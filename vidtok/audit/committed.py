@@ -33,11 +33,12 @@ from vidtok._files import md5_file, one_line, tool_env
 from vidtok.audit.record import AuditResult
 from vidtok.evaluation.report import report_markdown
 from vidtok.formats import read_metrics_record
-from vidtok.runs import modified_tracked_files, read_run_record
+from vidtok.runs import OUTPUTS, SCHEDULES, modified_tracked_files, read_run_record
 
-PIPELINE_RUNS = ("outputs/train/stage1", "outputs/train/stage2")
-PIPELINE_EVAL = "outputs/eval/metrics.json"
-PIPELINE_REPORT = "outputs/report.md"
+# The main job's outputs (vidtok.runs.OUTPUTS), relative to the repository root as dvc.yaml and messages name them.
+PIPELINE_RUNS = tuple(str(OUTPUTS.run(stage)) for stage in SCHEDULES["twostage"])
+PIPELINE_EVAL = str(OUTPUTS.metrics)
+PIPELINE_REPORT = str(OUTPUTS.report)
 # A value and the mean of its per-clip values: the evaluation pools the frames of equal-length clips, so the two
 # are one number computed in two summation orders (float64: ~1e-15 apart); an edit is far larger.
 POOLING_REL_TOL = 1e-9

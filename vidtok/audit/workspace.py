@@ -52,6 +52,7 @@ from vidtok.data.config import DataConfig
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.formats import read_metrics_record
 from vidtok.runs import (
+    OUTPUTS,
     RunRecord,
     RunRecordError,
     code_sha256,
@@ -73,9 +74,9 @@ DEFAULT_TOLERANCE = {
     "codebook_perplexity": 1e-3,
 }
 # What makes a checkout a workspace (any one of them), and the commands that make one.
-WORKSPACE_PARTS = ("data", "outputs/data", "outputs/train", ".dvc/cache")
+WORKSPACE_PARTS = ("data", str(OUTPUTS.data), str(OUTPUTS.train), ".dvc/cache")
 MAKE_WORKSPACE = "`make run` (or `dvc pull` from a DVC remote)"
-EVAL_TABLES = ("outputs/eval/per_video.csv", "outputs/eval/per_frame.csv")
+EVAL_TABLES = (str(OUTPUTS.eval / "per_video.csv"), str(OUTPUTS.eval / "per_frame.csv"))
 
 
 # ------------------------------------------------------------------------------------------------ the workspace

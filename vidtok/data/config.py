@@ -16,7 +16,8 @@ from typing import Any
 
 import fsspec
 
-from vidtok.params import resolve_sections
+from vidtok.params import check_bool, check_choice, check_int, from_mapping, resolve_sections
+from vidtok.runs import OUTPUTS
 
 # ----------------------------------------------------------------------------------------------------- config
 
@@ -26,9 +27,9 @@ class DataConfig:
     """Everything the data layer needs. Field names are the keys under ``data:`` in params.yaml."""
 
     data_dir: str = "data"  # raw videos only (data.dvc tracks it); a local folder or an fsspec URL
-    manifest: str = "outputs/data/manifest.parquet"  # .parquet or .csv
-    clips_dir: str = "outputs/data/clips"  # fps_<N>.parquet clip index + fps_<N>.json summary per frame rate
-    cache_dir: str = "outputs/data/cache"  # decoded-frame shards (local folder)
+    manifest: str = str(OUTPUTS.data / "manifest.parquet")  # .parquet or .csv
+    clips_dir: str = str(OUTPUTS.data / "clips")  # fps_<N>.parquet clip index + fps_<N>.json summary per frame rate
+    cache_dir: str = str(OUTPUTS.data / "cache")  # decoded-frame shards (local folder)
     # The split (vidtok.data.manifest.split_groups), fixed before any result: per stratum (camera / synthetic
     # footage), content groups ranked by sha256(split_salt, group), test takes ceil(test_fraction * n) of them
     # (when n >= 3), val ceil(val_fraction * n) (when n >= 2), train the rest.
@@ -80,9 +81,7 @@ class DataConfig:
         if not isinstance(self.split_salt, str):
             raise ValueError(f"data.split_salt must be a string, got {self.split_salt!r}")
         for name, low in (("min_side", 1), ("clip_frames", 1), ("clip_stride", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"data.{name} must be an integer >= {low}, got {value!r}")
+            check_int(f"data.{name}", getattr(self, name), low)
         for name in (
             "val_stride",
             "num_workers",
@@ -91,9 +90,7 @@ class DataConfig:
             "train_clips_per_video",
             "eval_clips_per_video",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"data.{name} must be an integer >= 0, got {value!r}")
+            check_int(f"data.{name}", getattr(self, name), 0)
         if not self.fps:
             raise ValueError("data.fps must list at least one frame rate, e.g. [3, 8]")
         for rate in self.fps:
@@ -104,19 +101,13 @@ class DataConfig:
         for size in self.cache_resolutions:
             if isinstance(size, bool) or not isinstance(size, int) or size < 8:
                 raise ValueError(f"data.cache_resolutions must hold square sizes >= 8 pixels, got {size!r}")
-        if self.train_crop not in ("center", "random"):
-            raise ValueError(f"data.train_crop must be 'center' or 'random', got {self.train_crop!r}")
-        if not isinstance(self.use_cache, bool):
-            raise ValueError(f"data.use_cache must be true or false, got {self.use_cache!r}")
+        check_choice("data.train_crop", self.train_crop, ("center", "random"))
+        check_bool("data.use_cache", self.use_cache)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
         """From the ``data:`` mapping of params.yaml; an unknown key is an error that lists the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown data parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(values))
+        return from_mapping(cls, values, "data parameter(s)")
 
     def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -257,30 +257,21 @@ class TensorClips(Dataset):
 
 
 class StepBatches(Dataset):
-    """Item i is this rank's batch for iteration `start + i`, built from (row, seed) pairs of the data module's
-    epoch draw: epoch e is `RandomClipSampler(len(dataset), samples_per_epoch, seed)` at `set_epoch(e)`, cut into
-    batches of batch_size x world_size (an incomplete tail is dropped, as the data module's loader does), and rank
-    r takes the r-th slice of each. Use with `DataLoader(batch_size=None)`: items are already batches."""
+    """Item i is this rank's batch for iteration `loader.start + i`, built from (row, seed) pairs of the data
+    module's epoch draw: epoch e is `RandomClipSampler(len(dataset), samples per epoch, seed)` at `set_epoch(e)`,
+    cut into batches of batch_size x world_size (an incomplete tail is dropped, as the data module's loader does),
+    and rank r takes the r-th slice of each. The dataset, batch size, seed, iterations, samples per epoch (0: the
+    dataset's length) and clip weights are the StepLoader's. Use with `DataLoader(batch_size=None)`: items are
+    already batches."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        seed: int,
-        start: int,
-        stop: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        samples_per_epoch: int = 0,
-        weights: np.ndarray | None = None,
-    ):
+    def __init__(self, loader: StepLoader, rank: int = 0, world_size: int = 1):
+        dataset, batch_size, seed = loader.dataset, loader.batch_size, loader.seed
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self.start, self.stop, self.rank, self.world_size = loader.start, loader.stop, rank, world_size
         self.global_batch = batch_size * world_size
-        self.samples_per_epoch = max(samples_per_epoch or len(dataset), self.global_batch)  # type: ignore[arg-type]
+        self.samples_per_epoch = max(loader.samples or len(dataset), self.global_batch)  # type: ignore[arg-type]
         self.batches_per_epoch = self.samples_per_epoch // self.global_batch
-        self._sampler = RandomClipSampler(len(dataset), self.samples_per_epoch, seed, weights)  # type: ignore[arg-type]
+        self._sampler = RandomClipSampler(len(dataset), self.samples_per_epoch, seed, loader.weights)  # type: ignore[arg-type]
         self._epoch: tuple[int, list[tuple[int, int]]] | None = None
 
     def __len__(self) -> int:
@@ -358,19 +349,8 @@ class StepLoader:
         self.start, self.stop, self.samples, self.workers, self.weights = start, stop, samples, workers, weights
 
     def __call__(self, rank: int = 0, world_size: int = 1) -> DataLoader:
-        steps = StepBatches(
-            self.dataset,
-            self.batch_size,
-            self.seed,
-            self.start,
-            self.stop,
-            rank=rank,
-            world_size=world_size,
-            samples_per_epoch=self.samples,
-            weights=self.weights,
-        )
         return ForkSafeDataLoader(
-            steps,
+            StepBatches(self, rank, world_size),
             batch_size=None,  # items are whole batches
             shuffle=False,
             num_workers=self.workers,
@@ -406,9 +386,10 @@ class VideoDataModule(L.LightningDataModule):
     """Train clips at ``fps`` and val clips at ``val_fps`` (default: the config's, 8), at ``resolution``.
 
     ``prepare_data`` builds what is missing or stale: the manifest, the clip indexes at both rates, and frame
-    caches at ``resolution`` when it is listed in ``config.cache_resolutions``. ``batch_size``, ``num_workers``,
-    ``samples_per_epoch`` and ``use_cache`` default to the config's. A cache shard is read when ``use_cache`` and
-    one for (rate, resolution or larger) matches the current index; otherwise clips are decoded."""
+    caches at ``resolution`` when it is listed in ``config.cache_resolutions``. ``num_workers``,
+    ``samples_per_epoch`` and ``use_cache`` are the config's (``config.replace(num_workers=2)`` changes one). A cache
+    shard is read when ``use_cache`` and one for (rate, resolution or larger) matches the current index; otherwise
+    clips are decoded."""
 
     def __init__(
         self,
@@ -417,20 +398,17 @@ class VideoDataModule(L.LightningDataModule):
         fps: float = 3,
         resolution: int | tuple[int, int] = 64,
         val_fps: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        samples_per_epoch: int | None = None,
-        use_cache: bool | None = None,
+        batch_size: int = 2,
     ) -> None:
         super().__init__()
         self.config = config or DataConfig()
         self.fps = float(fps)
         self.val_fps = float(self.config.val_fps if val_fps is None else val_fps)
         self.size = _size(resolution)
-        self.batch_size = 2 if batch_size is None else batch_size
-        self.num_workers = self.config.num_workers if num_workers is None else num_workers
-        self.samples_per_epoch = self.config.samples_per_epoch if samples_per_epoch is None else samples_per_epoch
-        self.use_cache = self.config.use_cache if use_cache is None else use_cache
+        self.batch_size = batch_size
+        self.num_workers = self.config.num_workers
+        self.samples_per_epoch = self.config.samples_per_epoch
+        self.use_cache = self.config.use_cache
         if not (self.fps > 0 and self.val_fps > 0):
             raise ValueError(f"fps and val_fps must be positive, got {fps!r} and {val_fps!r}")
         if self.batch_size < 1 or self.num_workers < 0 or self.samples_per_epoch < 0:

@@ -10,7 +10,7 @@ Beside the table, its record (manifest.json next to manifest.parquet) says what 
 (vidtok.runs.CODE_PATHS["manifest"]: decoding, provenance, the split rule; and the torch / torchvision / av
 versions), the settings that shape it (split salt and fractions, min_side, clip_frames) and every data file's
 sha256. `ensure_manifest` rebuilds the manifest when any of them changed, on every path that reads data (the DVC
-stages, `vidtok train`, `vidtok evaluate`, the studies), so a run never reads a manifest made by other code, other
+stages, `vidtok stage`, `vidtok evaluate`, the studies), so a run never reads a manifest made by other code, other
 settings or other files.
 """
 

@@ -46,8 +46,9 @@ from vidtok.data.video import write_video
 from vidtok.formats import METRICS_FORMAT, METRICS_FORMAT_VERSION, validate_metrics_record
 from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
-from vidtok.runs import read_run_record
-from vidtok.tokens import RunOptions, encode_file
+from vidtok.params import check_int
+from vidtok.runs import OUTPUTS, read_run_record
+from vidtok.tokens import ModelRef, RunOptions, encode_file
 
 __all__ = ["EvalOptions", "evaluate", "resolve", "score", "summarise", "write"]
 
@@ -77,9 +78,7 @@ class EvalOptions:
         if self.lpips_net not in (None, "vgg", "alex"):
             raise ValueError(f"lpips_net must be vgg, alex or None, got {self.lpips_net!r}")
         for name, low in (("max_clips", 0), ("batch_size", 1), ("num_videos", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, getattr(self, name), low)
 
 
 # ------------------------------------------------------------------------------------------------ resolve
@@ -431,8 +430,9 @@ def write(ev: Evaluation, scores: Scores, record: dict[str, Any], out_dir: Path,
     options = RunOptions(chunk_frames=16 if cfg.causal else ev.data.clip_frames, device=ev.options.device)
     for video in scores.videos:
         source = join(ev.dataset.data_dir, video)
-        encode_file(source, out_dir / "tokens" / f"{Path(video).stem}.tokens", checkpoint=str(ev.checkpoint),
-                    fps=ev.fps, resolution=ev.resolution, options=options)  # fmt: skip
+        encode_file(source, out_dir / "tokens" / f"{Path(video).stem}.tokens",
+                    weights=ModelRef(checkpoint=str(ev.checkpoint)), fps=ev.fps, resolution=ev.resolution,
+                    options=options)  # fmt: skip
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
@@ -473,7 +473,7 @@ def evaluate(
     data: DataConfig | None = None,
     options: EvalOptions | None = None,
     *,
-    out_dir: str | os.PathLike[str] = "outputs/eval",
+    out_dir: str | os.PathLike[str] = OUTPUTS.eval,
     metrics_name: str = "metrics.json",
     progress: bool = True,
 ) -> dict[str, Any]:

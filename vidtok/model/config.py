@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from vidtok.params import check_keys, from_mapping
+
 # ================================================================================================= config
 
 RegularizerKind = Literal["kl", "fsq", "vq", "lfq", "none"]
@@ -161,12 +163,8 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        return from_mapping(cls, data, "model config keys", lambda v: tuple(v) if isinstance(v, list) else v)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -327,13 +325,8 @@ class ModelSpec:
     def from_dict(cls, values: Mapping[str, Any]) -> ModelSpec:
         values = dict(values)
         preset = values.pop("preset", cls.preset)
-        known = {f.name for f in fields(ModelConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown model parameter(s) {', '.join(unknown)}; model: takes preset and ModelConfig fields "
-                f"({', '.join(sorted(known))})"
-            )
+        # model: takes the preset's name and the ModelConfig fields to change.
+        check_keys(values, (f.name for f in fields(ModelConfig)), "model parameter(s)")
         return cls(preset=preset, overrides=tuple(values.items()))
 
     def config(self) -> ModelConfig:

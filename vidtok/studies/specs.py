@@ -1,6 +1,6 @@
 """The studies of the paper's open questions: each one factor, its levels, and what a trial of a level runs.
 
-    python -m vidtok.studies.sweeps --list          # the studies and their levels
+    vidtok study --list          # the studies and their levels
 
 A Level carries what vidtok.studies.trial.run_trial needs for it (param overrides, staging schedule, the frame rate
 its clips must exist at); vidtok.studies.sweeps runs them as Optuna studies. Torch- and Optuna-free.

@@ -1,8 +1,8 @@
 """Optuna studies of the paper's open questions: each trial is one pipeline run (vidtok.studies.trial.run_trial).
 
-    python -m vidtok.studies.sweeps sweep-fps --n-trials 2 --profile smoke     # two trials of the frame-rate study
-    python -m vidtok.studies.sweeps sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
-    python -m vidtok.studies.sweeps --list                                      # the studies and their levels
+    vidtok study sweep-fps --n-trials 2 --profile smoke     # two trials of the frame-rate study
+    vidtok study sweep-codebook --n-trials 4 --storage postgresql://user@db/optuna
+    vidtok study --list                                      # the studies and their levels
 
 Four studies (STUDIES, defined in vidtok/studies/specs.py), one factor each, every level repeated with several
 seeds so a difference comes with its spread: `sweep-fps` (training frame rate 1 ... 30 fps), `sweep-codebook`
@@ -10,7 +10,7 @@ seeds so a difference comes with its spread: `sweep-fps` (training frame rate 1 
 several points, decoder-only or whole-model stage 2, with the compute each took) and `ablations` (the paper's
 Table 2 / Table 3 variants).
 
-How a study runs (`run_study`), and why:
+How a study runs (`run_study(study, StudyOptions(...))`, one StudyWorker), and why:
 - The grid is small and categorical, so it is enumerated, not sampled: every (level, seed) point not yet done
   is enqueued as a WAITING trial, in seed-major order (all levels at seed 0 first, so a short sweep still covers
   the factor). Workers pop WAITING trials atomically (Optuna's storage does that), so parallel workers never run
@@ -49,12 +49,10 @@ How a study runs (`run_study`), and why:
   reports to Optuna and raises optuna.TrialPruned when the pruner says so. Validation runs at step intervals,
   not epochs, so the epoch-keyed Lightning callback of optuna-integration does not fit.
 
-Torch-free at import: training is imported only when a trial runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import inspect
@@ -63,7 +61,6 @@ import math
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
@@ -84,8 +81,9 @@ from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_s
 from vidtok.data.config import DataConfig, load_data_config
 from vidtok.data.manifest import ensure_manifest
 from vidtok.data.sources import fetch_corpus
-from vidtok.params import resolve_sections
-from vidtok.runs import code_sha256
+from vidtok.params import check_int, resolve_sections
+from vidtok.pipeline import ParamSource
+from vidtok.runs import OUTPUTS, Outputs, code_sha256
 from vidtok.studies.results import (
     COLUMNS,
     COUNT_SOURCES,
@@ -96,7 +94,7 @@ from vidtok.studies.results import (
     write_trials,
 )
 from vidtok.studies.specs import DEFAULT_SEEDS, FSQ_LEVELS, STUDIES, Level, StudySpec, get_study
-from vidtok.studies.trial import run_trial
+from vidtok.studies.trial import TrialPlan, run_trial
 
 __all__ = [
     "DEFAULT_SEEDS",
@@ -104,7 +102,9 @@ __all__ = [
     "STUDIES",
     "Level",
     "StepPruningHook",
+    "StudyOptions",
     "StudyResult",
+    "StudyWorker",
     "StudySpec",
     "STUDY_DATA_DIR",
     "get_study",
@@ -119,7 +119,7 @@ JOURNAL_NAME = "optuna.journal"
 # The studies' own manifest, clip indexes and frame caches (relative to the root). Not the DVC pipeline's
 # outputs/data: a study builds clip sets at rates the pipeline does not (1, 2, 4, 30 fps), and writing them into a
 # pipeline output makes `dvc status` (and so `vidtok audit`) report the pipeline as changed when nothing it made did.
-STUDY_DATA_DIR = "outputs/studies/data"
+STUDY_DATA_DIR = str(OUTPUTS.study_data)
 LOCK_NAME = ".sweep.lock"
 SCHEMA_RACE_RETRIES = 5
 INTERRUPTED = "interrupted"  # the error of a trial stopped from outside (not its own failure): retried on rerun
@@ -682,8 +682,7 @@ def _hooks(run: Callable[..., Any], **hooks: Callable[..., Any]) -> dict[str, Ca
 
 
 def validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    check_int("n_trials", n_trials, 1)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_HIGH for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of integers in 0..{SEED_HIGH}, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds):
@@ -694,145 +693,276 @@ def validate_args(n_trials: int, seeds: Sequence[int], study_name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """How one worker runs a study (`run_study`); the Prefect sweep flows and `vidtok study` fill it from their
+    parameters and flags.
+
+    `root` holds params.yaml (`params_path`), data/ and experiments/; `n_trials` is how many open points this run
+    takes; `seeds` (default DEFAULT_SEEDS) and `levels` (level labels; default all) are the grid; `study_name` names
+    the Optuna study and its folder (default: the study); `storage` is the Optuna storage (default the journal in
+    the study folder); `eval_clips` caps the evaluation; `retry_failed` queues failed points again; `pruner` is
+    "none" / "median" / an Optuna pruner; `prepare` makes the data first; `heartbeat_s` and `stale_after_s` are
+    the heartbeat times (HeartbeatTimes); `progress` shows training's progress bars."""
+
+    root: str | os.PathLike[str] = "."
+    n_trials: int = 2
+    profile: str | None = None
+    seeds: Sequence[int] | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    params_path: str = "params.yaml"
+    levels: Sequence[str] | None = None
+    eval_clips: int = 0
+    retry_failed: bool = False
+    pruner: str | optuna.pruners.BasePruner | None = None
+    prepare: bool = True
+    stale_after_s: float = 600.0
+    heartbeat_s: float = 30.0
+    progress: bool = False
+
+
 def run_study(
     study: str | StudySpec,
+    options: StudyOptions = StudyOptions(),
     *,
-    root: str | os.PathLike[str] = ".",
-    n_trials: int = 2,
-    profile: str | None = None,
-    seeds: Sequence[int] | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
-    params_path: str = "params.yaml",
-    levels: Sequence[str] | None = None,
-    eval_clips: int = 0,
-    retry_failed: bool = False,
-    pruner: str | optuna.pruners.BasePruner | None = None,
-    prepare: bool = True,
-    stale_after_s: float = 600.0,
-    heartbeat_s: float = 30.0,
     run_fn: Callable[..., Any] | None = None,
-    progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> StudyResult:
-    """Run up to `n_trials` open points of a study into `root`/experiments/<study_name>/ (see the module doc).
+    """Run up to `options.n_trials` open points of a study into `root`/experiments/<study_name>/ (see the module doc).
 
-    `levels` restricts the grid to some level labels; `run_fn` replaces vidtok.studies.trial.run_trial (same
-    signature; the Prefect flows wrap it in a task). Bad arguments (unknown study or level, n_trials < 1, a bad
-    storage URL or profile) raise ValueError with one line before anything is written."""
-    spec = get_study(study) if isinstance(study, str) else study
-    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
-    study_name = study_name or spec.name
-    validate_args(n_trials, seeds, study_name)
-    chosen = list(spec.levels) if not levels else [spec.level(label) for label in levels]
-    make_pruner(pruner)  # validate before touching anything
-    beats = HeartbeatTimes(heartbeat_s, stale_after_s)
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise ValueError(f"root {root}: not a folder (the repository root or a data root with params.yaml)")
-    params = root / params_path
+    `run_fn` replaces vidtok.studies.trial.run_trial (same signature: `run_fn(folder, plan=TrialPlan, progress=...,
+    on_validation=..., on_step=...)`; the Prefect flows wrap it in a task). Bad arguments (unknown study or level,
+    n_trials < 1, a bad storage URL or profile) raise ValueError with one line before anything is written."""
+    worker = StudyWorker(get_study(study) if isinstance(study, str) else study, options, run_fn or run_trial, log)
+    return worker.run()
 
-    resolve_sections(params if params.is_file() else None, profile)  # an unknown profile fails here, in one line
-    study_dir = root / "experiments" / study_name
-    backend, shown = open_storage(storage, study_dir)
-    base_overrides = data_overrides(root, params, profile, workspace=STUDY_DATA_DIR)
-    data_info: dict[str, Any] = {}
-    if prepare:
-        rates = needed_fps(spec, root, params_path=params_path, profile=profile, levels=levels)
-        data_info = prepare_data(root, params_path=params_path, profile=profile, fps=rates, log=log)
-    run = run_trial if run_fn is None else run_fn
 
-    direction = spec.direction
-    ostudy = optuna.create_study(
-        storage=backend,
-        study_name=study_name,
-        direction=direction,
-        pruner=make_pruner(pruner),
-        # Every trial comes from the queue with fixed params: the sampler never samples.
-        sampler=optuna.samplers.RandomSampler(seed=0),
-        load_if_exists=True,
-    )
-    if ostudy.direction.name.lower() != direction:
-        raise ValueError(
-            f"study {study_name} in {shown} was created to {ostudy.direction.name.lower()}, not {direction}"
+class StudyWorker:
+    """One worker's run of a study: its checks and storage (on creation), the queue of open points (`open`), the
+    loop that pops and runs them (`run`) and one trial (`run_trial`)."""
+
+    def __init__(
+        self, spec: StudySpec, options: StudyOptions, run: Callable[..., Any], log: Callable[[str], None]
+    ) -> None:
+        self.spec, self.options, self.run_fn, self.log = spec, options, run, log
+        self.seeds = list(DEFAULT_SEEDS if options.seeds is None else options.seeds)
+        self.name = options.study_name or spec.name
+        validate_args(options.n_trials, self.seeds, self.name)
+        self.chosen = list(spec.levels) if not options.levels else [spec.level(label) for label in options.levels]
+        make_pruner(options.pruner)  # validate before touching anything
+        self.beats = HeartbeatTimes(options.heartbeat_s, options.stale_after_s)
+        root = self.root = Path(options.root).resolve()
+        if not root.is_dir():
+            raise ValueError(f"root {root}: not a folder (the repository root or a data root with params.yaml)")
+        self.params = root / options.params_path
+        params_file = self.params if self.params.is_file() else None
+        resolve_sections(params_file, options.profile)  # an unknown profile fails here, in one line
+        self.folder = Outputs(root).study(self.name)
+        self.backend, self.shown = open_storage(options.storage, self.folder)
+        self.base_overrides = data_overrides(root, self.params, options.profile, workspace=STUDY_DATA_DIR)
+        self.data_info: dict[str, Any] = {}
+        if options.prepare:
+            rates = needed_fps(spec, root, params_path=options.params_path, profile=options.profile,
+                               levels=options.levels)  # fmt: skip
+            self.data_info = prepare_data(root, params_path=options.params_path, profile=options.profile, fps=rates,
+                                          log=log)  # fmt: skip
+        # Seed-major: a short sweep covers every level once before it repeats one.
+        self.points = [(lv, s) for s in self.seeds for lv in self.chosen]
+        self.requested = {(lv.label, s) for lv, s in self.points}
+        self.base = {"study": spec.name, "profile": options.profile, "eval_clips": options.eval_clips}
+        self.watch = StaleWatch(self.beats.stale_after_s)  # the others' heartbeats, before and between trials
+
+    def open(self) -> optuna.Study:
+        """The Optuna study (created or loaded), study.json written, and every open point of the grid queued."""
+        spec, options = self.spec, self.options
+        study = optuna.create_study(
+            storage=self.backend,
+            study_name=self.name,
+            direction=spec.direction,
+            pruner=make_pruner(options.pruner),
+            # Every trial comes from the queue with fixed params: the sampler never samples.
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            load_if_exists=True,
         )
-    meta = {
-        "study": study_name,
-        "spec": spec.name,
-        "factor": spec.factor,
-        "question": spec.question,
-        "metric": spec.metric,
-        "direction": direction,
-        "levels": [{"label": lv.label, "value": lv.value, **_level_params(lv)} for lv in spec.levels],
-        "requested_levels": [lv.label for lv in chosen],
-        "seeds": seeds,
-        "profile": profile,
-        "params": params_path,
-        "storage": shown if storage else f"journal:{JOURNAL_NAME}",
-        "optuna_study": study_name,
-        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": spec.deployment_command(profile, seeds, eval_clips),  # the whole grid, as this study runs it
-    }
-    with _locked(study_dir):
-        write_json(study_dir / STUDY_JSON, meta, sort_keys=False)
-    points = [(lv, s) for s in seeds for lv in chosen]  # seed-major: a short sweep covers every level once
-    base = {"study": spec.name, "profile": profile, "eval_clips": eval_clips}
-    requested = {(lv.label, s) for lv, s in points}
-    watch = StaleWatch(beats.stale_after_s)  # reads the others' heartbeats before and between this worker's trials
-    with _locked(study_dir):
-        stale = fail_stale_trials(ostudy, watch, requested)  # first sight: only trials whose pid is gone here
-        queued = _enqueue_open_points(ostudy, spec, points, base, retry_failed, stale)
-    if stale:
-        log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
-    log(f"{study_name}: {queued} point(s) newly queued; storage {meta['storage']}")
-    write_study_files(ostudy, spec, study_name, study_dir)
-
-    ran: list[int] = []
-    idle_since: dict[int, Any] | None = None  # the others' heartbeats when this worker found the queue empty
-    while len(ran) < n_trials:
-        with _locked(study_dir):
-            stale = fail_stale_trials(ostudy, watch, requested)
-            if stale:
-                _enqueue_open_points(ostudy, spec, points, base, False, stale)
-            trial = ostudy.ask() if ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)) else None
+        if study.direction.name.lower() != spec.direction:
+            raise ValueError(
+                f"study {self.name} in {self.shown} was created to {study.direction.name.lower()}, not {spec.direction}"
+            )
+        self.storage = self.shown if options.storage else f"journal:{JOURNAL_NAME}"
+        meta = {
+            "study": self.name,
+            "spec": spec.name,
+            "factor": spec.factor,
+            "question": spec.question,
+            "metric": spec.metric,
+            "direction": spec.direction,
+            "levels": [{"label": lv.label, "value": lv.value, **_level_params(lv)} for lv in spec.levels],
+            "requested_levels": [lv.label for lv in self.chosen],
+            "seeds": self.seeds,
+            "profile": options.profile,
+            "params": options.params_path,
+            "storage": self.storage,
+            "optuna_study": self.name,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            # The whole grid, as this study runs it.
+            "command": spec.deployment_command(options.profile, self.seeds, options.eval_clips),
+        }
+        with _locked(self.folder):
+            write_json(self.folder / STUDY_JSON, meta, sort_keys=False)
+        with _locked(self.folder):
+            stale = fail_stale_trials(study, self.watch, self.requested)  # first sight: trials whose pid is gone here
+            queued = _enqueue_open_points(study, spec, self.points, self.base, options.retry_failed, stale)
         if stale:
-            log(f"{study_name}: failed stale trial(s) {stale}; their points are queued again")
-            write_study_files(ostudy, spec, study_name, study_dir)
-        if trial is None:
-            # Nothing queued, but other workers' trials of requested points may be running: wait until each has
-            # beaten once (alive: its point is in good hands) or is stale (then its retry is queued and run here).
-            running = {
-                t.number: _heartbeat_value(t)
-                for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if _point(t) in requested
-            }
-            if idle_since is None:
-                idle_since = running
-                if running:
-                    log(
-                        f"{study_name}: queue empty; waiting for a heartbeat of trial(s) {sorted(running)} (one "
-                        f"that shows none for {beats.stale_after_s:g} s is retried here)"
-                    )
-            if not [n for n, beat in running.items() if n in idle_since and idle_since[n] == beat]:
-                log(f"{study_name}: every requested point is done or running")
-                break
-            time.sleep(beats.poll_s)
-            continue
-        idle_since = None
-        if _skip_duplicate(ostudy, trial):
-            continue
-        ran.append(trial.number)
-        _run_one(
-            ostudy, trial, spec, study_name, study_dir, params, profile, base_overrides, eval_clips, run, beats,
-            progress, log,
-        )  # fmt: skip
-        write_study_files(ostudy, spec, study_name, study_dir)
-    summary = write_study_files(ostudy, spec, study_name, study_dir)
-    df = trials_frame(ostudy, spec, study_name)
-    return StudyResult(
-        study_name, study_dir, meta["storage"], ran, summary, df, summary_markdown(summary, study_name, spec.factor),
-        data_info,
-    )  # fmt: skip
+            self.log(f"{self.name}: failed stale trial(s) {stale}; their points are queued again")
+        self.log(f"{self.name}: {queued} point(s) newly queued; storage {self.storage}")
+        self.write_files(study)
+        return study
+
+    def write_files(self, study: optuna.Study) -> dict[str, Any]:
+        return write_study_files(study, self.spec, self.name, self.folder)
+
+    def run(self) -> StudyResult:
+        """Pop and run open points until n_trials ran or every requested point is done or running elsewhere."""
+        study = self.open()
+        ran: list[int] = []
+        idle_since: dict[int, Any] | None = None  # the others' heartbeats when this worker found the queue empty
+        while len(ran) < self.options.n_trials:
+            trial = self._pop(study)
+            if trial is None:
+                idle_since, wait = self._wait_for_others(study, idle_since)
+                if not wait:
+                    break
+                continue
+            idle_since = None
+            if _skip_duplicate(study, trial):
+                continue
+            ran.append(trial.number)
+            self.run_trial(study, trial)
+            self.write_files(study)
+        summary = self.write_files(study)
+        df = trials_frame(study, self.spec, self.name)
+        markdown = summary_markdown(summary, self.name, self.spec.factor)
+        return StudyResult(self.name, self.folder, self.storage, ran, summary, df, markdown, self.data_info)
+
+    def _pop(self, study: optuna.Study) -> optuna.Trial | None:
+        """The next queued trial (None: none queued), after failing the stale trials of requested points and
+        queueing their points again."""
+        with _locked(self.folder):
+            stale = fail_stale_trials(study, self.watch, self.requested)
+            if stale:
+                _enqueue_open_points(study, self.spec, self.points, self.base, False, stale)
+            trial = study.ask() if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) else None
+        if stale:
+            self.log(f"{self.name}: failed stale trial(s) {stale}; their points are queued again")
+            self.write_files(study)
+        return trial
+
+    def _wait_for_others(self, study: optuna.Study, idle_since: dict[int, Any] | None) -> tuple[dict[int, Any], bool]:
+        """Nothing queued, but other workers' trials of requested points may be running: wait (True, after a
+        poll) until each has beaten once (alive: its point is in good hands) or is stale (then its retry is queued
+        and run here). False: every requested point is done or running."""
+        running = {
+            t.number: _heartbeat_value(t)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if _point(t) in self.requested
+        }
+        if idle_since is None:
+            idle_since = running
+            if running:
+                self.log(
+                    f"{self.name}: queue empty; waiting for a heartbeat of trial(s) {sorted(running)} (one that "
+                    f"shows none for {self.beats.stale_after_s:g} s is retried here)"
+                )
+        if not [n for n, beat in running.items() if n in idle_since and idle_since[n] == beat]:
+            self.log(f"{self.name}: every requested point is done or running")
+            return idle_since, False
+        time.sleep(self.beats.poll_s)
+        return idle_since, True
+
+    def run_trial(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes
+        on). KeyboardInterrupt / SystemExit (Lightning's answer to Ctrl-C) fail the trial as interrupted and are
+        re-raised; a lost heartbeat fails it as "heartbeat lost: ..." (if the storage still takes it) and raises
+        HeartbeatLost."""
+        spec, name = self.spec, self.name
+        try:
+            level = spec.level(trial.user_attrs["level"])
+            trial.suggest_categorical("level", [lv.label for lv in spec.levels])
+            seed = trial.suggest_int("seed", 0, SEED_HIGH)
+        except ValueError as err:  # the study was made with other levels: another study_name is needed
+            trial.set_user_attr("error", one_line(err, with_type=True))
+            study.tell(trial, state=TrialState.FAIL)
+            self.log(f"{name}: trial {trial.number} FAILED: {one_line(err, with_type=True)}")
+            return
+        folder = self._start(study, trial)
+        self.log(f"{name}: trial {trial.number} {level.label} seed {seed} -> {folder}")
+        hook = StepPruningHook(trial)
+        heartbeat = _Heartbeat(trial, self.beats.interval_s, self.beats.lose_after_s, self.log)
+        started = time.perf_counter()
+        try:
+            with heartbeat:
+                result = self.run_fn(
+                    folder,
+                    plan=self._plan(level, seed),
+                    progress=self.options.progress,
+                    **_hooks(self.run_fn, on_validation=hook, on_step=heartbeat.check),
+                )
+                heartbeat.check()  # lost after training (while evaluating): another worker may own the point by now
+            value = _record_result(trial, result, self.folder, spec.metric)
+            hook.report_curves(getattr(result, "runs", {}) or {})
+        except optuna.TrialPruned as err:
+            trial.set_user_attr("error", str(err))
+            study.tell(trial, state=TrialState.PRUNED)
+            self.log(f"{name}: trial {trial.number} pruned ({err})")
+            return
+        except Exception as err:
+            self._failed(study, trial, err, heartbeat, time.perf_counter() - started)
+            return
+        except BaseException:
+            trial.set_user_attr("error", INTERRUPTED)
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        self.log(f"{name}: trial {trial.number} {spec.metric} {value:.3f} in {time.perf_counter() - started:.0f} s")
+
+    def _plan(self, level: Level, seed: int) -> TrialPlan:
+        """What the trial of (level, seed) runs: the data paths, the level's overrides and the seed."""
+        overrides = (*self.base_overrides, *level.overrides, f"train.seed={seed}")
+        source = ParamSource(self.params if self.params.is_file() else None, self.options.profile, overrides)
+        return TrialPlan(source, level.schedule, level.stage1_fraction, level.stage2_trains, self.options.eval_clips)
+
+    def _start(self, study: optuna.Study, trial: optuna.Trial) -> Path:
+        """The trial's run folder (a retry takes over its dead trial's) and the user attrs of a running trial."""
+        folder = self.folder / "runs" / f"trial_{trial.number}"
+        _adopt_stale_folder(trial, self.folder, folder)
+        # The heartbeat first: whoever finds the trial by its host and pid finds a heartbeat too.
+        trial.set_user_attr(HEARTBEAT_KEY, 0)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
+        trial.set_user_attr("run_dir", os.path.relpath(folder, self.folder))
+        # The code the trial runs, taken before it starts (training, evaluation and this study code, and the
+        # torch / torchvision / av versions); `_record_result` refuses a result if it changed meanwhile.
+        trial.set_user_attr("code_sha256", code_sha256("study"))
+        self.write_files(study)  # the RUNNING row
+        return folder
+
+    def _failed(
+        self, study: optuna.Study, trial: optuna.Trial, err: Exception, heartbeat: _Heartbeat, seconds: float
+    ) -> None:
+        """Tell a trial that raised FAIL with its error as one line; a lost heartbeat raises HeartbeatLost."""
+        if isinstance(err, HeartbeatLost) or heartbeat.lost:  # (an error of the dying storage, e.g. in the pruner)
+            why = f"{HEARTBEAT_LOST}: {heartbeat.lost}"
+            with contextlib.suppress(Exception):  # the storage may be what is failing, or the trial ended by another
+                trial.set_user_attr("error", why)
+                study.tell(trial, state=TrialState.FAIL)
+            self.log(f"{self.name}: trial {trial.number} stopped after {seconds:.0f} s: {why}")
+            raise HeartbeatLost(f"{self.name}: trial {trial.number} stopped: {why}") from None
+        why = one_line(err, with_type=True)
+        trial.set_user_attr("error", why)
+        study.tell(trial, state=TrialState.FAIL)
+        self.log(f"{self.name}: trial {trial.number} FAILED after {seconds:.0f} s: {why}")
 
 
 def _skip_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -857,94 +987,6 @@ def _skip_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
     trial.set_user_attr("skipped", reason)
     study.tell(trial, state=TrialState.FAIL)
     return True
-
-
-def _run_one(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    spec: StudySpec,
-    study_name: str,
-    study_dir: Path,
-    params: Path,
-    profile: str | None,
-    base_overrides: list[str],
-    eval_clips: int,
-    run: Callable[..., Any],
-    beats: HeartbeatTimes,
-    progress: bool,
-    log: Callable[[str], None],
-) -> None:
-    """Run one popped trial and tell Optuna how it ended; exceptions become FAIL with one line (the study goes on).
-    KeyboardInterrupt / SystemExit (Lightning's answer to Ctrl-C) fail the trial as interrupted and are re-raised; a
-    lost heartbeat fails it as "heartbeat lost: ..." (if the storage still takes it) and raises HeartbeatLost."""
-    attrs = trial.user_attrs
-    try:
-        level = spec.level(attrs["level"])
-        trial.suggest_categorical("level", [lv.label for lv in spec.levels])
-        seed = trial.suggest_int("seed", 0, SEED_HIGH)
-    except ValueError as err:  # the study was made with other levels: another study_name is needed
-        trial.set_user_attr("error", one_line(err, with_type=True))
-        study.tell(trial, state=TrialState.FAIL)
-        log(f"{study_name}: trial {trial.number} FAILED: {one_line(err, with_type=True)}")
-        return
-    folder = study_dir / "runs" / f"trial_{trial.number}"
-    _adopt_stale_folder(trial, study_dir, folder)
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr(HEARTBEAT_KEY, 0)
-    trial.set_user_attr("started_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    trial.set_user_attr("run_dir", os.path.relpath(folder, study_dir))
-    # The code the trial runs, taken before it starts (training, evaluation and this study code, and the
-    # torch / torchvision / av versions); `_record_result` refuses a result if it changed meanwhile.
-    trial.set_user_attr("code_sha256", code_sha256("study"))
-    write_study_files(study, spec, study_name, study_dir)  # the RUNNING row
-    log(f"{study_name}: trial {trial.number} {level.label} seed {seed} -> {folder}")
-    hook = StepPruningHook(trial)
-    overrides = [*base_overrides, *level.overrides, f"train.seed={seed}"]
-    heartbeat = _Heartbeat(trial, beats.interval_s, beats.lose_after_s, log)
-    kwargs = _hooks(run, on_validation=hook, on_step=heartbeat.check)
-    started = time.perf_counter()
-    try:
-        with heartbeat:
-            result = run(
-                folder,
-                params_path=params if params.is_file() else None,
-                profile=profile,
-                overrides=overrides,
-                schedule=level.schedule,
-                stage1_fraction=level.stage1_fraction,
-                stage2_trains=level.stage2_trains,
-                eval_clips=eval_clips,
-                progress=progress,
-                **kwargs,
-            )
-            heartbeat.check()  # lost after training (while evaluating): another worker may own the point by now
-        value = _record_result(trial, result, study_dir, spec.metric)
-        hook.report_curves(getattr(result, "runs", {}) or {})
-    except optuna.TrialPruned as err:
-        trial.set_user_attr("error", str(err))
-        study.tell(trial, state=TrialState.PRUNED)
-        log(f"{study_name}: trial {trial.number} pruned ({err})")
-        return
-    except Exception as err:
-        if isinstance(err, HeartbeatLost) or heartbeat.lost:  # (an error of the dying storage, e.g. in the pruner)
-            why = f"{HEARTBEAT_LOST}: {heartbeat.lost}"
-            with contextlib.suppress(Exception):  # the storage may be what is failing, or the trial ended by another
-                trial.set_user_attr("error", why)
-                study.tell(trial, state=TrialState.FAIL)
-            log(f"{study_name}: trial {trial.number} stopped after {time.perf_counter() - started:.0f} s: {why}")
-            raise HeartbeatLost(f"{study_name}: trial {trial.number} stopped: {why}") from None
-        why = one_line(err, with_type=True)
-        trial.set_user_attr("error", why)
-        study.tell(trial, state=TrialState.FAIL)
-        log(f"{study_name}: trial {trial.number} FAILED after {time.perf_counter() - started:.0f} s: {why}")
-        return
-    except BaseException:
-        trial.set_user_attr("error", INTERRUPTED)
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    study.tell(trial, value)
-    log(f"{study_name}: trial {trial.number} {spec.metric} {value:.3f} in {time.perf_counter() - started:.0f} s")
 
 
 def _adopt_stale_folder(trial: optuna.Trial, study_dir: Path, folder: Path) -> None:
@@ -990,55 +1032,3 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"the evaluation gave no finite {metric} ({value!r})")
     return float(value)
-
-
-# ================================================================================================= command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-
-    parser = argparse.ArgumentParser(prog="python -m vidtok.studies.sweeps", description=__doc__.splitlines()[0])
-    parser.add_argument("study", nargs="?", help=f"one of {', '.join(STUDIES)}")
-    parser.add_argument("--list", action="store_true", help="list the studies and their levels")
-    parser.add_argument("--n-trials", type=int, default=2)
-    parser.add_argument("--profile", help="params.yaml profile (default: its profile:)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    parser.add_argument("--study-name", help="Optuna study and folder name (default: the study)")
-    parser.add_argument(
-        "--storage", help="sqlite:///..., postgresql://... (default experiments/<study>/optuna.journal)"
-    )
-    parser.add_argument("--root", default=".", help="folder holding params.yaml, data/ and experiments/")
-    parser.add_argument("--level", action="append", help="run only this level (repeatable)")
-    parser.add_argument("--eval-clips", type=int, default=0, help="evaluate at most this many val clips (0: all)")
-    parser.add_argument("--retry-failed", action="store_true", help="queue failed points again")
-    parser.add_argument("--pruner", choices=("none", "median"), default="none")
-    args = parser.parse_args(argv)
-    if args.list or not args.study:
-        for spec in STUDIES.values():
-            print(f"{spec.name} ({spec.factor}): {spec.question}")
-            print("  " + "; ".join(lv.label for lv in spec.levels))
-        return 0 if args.list else 2
-    try:
-        result = run_study(
-            args.study,
-            root=args.root,
-            n_trials=args.n_trials,
-            profile=args.profile,
-            seeds=args.seeds,
-            study_name=args.study_name,
-            storage=args.storage,
-            levels=args.level,
-            eval_clips=args.eval_clips,
-            retry_failed=args.retry_failed,
-            pruner=args.pruner,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {one_line(err, with_type=True).split(': ', 1)[-1]}", file=sys.stderr)
-        return 1
-    print(result.markdown, end="")
-    print(f"wrote {result.folder}/trials.parquet, summary.json, summary.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

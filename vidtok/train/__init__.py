@@ -1,6 +1,6 @@
 """Clips -> checkpoint: two-stage VidTok training.
 
-    vidtok train --stage stage1 --run-dir outputs/train/stage1
+    vidtok stage stage1 --run-dir runs/stage1
 
 config.py (TrainConfig, params.yaml loading, the checks before training), losses.py (the VidTok loss and its
 discriminators), module.py (the LightningModule: one generator and one discriminator step per iteration),

@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from vidtok._files import atomic_path
 from vidtok.runs import CHECKPOINTS_DIR, METRICS_NAME, VAL_NAME
+from vidtok.train.config import TrainConfig
 from vidtok.train.module import TrainingError, TrainingModule
 
 
@@ -77,41 +79,51 @@ def weights_digest(module: TrainingModule) -> str:
     return digest.hexdigest()
 
 
-class Recorder(L.Callback):
-    """Rank 0's bookkeeping: metrics.csv, the progress bar, validation (val.csv) and checkpoints.
+@dataclass(frozen=True)
+class TrainHooks:
+    """What the caller of training sees while it runs (rank 0): a progress bar, and hooks after every validation
+    pass, `on_validation(step, val_psnr)` (a sweep's step-keyed pruner), and after every training step with its
+    checkpoint written, `on_step(step)` (a sweep's heartbeat check). What a hook raises ends the run (status failed,
+    checkpoints kept): a flag read in the loop rather than a signal, which Lightning would turn into sys.exit."""
 
-    `save(module, step, final)` writes a checkpoint; `validate(module)` returns (psnr, ssim) on the val clips;
-    `on_checkpoint(path, step)` lets the caller update the run manifest; `on_validation(step, val_psnr)` is called
-    after every validation pass (a sweep's step-keyed pruning hook; an exception it raises ends the run);
-    `on_step(step)` after every training step, its checkpoint written (a sweep's heartbeat check: raising ends the
-    run the same way, a flag read in the loop rather than a signal, which Lightning would turn into sys.exit)."""
+    progress: bool = True
+    on_validation: Callable[[int, float], None] | None = None
+    on_step: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class RecorderHooks:
+    """How the Recorder reaches the run it records: `save(module, step, final)` writes a checkpoint and returns its
+    folder, `validate(module)` scores the val clips (val_psnr, val_ssim, trivial_psnr, trivial_ssim), and
+    `on_checkpoint(path, step, final)` notes a checkpoint in the run record; `caller` are the TrainHooks of whoever
+    started training."""
+
+    save: Callable[[TrainingModule, int, bool], Path]
+    validate: Callable[[TrainingModule], dict[str, float]] | None
+    on_checkpoint: Callable[[Path, int, bool], None]
+    caller: TrainHooks = TrainHooks()
+
+
+class Recorder(L.Callback):
+    """Rank 0's bookkeeping: metrics.csv, the progress bar, validation (val.csv) and checkpoints, on the schedule of
+    `train` (steps, log_every, val_every, checkpoint_every, keep_checkpoints; see RecorderHooks for the calls out).
+
+    `start_step` is where a resumed run goes on from, `columns` every column metrics.csv can hold, `world` the
+    processes training together (clips/s counts the global batch)."""
 
     def __init__(
         self,
         run_dir: Path,
+        train: TrainConfig,
+        hooks: RecorderHooks,
         *,
-        total_steps: int,
-        start_step: int,
+        start_step: int = 0,
         columns: list[str],
-        log_every: int,
-        val_every: int,
-        checkpoint_every: int,
-        keep_checkpoints: int,
-        global_batch: int,
-        save: Callable[[TrainingModule, int, bool], Path],
-        validate: Callable[[TrainingModule], dict[str, float]] | None,
-        on_checkpoint: Callable[[Path, int, bool], None],
-        progress: bool,
-        on_validation: Callable[[int, float], None] | None = None,
-        on_step: Callable[[int], None] | None = None,
+        world: int = 1,
     ):
-        self.run_dir, self.total, self.start = run_dir, total_steps, start_step
-        self.columns, self.log_every, self.val_every = columns, log_every, val_every
-        self.checkpoint_every, self.keep = checkpoint_every, keep_checkpoints
-        self.global_batch, self.progress = global_batch, progress
-        self._save, self._validate, self._on_checkpoint = save, validate, on_checkpoint
-        self._on_validation = on_validation
-        self._on_step = on_step
+        self.run_dir, self.config, self.hooks = run_dir, train, hooks
+        self.total, self.start, self.columns = train.steps, start_step, columns
+        self.global_batch = train.batch_size * world
         self._csv: _Csv | None = None
         self._val: _Csv | None = None
         self._bar: Any = None
@@ -132,7 +144,7 @@ class Recorder(L.Callback):
             unit="step",
             desc="train",
             dynamic_ncols=True,
-            disable=not self.progress,
+            disable=not self.hooks.caller.progress,
             mininterval=1.0,
         )
         if self.start == 0:
@@ -140,14 +152,15 @@ class Recorder(L.Callback):
         self._t0 = time.perf_counter()
 
     def _run_validation(self, module: TrainingModule, step: int) -> None:
-        if self._validate is None or self._val is None or self._last_val == step:
+        if self.hooks.validate is None or self._val is None or self._last_val == step:
             return
         self._last_val = step
-        result = self._validate(module)
+        result = self.hooks.validate(module)
         self._val.write({"step": step, **result})
         module.last_logs = {**module.last_logs, "val_psnr": result["val_psnr"]}
-        if self._on_validation is not None:  # e.g. a sweep's pruner: raising here stops the run (status failed)
-            self._on_validation(step, result["val_psnr"])
+        on_validation = self.hooks.caller.on_validation
+        if on_validation is not None:  # e.g. a sweep's pruner: raising here stops the run (status failed)
+            on_validation(step, result["val_psnr"])
 
     def on_train_batch_end(self, trainer: L.Trainer, module: TrainingModule, *args: Any) -> None:
         if trainer.global_rank != 0:
@@ -158,10 +171,10 @@ class Recorder(L.Callback):
         elapsed, self._t0 = now - self._t0, now
         step = module.completed_steps
         logs = dict(module.last_logs)
-        logs["lr"] = module.lr * (min(1.0, step / module.lr_warmup) if module.lr_warmup else 1.0)
+        logs["lr"] = self.config.lr * self.config.lr_scale(step - 1)  # the rate of the iteration that made `step`
         logs["step_time_s"] = elapsed
         logs["clips_per_s"] = self.global_batch / elapsed if elapsed > 0 else float("nan")
-        if self._csv is not None and (step % self.log_every == 0 or step == self.total):
+        if self._csv is not None and (step % self.config.log_every == 0 or step == self.total):
             self._csv.write({"step": step, **{k: v for k, v in logs.items() if k in self.columns}})
         if self._bar is not None:
             shown = {"loss": logs.get("loss_g"), "psnr": logs.get("psnr"), "clips/s": logs["clips_per_s"]}
@@ -170,13 +183,14 @@ class Recorder(L.Callback):
             self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if v is not None}, refresh=False)
             self._bar.update(1)
         paused = time.perf_counter()
-        if self.val_every and step % self.val_every == 0:
+        val_every, checkpoint_every = self.config.val_every, self.config.checkpoint_every
+        if val_every and step % val_every == 0:
             self._run_validation(module, step)
-        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.total:
+        if checkpoint_every and step % checkpoint_every == 0 and step < self.total:
             self._checkpoint(module, step, final=False)
         self._t0 += time.perf_counter() - paused
-        if self._on_step is not None:
-            self._on_step(step)
+        if self.hooks.caller.on_step is not None:
+            self.hooks.caller.on_step(step)
 
     def _checkpoint(self, module: TrainingModule, step: int, final: bool) -> None:
         if self._last_ckpt == step and not final:
@@ -185,16 +199,17 @@ class Recorder(L.Callback):
         for handle in (self._csv, self._val):  # a checkpoint never refers to rows that are not on disk
             if handle is not None:
                 handle.sync()
-        path = self._save(module, step, final)
+        path = self.hooks.save(module, step, final)
         module.last_checkpoint = str(path)
-        self._on_checkpoint(path, step, final)
+        self.hooks.on_checkpoint(path, step, final)
         self._prune()
 
     def _prune(self) -> None:
-        if self.keep <= 0:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
             return
         steps = sorted(p for p in (self.run_dir / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
-        for old in steps[: -self.keep]:
+        for old in steps[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     def on_train_end(self, trainer: L.Trainer, module: TrainingModule) -> None:

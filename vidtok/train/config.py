@@ -1,7 +1,7 @@
 """Training configuration: TrainConfig, the params.yaml loader (`load_params`) and the checks run before training.
 
-    vidtok train --stage stage1 --config params.yaml --run-dir outputs/train/stage1
-    vidtok train --stage stage2 --config params.yaml --run-dir outputs/train/stage2 --init-from outputs/train/stage1
+    vidtok stage stage1 --config params.yaml --run-dir runs/stage1
+    vidtok stage stage2 --config params.yaml --run-dir runs/stage2 --init-from runs/stage1
 
 Stages (paper section 3.3, Table 4): `stage1` trains the whole model at the low resolution; `stage2` loads a
 stage-1 checkpoint, freezes the encoder and regularizer and trains the decoder (with logvar and discriminator) at
@@ -40,7 +40,15 @@ from vidtok._files import sha256_file
 from vidtok.data.config import DataConfig
 from vidtok.model.config import ModelConfig, ModelSpec
 from vidtok.model.vidtok import CheckpointError, read_config
-from vidtok.params import SECTIONS, resolve_sections
+from vidtok.params import (
+    SECTIONS,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    from_mapping,
+    resolve_sections,
+)
 from vidtok.runs import STAGES, RunRecordError, read_run_record
 from vidtok.train.losses import LossConfig
 
@@ -54,11 +62,6 @@ RESUMABLE_CHANGES = frozenset(
 
 
 # ------------------------------------------------------------------------------------------------ configs
-
-
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"train.{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -111,28 +114,21 @@ class TrainConfig:
             ("val_every", 0),
             ("val_clips", 0),
         ):
-            _int(name, getattr(self, name), low)
+            check_int(f"train.{name}", getattr(self, name), low)
         for name in ("fps", "lr", "lr_disc", "grad_clip"):
-            value = getattr(self, name)
-            if value is None and name == "lr_disc":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
+            if not (name == "lr_disc" and self.lr_disc is None):
+                check_number(f"train.{name}", getattr(self, name))
         if not self.fps > 0 or not self.lr > 0:
             raise ValueError(f"train.fps and train.lr must be positive, got {self.fps!r} and {self.lr!r}")
         betas = tuple(self.betas) if isinstance(self.betas, list | tuple) else ()
         if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
             raise ValueError(f"train.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {self.betas!r}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        if self.precision not in ("32-true", "bf16-mixed"):
-            raise ValueError(f"train.precision must be '32-true' or 'bf16-mixed', got {self.precision!r}")
-        if self.accelerator not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"train.accelerator must be 'auto', 'cpu' or 'gpu', got {self.accelerator!r}")
-        if self.strategy not in ("auto", "ddp", "ddp_spawn"):
-            raise ValueError(f"train.strategy must be 'auto', 'ddp' or 'ddp_spawn', got {self.strategy!r}")
+        check_choice("train.precision", self.precision, ("32-true", "bf16-mixed"))
+        check_choice("train.accelerator", self.accelerator, ("auto", "cpu", "gpu"))
+        check_choice("train.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
         for name in ("ema", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+            check_bool(f"train.{name}", getattr(self, name))
         if self.freeze_encoder is not None and not isinstance(self.freeze_encoder, bool):
             raise ValueError(f"train.freeze_encoder must be true, false or null, got {self.freeze_encoder!r}")
         if not (isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1):
@@ -142,11 +138,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown train parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(values))
+        return from_mapping(cls, values, "train parameter(s)")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -161,6 +153,12 @@ class TrainConfig:
     @property
     def lr_d(self) -> float:
         return self.lr if self.lr_disc is None else self.lr_disc
+
+    def lr_scale(self, step: int) -> float:
+        """The factor on both learning rates in iteration `step` (0-based): a linear warm-up over the first
+        lr_warmup iterations, (step + 1) / lr_warmup, then 1. A function of the step only, so a resumed run sets the
+        same rates."""
+        return min(1.0, (step + 1) / self.lr_warmup) if self.lr_warmup else 1.0
 
 
 class Params(NamedTuple):

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtok.metrics import LPIPSMetric, MissingWeightsError
+from vidtok.params import check_bool, check_choice, check_int, check_number, from_mapping
 
 __all__ = [
     "LossConfig",
@@ -57,13 +58,6 @@ __all__ = [
 ]
 
 DiscType = Literal["2d", "3d", "none"]
-
-
-def _number(name: str, value: Any, *, low: float = 0.0, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= low:
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"loss.{name} must be {what} >= {low:g}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -108,21 +102,18 @@ class LossConfig:
             "codebook_weight",
             "adaptive_weight_max",
         ):
-            _number(name, getattr(self, name))
-        _number("entropy_anneal_factor", self.entropy_anneal_factor, low=1.0)
+            check_number(f"loss.{name}", getattr(self, name))
+        check_number("loss.entropy_anneal_factor", self.entropy_anneal_factor, low=1.0)
         for name, low in (("disc_ndf", 1), ("disc_layers", 1), ("disc_start", 0), ("entropy_anneal_steps", 0)):
-            _number(name, getattr(self, name), low=low, integer=True)
+            check_int(f"loss.{name}", getattr(self, name), low)
         if isinstance(self.logvar_init, bool) or not isinstance(self.logvar_init, int | float):
             raise ValueError(f"loss.logvar_init must be a number, got {self.logvar_init!r}")
         if not (isinstance(self.lecam_decay, int | float) and 0 <= self.lecam_decay < 1):
             raise ValueError(f"loss.lecam_decay must be in [0, 1) (e.g. 0.999), got {self.lecam_decay!r}")
-        if self.lpips_net not in ("vgg", "alex"):
-            raise ValueError(f"loss.lpips_net must be 'vgg' or 'alex', got {self.lpips_net!r}")
-        if self.disc_type not in ("2d", "3d", "none"):
-            raise ValueError(f"loss.disc_type must be '2d', '3d' or 'none', got {self.disc_type!r}")
+        check_choice("loss.lpips_net", self.lpips_net, ("vgg", "alex"))
+        check_choice("loss.disc_type", self.disc_type, ("2d", "3d", "none"))
         for name in ("learn_logvar", "adaptive_weight", "lpips_random_trunk_for_tests"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"loss.{name} must be true or false, got {getattr(self, name)!r}")
+            check_bool(f"loss.{name}", getattr(self, name))
         if self.lpips_trunk_path is not None and not isinstance(self.lpips_trunk_path, str):
             raise ValueError(f"loss.lpips_trunk_path must be a path string or null, got {self.lpips_trunk_path!r}")
         if self.lpips_random_trunk_for_tests and self.lpips_trunk_path:
@@ -130,11 +121,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> LossConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown loss parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(values))
+        return from_mapping(cls, values, "loss parameter(s)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

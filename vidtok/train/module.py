@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vidtok.model.vidtok import VidTok
+from vidtok.train.config import TrainConfig
 from vidtok.train.losses import LossConfig, VidTokLoss
 from vidtok.train.state import split_state, unflatten_optimizer
 
@@ -95,37 +96,30 @@ def last_layer(model: VidTok) -> Tensor:
 class TrainingModule(L.LightningModule):
     """Manual optimisation: per batch one generator step (encoder, decoder, logvar), then one discriminator step.
 
-    `freeze_encoder` (stage 2) runs the encoder and regularizer without gradients and leaves them out of the
-    optimizer. `resume` holds a training state to restore in `configure_optimizers`. `make_loader(rank, world)`
-    builds the step-indexed DataLoader once the strategy knows the rank."""
+    `config` gives the rates (lr, lr_d, betas, lr_warmup), grad_clip, the seed, the EMA (ema, ema_decay) and
+    whether the encoder is frozen (`encoder_frozen`, stage 2): then the encoder and regularizer run without
+    gradients and stay out of the optimizer. `resume` holds a training state to restore in
+    `configure_optimizers`. `make_loader(rank, world)` builds the step-indexed DataLoader once the strategy knows the
+    rank."""
 
     def __init__(
         self,
         model: VidTok,
         loss: VidTokLoss,
+        config: TrainConfig,
         *,
-        lr: float,
-        lr_disc: float,
-        betas: tuple[float, float],
-        grad_clip: float,
-        seed: int,
-        freeze_encoder: bool,
-        ema_decay: float | None,
-        lr_warmup: int = 0,
         start_step: int = 0,
         resume: tuple[dict[str, Any], dict[str, Tensor]] | None = None,
         make_loader: Callable[[int, int], DataLoader] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.model, self.loss = model, loss
-        self.lr, self.lr_disc, self.betas, self.grad_clip = lr, lr_disc, tuple(betas), grad_clip
-        self.lr_warmup = lr_warmup
-        self.seed, self.freeze_encoder = seed, freeze_encoder
-        if freeze_encoder:
+        self.model, self.loss, self.config = model, loss, config
+        self.freeze_encoder = config.encoder_frozen
+        if self.freeze_encoder:
             model.encoder.requires_grad_(False)
             model.regularization.requires_grad_(False)
-        self.ema = ModelEMA(model, ema_decay) if ema_decay is not None else None
+        self.ema = ModelEMA(model, config.ema_decay) if config.ema else None
         self.completed_steps = start_step
         self._resume = resume
         self._make_loader = make_loader
@@ -150,10 +144,11 @@ class TrainingModule(L.LightningModule):
         return params
 
     def configure_optimizers(self) -> Any:
-        opt_g = torch.optim.Adam(self.generator_parameters(), lr=self.lr, betas=self.betas)
+        cfg = self.config
+        opt_g = torch.optim.Adam(self.generator_parameters(), lr=cfg.lr, betas=cfg.betas)
         opts = [opt_g]
         if self.loss.discriminator is not None:
-            opts.append(torch.optim.Adam(self.loss.discriminator.parameters(), lr=self.lr_disc, betas=self.betas))
+            opts.append(torch.optim.Adam(self.loss.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas))
         if self._resume is not None:
             record, tensors = self._resume
             for name, opt in zip(("opt_g", "opt_d"), opts):
@@ -184,7 +179,7 @@ class TrainingModule(L.LightningModule):
 
     def _clip(self, params: Sequence[Tensor], what: str, step: int) -> Tensor:
         grads = [p for p in params if p.grad is not None]
-        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(grads, max_norm) if grads else torch.zeros(())
         self._finite(norm, f"{what} gradient norm", step)
         return norm
@@ -194,7 +189,7 @@ class TrainingModule(L.LightningModule):
     ) -> dict[str, float]:
         """One optimisation iteration on batch x (B, 3, T, H, W); also used without a Trainer by the benchmark."""
         step = self.completed_steps
-        torch.manual_seed(step_seed(self.seed, step, self.global_rank))
+        torch.manual_seed(step_seed(self.config.seed, step, self.global_rank))
         model, loss = self.model, self.loss
         disc = loss.discriminator
         # Generator step. The discriminator judges the reconstruction but is not updated by this loss.
@@ -210,10 +205,8 @@ class TrainingModule(L.LightningModule):
             x, recon, encoded.aux, step, last_layer(model), include_aux=not self.freeze_encoder
         )
         self._finite(loss_g, "generator loss", step)
-        # Linear warm-up of both learning rates over the first lr_warmup iterations: a function of the step only,
-        # so a resumed run sets the same rates.
-        scale = min(1.0, (step + 1) / self.lr_warmup) if self.lr_warmup else 1.0
-        for opt, base in ((opt_g, self.lr), (opt_d, self.lr_disc)):
+        scale = self.config.lr_scale(step)  # the warm-up of both rates
+        for opt, base in ((opt_g, self.config.lr), (opt_d, self.config.lr_d)):
             for group in getattr(opt, "param_groups", ()):
                 group["lr"] = base * scale
         opt_g.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
 """Train one stage into a run folder: `train`, the entry point the CLI, the DVC stages, the Prefect flows and the
-study trials call.
+study trials call (through the stage chain, vidtok.pipeline).
 
-    vidtok train --stage stage1 --run-dir outputs/train/stage1
-    vidtok train --stage stage2 --run-dir outputs/train/stage2 --init-from outputs/train/stage1
+    vidtok stage stage1 --run-dir runs/stage1
+    vidtok stage stage2 --run-dir runs/stage2 --init-from runs/stage1
 
 A call checks every setting first (vidtok.train.config.check_setup), builds the model and the loss, finds out
 whether the run folder holds this run already (resume from its newest checkpoint, or return the finished run),
@@ -21,7 +21,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +38,7 @@ from vidtok._files import one_line, resolve_device, sha256_file
 from vidtok.data.clips import clip_index_path
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import StepLoader, VideoDataModule, clips_sha256, epoch_samples, stack_clips
-from vidtok.model.config import ModelSpec
+from vidtok.model.config import ModelConfig
 from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, read_config
 from vidtok.runs import (
     CHECKPOINTS_DIR,
@@ -57,9 +57,10 @@ from vidtok.runs import (
     workspace_git_info,
     write_run_record,
 )
-from vidtok.train.callbacks import Recorder
+from vidtok.train.callbacks import Recorder, RecorderHooks, TrainHooks
 from vidtok.train.config import (
     InitSource,
+    Params,
     TrainConfig,
     check_setup,
     computing_config,
@@ -67,11 +68,11 @@ from vidtok.train.config import (
     config_snapshot,
     resolve_init,
 )
-from vidtok.train.losses import LossConfig, VidTokLoss
+from vidtok.train.losses import VidTokLoss
 from vidtok.train.module import TrainingModule, log_columns
 from vidtok.train.state import find_resume, read_training_state, split_state, training_tensors, write_checkpoint
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["Params", "TrainHooks", "TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -88,48 +89,32 @@ class TrainResult:
 
 
 def train(
-    data: DataConfig,
-    model: ModelSpec,
-    config: TrainConfig,
-    loss: LossConfig,
+    params: Params,
     run_dir: str | os.PathLike[str],
     *,
-    params: Mapping[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
     datasets: tuple[Dataset, Dataset | None] | None = None,
-    progress: bool = True,
     on_change: Literal["error", "restart"] = "error",
-    on_validation: Callable[[int, float], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult | None:
-    """Train one stage into `run_dir` (created, or resumed from its newest checkpoint) and return the result.
+    """Train one stage (`params.train`, starting from `params.train.init_from` when set) into `run_dir` (created, or
+    resumed from its newest checkpoint) and return the result.
 
-    `params` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
+    `origin` records where the configs came from (see `params_info`). `datasets=(train, val)` replaces the data
     layer with in-memory datasets (tests, benchmarks): items are indexed by (row, seed) like ClipDataset. Bad
     configuration raises ValueError / CheckpointError / MissingWeightsError before any computation; a non-finite
     loss raises TrainingError naming the step. DDP worker processes (rank > 0) return None.
 
     A `run_dir` that holds a run with other settings (see `config_differences`) is an error by default;
-    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change).
-    `on_validation(step, val_psnr)` runs after every validation pass (rank 0): a sweep's pruning hook.
-    `on_step(step)` runs after every training step (rank 0): a sweep's heartbeat check. An exception either raises
-    ends the run: status failed with that error, the checkpoints kept for a resume."""
+    `on_change="restart"` deletes it and starts over (what `dvc repro` wants after a param change). `hooks` are the
+    progress bar and the caller's per-validation and per-step hooks (TrainHooks: a sweep's pruner and heartbeat
+    check; None: a progress bar, no hooks); an exception a hook raises ends the run: status failed with that error,
+    the checkpoints kept for a resume."""
     if on_change not in ("error", "restart"):
         raise ValueError(f"on_change must be 'error' or 'restart', got {on_change!r}")
     threads = torch.get_num_threads()
     try:
-        run = Run.prepare(
-            data,
-            model,
-            config,
-            loss,
-            Path(run_dir),
-            params=params,
-            datasets=datasets,
-            progress=progress,
-            on_change=on_change,
-            on_validation=on_validation,
-            on_step=on_step,
-        )
+        run = Run.prepare(params, Path(run_dir), origin=origin, datasets=datasets, on_change=on_change, hooks=hooks)
         return run.execute()
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this call only
@@ -145,10 +130,7 @@ class Run:
     Picklable on purpose: under `ddp_spawn` Lightning pickles the trainer, and with it the Recorder callbacks
     that call back into the run (checkpoints, validation, run_record updates) from the rank-0 worker."""
 
-    data: DataConfig
-    model_spec: ModelSpec
-    config: TrainConfig
-    loss_config: LossConfig
+    params: Params
     run_dir: Path
     rank: int
     accelerator: str  # "cpu" or "gpu" (Lightning's names)
@@ -157,79 +139,80 @@ class Run:
     loss: VidTokLoss
     init: InitSource | None  # the checkpoint this run started from (stage 2: stage 1's final)
     snapshot: dict[str, Any]  # the four configs as dicts, as recorded in run.json and checkpoints
+    identity: dict[str, str | None]  # what made the run (vidtok.runs)
     train_ds: Dataset
     val_ds: Dataset | None
-    loader: StepLoader  # iterations start_step .. config.steps
-    progress: bool
-    on_validation: Callable[[int, float], None] | None
-    on_step: Callable[[int], None] | None = None
+    hooks: TrainHooks = TrainHooks()
+    loader: StepLoader | None = None  # iterations start_step .. config.steps
     start_step: int = 0
     resume: tuple[dict[str, Any], dict[str, Tensor]] | None = None  # training state of the checkpoint resumed
     run_id: str | None = None
     wall_base: float = 0.0  # training seconds of earlier segments of a resumed run
     segment_start: float = field(default_factory=time.time)
     val_cache: tuple[Tensor, dict[str, float]] | None = None  # val clips and the trivial codec's scores on them
-    identity: dict[str, str | None] = field(default_factory=dict)  # what made the run (vidtok.runs)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.params.train
+
+    @property
+    def data(self) -> DataConfig:
+        return self.params.data
 
     # ---------------------------------------------------------------------------------------- setup
 
     @classmethod
     def prepare(
         cls,
-        data: DataConfig,
-        model: ModelSpec,
-        config: TrainConfig,
-        loss: LossConfig,
+        params: Params,
         run_dir: Path,
         *,
-        params: Mapping[str, Any] | None,
+        origin: Mapping[str, Any] | None,
         datasets: tuple[Dataset, Dataset | None] | None,
-        progress: bool,
         on_change: str = "error",
-        on_validation: Callable[[int, float], None] | None = None,
-        on_step: Callable[[int], None] | None = None,
+        hooks: TrainHooks | None = None,
     ) -> Run:
+        """Check every setting, build the model and the loss, open the data and find out what `run_dir` holds
+        (`_resume_point`); rank 0 writes the run record."""
+        config = params.train
         rank = int(getattr(rank_zero_only, "rank", 0) or 0)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         init = resolve_init(config.init_from) if config.init_from else None
-        model_cfg = check_setup(data, model, config, loss, init)
+        model_cfg = check_setup(*params, init)
         accelerator = _accelerator(config)
-        torch.manual_seed(config.seed)
-        vt = VidTok(model_cfg, name=model.name)
-        vt.encoder.gradient_checkpointing = config.gradient_checkpointing
-        vt.decoder.gradient_checkpointing = config.gradient_checkpointing
-        loss_module = VidTokLoss(loss)  # MissingWeightsError here, before any data or compute
-        loss_module.check_input(data.clip_frames, config.resolution, config.resolution)
-        snapshot = config_snapshot(data, model, config, loss)
-
-        if datasets is None:
-            dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
-            if rank == 0:
-                dm.prepare_data()  # DDP workers start later (inside fit) and find it done
-            dm.setup("fit")
-            train_ds, val_ds = dm.train_dataset, dm.val_dataset
-            data_files = {}
-            for path in dict.fromkeys(
-                (data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))
-            ):
-                if "://" not in path and os.path.isfile(path):
-                    data_files[path] = sha256_file(path)
-        else:
-            dm, (train_ds, val_ds), data_files = None, datasets, {}
+        model, loss_module = _build(params, model_cfg)
+        snapshot = config_snapshot(*params)
+        dm, (train_ds, val_ds), data_files = _open_data(params, rank, datasets)
         identity = {
             "params_sha256": sha256_json(computing_config(snapshot)),
             "code_sha256": code_sha256("train"),
             "data_sha256": clips_sha256(train_ds, val_ds),
             "parent_sha256": None if init is None else init.record.get("weights_sha256"),
         }
+        world = config.devices if (config.devices > 1 or config.strategy != "auto") else 1
+        run = cls(
+            params, run_dir, rank, accelerator, world, model, loss_module, init, snapshot, identity, train_ds, val_ds,
+            hooks or TrainHooks(),
+        )  # fmt: skip
+        run.start_step, run.resume = run._resume_point(on_change)
+        run.loader = run._step_loader(dm)
+        if len(train_ds) == 0:  # type: ignore[arg-type]
+            raise ValueError("no training clips (check the data layer's clip index for the training fps)")
+        if rank == 0:
+            run.start_record(origin, data_files)
+        return run
 
-        start_step, resume = 0, None
+    def _resume_point(self, on_change: str) -> tuple[int, tuple[dict[str, Any], dict[str, Tensor]] | None]:
+        """(start step, training state) from what run_dir holds: this run (resume from its newest checkpoint),
+        another (refuse, or delete it with on_change="restart") or nothing (start, from the init checkpoint when
+        there is one). Loads the weights to go on from into the model."""
+        run_dir, config = self.run_dir, self.config
         found = find_resume(run_dir)
-        diffs = [] if found is None else _changes(found[1], snapshot, identity)
+        diffs = [] if found is None else _changes(found[1], self.snapshot, self.identity)
         if diffs and on_change == "restart":
             log.warning("%s: %s; starting the run over", run_dir, "; ".join(diffs[:4]))
-            if rank == 0:
+            if self.rank == 0:
                 shutil.rmtree(run_dir)
             found, diffs = None, []
         if found is not None:
@@ -243,49 +226,23 @@ class Run:
                 raise ValueError(
                     f"{run_dir} already holds {record['step']} steps, more than train.steps={config.steps}"
                 )
-            vt.load_state_dict(load_pretrained(folder).state_dict())
-            start_step, resume = int(record["step"]), (record, tensors)
-        elif init is not None:
-            vt.load_state_dict(load_pretrained(init.checkpoint).state_dict())
-            _continue_loss_state(loss_module, init)
-        if dm is not None:
-            loader = dm.step_loader(start_step, config.steps)
-        else:
-            samples = epoch_samples(
-                train_ds, config.batch_size, data.clip_frames, data.clip_stride, data.samples_per_epoch
-            )
-            loader = StepLoader(train_ds, config.batch_size, data.seed, start_step, config.steps, samples)
-        if len(train_ds) == 0:  # type: ignore[arg-type]
-            raise ValueError("no training clips (check the data layer's clip index for the training fps)")
-        world = config.devices if (config.devices > 1 or config.strategy != "auto") else 1
-        run = cls(
-            data=data,
-            model_spec=model,
-            config=config,
-            loss_config=loss,
-            run_dir=run_dir,
-            rank=rank,
-            accelerator=accelerator,
-            world=world,
-            model=vt,
-            loss=loss_module,
-            init=init,
-            snapshot=snapshot,
-            train_ds=train_ds,
-            val_ds=val_ds,
-            loader=loader,
-            progress=progress,
-            on_validation=on_validation,
-            on_step=on_step,
-            start_step=start_step,
-            resume=resume,
-            identity=identity,
-        )
-        if rank == 0:
-            run.start_record(params, data_files)
-        return run
+            self.model.load_state_dict(load_pretrained(folder).state_dict())
+            return int(record["step"]), (record, tensors)
+        if self.init is not None:
+            self.model.load_state_dict(load_pretrained(self.init.checkpoint).state_dict())
+            _continue_loss_state(self.loss, self.init)
+        return 0, None
 
-    def start_record(self, params: Mapping[str, Any] | None, files: dict[str, str]) -> None:
+    def _step_loader(self, dm: VideoDataModule | None) -> StepLoader:
+        """Iterations start_step .. train.steps, from the data module or the in-memory datasets."""
+        data, config = self.data, self.config
+        if dm is not None:
+            return dm.step_loader(self.start_step, config.steps)
+        samples = epoch_samples(self.train_ds, config.batch_size, data.clip_frames, data.clip_stride,
+                                data.samples_per_epoch)  # fmt: skip
+        return StepLoader(self.train_ds, config.batch_size, data.seed, self.start_step, config.steps, samples)
+
+    def start_record(self, origin: Mapping[str, Any] | None, files: dict[str, str]) -> None:
         cfg = self.config
         gpu = torch.cuda.get_device_name(0) if self.accelerator == "gpu" else None
         device = device_info(
@@ -328,7 +285,7 @@ class Run:
                 status="running",
                 started_at=now_iso(),
                 config=self.snapshot,
-                params=dict(params or {"file": None, "sha256": None, "profile": None, "overrides": []}),
+                params=dict(origin or {"file": None, "sha256": None, "profile": None, "overrides": []}),
                 seed=cfg.seed,
                 device=device,
                 git=workspace_git_info(),
@@ -433,36 +390,15 @@ class Run:
                 )
             return self._complete()
         module = TrainingModule(
-            self.model,
-            self.loss,
-            lr=cfg.lr,
-            lr_disc=cfg.lr_d,
-            betas=cfg.betas,
-            grad_clip=cfg.grad_clip,
-            seed=cfg.seed,
-            freeze_encoder=cfg.encoder_frozen,
-            ema_decay=cfg.ema_decay if cfg.ema else None,
-            lr_warmup=cfg.lr_warmup,
-            start_step=self.start_step,
-            resume=self.resume,
-            make_loader=self.loader,
+            self.model, self.loss, cfg, start_step=self.start_step, resume=self.resume, make_loader=self.loader
         )
         recorder = Recorder(
             self.run_dir,
-            total_steps=cfg.steps,
+            cfg,
+            RecorderHooks(self.save, self.validate, self.on_checkpoint, self.hooks),
             start_step=self.start_step,
-            columns=log_columns(self.model, self.loss_config),
-            log_every=cfg.log_every,
-            val_every=cfg.val_every,
-            checkpoint_every=cfg.checkpoint_every,
-            keep_checkpoints=cfg.keep_checkpoints,
-            global_batch=cfg.batch_size * self.world,
-            save=self.save,
-            validate=self.validate,
-            on_checkpoint=self.on_checkpoint,
-            progress=self.progress,
-            on_validation=self.on_validation,
-            on_step=self.on_step,
+            columns=log_columns(self.model, self.params.loss),
+            world=self.world,
         )
         try:
             with _quiet_lightning():
@@ -533,6 +469,39 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _build(params: Params, model_cfg: ModelConfig) -> tuple[VidTok, VidTokLoss]:
+    """The model (seeded with train.seed) and the loss, checked against the clip size: a missing LPIPS trunk
+    (MissingWeightsError) or a too-small input fails here, before any data or compute."""
+    config = params.train
+    torch.manual_seed(config.seed)
+    model = VidTok(model_cfg, name=params.model.name)
+    model.encoder.gradient_checkpointing = config.gradient_checkpointing
+    model.decoder.gradient_checkpointing = config.gradient_checkpointing
+    loss_module = VidTokLoss(params.loss)
+    loss_module.check_input(params.data.clip_frames, config.resolution, config.resolution)
+    return model, loss_module
+
+
+def _open_data(
+    params: Params, rank: int, datasets: tuple[Dataset, Dataset | None] | None
+) -> tuple[VideoDataModule | None, tuple[Dataset, Dataset | None], dict[str, str]]:
+    """(data module, (train, val) datasets, sha256 of each data file read): the data layer at train.fps and
+    train.resolution (rank 0 builds what is missing; DDP workers start later, inside fit, and find it done), or
+    the given in-memory datasets."""
+    if datasets is not None:
+        return None, datasets, {}
+    data, config = params.data, params.train
+    dm = VideoDataModule(data, fps=config.fps, resolution=config.resolution, batch_size=config.batch_size)
+    if rank == 0:
+        dm.prepare_data()
+    dm.setup("fit")
+    files = {}
+    for path in dict.fromkeys((data.manifest, clip_index_path(data, config.fps), clip_index_path(data, dm.val_fps))):
+        if "://" not in path and os.path.isfile(path):
+            files[path] = sha256_file(path)
+    return dm, (dm.train_dataset, dm.val_dataset), files
 
 
 def read_csv_rows(path: Path) -> list[dict[str, float]]:
