@@ -241,7 +241,9 @@ def _orientation(frame: Any) -> tuple[int, bool]:
     transpose / hflip / vflip by the matrix signs), so mirrored matrices come out mirrored: PyAV's frame.rotation
     alone reads a plain left-right mirror as a 180-degree turn. Same convention as PyAV's
     ``set_display_rotation(turns * 90, hflip=mirror)``."""
-    matrix = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+    side_data = frame.side_data  # PyAV 18.1.1 made it a mapping by type; 18.1.0 iterated the entries themselves
+    entries = side_data.values() if hasattr(side_data, "values") else side_data
+    matrix = next((bytes(sd) for sd in entries if sd.type.name == "DISPLAYMATRIX"), None)
     if matrix is None:
         return 0, False
     m = np.frombuffer(matrix, dtype=np.int32)[:9].astype(np.float64)  # 16.16 fixed point, row-major 3x3
