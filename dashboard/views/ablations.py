@@ -22,7 +22,7 @@ def _ours() -> None:
     counts = study_view.trial_counts(trials)
     if counts["COMPLETE"] == 0:
         st.warning("No complete trial yet: the comparison appears once a trial finishes.")
-        study_view.failed_trials(trials, "ablations")
+        study_view.failed_trials(trials)
         study_view.all_trials(trials, "ablations")
         return
     chosen = study_view.choose_metric(trials, meta, key="ablations-metric")
@@ -44,7 +44,7 @@ def _ours() -> None:
     )
     ui.table(table, "ablations-vs-paper", "ablations-vs-paper")
     study_view.reported_on_test(summary, "ablations")
-    study_view.failed_trials(trials, "ablations")
+    study_view.failed_trials(trials)
     study_view.all_trials(trials, "ablations")
 
 

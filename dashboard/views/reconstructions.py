@@ -55,7 +55,7 @@ def _choose_folder(base: Path) -> Path | None:
     return st.selectbox("Evaluation folder", folders, format_func=data.display, key="recon-folder")
 
 
-def _videos(folder: Path, record: dict[str, Any] | None) -> None:
+def _videos(folder: Path) -> None:
     st.header("Original | reconstruction")
     videos = data.eval_videos(folder)
     if not videos:
@@ -193,6 +193,6 @@ if FOLDER is not None:
             + (f", {c['num_codes']:,} codes" if c.get("num_codes") else "")
             + f"; PSNR {ui.fmt(RECORD['summary'].get('psnr'), 2)} dB."
         )
-    _videos(FOLDER, RECORD)
+    _videos(FOLDER)
     _psnr_plots(FOLDER, RECORD)
     _tokens(FOLDER, RECORD)

@@ -208,7 +208,7 @@ def check_checkpoint(result: AuditResult, run_dir: Path, run_record: RunRecord |
         result.add(f"checkpoint:{label}", True, f"{weights.relative_to(run_dir)} sha256 {actual[:12]} as recorded")
 
 
-def identity_problems(run_dir: Path, run_record: RunRecord, workspace: Path) -> list[str]:
+def identity_problems(run_record: RunRecord, workspace: Path) -> list[str]:
     """What no longer matches a run's recorded identity in `workspace`, one phrase each (empty: still valid)."""
     recorded = run_record.identity or {}
     problems = []
@@ -257,7 +257,7 @@ def check_identity(result: AuditResult, run_dir: Path, run_record: RunRecord | N
     cwd = Path.cwd()
     try:
         os.chdir(workspace)  # run records hold paths relative to the workspace the run started in
-        problems = identity_problems(run_dir, run_record, workspace)
+        problems = identity_problems(run_record, workspace)
     finally:
         os.chdir(cwd)
     if problems:

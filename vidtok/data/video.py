@@ -540,7 +540,7 @@ def _scan(src: _Input, *, allow_partial: bool, want_first_frame: bool = False) -
     return replace(tl, held_until=held) if held else tl
 
 
-def _timeline(path: str, *, allow_partial: bool, want_first_frame: bool = False) -> tuple[_Timeline, VideoInfo]:
+def _timeline(path: str, *, allow_partial: bool) -> tuple[_Timeline, VideoInfo]:
     """One demux pass over `path` (its own open, so the decoding that follows starts fresh): the packets' timeline and
     the stream's description. With `allow_partial` a cut-off is not reported here but kept on the timeline
     (`cut_note`): the decode that follows finds where the frames really end, and says it once."""

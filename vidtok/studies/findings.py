@@ -102,7 +102,7 @@ def plot_svg(summary: dict[str, Any], title: str, metric: str = "test_psnr") -> 
 # ------------------------------------------------------------------------------------------------ the text
 
 
-def answer(spec: StudySpec, summary: dict[str, Any]) -> str:
+def answer(summary: dict[str, Any]) -> str:
     """One sentence: the best level on val, then what test says about it against the baseline."""
     best, baseline = summary["best_level"], summary.get("baseline")
     if best is None:
@@ -249,7 +249,7 @@ def findings_markdown(experiments: Path, code: str | None = None) -> tuple[str, 
             continue
         summary = summarize(df, spec.metric, spec.baseline)
         plots[spec.name] = plot_svg(summary, f"{spec.name}: test PSNR vs {spec.factor}")
-        lines += [f"**Answer at this scale.** {answer(spec, summary)}", ""]
+        lines += [f"**Answer at this scale.** {answer(summary)}", ""]
         if partial := coverage(spec, summary):
             lines += [partial, ""]
         if stale := code_currency(df, code):

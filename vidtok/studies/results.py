@@ -148,15 +148,6 @@ class TrialsSchema(pa.DataFrameModel):
 COLUMNS = list(TrialsSchema.to_schema().columns)
 
 
-def empty_trials() -> pd.DataFrame:
-    return TrialsSchema.validate(pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS}))
-
-
-def _dtype(column: str) -> str:
-    kind = TrialsSchema.to_schema().columns[column].dtype
-    return str(kind)
-
-
 def validate_trials(df: pd.DataFrame, name: str = "trials") -> pd.DataFrame:
     """Validate (and coerce) a trials table; StudyFileError with the first problems otherwise. A table written
     before the clip counts were columns (COUNT_SOURCES) gets them as missing values."""

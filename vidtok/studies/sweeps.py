@@ -81,6 +81,7 @@ from vidtok.data.clips import ensure_clip_caches, ensure_clip_index, read_clip_s
 from vidtok.data.config import DataConfig, load_data_config
 from vidtok.data.manifest import ensure_manifest
 from vidtok.data.sources import fetch_corpus
+from vidtok.formats import read_metrics_record
 from vidtok.params import check_int, resolve_sections
 from vidtok.pipeline import ParamSource
 from vidtok.runs import OUTPUTS, Outputs, code_sha256
@@ -363,7 +364,7 @@ def _evaluation_counts(attrs: Mapping[str, Any], study_dir: Path | None) -> dict
         value = attrs.get(column)
         if value is None and study_dir is not None and isinstance(attrs.get(path_attr), str):
             with contextlib.suppress(OSError, ValueError):
-                value = (json.loads((study_dir / attrs[path_attr]).read_text()).get("data") or {}).get(key)
+                value = (read_metrics_record(study_dir / attrs[path_attr]).get("data") or {}).get(key)
         out[column] = None if value is None else int(value)
     return out
 
@@ -540,7 +541,6 @@ def _retried_without_asking(t: FrozenTrial) -> bool:
 
 def _enqueue_open_points(
     study: optuna.Study,
-    spec: StudySpec,
     points: list[tuple[Level, int]],
     base: dict[str, Any],
     retry_failed: bool,
@@ -812,7 +812,7 @@ class StudyWorker:
             write_json(self.folder / STUDY_JSON, meta, sort_keys=False)
         with _locked(self.folder):
             stale = fail_stale_trials(study, self.watch, self.requested)  # first sight: trials whose pid is gone here
-            queued = _enqueue_open_points(study, spec, self.points, self.base, options.retry_failed, stale)
+            queued = _enqueue_open_points(study, self.points, self.base, options.retry_failed, stale)
         if stale:
             self.log(f"{self.name}: failed stale trial(s) {stale}; their points are queued again")
         self.log(f"{self.name}: {queued} point(s) newly queued; storage {self.storage}")
@@ -851,7 +851,7 @@ class StudyWorker:
         with _locked(self.folder):
             stale = fail_stale_trials(study, self.watch, self.requested)
             if stale:
-                _enqueue_open_points(study, self.spec, self.points, self.base, False, stale)
+                _enqueue_open_points(study, self.points, self.base, False, stale)
             trial = study.ask() if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) else None
         if stale:
             self.log(f"{self.name}: failed stale trial(s) {stale}; their points are queued again")
@@ -1023,7 +1023,7 @@ def _record_result(trial: optuna.Trial, result: Any, study_dir: Path, metric: st
         if metrics_file.is_file():  # what `vidtok audit` checks each file against
             trial.set_user_attr(f"{prefix}metrics_path", os.path.relpath(metrics_file, study_dir))
             trial.set_user_attr(f"{prefix}metrics_sha256", sha256_file(metrics_file))
-            scored = json.loads(metrics_file.read_text()).get("data") or {}  # what it really scored
+            scored = read_metrics_record(metrics_file).get("data") or {}  # what it really scored
             trial.set_user_attr(f"{prefix or 'val_'}clips", scored.get("num_clips"))
             trial.set_user_attr(f"{prefix or 'val_'}videos", scored.get("num_videos"))
     if trial.user_attrs.get("code_sha256") != code_sha256("study"):
