@@ -128,6 +128,10 @@ class _Input:
     # frame.side_data makes a reference cycle in PyAV 18, and frames (with their swscale threads) left for the
     # garbage collector hang a DataLoader worker forked while they exist.
     orientation: tuple[int, bool] | None = None
+    # The swscale context that converts this stream's frames to RGB, owned here and freed with the source. PyAV >= 18.1
+    # otherwise keeps one per thread for the process's life: a DataLoader worker forked from a process that had
+    # converted frames inherits it without its slice threads and hangs at its first conversion.
+    reformatter: Any = None  # av.video.reformatter.VideoReformatter
 
 
 def _split(path: PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -193,7 +197,11 @@ def _open(path: PathLike) -> Iterator[_Input]:
                     name, f"unsupported video codec: this FFmpeg build ({av.ffmpeg_version_info}) has no decoder for it"
                 )
             stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost of reading
-            yield _Input(name, container, stream)
+            src = _Input(name, container, stream)
+            try:
+                yield src
+            finally:
+                src.reformatter = None  # freed now, in this process, while its threads exist
         finally:
             container.close()
     finally:
@@ -274,7 +282,10 @@ def _to_rgb(frame: Any, src: _Input | None = None) -> np.ndarray:
         options["src_colorspace"] = matrix
     if int(frame.color_range) in (1, 2):  # AVCOL_RANGE_MPEG (limited), AVCOL_RANGE_JPEG (full)
         options["src_color_range"] = int(frame.color_range)
-    rgb = frame.to_ndarray(format="rgb24", **options)
+    reformatter = av.video.reformatter.VideoReformatter() if src is None else src.reformatter
+    if reformatter is None:
+        reformatter = src.reformatter = av.video.reformatter.VideoReformatter()
+    rgb = reformatter.reformat(frame, format="rgb24", **options).to_ndarray()
     if src is None:
         turns, mirror = _orientation(frame)
     else:
