@@ -49,6 +49,10 @@ BENCHMARKS = {
     # one preset, one repeat of 4 steps (the first run also builds a manifest and frame cache of data/ in
     # outputs/bench/data: a few minutes more)
     "train_speed": Benchmark(("--presets", "tiny_kl_causal_444", "--repeats", "1", "--steps", "4"), 3),
+    # the GPU script's CPU smoke size (on a GPU machine run it without arguments: benchmarks/README.md)
+    "gpu_speed": Benchmark(
+        ("--presets", "tiny_kl_causal_444", "--sizes", "32x32", "--frames", "9", "--repeats", "1"), 0.5
+    ),
     # `vidtok --help` and a flag error in fresh interpreters, this checkout alone
     "cli_startup": Benchmark(("--repeats", "3"), 0.5),
 }

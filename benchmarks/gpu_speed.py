@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.harness import add_out_argument, argument_parser, emit, timestamp
+from benchmarks.harness import add_out_argument, argument_parser, cpu_name, emit, timestamp
 from vidtok.model.config import ModelConfig, derive
 from vidtok.model.vidtok import VidTok
 
@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         peer = None if args.no_diffusers else diffusers_model(model, device)
         for size in args.sizes:
             height, width = (int(v) for v in size.lower().split("x"))
-            case = {"time": timestamp(), "device": name, "device_type": device.type, "preset": preset,
-                    "frames": args.frames, "height": height, "width": width, "dtype": args.dtype,
+            case = {"time": timestamp(), "device": name, "cpu": cpu_name(), "device_type": device.type,
+                    "preset": preset, "frames": args.frames, "height": height, "width": width, "dtype": args.dtype,
                     "matmul_tflops": ceiling, "datasheet_tflops": datasheet_tflops(device)}  # fmt: skip
             case["encode_gflop"] = call_gflop(model, "encode", args.frames, height, width)
             case["decode_gflop"] = call_gflop(model, "decode", args.frames, height, width)

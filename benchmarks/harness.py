@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import gc
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -74,7 +73,10 @@ def timestamp() -> str:
 
 
 def cpu_name() -> str:
-    return platform.processor() or platform.machine()
+    """Model name, cores and the flags that decide the kernels (vidtok.runs.cpu_description): every row's label."""
+    from vidtok.runs import cpu_description
+
+    return cpu_description()
 
 
 # ------------------------------------------------------------------------------------------------ time

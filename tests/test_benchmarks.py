@@ -134,3 +134,19 @@ def test_peak_memory_sees_an_allocation() -> None:
     block[::4096] = b"x" * len(block[::4096])
     assert harness.peak_rss_mb() >= before + 60
     del block
+
+
+def test_the_gpu_script_runs_on_cpu_with_a_tiny_preset(tmp_path: Path) -> None:
+    """benchmarks/gpu_speed.py needs only torch and the repository: here at its CI size on the CPU, ours and
+    diffusers beside (the interop extra), every row with its FLOPs and its fraction of the matmul ceiling."""
+    out = tmp_path / "gpu.jsonl"
+    args = ["--presets", "tiny_kl_causal_444", "--sizes", "32x32", "--frames", "9", "--repeats", "1", "--dtype", "bf16"]
+    harness.run_fresh("benchmarks.gpu_speed", [*args, "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["implementation"], r["phase"]) for r in rows] == [
+        ("vidtok", "encode"), ("vidtok", "decode"), ("diffusers", "encode"), ("diffusers", "decode")
+    ]  # fmt: skip
+    for row in rows:
+        assert row["device"] == "cpu" and row["dtype"] == "bf16" and row["frames"] == 9
+        assert row["encode_gflop"] > 0 and row["decode_gflop"] > 0 and 0 < row["fraction_of_matmul"] < 10
+        assert row["frames_per_s"] == pytest.approx(9 / row["s"]) and "fraction_of_datasheet" not in row

@@ -496,6 +496,26 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# The CPU features that decide which kernels run and how fast: AVX2 (the fp32 baseline), AVX-512, and native bf16
+# arithmetic (AVX512-BF16, AMX); oneDNN takes its native bf16 convolutions only where one of the last three is there.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """This machine's CPU as every benchmark row and run record labels it: model name, core count and the
+    CPU_FLAGS it has, e.g. "AMD EPYC (2 cores; avx2 avx512f avx512_bf16)"; the machine type off Linux."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    have = " ".join(flag for flag in CPU_FLAGS if flag in flags) or "no avx2"
+    return f"{model} ({os.cpu_count()} cores; {have})"
+
+
 def device_info(
     accelerator: str,
     devices: int,
@@ -515,7 +535,7 @@ def device_info(
         "precision": precision,
         "world_size": world_size,
         "torch_threads": torch_threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "gpu": gpu,
         "hostname": socket.gethostname(),
     }
