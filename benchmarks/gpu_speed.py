@@ -10,7 +10,8 @@ call are counted by shape on the meta device (torch.utils.flop_counter, 2 per mu
 a large bf16 matmul measured in the same run (the practical ceiling) and, for cards this script knows, the
 datasheet's dense bf16 peak. diffusers' AutoencoderVidTok runs beside ours when diffusers is installed.
 
-Prints one JSON line per case and appends them to benchmarks/results/gpu_speed.jsonl (`--out` elsewhere).
+Prints one JSON line per case and appends them to gpu_speed.jsonl in benchmarks/results/ (`--out` elsewhere; no GPU
+has run it yet, so that file is still to come).
 """
 
 from __future__ import annotations

@@ -137,11 +137,11 @@ def test_the_main_job_sweeps_killed_writes_from_the_whole_workspace(tmp_path: Pa
     with VideoWriter(tmp_path / "a.mp4", 25, 64, 48) as writer:
         writer.write(np.zeros((48, 64, 3), np.uint8))
         host = _parts(tmp_path)[0].name.rsplit("-", 1)[1].removesuffix(".part")
+    tag = f"{int(dead.stdout)}-{host}.part"
     stale = [
-        tmp_path / "outputs/train/stage1/.last.ckpt.ab12.{}-{}.part",
-        tmp_path / "experiments/fps/.t.json.cd34.{}-{}.part",
+        tmp_path / "outputs" / "train" / f".last.ckpt.ab12.{tag}",
+        tmp_path / "experiments" / "a" / f".t.cd34.{tag}",
     ]
-    stale = [Path(str(path).format(int(dead.stdout), host)) for path in stale]
     for path in stale:
         path.parent.mkdir(parents=True)
         path.write_bytes(b"half")

@@ -220,7 +220,9 @@ def test_fresh_clone_shows_the_committed_study(
         assert ("Stale study" in body) == bool(stale), f"{path}: stale study shown: {'Stale study' in body}"
         complete = page.locator('[data-testid="stMetric"]').filter(has_text="complete").first.inner_text()
         assert str(summary["trials"]["COMPLETE"]) in complete
-        assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # the val table and the test table
+        # The val table and the test table. Data frames load their widget code lazily, and under load they can attach
+        # after the skeletons are gone: wait for the second one (a timeout fails the test) rather than count at once.
+        page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(state="attached", timeout=30_000)
         page.screenshot(path=str(artifacts / f"committed_{path}.png"), full_page=True)
     finally:
         page.close()
