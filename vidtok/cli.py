@@ -54,7 +54,12 @@ def _add_run_flags(p: argparse.ArgumentParser, reads_video: bool) -> None:
     p.add_argument("--tile", type=int, help="spatial tile size in pixels (tiles overlap; default: no tiling)")
     p.add_argument("--tile-overlap", type=int, help="tile overlap in pixels (default: tile / 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="autocast precision (default fp32); auto: bf16 where the CPU or GPU has native bf16, else fp32",
+    )
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (frames, frames/s, ETA; shown only on a terminal)"
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidtok._files import one_line
+from vidtok._files import one_line, resolve_device
 from vidtok.audit import audit, parse_tolerance
 from vidtok.data.clips import build_clip_caches, build_clip_index, clip_summary_path, read_clip_summary
 from vidtok.data.config import load_data_config
@@ -34,7 +34,16 @@ from vidtok.runs import EVALUATE, OUTPUTS, Outputs
 from vidtok.studies.findings import write_findings
 from vidtok.studies.specs import STUDIES
 from vidtok.studies.sweeps import StudyOptions, run_study
-from vidtok.tokens import ModelRef, RunOptions, Source, TokenFile, decode_file, encode_file, reconstruct_file
+from vidtok.tokens import (
+    ModelRef,
+    RunOptions,
+    Source,
+    TokenFile,
+    decode_file,
+    encode_file,
+    reconstruct_file,
+    resolve_dtype,
+)
 from vidtok.train.config import load_params
 from vidtok.train.module import TrainingError
 from vidtok.train.run import TrainHooks
@@ -104,11 +113,15 @@ def _run_options(args: argparse.Namespace):
     tile = None
     if args.tile:
         tile = TileSpec(size=args.tile, overlap=args.tile_overlap if args.tile_overlap is not None else args.tile // 4)
+    device = resolve_device(args.device)
+    dtype, why = resolve_dtype(args.dtype, device)
+    if args.dtype != "fp32" and not getattr(args, "quiet", False):
+        print(f"precision: {why}", file=sys.stderr)
     return RunOptions(
         chunk_frames=args.chunk_frames,
         tile=tile,
-        device=args.device,
-        dtype=args.dtype,
+        device=device,
+        dtype=dtype,
         allow_partial=getattr(args, "allow_partial", False),
     )
 

@@ -42,6 +42,7 @@ from vidtok.formats import (
     token_content_sha256,
 )
 from vidtok.metrics import psnr, ssim
+from vidtok.model.kernels import has_native
 from vidtok.model.streaming import TileSpec, iter_decode, iter_encode
 from vidtok.model.vidtok import VidTok, load_pretrained, save_safetensors
 
@@ -179,7 +180,28 @@ class Source:
         return self.grid.frames(allow_partial=allow_partial)
 
 
+def resolve_dtype(requested: str, device: str) -> tuple[str, str]:
+    """The precision a run on `device` uses (fp32 | bf16 | fp16) and a phrase saying why. `auto` takes bf16 where
+    the device does bf16 arithmetic natively (a CPU with AVX512-BF16 or AMX, a CUDA card with bf16), fp32 elsewhere.
+    bf16 asked for on a CPU without it still runs, emulated: bf16 numerics at fp32 speed (vidtok/model/kernels.py)."""
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {requested!r}")
+    kind = torch.device(device).type
+    native = torch.cuda.is_bf16_supported() if kind == "cuda" else kind == "cpu" and has_native(torch.bfloat16)
+    where = f"this {'GPU' if kind == 'cuda' else 'CPU'}"
+    if requested == "auto":
+        return (
+            ("bf16", f"bf16 (auto: {where} has native bf16)")
+            if native
+            else ("fp32", f"fp32 (auto: {where} has no native bf16)")
+        )
+    if requested == "bf16" and not native:
+        return "bf16", f"bf16 emulated ({where} has no native bf16: bf16 numerics at fp32 speed)"
+    return requested, f"{requested}" + (" (native)" if requested == "bf16" else "")
+
+
 def _autocast(device: torch.device, dtype: str):
+    dtype, _ = resolve_dtype(dtype, str(device))
     if dtype == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
@@ -190,12 +212,12 @@ class RunOptions:
     chunk_frames: int = 16
     tile: TileSpec | None = None
     device: str = "auto"
-    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast) | auto (resolve_dtype)
     allow_partial: bool = False
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16", "auto"):
+            raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
 
 
 # ================================================================================================= token files
