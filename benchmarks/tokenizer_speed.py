@@ -12,7 +12,7 @@ resized), decode reads our encoder's output. Both sides compute v1.1 semantics (
 implements). FLOPs are counted with torch.utils.flop_counter on the meta device; GFLOP/s is compared with a large
 fp32 matmul measured in the same run, the machine's practical ceiling. The bf16 row runs ours under
 torch.autocast(bfloat16) against ours in fp32; on a CPU without native bf16 kernels the convolutions multiply
-bf16-rounded operands in fp32 (vidtok.model.vidtok.conv3d), so its PSNR is that of bf16 numerics, its time not a
+bf16-rounded operands in fp32 (vidtok.model.kernels.conv3d), so its PSNR is that of bf16 numerics, its time not a
 bf16 speed.
 
 Prints one JSON line per case and appends them to benchmarks/results/tokenizer_speed.jsonl.

@@ -279,7 +279,7 @@ def test_low_precision_conv_on_cpu_rounds_operands() -> None:
     result is bf16 and matches the fp32 convolution of the rounded operands to bf16 output precision."""
     import torch.nn.functional as F
 
-    from vidtok.model.vidtok import conv3d
+    from vidtok.model.kernels import conv3d
 
     torch.manual_seed(0)
     x = torch.randn(1, 8, 5, 12, 12).contiguous(memory_format=torch.channels_last_3d)
