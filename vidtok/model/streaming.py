@@ -54,8 +54,8 @@ PIECE_ELEMENTS = 32 * 2**20
 
 @dataclass
 class CausalTail:
-    """A causal temporal layer's (vidtok.CausalTime) carried input: the frames no finished output window has
-    consumed yet, y[s * n_out:] of its last input y (None before the first chunk, which is padded as a clip is)."""
+    """A causal temporal layer's (vidtok.model.vidtok.CausalTime) carried input: the frames no finished output
+    window has consumed yet, y[s * n_out:] of its last input y (None before the first chunk, padded as a clip is)."""
 
     frames: torch.Tensor | None = None
 
@@ -76,9 +76,9 @@ def _segment_frames(layer: TemporalUpsample, seq: torch.Tensor, has_prev: bool, 
 
 @dataclass
 class UpsampleHold:
-    """A linear temporal upsampling's (vidtok.TemporalUpsample) stream: the inputs of the first latent until all
-    have come (they are interpolated on their own), the last input of the rest, whose odd output waits for the next
-    one, and `flush`: whether the current call ends the stream (then nothing is held back)."""
+    """A linear temporal upsampling's (vidtok.model.vidtok.TemporalUpsample) stream: the inputs of the first latent
+    until all have come (they are interpolated on their own), the last input of the rest, whose odd output waits for
+    the next one, and `flush`: whether the current call ends the stream (then nothing is held back)."""
 
     seen: int = 0  # inputs seen so far
     first: torch.Tensor | None = None  # inputs of the first latent, while not all of them have come

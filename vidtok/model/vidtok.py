@@ -404,8 +404,8 @@ def _block_pair(cfg: ModelConfig, cin: int, cout: int) -> tuple[ResBlock, ResBlo
     causal, pad = cfg.causal, cfg.causal_padding
     if cfg.fully_3d:
         return ResBlock(cin, cout, "3d", causal, pad, cfg.dropout), None
-    spatial = ResBlock(cin, cout, "2d", causal, pad, cfg.dropout)
-    return spatial, ResBlock(cout, cout, "1d", causal, pad, cfg.dropout, zero_init=True)
+    block = ResBlock(cin, cout, "2d", causal, pad, cfg.dropout)
+    return block, ResBlock(cout, cout, "1d", causal, pad, cfg.dropout, zero_init=True)
 
 
 def _mid_block(cfg: ModelConfig, channels: int) -> _Level:
@@ -457,10 +457,10 @@ class Encoder(_Stack):
             level, temporal = _Level(), _Level()
             level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
-                spatial, time = _block_pair(cfg, block_in, block_out)
-                level.block.append(spatial)
-                if time is not None:
-                    temporal.block.append(time)
+                block, time_block = _block_pair(cfg, block_in, block_out)
+                level.block.append(block)
+                if time_block is not None:
+                    temporal.block.append(time_block)
                 block_in = block_out
             if i in cfg.spatial_ds:
                 level.downsample = SpatialDownsample(block_in)
@@ -531,10 +531,10 @@ class Decoder(_Stack):
             level, temporal = _Level(), _Level()
             level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
             for _ in range(cfg.num_res_blocks + 1):
-                spatial, time = _block_pair(cfg, block_in, block_out)
-                level.block.append(spatial)
-                if time is not None:
-                    temporal.block.append(time)
+                block, time_block = _block_pair(cfg, block_in, block_out)
+                level.block.append(block)
+                if time_block is not None:
+                    temporal.block.append(time_block)
                 block_in = block_out
             if i in cfg.spatial_us:
                 level.upsample = SpatialUpsample(block_in)
