@@ -212,15 +212,6 @@ def test_tiles_share_one_whole_frame_attention() -> None:
     assert set(seen) == {(16, 32)}  # the 64x128 frame at 4x spatial compression, never a 8x8 tile
 
 
-def test_a_tile_larger_than_the_frame_is_no_tiling() -> None:
-    model = tiny()
-    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
-    with torch.no_grad():
-        plain = encode_video(model, video)
-        tiled = encode_video(model, video, tile=TileSpec(size=64, overlap=16))
-    assert torch.equal(plain.latents, tiled.latents)
-
-
 def test_tile_sizes_must_fit_the_spatial_factor() -> None:
     model = tiny("tiny_kl_causal_488")
     with pytest.raises(ValueError, match="multiples of the spatial factor 8"):

@@ -32,17 +32,20 @@ class VariantContract:
     changes: ClassVar[dict[str, object]] = {}
 
     @pytest.fixture(scope="class")
-    def model(self) -> VidTok:
+    @classmethod
+    def model(cls) -> VidTok:
         torch.manual_seed(0)
-        return tiny(self.preset, **self.changes)
+        return tiny(cls.preset, **cls.changes)
 
     @pytest.fixture(scope="class")
-    def video(self, model: VidTok) -> torch.Tensor:
+    @classmethod
+    def video(cls, model: VidTok) -> torch.Tensor:
         frames = 9 if model.config.causal else 8
         return torch.rand(1, 3, frames, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     @pytest.fixture(scope="class")
-    def encoded(self, model: VidTok, video: torch.Tensor):
+    @classmethod
+    def encoded(cls, model: VidTok, video: torch.Tensor):
         with torch.no_grad():
             return model.encode(video)
 
@@ -128,21 +131,21 @@ class VariantContract:
     def test_wrong_shapes_are_named(self, model: VidTok) -> None:
         causal, z = model.config.causal, model.config.z_channels
         frames = 9 if causal else 8
-        with pytest.raises(ValueError, match=r"expected a video tensor \(B, 3, T, H, W\)"):
-            model.encode(torch.zeros(1, 1, frames, 16, 16))
-        with pytest.raises(ValueError, match=r"expected a video tensor"):
-            model.encode(torch.zeros(3, frames, 16, 16))
-        with pytest.raises(ValueError, match=r"height 18 is not divisible by the spatial factor 4; nearest valid: 16"):
-            model.encode(torch.zeros(1, 3, frames, 18, 16))
-        with pytest.raises(ValueError, match=r"width 30 is not divisible by the spatial factor 4; nearest valid: 28"):
-            model.encode(torch.zeros(1, 3, frames, 16, 30))
+        videos = [
+            ((1, 1, frames, 16, 16), r"expected a video tensor \(B, 3, T, H, W\)"),
+            ((3, frames, 16, 16), r"expected a video tensor"),
+            ((1, 3, frames, 18, 16), r"height 18 is not divisible by the spatial factor 4; nearest valid: 16 or 20"),
+            ((1, 3, frames, 16, 30), r"width 30 is not divisible by the spatial factor 4; nearest valid: 28 or 32"),
+        ]
+        if not causal:
+            videos.append(((1, 3, 9, 16, 16), r"T divisible by the temporal factor 4, got T=9; nearest valid: 8 or 12"))
+        for shape, message in videos:
+            with pytest.raises(ValueError, match=message):
+                model.encode(torch.zeros(shape))
         with pytest.raises(ValueError, match=rf"expected latents \(B, {z}, t, h, w\)"):
             model.decode(torch.zeros(1, z + 2, 2, 4, 4))
         with pytest.raises(ValueError, match="cannot decode to 30 frames"):
             model.decode(torch.zeros(1, z, 2, 4, 4), num_frames=30)
-        if not causal:
-            with pytest.raises(ValueError, match=r"T divisible by the temporal factor 4, got T=9; nearest valid: 8"):
-                model.encode(torch.zeros(1, 3, 9, 16, 16))
 
 
 class TestKLCausal(VariantContract):
