@@ -142,7 +142,7 @@ def test_every_torch_load_passes_weights_only_true(package: str) -> None:
 
 
 # A function longer than this, or taking more parameters, does two jobs or unpacks a config: split it, or pass the
-# typed config whole (DESIGN.md: `train: TrainConfig`, not its fields).
+# typed config whole (`train: TrainConfig`, not its fields).
 MAX_FUNCTION_LINES = 80
 MAX_PARAMETERS = 8  # self / cls not counted; *args and **kwargs count one each
 
