@@ -430,7 +430,7 @@ def test_video_metrics_clips_and_names(carphone: tuple[np.ndarray, np.ndarray]) 
     ref, dist = (_video(f[:34, 40:104, 56:120]) for f in carphone)  # 34 frames = 2 clips of 17, a 64x64 crop
     lp = M.LPIPSMetric("alex", random_trunk_for_tests=True)
     out = M.video_metrics(
-        ref, dist, metrics=("psnr", "psnr_whole", "ssim"), lpips=lp, vmaf=True, clip_length=17, fps=29.97
+        ref, dist, metrics=("psnr", "psnr_whole", "ssim"), lpips=lp, with_vmaf=True, clip_length=17, fps=29.97
     )
     assert set(out) == {"psnr", "psnr_whole", "ssim", "random_feature_distance", "vmaf"}
     for result in out.values():

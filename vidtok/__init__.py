@@ -13,10 +13,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from vidtok.model.config import ModelConfig
-    from vidtok.model.vidtok import Encoded, VidTok, set_streaming
+    from vidtok.model.streaming import set_streaming
+    from vidtok.model.vidtok import Encoded, VidTok
 
 
 def __getattr__(name: str) -> Any:
+    if name == "set_streaming":
+        from vidtok.model import streaming
+
+        return streaming.set_streaming
     if name in __all__:
         from vidtok.model import vidtok as model
 

@@ -36,14 +36,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vidtok._files import sha256_file
-from vidtok.model.config import ModelConfig
+from vidtok.data.video import probe, read_frames
 
 __all__ = [
     "FVD",
@@ -378,9 +377,6 @@ def vmaf(reference: Tensor, reconstruction: Tensor, *, fps: float | None = None)
     return _result("vmaf", torch.cat(scores), ref.shape[0], protocol)
 
 
-_vmaf = vmaf  # video_metrics' `vmaf` flag shadows the function name there
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # LPIPS
 
@@ -709,51 +705,6 @@ def codebook_metrics(
     }
 
 
-# ------------------------------------------------------------------------------------------------ the trivial codec
-#
-# The "does it beat doing nothing clever" bar at a tokenizer's compression: keep the samples a latent grid of
-# the model's factors would hold, then interpolate linearly back. Spatially: average s x s blocks, bilinear
-# upsampling (pixel centres). Temporally, causal models: keep frames T-1, T-1-tf, ... (for T = 1 + k*tf: frames
-# 0, tf, ..., T-1, exactly ceil(T / tf) = latent frames) and interpolate linearly between them; non-causal:
-# average groups of tf frames, placed at the group centres, linear in between and held at the ends. It stores 3
-# float values (RGB) per latent position where the model stores z_channels, and no quantisation.
-
-
-def _linear_in_time(samples: Tensor, positions: Tensor, length: int) -> Tensor:
-    """Piecewise-linear interpolation along dim 2 from samples at sorted `positions` to frames 0..length-1,
-    holding the end values outside [positions[0], positions[-1]]."""
-    if samples.shape[2] == 1:
-        return samples.expand(-1, -1, length, -1, -1).clone()
-    t = torch.arange(length, dtype=torch.float64)
-    hi = torch.searchsorted(positions, t, right=True).clamp(1, len(positions) - 1)
-    lo = hi - 1
-    w = ((t - positions[lo]) / (positions[hi] - positions[lo])).clamp(0, 1).to(samples.dtype)
-    w = w.view(1, 1, -1, 1, 1)
-    return samples[:, :, lo] * (1 - w) + samples[:, :, hi] * w
-
-
-def trivial_codec(video: Tensor, config: ModelConfig) -> Tensor:
-    """(B, C, T, H, W) -> same shape: downsample by the temporal and spatial factors of `config` (a ModelConfig:
-    temporal_factor, spatial_factor, causal), upsample linearly back (the sampling grid is described above)."""
-    tf, s = config.temporal_factor, config.spatial_factor
-    b, c, t, h, w = video.shape
-    x = video.float()
-    if s > 1:
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
-        small = F.avg_pool2d(frames, s)
-        frames = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        x = frames.reshape(b, t, c, h, w).transpose(1, 2)
-    if tf > 1:
-        if config.causal:
-            keep = torch.arange(t - 1, -1, -tf).flip(0)  # anchored at the last frame: 0, tf, ..., T-1 for 1 + k*tf
-            x = _linear_in_time(x[:, :, keep], keep.double(), t)
-        else:
-            groups = x[:, :, : t // tf * tf].reshape(b, c, t // tf, tf, h, w).mean(3)
-            centres = torch.arange(t // tf, dtype=torch.float64) * tf + (tf - 1) / 2
-            x = _linear_in_time(groups, centres, t)
-    return x.to(video.dtype)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Convenience
 
@@ -777,20 +728,22 @@ def video_metrics(
     *,
     metrics: Sequence[str] = ("psnr", "ssim"),
     lpips: LPIPSMetric | None = None,
-    vmaf: bool = False,
+    with_vmaf: bool = False,
     clip_length: int | None = None,
     fps: float | None = None,
     frame: FrameProtocol = FrameProtocol(),
 ) -> dict[str, MetricResult]:
     """Every requested metric of [0, 1] videos, keyed by result name ("lpips" or "random_feature_distance", "vmaf").
 
-    `clip_length` cuts each video into non-overlapping clips first (it must divide T); per-clip values, psnr_whole
-    and VMAF motion then follow those clips. `fps` is recorded in every protocol; `frame` sets SSIM's and PSNR's
-    conventions.
+    `with_vmaf` adds VMAF. `clip_length` cuts each video into non-overlapping clips first (it must divide T);
+    per-clip values, psnr_whole and VMAF motion then follow those clips. `fps` is recorded in every protocol;
+    `frame` sets SSIM's and PSNR's conventions.
     """
     unknown = [m for m in metrics if m not in _FRAME_METRICS]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {sorted(_FRAME_METRICS)} (lpips=, vmaf= for others)")
+        raise ValueError(
+            f"unknown metrics {unknown}; choose from {sorted(_FRAME_METRICS)} (lpips=, with_vmaf= for others)"
+        )
     ref, rec = _pair(reference, reconstruction)
     ref, rec = _split_clips(ref, clip_length), _split_clips(rec, clip_length)
     results: dict[str, MetricResult] = {}
@@ -802,20 +755,16 @@ def video_metrics(
     if lpips is not None:
         result = lpips(ref, rec, fps=fps)
         results[result.name] = result
-    if vmaf:
-        results["vmaf"] = _vmaf(ref, rec, fps=fps)
+    if with_vmaf:
+        results["vmaf"] = vmaf(ref, rec, fps=fps)
     return results
 
 
-def _read_video(path: str) -> tuple[Tensor, float | None]:
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        fps = float(stream.average_rate) if stream.average_rate else None
-    if not frames:
-        raise ValueError(f"{path}: no video frames")
-    return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float().div(255), fps
+def _read_video(path: str) -> tuple[Tensor, float]:
+    """A video file as a (3, T, H, W) tensor in [0, 1] and its frame rate, read by the data layer (rotation applied,
+    local or fsspec paths, one-line VideoError for a bad file)."""
+    fps = float(probe(path).fps)
+    return torch.from_numpy(read_frames(path)).permute(3, 0, 1, 2).float().div(255), fps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -835,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rec,
             metrics=("psnr", "psnr_whole", "ssim"),
             lpips=lp,
-            vmaf=args.vmaf,
+            with_vmaf=args.vmaf,
             clip_length=args.clip_length,
             fps=fps,
         )

@@ -28,6 +28,7 @@ from vidtok import metrics as M
 from vidtok.data.config import load_data_config
 from vidtok.data.loader import VideoDataModule, stack_clips
 from vidtok.model.config import derive, get_preset
+from vidtok.model.trivial import trivial_codec
 from vidtok.model.vidtok import VidTok
 
 
@@ -99,12 +100,10 @@ class BlockShortcut(nn.Module):
         super().__init__()
         self.model = model
         for conv in (model.encoder.conv_out, model.decoder.conv_out):
-            inner = getattr(conv, "conv", conv)
-            nn.init.zeros_(inner.weight)
-            nn.init.zeros_(inner.bias)
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
         if model.config.regularizer == "kl":
-            inner = getattr(model.encoder.conv_out, "conv", model.encoder.conv_out)
-            nn.init.constant_(inner.bias[model.config.z_channels :], logvar_init)
+            nn.init.constant_(model.encoder.conv_out.bias[model.config.z_channels :], logvar_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         m, cfg = self.model, self.model.config
@@ -114,7 +113,7 @@ class BlockShortcut(nn.Module):
         h = m.encoder(padded)
         pooled = nn.functional.avg_pool3d(padded, (tf, sf, sf))
         h = torch.cat([h[:, :3] + pooled, h[:, 3:]], dim=1)
-        z = m.regularization(h).latents
+        z = m.regularizer(h).latents
         up = z[:, :3].repeat_interleave(tf, 2).repeat_interleave(sf, 3).repeat_interleave(sf, 4)
         out = m.decoder(z) + up
         return out[:, :, -t:], {}
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames:
         val = val[:, :, : args.frames]
     model = build(args.model, args.norm)
-    trivial = M.to_unit(M.trivial_codec(val, get_preset("tiny_kl_causal_444")))
+    trivial = M.to_unit(trivial_codec(val, get_preset("tiny_kl_causal_444")))
     ref = M.to_unit(val)
     baseline = {"trivial_psnr": M.psnr(ref, trivial).value, "trivial_ssim": M.ssim(ref, trivial).value}
     logvar = nn.Parameter(torch.zeros(()))

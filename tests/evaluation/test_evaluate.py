@@ -21,8 +21,8 @@ from vidtok.cli import main as cli_main
 from vidtok.data.config import DataConfig
 from vidtok.data.video import probe
 from vidtok.evaluation.evaluate import EvalOptions, evaluate, evaluated_rows
-from vidtok.metrics import trivial_codec
 from vidtok.model.config import get_preset
+from vidtok.model.trivial import trivial_codec
 from vidtok.model.vidtok import save_pretrained
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.helpers import tiny
-from vidtok import metrics as M
 from vidtok.model.config import derive
 from vidtok.model.interop import to_diffusers
 from vidtok.model.streaming import TileSpec, decode_video, encode_video
+from vidtok.model.trivial import trivial_codec
 from vidtok.model.vidtok import VidTok
 
 
@@ -28,7 +28,7 @@ def test_untrained_shortcut_model_is_the_trivial_codec(preset: str, frames: int)
     video = torch.rand(2, 3, frames, 32, 48) * 2 - 1
     with torch.no_grad():
         recon, encoded = model(video)
-    expected = M.trivial_codec(video, config)
+    expected = trivial_codec(video, config)
     assert recon.shape == video.shape
     assert (recon - expected).abs().max() <= 1e-5
     # The posterior starts narrow: sampling must not bury the samples in noise.
@@ -40,7 +40,7 @@ def test_a_sampled_latent_stays_near_the_trivial_codec() -> None:
     video = torch.rand(1, 3, 17, 32, 32) * 2 - 1
     with torch.no_grad():
         recon, _ = model(video, sample=True)
-    trivial = M.trivial_codec(video, model.config)
+    trivial = trivial_codec(video, model.config)
     assert 0 < (recon - trivial).abs().max() <= 0.2  # noise of std e^-4 on the samples, nothing more
 
 
@@ -77,7 +77,7 @@ def test_shortcut_tiles_and_chunks_equal_whole_frames_away_from_seams() -> None:
         encoded = encode_video(model, video, chunk_frames=4, tile=tile)
         assert (encoded.latents - model.encode(video).latents).abs().max() <= 1e-5
         frames = decode_video(model, encoded.latents, 13, chunk_latents=1, tile=tile)
-    assert (frames - M.trivial_codec(video, model.config)).abs().max() <= 1e-5
+    assert (frames - trivial_codec(video, model.config)).abs().max() <= 1e-5
 
 
 def test_shortcut_survives_save_and_load(tmp_path) -> None:

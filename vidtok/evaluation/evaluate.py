@@ -11,7 +11,7 @@ most data.eval_clips_per_video per video evenly spaced (vidtok.data.loader.val_s
 tail clip, unlike the reference's repeat-padding), centre crop + antialiased resize to `resolution` (default: the
 resolution the checkpoint was trained at). KL models reconstruct from the posterior mean (deterministic; the
 reference samples), outputs are clamped to [-1, 1] and mapped to [0, 1] (vidtok.metrics.to_unit). The trivial codec
-(vidtok.metrics.trivial_codec) is scored on the same clips; `per_source` gives the means per source package.
+(vidtok.model.trivial.trivial_codec) is scored on the same clips; `per_source` gives the means per source package.
 
 Written next to the metrics file (atomically): metrics.json (summary, every metric with its protocol, the
 trivial-codec baseline, and what was unavailable and why), per_video.csv, per_frame.csv, videos/<name>.mp4
@@ -45,6 +45,7 @@ from vidtok.data.manifest import empty_split_reason, frame_indexes, read_manifes
 from vidtok.data.video import write_video
 from vidtok.formats import METRICS_FORMAT, METRICS_FORMAT_VERSION, validate_metrics_record
 from vidtok.model.config import ModelConfig
+from vidtok.model.trivial import trivial_codec
 from vidtok.model.vidtok import VidTok, load_pretrained, read_config
 from vidtok.params import check_int
 from vidtok.runs import OUTPUTS, read_run_record
@@ -241,7 +242,7 @@ def score(ev: Evaluation, *, progress: bool = True) -> Scores:
             x = torch.stack([ev.dataset[r] for r in rows])
             recon, encoded = model(x.to(device))
             ref, rec = M.to_unit(x), M.to_unit(recon.float().cpu())
-            triv = M.to_unit(M.trivial_codec(x, cfg))
+            triv = M.to_unit(trivial_codec(x, cfg))
             # Each clip's colour offset: the reconstruction's mean minus the original's, per channel (a cast).
             shift = (rec - ref).mean(dim=(2, 3, 4), keepdim=True)
             results = {

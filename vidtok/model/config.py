@@ -63,7 +63,7 @@ class ModelConfig:
     dropout: float = 0.0
     in_channels: int = 3
     # Not in the paper: "trivial" adds a residual around the trivial codec at the same compression (DC-AE's residual
-    # autoencoding; vidtok.model.vidtok.TrivialShortcut): the untrained model is that codec, training learns the rest.
+    # autoencoding; vidtok.model.trivial.TrivialShortcut): the untrained model is that codec, training learns the rest.
     # The CPU profile uses it (benchmarks/README.md, "learning probes"); every released model is "none".
     shortcut: Literal["none", "trivial"] = "none"
 

@@ -1,4 +1,5 @@
-"""Latent regularizers of the VidTok family: KL, FSQ, VQ, LFQ and `none`.
+"""Latent regularizers of the VidTok family: KL, FSQ, VQ, LFQ and `none` (a module named for its quantizers, the
+regularizers most of the family uses; `build_regularizer` picks one for a ModelConfig).
 
     python -c "import torch; from vidtok.model.quantizers import FSQ; print(FSQ((8, 8, 8))(torch.randn(1, 3, 2, 4, 4)))"
 
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidtok.model.config import ModelConfig
 
 # Elements of a (tokens x codes) block of VQ's distance search evaluated at once: 2**22 floats = 16 MiB.
 _CHUNK_ELEMENTS = 1 << 22
@@ -405,3 +408,16 @@ class VectorQuantizer(_UsageCounter):
 
 
 Regularizer = DiagonalGaussian | Identity | FSQ | LFQ | VectorQuantizer
+
+
+def build_regularizer(cfg: ModelConfig) -> Regularizer:
+    """The regularizer `cfg.regularizer` names, sized by the config."""
+    if cfg.regularizer == "kl":
+        return DiagonalGaussian(cfg.z_channels)
+    if cfg.regularizer == "fsq":
+        return FSQ(cfg.fsq_levels)
+    if cfg.regularizer == "lfq":
+        return LFQ(cfg.z_channels)
+    if cfg.regularizer == "vq":
+        return VectorQuantizer(cfg.codebook_size, cfg.z_channels)
+    return Identity(cfg.z_channels)

@@ -3,11 +3,16 @@
     vidtok reconstruct bikes.mp4 -o rec.mp4 --preset tiny_kl_causal_444 --chunk-frames 16 --tile 256
 
 Causal models stream: every causal temporal layer carries the unconsumed tail of its input from one chunk to the
-next (`vidtok.model.vidtok.set_streaming`), so peak memory depends on the chunk length, not on the video length, and the
-latents and frames equal those of whole-clip inference. Chunking of a T-frame causal clip at factor f: the
-p = (-T) mod f padding copies of frame 0 plus the first f - p frames form latent 0; then chunks of `chunk_frames`
-(a multiple of f). Decoding feeds latents in chunks; the linear temporal upsampling (v1.1) needs one latent of
-look-ahead, which the decoder holds back internally until the next chunk or the end of the stream.
+next, so peak memory depends on the chunk length, not on the video length, and the latents and frames equal those
+of whole-clip inference. What a stream carries is held here, in a `StreamState`: one state object per layer that
+looks back in time (`CausalTail`, `UpsampleHold`, `ShortcutHold`), given to the layer's `stream` attribute by
+`set_streaming` / `set_stream_state` (None, the default, is whole-clip inference: the layers pad and keep nothing).
+
+Chunking of a T-frame causal clip at factor f: the p = (-T) mod f padding copies of frame 0 plus the first f - p
+frames form latent 0; then chunks of `chunk_frames` (a multiple of f). Decoding feeds latents in chunks; the linear
+temporal upsampling (v1.1) needs one latent of look-ahead, whose frames the upsampling layers' states hold back until
+the next chunk or the end of the stream. Large chunks run the decoder's up levels on pieces of a few frames
+(`PIECE_ELEMENTS`).
 
 Non-causal models see independent clips of `clip_frames` (a multiple of f); the last clip is padded by repeating
 its last frame and the padding is trimmed after decoding.
@@ -28,15 +33,138 @@ import ctypes.util
 import functools
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from vidtok.model.vidtok import Encoded, VidTok, get_stream_state, set_stream_state, set_streaming
+from vidtok.model.trivial import TrivialShortcut
+from vidtok.model.vidtok import CausalTime, Decoder, Encoded, TemporalUpsample, VidTok
 
 # With tiles, how many frames are buffered and run tile by tile (see TileGrid.run): a longer segment means fewer
 # hand-overs of every tile's carried state, a shorter one smaller input/output buffers.
 DEFAULT_SEGMENT_FRAMES = 32
+# A streamed decode runs an up level on pieces of frames when its largest activation would exceed this many elements
+# (32 Mi fp32 values = 128 MiB); whole-clip calls and training never split.
+PIECE_ELEMENTS = 32 * 2**20
+
+
+# ================================================================================================= stream state
+
+
+@dataclass
+class CausalTail:
+    """A causal temporal layer's (vidtok.model.vidtok.CausalTime) carried input: the frames no finished output
+    window has consumed yet, y[s * n_out:] of its last input y (None before the first chunk, padded as a clip is)."""
+
+    frames: torch.Tensor | None = None
+
+    def extend(self, layer: CausalTime, x: torch.Tensor) -> torch.Tensor:
+        """`x` with its past in front; keeps the new tail."""
+        y = layer.pad(x) if self.frames is None else torch.cat([self.frames, x], dim=2)
+        self.frames = y[:, :, layer.stride_t * layer.windows(y.shape[2]) :].clone()
+        return y
+
+
+def _segment_frames(layer: TemporalUpsample, seq: torch.Tensor, has_prev: bool, close: bool) -> torch.Tensor:
+    """The interpolated frames of a streamed segment. `seq` may start with the previous chunk's last frame
+    (has_prev), whose even output was already emitted; without `close` the last frame's odd output is held back
+    (it depends on the next chunk's first frame)."""
+    m = seq.shape[2]
+    return layer.interpolate(seq)[:, :, int(has_prev) : 2 * m - (0 if close else 1)]
+
+
+@dataclass
+class UpsampleHold:
+    """A linear temporal upsampling's (vidtok.model.vidtok.TemporalUpsample) stream: the inputs of the first latent
+    until all have come (they are interpolated on their own), the last input of the rest, whose odd output waits for
+    the next one, and `flush`: whether the current call ends the stream (then nothing is held back)."""
+
+    seen: int = 0  # inputs seen so far
+    first: torch.Tensor | None = None  # inputs of the first latent, while not all of them have come
+    held: torch.Tensor | None = None  # last input of the rest segment, odd output pending
+    flush: bool = True
+
+    def upsample(self, layer: TemporalUpsample, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        take = max(0, min(layer.first_frames - self.seen, x.shape[2]))
+        self.seen += x.shape[2]
+        if take:
+            first = x[:, :, :take]
+            self.first = first if self.first is None else torch.cat([self.first, first], dim=2)
+            if self.first.shape[2] == layer.first_frames or self.flush:
+                outs.append(_segment_frames(layer, self.first, False, True))
+                self.first = None  # emitted; later inputs never join the first segment (self.seen says so)
+        rest = x[:, :, take:]
+        if rest.shape[2]:
+            has_prev = self.held is not None
+            seq = torch.cat([self.held, rest], dim=2) if has_prev else rest
+            outs.append(_segment_frames(layer, seq, has_prev, self.flush))
+            self.held = None if self.flush else seq[:, :, -1:].clone()
+        elif self.flush and self.held is not None:
+            outs.append(self.held)
+            self.held = None
+        return torch.cat(outs, dim=2) if outs else x[:, :, :0].repeat_interleave(2, dim=2)
+
+
+@dataclass
+class ShortcutHold:
+    """The trivial shortcut's (vidtok.model.trivial.TrivialShortcut) stream in a causal decoder: the last latent of
+    the previous chunk and the upsampled frames the decoder has not emitted yet."""
+
+    previous: torch.Tensor | None = None
+    pending: torch.Tensor | None = None
+
+    def upsample(self, shortcut: TrivialShortcut, z: torch.Tensor, frames: int) -> torch.Tensor:
+        if z.shape[2]:
+            new = shortcut.causal_frames(z, self.previous)
+            self.pending = new if self.pending is None else torch.cat([self.pending, new], dim=2)
+            self.previous = z[:, :, -1:].clone()
+        if self.pending is None or self.pending.shape[2] < frames:
+            raise RuntimeError(f"trivial shortcut: the decoder emitted {frames} frames ahead of its latents")
+        out, self.pending = self.pending[:, :, :frames], self.pending[:, :, frames:]
+        return out
+
+
+STATEFUL = (CausalTime, TemporalUpsample, TrivialShortcut)  # the layers with a `stream` attribute
+
+
+def _fresh(layer: nn.Module) -> CausalTail | UpsampleHold | ShortcutHold:
+    if isinstance(layer, TemporalUpsample):
+        return UpsampleHold()
+    if isinstance(layer, TrivialShortcut):
+        return ShortcutHold()
+    return CausalTail()
+
+
+@dataclass
+class StreamState:
+    """What one stream carries through a module: the state of each of its stateful layers, by layer name."""
+
+    layers: dict[str, CausalTail | UpsampleHold | ShortcutHold] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, module: nn.Module) -> StreamState:
+        """The state of a stream that has not started."""
+        return cls({name: _fresh(m) for name, m in module.named_modules() if isinstance(m, STATEFUL)})
+
+
+def set_stream_state(module: nn.Module, state: StreamState | None) -> None:
+    """Give every stateful layer of `module` its part of `state`; None: whole-clip inference (no state)."""
+    for name, m in module.named_modules():
+        if isinstance(m, STATEFUL):
+            m.stream = None if state is None else state.layers[name]
+
+
+def get_stream_state(module: nn.Module) -> StreamState | None:
+    """The state `module`'s layers carry (None when it is not streaming)."""
+    layers = {name: m.stream for name, m in module.named_modules() if isinstance(m, STATEFUL)}
+    return StreamState(layers) if any(s is not None for s in layers.values()) else None
+
+
+def set_streaming(module: nn.Module, streaming: bool) -> None:
+    """Switch every causal temporal layer of `module` to streaming (a fresh state) or whole-clip mode (none)."""
+    set_stream_state(module, StreamState.fresh(module) if streaming else None)
 
 
 @functools.cache
@@ -126,8 +254,7 @@ class TileGrid:
         self.size_h, self.size_w = min(size, height), min(size, width)
         self.overlap = overlap
         self.tiles = [(y, x) for y in tile_starts(height, size, overlap) for x in tile_starts(width, size, overlap)]
-        self.states: dict[tuple[int, int], dict] = {}
-        self._fresh: dict | None = None  # the reset streaming state every tile starts from
+        self.states: dict[tuple[int, int], StreamState] = {}
 
     def _out(self, value: int) -> int:
         return round(value * self.scale)
@@ -135,20 +262,21 @@ class TileGrid:
     def run(self, module: torch.nn.Module, parts: list[torch.Tensor], fns: list, last: bool) -> list[torch.Tensor]:
         """Consecutive chunks `parts` of one stream through `fns`, tile by tile, blended per chunk.
 
-        Tile-major order: a tile runs all the parts (its streaming state restored first) before the next tile
-        starts, so only one tile's activations and carried tails are alive at a time. Unless `last`, each tile's
-        state is kept for the next call; those states together hold a full frame's worth of causal-conv tails,
-        which is why a clip passed as one segment needs much less memory than the same clip chunk by chunk.
+        Tile-major order: a tile runs all the parts (its streaming state given to `module` first, when it streams)
+        before the next tile starts, so only one tile's activations and carried tails are alive at a time. Unless
+        `last`, each tile's state is kept for the next call; those states together hold a full frame's worth of
+        causal-conv tails, which is why a clip passed as one segment needs much less memory than the same clip
+        chunk by chunk.
         """
         out_overlap = self._out(self.overlap)
         total_h, total_w = self._out(self.height), self._out(self.width)
-        if self._fresh is None:
-            self._fresh = get_stream_state(module)
+        streaming = get_stream_state(module) is not None
         accs: list[torch.Tensor | None] = [None] * len(parts)
         dtypes: list[torch.dtype | None] = [None] * len(parts)
         weight_sum = torch.zeros(total_h, total_w, device=parts[0].device)
         for y, x0 in self.tiles:
-            set_stream_state(module, self.states.pop((y, x0), self._fresh))
+            state = (self.states.pop((y, x0), None) or StreamState.fresh(module)) if streaming else None
+            set_stream_state(module, state)
             oy, ox = self._out(y), self._out(x0)
             oh, ow = self._out(self.size_h), self._out(self.size_w)
             w = _ramp(oy, oh, out_overlap, total_h)[:, None] * _ramp(ox, ow, out_overlap, total_w)[None, :]
@@ -160,9 +288,10 @@ class TileGrid:
                     accs[i] = out.new_zeros((*out.shape[:3], total_h, total_w), dtype=torch.float32)
                     dtypes[i] = out.dtype
                 accs[i][..., oy : oy + oh, ox : ox + ow] += out.float() * w
-            if not last:
-                self.states[(y, x0)] = get_stream_state(module)
-        set_stream_state(module, self._fresh)  # the module no longer references the last tile's tensors
+            if streaming and not last:
+                self.states[(y, x0)] = state
+        if streaming:  # the module no longer references the last tile's tensors
+            set_stream_state(module, StreamState.fresh(module))
         return [(acc / weight_sum).to(dtype) for acc, dtype in zip(accs, dtypes, strict=True)]
 
 
@@ -296,7 +425,7 @@ def _iter_encode_causal(model, frames, num_frames, chunk_frames, tile, segment_f
             else:
                 features = _encode_tiled(model, grid, segment, last)
             for feature in features:
-                q = model.regularization(feature)
+                q = model.regularizer(feature)
                 yield Encoded(
                     latents=q.latents, num_frames=reals.pop(0), indices=q.indices, mean=q.mean, logvar=q.logvar
                 )
@@ -319,7 +448,7 @@ def _iter_encode_clips(model, frames, num_frames, clip_frames, tile, name) -> It
             features = _encode_tiled(model, grid, [clip], last=True)[0]
         else:
             features = model.encoder(clip)
-        q = model.regularization(features)
+        q = model.regularizer(features)
         yield Encoded(latents=q.latents, num_frames=real, indices=q.indices, mean=q.mean, logvar=q.logvar)
     if seen != num_frames:
         raise ValueError(f"{name} ended after {seen} frames, expected num_frames={num_frames}")
@@ -373,13 +502,56 @@ def iter_decode(
         yield from _iter_decode_clips(model, stream, num_frames, chunk_latents, tile)
 
 
+class _Pieces:
+    """A streamed decoder's up levels and output conv (Decoder.up_levels), run on pieces of a few frames where a
+    level's largest activation would exceed `PIECE_ELEMENTS` (inference only).
+
+    The layers carry their causal state from call to call, so running the rest of the decoder on a few frames at a
+    time gives the same frames as the whole chunk, with the peak memory of the full-resolution levels cut to a
+    piece (a 256 px tile of the 4x8x8 models: one 2-frame piece instead of 4 frames at 256 channels). `flush` says
+    whether the chunk ends the stream; only a chunk's last piece may flush."""
+
+    def __init__(self, decoder: Decoder, flush: bool):
+        self.decoder, self.flush = decoder, flush
+        self.holds = [m.stream for m in decoder.modules() if isinstance(m, TemporalUpsample) and m.stream is not None]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.decoder.cfg.spatial_factor
+        self.out_size = (x.shape[3] * scale, x.shape[4] * scale)
+        return self._levels(x, 0, self.flush, in_piece=False)
+
+    def _levels(self, x: torch.Tensor, first: int, flush: bool, in_piece: bool) -> torch.Tensor:
+        decoder = self.decoder
+        for i in range(first, decoder.num_levels):
+            frames = x.shape[2]
+            if frames > 1 and not torch.is_grad_enabled():
+                piece = max(1, PIECE_ELEMENTS // decoder.level_peak_per_frame(i, x))
+                if piece < frames:
+                    pieces = x.split(piece, dim=2)
+                    last = len(pieces) - 1
+                    return torch.cat([self._levels(p, i, flush and j == last, True) for j, p in enumerate(pieces)], 2)
+            for hold in self.holds:
+                hold.flush = flush
+            x = decoder.up_level(i, x)
+            if x.shape[2] == 0:  # a temporal upsample held every frame back
+                if in_piece:  # they wait for the next piece (first-latent frames)
+                    return x.new_zeros(x.shape[0], 3, 0, *self.out_size)
+                raise ValueError("streaming decode got no frame at a temporal upsample; start with latent 0")
+        return decoder.output(x)
+
+
+def _decode_local(decoder: Decoder, x: torch.Tensor, flush: bool) -> torch.Tensor:
+    """Decoder.forward_local for a streaming decoder: the up levels in pieces, frames held back unless `flush`."""
+    return decoder.forward_local(x, up_levels=_Pieces(decoder, flush))
+
+
 def _decode_tiled(
     model: VidTok, grid: TileGrid, chunks: list[torch.Tensor], flush: list[bool], last: bool
 ) -> list[torch.Tensor]:
     """The decoder's mid block (whole-frame attention) on each latent chunk, then its up levels on tiles."""
     decoder = model.decoder
     mid = [decoder.forward_global(z) for z in chunks]  # in stream order: it carries causal state
-    fns = [functools.partial(decoder.forward_local, flush=f) for f in flush]
+    fns = [functools.partial(_decode_local, decoder, flush=f) for f in flush]
     return grid.run(decoder.local_modules(), mid, fns, last)
 
 
@@ -387,7 +559,7 @@ def _checked_latents(model: VidTok, stream, num_frames: int) -> Iterator[torch.T
     total = model.config.latent_frames(num_frames)
     seen = 0
     for z in stream:
-        model._check_latents(z)
+        model.check_latents(z)
         seen += z.shape[2]
         if seen > total:
             raise ValueError(f"more latent frames than num_frames={num_frames} needs ({total})")
@@ -436,7 +608,7 @@ def _iter_decode_causal(model, stream, num_frames, tile, segment_frames) -> Iter
             flush = [False] * len(segment)
             flush[-1] = last  # frames that need a later latent wait for it, until the end of the stream
             if grid is None:
-                outputs = [model.decoder(segment[0], flush=flush[0])]
+                outputs = [_decode_local(model.decoder, model.decoder.forward_global(segment[0]), flush[0])]
             else:
                 outputs = _decode_tiled(model, grid, segment, flush, last)
             for frames in outputs:
@@ -455,7 +627,7 @@ def _iter_decode_clips(model, stream, num_frames, chunk_latents, tile) -> Iterat
     tf, s = model.config.temporal_factor, model.config.spatial_factor
     remaining = num_frames
     for z in stream:
-        model._check_latents(z)
+        model.check_latents(z)
         if _check_tiling(model, tile, *(d * s for d in z.shape[-2:])):
             grid = TileGrid(*z.shape[-2:], tile.size // s, tile.overlap // s, s)
             frames = _decode_tiled(model, grid, [z], [True], last=True)[0]

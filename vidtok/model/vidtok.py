@@ -2,8 +2,10 @@
 
     python -c "from vidtok import VidTok; m = VidTok.from_preset('tiny_fsq_causal_444'); print(m)"
 
-One file, read top to bottom: layers -> blocks -> encoder -> decoder -> the autoencoder -> saving and loading.
-The configuration (ModelConfig) and the named presets are in vidtok/model/config.py.
+The network only, read top to bottom: layers -> blocks -> encoder -> decoder -> the autoencoder -> saving and
+loading. The configuration (ModelConfig) and the named presets are in vidtok/model/config.py, the regularizers in
+quantizers.py, the trivial-codec shortcut in trivial.py; which kernels run the arithmetic is kernels.py's choice and
+chunked streaming and tiling are streaming.py's.
 
 Video tensors are (B, C, T, H, W) with values in [-1, 1]. The network is factorised: 2D res-blocks run on each
 frame, 1D temporal res-blocks run on each pixel's time series, 3D convolutions fuse both at the input, output
@@ -15,9 +17,11 @@ Implementation notes (why it looks the way it does):
 - Every convolution runs as a 3D convolution on the channels-last (B, C, T, H, W) tensor: a 2D conv is a
   (1, k, k) kernel and a temporal conv a (k, 1, 1) kernel. That removes the (B*T, C, H, W) <-> (B*H*W, C, T)
   permute copies of the reference code and lets the channel LayerNorm run on a contiguous last axis.
-  Parameters keep the shapes and names of the reference checkpoints (Conv2d / Conv1d weights are viewed as 3D).
-- Causal temporal layers can stream: with `set_streaming(module, True)` each keeps the unconsumed tail of its
-  input between calls, so a clip processed chunk by chunk gives the same output as the whole clip.
+  Parameters keep the shapes and names of the reference checkpoints (Conv2d / Conv1d weights are viewed as 3D);
+  every conv-like layer exposes them as `.weight` and `.bias`.
+- The layers that look back in time (causal convolutions, the temporal resamplers, the shortcut) have a `stream`
+  attribute: None for whole clips, where they pad and keep nothing; the streaming driver (streaming.py) gives
+  them its state objects, which carry what a chunk leaves for the next one.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,70 +42,19 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vidtok._files import atomic_folder, sha256_file
+from vidtok.model import kernels
 from vidtok.model.config import PRESETS, ModelConfig, get_preset
-from vidtok.model.quantizers import FSQ, LFQ, DiagonalGaussian, Identity, Regularizer, VectorQuantizer
+from vidtok.model.quantizers import Regularizer, build_regularizer
+from vidtok.model.trivial import TrivialShortcut
 
 # ================================================================================================= layers
 
 
-def _silu(x: torch.Tensor) -> torch.Tensor:
-    # In place when no autograd graph is recorded: the input is always a fresh norm output here.
-    return F.silu(x, inplace=not torch.is_grad_enabled())
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last_3d)
-
-
-def _has_native(dtype: torch.dtype) -> bool:
-    """Whether oneDNN has native CPU kernels for a low-precision dtype (AVX512-BF16 / AMX / AVX-NE-CONVERT)."""
-    if dtype == torch.bfloat16:
-        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return dtype == torch.float16 and torch.ops.mkldnn._is_mkldnn_fp16_supported()
-
-
-def conv3d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0)
-) -> torch.Tensor:
-    """F.conv3d, but on CPU always through oneDNN (mkldnn).
-
-    fp32: PyTorch sends a batch-1 input whose N*C*T*H is at most 20,480 to its slow reference kernel (im2col +
-    GEMM); for the tiny presets and the deep levels of the big ones that is 3-15x slower than oneDNN on the same
-    shapes (benchmarks/README.md). The oneDNN op has its own autograd formula, so training is unaffected.
-
-    bf16 / fp16 (autocast or low-precision tensors) on a CPU without native kernels for them: PyTorch's fallback
-    is a reference kernel ~600x slower than fp32 (35 s for one 128-channel 3x3x3 conv on 10x32x32 on an AVX2
-    machine). Instead the operands are rounded to the low precision and multiplied in fp32 by oneDNN: the same
-    numbers a bf16 convolution with fp32 accumulation (GPUs, AMX) produces, at fp32 speed, returned in bf16/fp16.
-
-    Under torch.compile it is plain F.conv3d: inductor picks the convolution kernels itself (the oneDNN op has no
-    fake-tensor rule to trace through).
-    """
-    if torch.compiler.is_compiling():
-        return F.conv3d(x, weight, bias, stride, padding)
-    if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return F.conv3d(x, weight, bias, stride, padding)
-    args = (list(padding), list(stride), [1, 1, 1], 1)
-    low = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-    if low is None and x.dtype in (torch.bfloat16, torch.float16):
-        low = x.dtype
-    if low is None:
-        if x.dtype == weight.dtype == torch.float32:
-            return torch.ops.aten.mkldnn_convolution(x, weight, bias, *args)
-    elif not _has_native(low):
-
-        def rounded(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(low).float()
-
-        return torch.ops.aten.mkldnn_convolution(rounded(x), rounded(weight), rounded(bias), *args).to(low)
-    return F.conv3d(x, weight, bias, stride, padding)
-
-
 class Conv3d(nn.Conv3d):
-    """nn.Conv3d through `conv3d` (same parameters and checkpoint keys)."""
+    """nn.Conv3d through `kernels.conv3d` (same parameters and checkpoint keys)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
+        return kernels.conv3d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -111,16 +65,14 @@ class ChannelLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # On a channels-last tensor movedim is a free view and layer_norm reads a contiguous last axis.
-        y = F.layer_norm(x.movedim(1, -1), self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        return y.movedim(-1, 1)
+        return kernels.layer_norm_channels(x, self.norm)
 
 
 class FrameConv2d(nn.Conv2d):
     """A 2D convolution applied to every frame of a (B, C, T, H, W) video (a (1, k, k) 3D kernel)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv3d(x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding))
+        return kernels.conv3d(x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding))
 
 
 class TimeConv1d(nn.Conv1d):
@@ -128,7 +80,7 @@ class TimeConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight[..., None, None]
-        return conv3d(x, weight, self.bias, (self.stride[0], 1, 1), (self.padding[0], 0, 0))
+        return kernels.conv3d(x, weight, self.bias, (self.stride[0], 1, 1), (self.padding[0], 0, 0))
 
 
 def _pad_past(x: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
@@ -141,45 +93,39 @@ def _pad_past(x: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
         pad = x.new_zeros(x.shape[0], x.shape[1], frames, *x.shape[3:])
     # torch.cat takes its memory format from the inputs: an expanded (stride-0) pad would make it write a
     # channels-first result, a transposing copy that every later layer then pays for again.
-    return torch.cat([pad.contiguous(memory_format=torch.channels_last_3d), x], dim=2)
+    return torch.cat([kernels.channels_last(pad), x], dim=2)
 
 
-class _CausalTime(nn.Module):
-    """Base of causal temporal layers: left padding for a whole clip, a carried tail when streaming.
+class CausalTime(nn.Module):
+    """Base of causal temporal layers: a temporal kernel k with stride s sees k - s frames before its input.
 
-    A layer with temporal kernel k and stride s pads k - s frames in front (reference code: dilation*(k-1) +
-    (1-s)). Streaming keeps y[s * n_out:], the input frames no finished output window has consumed yet, so the
-    next chunk continues exactly where the previous one stopped.
+    A whole clip gets them as padding in front (reference code: dilation*(k-1) + (1-s)). A stream gets the input
+    frames the previous chunk left unconsumed instead: `stream` is then the streaming driver's state object for
+    this layer (streaming.CausalTail), so the next chunk continues exactly where the previous one stopped.
     """
 
     kernel_t: int = 1
     stride_t: int = 1
-    stream_attrs = ("_tail",)
 
     def __init__(self, pad_mode: str):
         super().__init__()
         self.pad_mode = pad_mode
-        self.streaming = False
-        self._tail: torch.Tensor | None = None
+        self.stream: Any = None
 
-    def reset_stream(self, streaming: bool) -> None:
-        self.streaming = streaming
-        self._tail = None
-
-    def _with_past(self, x: torch.Tensor) -> torch.Tensor:
-        if self._tail is not None:
-            return torch.cat([self._tail, x], dim=2)
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole-clip input: k - s frames of padding in front of `x`."""
         return _pad_past(x, self.kernel_t - self.stride_t, self.pad_mode)
 
-    def _keep_tail(self, y: torch.Tensor, n_out: int) -> None:
-        if self.streaming:
-            self._tail = y[:, :, self.stride_t * n_out :].clone()
+    def with_past(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with the frames the kernel needs before it."""
+        return self.pad(x) if self.stream is None else self.stream.extend(self, x)
 
-    def _windows(self, length: int) -> int:
+    def windows(self, length: int) -> int:
+        """Output frames of an input of `length` frames (past included)."""
         return max(0, (length - self.kernel_t) // self.stride_t + 1)
 
 
-class CausalConv3d(_CausalTime):
+class CausalConv3d(CausalTime):
     """3D convolution that sees only the current and past frames; spatial padding k//2 with zeros."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, time_stride: int = 1, pad_mode: str = "replicate"):
@@ -188,16 +134,22 @@ class CausalConv3d(_CausalTime):
         p = kernel_size // 2
         self.conv = Conv3d(cin, cout, kernel_size, stride=(time_stride, 1, 1), padding=(0, p, p))
 
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.conv.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._with_past(x)
-        n_out = self._windows(y.shape[2])
-        self._keep_tail(y, n_out)
-        if n_out == 0:
+        y = self.with_past(x)
+        if self.windows(y.shape[2]) == 0:
             return x.new_zeros(x.shape[0], self.conv.out_channels, 0, *x.shape[3:])
         return self.conv(y)
 
 
-class CausalConv1d(_CausalTime):
+class CausalConv1d(CausalTime):
     """1D convolution over time at every pixel, causal (left padding k-1)."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, pad_mode: str = "replicate"):
@@ -205,10 +157,16 @@ class CausalConv1d(_CausalTime):
         self.kernel_t = kernel_size
         self.conv = nn.Conv1d(cin, cout, kernel_size)
 
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.conv.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._with_past(x)
-        self._keep_tail(y, self._windows(y.shape[2]))
-        return conv3d(y, self.conv.weight[..., None, None], self.conv.bias)
+        return kernels.conv3d(self.with_past(x), self.conv.weight[..., None, None], self.conv.bias)
 
 
 def _make_conv(kind: str, cin: int, cout: int, kernel_size: int, causal: bool, pad_mode: str) -> nn.Module:
@@ -245,18 +203,16 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _make_conv(kind, cout, cout, 3, causal, pad_mode)
         if zero_init:
-            inner = getattr(self.conv2, "conv", self.conv2)
-            nn.init.zeros_(inner.weight)
-            nn.init.zeros_(inner.bias)
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
         if cin != cout:
             self.nin_shortcut = _make_conv(kind, cin, cout, 1, causal, pad_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv1(kernels.silu(self.norm1(x)))
         h = self.norm2(h)  # rebinding frees conv1's output before conv2 allocates (inference peak memory)
-        h = self.conv2(self.dropout(_silu(h)))
-        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
-        return h.add_(shortcut) if not torch.is_grad_enabled() else h + shortcut
+        h = self.conv2(self.dropout(kernels.silu(h)))
+        return kernels.add(h, self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x)
 
 
 class FrameAttention(nn.Module):
@@ -275,8 +231,7 @@ class FrameAttention(nn.Module):
 
     @staticmethod
     def _linear(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        inner = getattr(conv, "conv", conv)
-        return F.linear(x, inner.weight.flatten(1), inner.bias)
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
@@ -295,7 +250,7 @@ class SpatialDownsample(nn.Module):
         self.conv = FrameConv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(_channels_last(F.pad(x, (0, 1, 0, 1))))
+        return self.conv(kernels.channels_last(F.pad(x, (0, 1, 0, 1))))
 
 
 class SpatialUpsample(nn.Module):
@@ -325,14 +280,10 @@ def _alpha_blend(module: nn.Module, smooth: torch.Tensor, learned: torch.Tensor)
     """alpha * smooth + (1 - alpha) * learned with alpha = sigmoid(mix_factor)."""
     if module.mode == "conv":  # the "w/o AlphaBlender" ablation: the conv path alone
         return learned
-    alpha = torch.sigmoid(module.mix_factor).to(learned.dtype)
-    if not torch.is_grad_enabled() and smooth.dtype == learned.dtype:  # inference: same arithmetic, in place
-        # (both inputs are fresh tensors nothing else reads: two frame-sized buffers instead of five)
-        return learned.mul_(1 - alpha).add_(smooth.mul_(alpha))
-    return alpha * smooth + (1 - alpha) * learned
+    return kernels.blend(smooth, learned, torch.sigmoid(module.mix_factor).to(learned.dtype))
 
 
-class TemporalDownsample(_CausalTime):
+class TemporalDownsample(CausalTime):
     """AlphaBlender x2 down in time: alpha * AvgPool(3, stride 2) + (1 - alpha) * Conv3d(3, stride 2).
 
     Causal: one frame of past padding, so output j covers input frames 2j-1, 2j, 2j+1 (20 -> 10 -> 5).
@@ -352,10 +303,8 @@ class TemporalDownsample(_CausalTime):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.causal:
-            y = self._with_past(x)
-            n_out = self._windows(y.shape[2])
-            self._keep_tail(y, n_out)
-            if n_out == 0:
+            y = self.with_past(x)
+            if self.windows(y.shape[2]) == 0:
                 return x[:, :, :0]
             learned = self.conv.conv(y)  # the shared, already padded input; the inner conv keeps no state
         else:
@@ -363,15 +312,7 @@ class TemporalDownsample(_CausalTime):
             learned = self.conv(y)
         if self.mode == "conv":
             return learned
-        # avg_pool3d has no CPU bfloat16 kernel: pool in fp32.
-        smooth = F.avg_pool3d(y.float(), (3, 1, 1), (2, 1, 1)).to(y.dtype)
-        return _alpha_blend(self, _channels_last(smooth), learned)
-
-
-def _empty_frames(like: torch.Tensor, frames: int) -> torch.Tensor:
-    """An uninitialised channels-last (B, C, frames, H, W) tensor shaped like `like` in the other dimensions."""
-    b, c, _, h, w = like.shape
-    return torch.empty(b, c, frames, h, w, dtype=like.dtype, device=like.device, memory_format=torch.channels_last_3d)
+        return _alpha_blend(self, kernels.avg_pool_time(y, 3, 2), learned)
 
 
 def _linear_upsample_into(seq: torch.Tensor, out: torch.Tensor) -> None:
@@ -387,24 +328,12 @@ def _linear_upsample_into(seq: torch.Tensor, out: torch.Tensor) -> None:
         out[:, :, 1:-1:2] = torch.lerp(seq[:, :, :-1], seq[:, :, 1:], 0.25)
 
 
-def _linear_upsample_time(seq: torch.Tensor, has_prev: bool, close: bool) -> torch.Tensor:
-    """`_linear_upsample_into` for a streamed segment. `seq` may start with the previous chunk's last frame
-    (has_prev), whose even output was already emitted; without `close` the last frame's odd output is held back
-    (it depends on the next chunk's first frame)."""
-    m = seq.shape[2]
-    if m == 0:
-        return seq
-    out = _empty_frames(seq, 2 * m)
-    _linear_upsample_into(seq, out)
-    return out[:, :, int(has_prev) : 2 * m - (0 if close else 1)]
-
-
 class TemporalUpsample(nn.Module):
     """AlphaBlender x2 up in time: u = upsample(x); alpha * u + (1 - alpha) * Conv3d(3)(u).
 
     Causal 'trilinear' (v1.1) interpolates the first `first_frames` inputs (those of the first latent) on their
-    own and the rest as one sequence; each output frame then depends on at most one future input, so streaming
-    holds that frame back until the next chunk (or the end of the stream) arrives. 'nearest' repeats frames.
+    own and the rest as one sequence; each output frame then depends on at most one future input, which a stream
+    (`stream`: streaming.UpsampleHold) waits for before emitting the frame. 'nearest' repeats frames.
     """
 
     def __init__(
@@ -428,51 +357,31 @@ class TemporalUpsample(nn.Module):
             if causal
             else Conv3d(channels, channels, 3, padding=1)
         )
-        self.reset_stream(False)
+        self.stream: Any = None
 
-    stream_attrs = ("_seen", "_first", "_held")
+    def interpolate(self, seq: torch.Tensor) -> torch.Tensor:
+        """The 2m linearly interpolated frames of one segment of m inputs."""
+        out = kernels.empty_frames(seq, 2 * seq.shape[2])
+        _linear_upsample_into(seq, out)
+        return out
 
-    def reset_stream(self, streaming: bool) -> None:
-        self.streaming = streaming
-        self._seen = 0
-        self._first: torch.Tensor | None = None
-        self._held: torch.Tensor | None = None  # last frame of the rest segment, odd output pending
-
-    def _upsample(self, x: torch.Tensor, flush: bool) -> torch.Tensor:
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         if self.interpolation == "nearest":
-            out = _empty_frames(x, 2 * x.shape[2])
+            out = kernels.empty_frames(x, 2 * x.shape[2])
             out[:, :, 0::2] = x
             out[:, :, 1::2] = x
             return out
-        if not self.streaming:
-            n = self.first_frames
-            out = _empty_frames(x, 2 * x.shape[2])
-            _linear_upsample_into(x[:, :, :n], out[:, :, : 2 * n])
-            if x.shape[2] > n:
-                _linear_upsample_into(x[:, :, n:], out[:, :, 2 * n :])
-            return out
-        outs = []
-        take = max(0, min(self.first_frames - self._seen, x.shape[2]))
-        self._seen += x.shape[2]
-        if take:
-            first = x[:, :, :take]
-            self._first = first if self._first is None else torch.cat([self._first, first], dim=2)
-            if self._first.shape[2] == self.first_frames or flush:
-                outs.append(_linear_upsample_time(self._first, False, True))
-                self._first = None  # emitted; later inputs never join the first segment (self._seen says so)
-        rest = x[:, :, take:]
-        if rest.shape[2]:
-            has_prev = self._held is not None
-            seq = torch.cat([self._held, rest], dim=2) if has_prev else rest
-            outs.append(_linear_upsample_time(seq, has_prev, flush))
-            self._held = None if flush else seq[:, :, -1:].clone()
-        elif flush and self._held is not None:
-            outs.append(self._held)
-            self._held = None
-        return torch.cat(outs, dim=2) if outs else x[:, :, :0].repeat_interleave(2, dim=2)
+        if self.stream is not None:
+            return self.stream.upsample(self, x)
+        n = self.first_frames
+        out = kernels.empty_frames(x, 2 * x.shape[2])
+        _linear_upsample_into(x[:, :, :n], out[:, :, : 2 * n])
+        if x.shape[2] > n:
+            _linear_upsample_into(x[:, :, n:], out[:, :, 2 * n :])
+        return out
 
-    def forward(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
-        up = _channels_last(self._upsample(x, flush))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = kernels.channels_last(self._upsample(x))
         if up.shape[2] == 0:
             return up
         return _alpha_blend(self, up, self.conv(up))
@@ -489,7 +398,49 @@ def _make_shortcut(cfg: ModelConfig) -> TrivialShortcut | None:
     return TrivialShortcut(cfg.temporal_factor, cfg.spatial_factor, cfg.causal) if cfg.shortcut == "trivial" else None
 
 
-class Encoder(nn.Module):
+def _block_pair(cfg: ModelConfig, cin: int, cout: int) -> tuple[ResBlock, ResBlock | None]:
+    """One res-block step of a level: a 2D block and a zero-initialised 1D temporal block (one 3D block if
+    fully_3d)."""
+    causal, pad = cfg.causal, cfg.causal_padding
+    if cfg.fully_3d:
+        return ResBlock(cin, cout, "3d", causal, pad, cfg.dropout), None
+    block = ResBlock(cin, cout, "2d", causal, pad, cfg.dropout)
+    return block, ResBlock(cout, cout, "1d", causal, pad, cfg.dropout, zero_init=True)
+
+
+def _mid_block(cfg: ModelConfig, channels: int) -> _Level:
+    """3D res-block, per-frame attention, 3D res-block (mid.block_1, mid.attn_1, mid.block_2)."""
+    mid = _Level()
+    mid.block_1 = ResBlock(channels, channels, "3d", cfg.causal, cfg.causal_padding, cfg.dropout)
+    mid.attn_1 = FrameAttention(channels, cfg.causal, cfg.causal_padding)
+    mid.block_2 = ResBlock(channels, channels, "3d", cfg.causal, cfg.causal_padding, cfg.dropout)
+    return mid
+
+
+class _Stack(nn.Module):
+    """What the encoder and decoder share: gradient checkpointing of blocks and the mid block."""
+
+    gradient_checkpointing: bool
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+    def _blocks(self, level: nn.Module, temporal: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        for j, block in enumerate(level.block):
+            x = self._run(block, x)
+            if len(temporal.block):
+                x = self._run(temporal.block[j], x)
+        return x
+
+    def _mid(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._run(self.mid.block_1, x)
+        x = self._run(self.mid.attn_1, x)
+        return self._run(self.mid.block_2, x)
+
+
+class Encoder(_Stack):
     """Video (B, 3, T, H, W) -> encoder features (B, C_enc, t, h, w); C_enc is 2z for KL, z otherwise."""
 
     def __init__(self, cfg: ModelConfig, out_channels: int):
@@ -506,13 +457,10 @@ class Encoder(nn.Module):
             level, temporal = _Level(), _Level()
             level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
-                if cfg.fully_3d:
-                    level.block.append(ResBlock(block_in, block_out, "3d", causal, pad, cfg.dropout))
-                else:
-                    level.block.append(ResBlock(block_in, block_out, "2d", causal, pad, cfg.dropout))
-                    temporal.block.append(
-                        ResBlock(block_out, block_out, "1d", causal, pad, cfg.dropout, zero_init=True)
-                    )
+                block, time_block = _block_pair(cfg, block_in, block_out)
+                level.block.append(block)
+                if time_block is not None:
+                    temporal.block.append(time_block)
                 block_in = block_out
             if i in cfg.spatial_ds:
                 level.downsample = SpatialDownsample(block_in)
@@ -522,18 +470,10 @@ class Encoder(nn.Module):
                     )
             self.down.append(level)
             self.down_temporal.append(temporal)
-        self.mid = _Level()
-        self.mid.block_1 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
-        self.mid.attn_1 = FrameAttention(block_in, causal, pad)
-        self.mid.block_2 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        self.mid = _mid_block(cfg, block_in)
         self.norm_out = ChannelLayerNorm(block_in)
         self.conv_out = _make_conv("3d", block_in, out_channels, 3, causal, pad)
         self.shortcut = _make_shortcut(cfg)
-
-    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(module, x, use_reentrant=False)
-        return module(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_global(self.forward_local(x))
@@ -546,12 +486,9 @@ class Encoder(nn.Module):
         """conv_in and the down levels: video -> features at the latent resolution (convolutions only). With the
         trivial shortcut, its samples of the video travel along as three more channels (tiles blend them too)."""
         samples = self.shortcut.samples(x) if self.shortcut is not None else None
-        x = self.conv_in(_channels_last(x))
+        x = self.conv_in(kernels.channels_last(x))
         for level, temporal in zip(self.down, self.down_temporal):
-            for j, block in enumerate(level.block):
-                x = self._run(block, x)
-                if len(temporal.block):
-                    x = self._run(temporal.block[j], x)
+            x = self._blocks(level, temporal, x)
             if hasattr(level, "downsample"):
                 x = level.downsample(x)
                 if hasattr(temporal, "downsample"):
@@ -564,18 +501,15 @@ class Encoder(nn.Module):
         """The mid block (its attention spans the whole frame) and the output conv, at the latent resolution."""
         samples = None
         if self.shortcut is not None:
-            x, samples = _channels_last(x[:, :-3]), x[:, -3:]
-        x = self._run(self.mid.block_1, x)
-        x = self._run(self.mid.attn_1, x)
-        x = self._run(self.mid.block_2, x)
-        x = self.conv_out(_silu(self.norm_out(x)))
+            x, samples = kernels.channels_last(x[:, :-3]), x[:, -3:]
+        x = self.conv_out(kernels.silu(self.norm_out(self._mid(x))))
         return x if samples is None else torch.cat([x[:, :3] + samples, x[:, 3:]], dim=1)
 
 
 # ================================================================================================= decoder
 
 
-class Decoder(nn.Module):
+class Decoder(_Stack):
     """Latent (B, z, t, h, w) -> video (B, 3, T', H, W); causal models give t * t_factor frames."""
 
     def __init__(self, cfg: ModelConfig):
@@ -586,10 +520,7 @@ class Decoder(nn.Module):
         n = len(cfg.ch_mult)
         block_in = cfg.ch * cfg.ch_mult[-1]
         self.conv_in = _make_conv("3d", cfg.z_channels, block_in, 3, causal, pad)
-        self.mid = _Level()
-        self.mid.block_1 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
-        self.mid.attn_1 = FrameAttention(block_in, causal, pad)
-        self.mid.block_2 = ResBlock(block_in, block_in, "3d", causal, pad, cfg.dropout)
+        self.mid = _mid_block(cfg, block_in)
         # Each level has num_res_blocks + 1 block pairs; levels are stored low to high (up.0 is full resolution)
         # but run from the deepest level up.
         up: list[nn.Module] = [None] * n  # type: ignore[list-item]
@@ -600,13 +531,10 @@ class Decoder(nn.Module):
             level, temporal = _Level(), _Level()
             level.block, temporal.block = nn.ModuleList(), nn.ModuleList()
             for _ in range(cfg.num_res_blocks + 1):
-                if cfg.fully_3d:
-                    level.block.append(ResBlock(block_in, block_out, "3d", causal, pad, cfg.dropout))
-                else:
-                    level.block.append(ResBlock(block_in, block_out, "2d", causal, pad, cfg.dropout))
-                    temporal.block.append(
-                        ResBlock(block_out, block_out, "1d", causal, pad, cfg.dropout, zero_init=True)
-                    )
+                block, time_block = _block_pair(cfg, block_in, block_out)
+                level.block.append(block)
+                if time_block is not None:
+                    temporal.block.append(time_block)
                 block_in = block_out
             if i in cfg.spatial_us:
                 level.upsample = SpatialUpsample(block_in)
@@ -628,18 +556,9 @@ class Decoder(nn.Module):
         self.norm_out = ChannelLayerNorm(block_in)
         self.conv_out = _make_conv("3d", block_in, 3, 3, causal, pad)
         self.shortcut = _make_shortcut(cfg)
-        # Streaming inference runs an up level on pieces of frames when its largest activation would exceed this
-        # many elements (32 Mi fp32 values = 128 MiB); whole-clip calls and training never split.
-        self.stream_piece_elements = 32 * 2**20
 
-    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(module, x, use_reentrant=False)
-        return module(x)
-
-    def forward(self, z: torch.Tensor, flush: bool = True) -> torch.Tensor:
-        """`flush=False` (streaming only) holds back frames that still depend on a future latent."""
-        return self.forward_local(self.forward_global(z), flush=flush)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.forward_local(self.forward_global(z))
 
     def local_modules(self) -> nn.ModuleList:
         """The layers `forward_local` runs: they see a bounded neighbourhood, so they can run on spatial tiles."""
@@ -648,141 +567,50 @@ class Decoder(nn.Module):
 
     def forward_global(self, z: torch.Tensor) -> torch.Tensor:
         """conv_in and the mid block (its attention spans the whole frame), at the latent resolution."""
-        x = self.conv_in(_channels_last(z))
-        x = self._run(self.mid.block_1, x)
-        x = self._run(self.mid.attn_1, x)
-        x = self._run(self.mid.block_2, x)
+        x = self._mid(self.conv_in(kernels.channels_last(z)))
         # The trivial shortcut's latents travel along as three more channels, so tiles upsample their own part.
         return x if self.shortcut is None else torch.cat([x, z[:, :3].to(x.dtype)], dim=1)
 
-    def forward_local(self, x: torch.Tensor, flush: bool = True) -> torch.Tensor:
-        """The up levels and the output conv: mid-block features -> video (convolutions only)."""
+    def forward_local(
+        self, x: torch.Tensor, up_levels: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The up levels and the output conv: mid-block features -> video (convolutions only). `up_levels` runs
+        them instead of `self.up_levels` (the streaming driver runs them on pieces of frames)."""
+        run = self.up_levels if up_levels is None else up_levels
         if self.shortcut is None:
-            return self._up_levels(x, 0, flush, in_piece=False)
-        out = self._up_levels(_channels_last(x[:, :-3]), 0, flush, in_piece=False)
+            return run(x)
+        out = run(kernels.channels_last(x[:, :-3]))
         return out + self.shortcut.upsample(x[:, -3:], out.shape[2]).to(out.dtype)
 
-    def _streaming(self) -> bool:
-        return bool(getattr(self.conv_out, "streaming", False))
+    @property
+    def num_levels(self) -> int:
+        return len(self.up)
 
-    def _level_peak_per_frame(self, index: int, x: torch.Tensor) -> int:
+    def up_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Every up level from the deepest, then the output norm and conv."""
+        for index in range(self.num_levels):
+            x = self.up_level(index, x)
+        return self.output(x)
+
+    def up_level(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Up level `index`, counted from the deepest: its block pairs, then its spatial and temporal upsampling."""
+        level, temporal = self.up[-1 - index], self.up_temporal[-1 - index]
+        x = self._blocks(level, temporal, x)
+        if hasattr(level, "upsample"):
+            x = level.upsample(x)
+            if hasattr(temporal, "upsample"):
+                x = temporal.upsample(x)
+        return x
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(kernels.silu(self.norm_out(x)))
+
+    def level_peak_per_frame(self, index: int, x: torch.Tensor) -> int:
         """Elements of the largest activation of up level `index` (counted from the deepest) per input frame."""
         level, temporal = self.up[-1 - index], self.up_temporal[-1 - index]
         channels = max(x.shape[1], self.cfg.ch * self.cfg.ch_mult[-1 - index])
         growth = (4 if hasattr(level, "upsample") else 1) * (2 if hasattr(temporal, "upsample") else 1)
         return x.shape[0] * channels * x.shape[3] * x.shape[4] * growth
-
-    def _up_levels(self, x: torch.Tensor, first: int, flush: bool, in_piece: bool) -> torch.Tensor:
-        levels = list(zip(reversed(self.up), reversed(self.up_temporal)))
-        for i in range(first, len(levels)):
-            frames = x.shape[2]
-            if frames > 1 and self._streaming() and not torch.is_grad_enabled():
-                piece = max(1, self.stream_piece_elements // self._level_peak_per_frame(i, x))
-                if piece < frames:
-                    # Streaming layers carry their causal state from call to call, so running the rest of the
-                    # decoder on a few frames at a time gives the same frames as the whole chunk, with the peak
-                    # memory of the full-resolution levels cut to a piece (a 256 px tile of the 4x8x8 models:
-                    # one 2-frame piece instead of 4 frames at 256 channels).
-                    pieces = x.split(piece, dim=2)
-                    outs = [
-                        self._up_levels(p, i, flush and j == len(pieces) - 1, in_piece=True)
-                        for j, p in enumerate(pieces)
-                    ]
-                    return torch.cat(outs, dim=2)
-            level, temporal = levels[i]
-            for j, block in enumerate(level.block):
-                x = self._run(block, x)
-                if len(temporal.block):
-                    x = self._run(temporal.block[j], x)
-            if hasattr(level, "upsample"):
-                x = level.upsample(x)
-                if hasattr(temporal, "upsample"):
-                    x = temporal.upsample(x, flush=flush)
-                    if x.shape[2] == 0:
-                        if in_piece:  # every frame of this piece waits for the next one (first-latent frames)
-                            ups = sum(hasattr(lv, "upsample") for lv, _ in levels[i + 1 :])
-                            b, _, _, h, w = x.shape
-                            return x.new_zeros(b, 3, 0, h * 2**ups, w * 2**ups)
-                        raise ValueError("streaming decode got no frame at a temporal upsample; start with latent 0")
-        return self.conv_out(_silu(self.norm_out(x)))
-
-
-class TrivialShortcut(nn.Module):
-    """A residual around the trivial codec (`ModelConfig.shortcut = "trivial"`, after DC-AE's residual
-    autoencoding, Chen et al. 2024): the encoder adds the clip's trivial-codec samples to the first three latent
-    channels, the decoder adds their linear upsampling to its output, on exactly the grid of
-    vidtok.metrics.trivial_codec. With zero-initialised output convolutions the untrained model *is* the trivial
-    codec at the same compression; training learns what the other latent channels and the residual add.
-
-    Sampling: each latent frame covers a group of `tf` input frames (after the causal front padding); causal models
-    keep the group's last frame, non-causal ones its mean, box-averaged over `s` x `s` pixels. Upsampling: bilinear
-    in space; in time, causal models interpolate linearly from latent j - 1 (at the end of its group) to latent j
-    (the first group holds latent 0), non-causal ones between the groups' centres, holding the ends. Both are
-    local (a group, a pixel neighbourhood), so chunks and tiles see the same values; a causal decoder's output
-    only needs past latents, and streaming keeps the frames computed ahead of the decoder's (which holds some back
-    for its own interpolation) until it emits them."""
-
-    stream_attrs = ("_previous", "_pending")
-
-    def __init__(self, temporal_factor: int, spatial_factor: int, causal: bool):
-        super().__init__()
-        self.tf, self.s, self.causal = temporal_factor, spatial_factor, causal
-        self.reset_stream(False)
-
-    def reset_stream(self, streaming: bool) -> None:
-        self.streaming = streaming
-        self._previous: torch.Tensor | None = None  # the last latent of the previous chunk
-        self._pending: torch.Tensor | None = None  # upsampled frames the decoder has not emitted yet
-
-    def samples(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, tf * t, H, W), front padding included -> (B, 3, t, H / s, W / s)."""
-        b, c, frames, h, w = video.shape
-        groups = video.float().reshape(b, c, frames // self.tf, self.tf, h, w)
-        picked = groups[:, :, :, -1] if self.causal else groups.mean(3)
-        small = F.avg_pool2d(picked.transpose(1, 2).reshape(-1, c, h, w), self.s)
-        return small.reshape(b, -1, c, h // self.s, w // self.s).transpose(1, 2).to(video.dtype)
-
-    def _spatial_up(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.float().transpose(1, 2).reshape(b * t, c, h, w)
-        up = F.interpolate(frames, scale_factor=self.s, mode="bilinear", align_corners=False)
-        return up.reshape(b, t, c, h * self.s, w * self.s).transpose(1, 2).to(x.dtype)
-
-    def _causal_frames(self, z: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """tf frames per latent of `z`; `previous` is the latent before z[:, :, 0] (None: z starts the clip)."""
-        seq = z if previous is None else torch.cat([previous, z], dim=2)
-        steps = [(k + 1) / self.tf for k in range(self.tf)]
-        rest = [torch.lerp(seq[:, :, :-1], seq[:, :, 1:], w) for w in steps]
-        rest = torch.stack(rest, dim=3).flatten(2, 3) if seq.shape[2] > 1 else seq[:, :, :0]
-        if previous is not None:
-            return rest
-        return torch.cat([z[:, :, :1].expand(-1, -1, self.tf, -1, -1), rest], dim=2)
-
-    def _noncausal_frames(self, z: torch.Tensor) -> torch.Tensor:
-        t = z.shape[2]
-        centre = (self.tf - 1) / 2
-        position = (torch.arange(t * self.tf, dtype=torch.float64) - centre) / self.tf  # in latent units
-        lo = position.floor().clamp(0, max(t - 2, 0)).long()
-        hi = (lo + 1).clamp(max=t - 1)
-        w = (position - lo).clamp(0, 1).to(z.dtype).view(1, 1, -1, 1, 1)
-        return z[:, :, lo] * (1 - w) + z[:, :, hi] * w
-
-    def upsample(self, z: torch.Tensor, frames: int) -> torch.Tensor:
-        """Latents (B, >= 3, t, h, w) -> (B, 3, frames, H, W): the trivial codec's reconstruction of the decoder's
-        next `frames` output frames (all tf * t of them outside streaming)."""
-        z = z[:, :3]
-        if not self.causal:
-            return self._spatial_up(self._noncausal_frames(z))
-        if not self.streaming:
-            return self._spatial_up(self._causal_frames(z, None))
-        if z.shape[2]:
-            new = self._spatial_up(self._causal_frames(z, self._previous))
-            self._pending = new if self._pending is None else torch.cat([self._pending, new], dim=2)
-            self._previous = z[:, :, -1:].clone()
-        if self._pending is None or self._pending.shape[2] < frames:
-            raise RuntimeError(f"trivial shortcut: the decoder emitted {frames} frames ahead of its latents")
-        out, self._pending = self._pending[:, :, :frames], self._pending[:, :, frames:]
-        return out
 
 
 # ================================================================================================= autoencoder
@@ -805,47 +633,9 @@ class Encoded:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def build_regularizer(cfg: ModelConfig) -> Regularizer:
-    if cfg.regularizer == "kl":
-        return DiagonalGaussian(cfg.z_channels)
-    if cfg.regularizer == "fsq":
-        return FSQ(cfg.fsq_levels)
-    if cfg.regularizer == "lfq":
-        return LFQ(cfg.z_channels)
-    if cfg.regularizer == "vq":
-        return VectorQuantizer(cfg.codebook_size, cfg.z_channels)
-    return Identity(cfg.z_channels)
-
-
 def _nearest_multiples(value: int, factor: int) -> str:
     low = value // factor * factor
     return f"{low} or {low + factor}" if low > 0 else f"{factor}"
-
-
-def set_streaming(module: nn.Module, streaming: bool) -> None:
-    """Switch every causal temporal layer of `module` to streaming (carry state) or whole-clip mode; clears state."""
-    for m in module.modules():
-        if hasattr(m, "reset_stream"):
-            m.reset_stream(streaming)
-
-
-StreamState = dict[str, dict[str, object]]
-
-
-def get_stream_state(module: nn.Module) -> StreamState:
-    """The carried state of every streaming layer (to interleave several streams, e.g. spatial tiles)."""
-    return {
-        name: {a: getattr(m, a) for a in m.stream_attrs}
-        for name, m in module.named_modules()
-        if hasattr(m, "stream_attrs")
-    }
-
-
-def set_stream_state(module: nn.Module, state: StreamState) -> None:
-    for name, m in module.named_modules():
-        if name in state:
-            for attr, value in state[name].items():
-                setattr(m, attr, value)
 
 
 # A shortcut model starts with this posterior log-variance (std e^-4 = 0.018 on the [-1, 1] scale): sampling noise of
@@ -857,12 +647,10 @@ def _start_as_trivial_codec(model: VidTok) -> None:
     """Zero the encoder's and decoder's output convolutions (the KL log-variance to SHORTCUT_LOGVAR_INIT): the
     untrained shortcut model reconstructs exactly what the trivial codec does."""
     for conv in (model.encoder.conv_out, model.decoder.conv_out):
-        inner = getattr(conv, "conv", conv)
-        nn.init.zeros_(inner.weight)
-        nn.init.zeros_(inner.bias)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
     if model.config.regularizer == "kl":
-        inner = getattr(model.encoder.conv_out, "conv", model.encoder.conv_out)
-        nn.init.constant_(inner.bias[model.config.z_channels :], SHORTCUT_LOGVAR_INIT)
+        nn.init.constant_(model.encoder.conv_out.bias[model.config.z_channels :], SHORTCUT_LOGVAR_INIT)
 
 
 class VidTok(nn.Module):
@@ -878,11 +666,17 @@ class VidTok(nn.Module):
         super().__init__()
         self.config = config
         self.name = name
-        self.regularization = build_regularizer(config)
-        self.encoder = Encoder(config, self.regularization.encoder_channels)
+        # Registered as "regularization": the prefix of its checkpoint keys in upstream's and every saved checkpoint.
+        self.add_module("regularization", build_regularizer(config))
+        self.encoder = Encoder(config, self.regularizer.encoder_channels)
         self.decoder = Decoder(config)
         if config.shortcut == "trivial":
             _start_as_trivial_codec(self)
+
+    @property
+    def regularizer(self) -> Regularizer:
+        """The latent regularizer (vidtok.model.quantizers): KL, FSQ, LFQ, VQ or Identity."""
+        return self.get_submodule("regularization")
 
     # ---------------------------------------------------------------------------------------- constructors
 
@@ -926,6 +720,13 @@ class VidTok(nn.Module):
                 f"got T={t}; nearest valid: {_nearest_multiples(t, tf)}"
             )
 
+    def check_latents(self, latents: torch.Tensor) -> None:
+        """Raise ValueError when `latents` are not (B, z_channels, t, h, w)."""
+        if latents.ndim != 5 or latents.shape[1] != self.config.z_channels:
+            raise ValueError(
+                f"{self.name}: expected latents (B, {self.config.z_channels}, t, h, w), got {tuple(latents.shape)}"
+            )
+
     def front_padding(self, num_frames: int) -> int:
         """Copies of frame 0 put in front of a causal clip: (-T) mod t_factor (17 -> 3, 16 -> 0, 1 -> 3)."""
         return (-num_frames) % self.config.temporal_factor if self.config.causal else 0
@@ -950,16 +751,10 @@ class VidTok(nn.Module):
                 stacklevel=2,
             )
         x = _pad_past(video, self.front_padding(num_frames), "replicate")
-        q = self.regularization(self.encoder(x), sample=sample)
+        q = self.regularizer(self.encoder(x), sample=sample)
         return Encoded(
             latents=q.latents, num_frames=num_frames, indices=q.indices, mean=q.mean, logvar=q.logvar, aux=q.aux
         )
-
-    def _check_latents(self, latents: torch.Tensor) -> None:
-        if latents.ndim != 5 or latents.shape[1] != self.config.z_channels:
-            raise ValueError(
-                f"{self.name}: expected latents (B, {self.config.z_channels}, t, h, w), got {tuple(latents.shape)}"
-            )
 
     def trim_decoded(self, video: torch.Tensor, latent_frames: int, num_frames: int | None) -> torch.Tensor:
         """Drop the reconstruction of the front padding: keep the last `num_frames` frames."""
@@ -975,12 +770,12 @@ class VidTok(nn.Module):
 
     def decode(self, latents: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Latents (B, z, t, h, w) -> video (B, 3, T, H, W); T defaults to t_factor*(t-1)+1 for causal models."""
-        self._check_latents(latents)
+        self.check_latents(latents)
         video = self.decoder(latents).contiguous()
         return self.trim_decoded(video, latents.shape[2], num_frames)
 
     def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
-        if not getattr(self.regularization, "discrete", False):
+        if not getattr(self.regularizer, "discrete", False):
             raise ValueError(f"{self.name}: regularizer {self.config.regularizer!r} has no token indices")
         if indices.ndim != 4:
             raise ValueError(f"{self.name}: expected token indices (B, t, h, w), got {tuple(indices.shape)}")
@@ -989,8 +784,7 @@ class VidTok(nn.Module):
             raise ValueError(
                 f"{self.name}: token indices must lie in [0, {size}), got [{int(indices.min())}, {int(indices.max())}]"
             )
-        weight = getattr(self.decoder.conv_in, "conv", self.decoder.conv_in).weight
-        return self.regularization.indices_to_latent(indices).to(weight.dtype)
+        return self.regularizer.indices_to_latent(indices).to(self.decoder.conv_in.weight.dtype)
 
     def decode_indices(self, indices: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Token ids (B, t, h, w) of a discrete model -> video."""
@@ -1005,7 +799,7 @@ class VidTok(nn.Module):
         return {
             "encoder": sum(p.numel() for p in self.encoder.parameters()),
             "decoder": sum(p.numel() for p in self.decoder.parameters()),
-            "regularizer": sum(p.numel() for p in self.regularization.parameters()),
+            "regularizer": sum(p.numel() for p in self.regularizer.parameters()),
         }
 
 

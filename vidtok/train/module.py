@@ -88,9 +88,8 @@ def log_columns(model: VidTok, loss: LossConfig) -> list[str]:
 
 
 def last_layer(model: VidTok) -> Tensor:
-    """The decoder's last conv weight, where the adaptive GAN weight is measured (causal convs wrap a `.conv`)."""
-    conv = model.decoder.conv_out
-    return getattr(conv, "conv", conv).weight
+    """The decoder's last conv weight, where the adaptive GAN weight is measured."""
+    return model.decoder.conv_out.weight
 
 
 class TrainingModule(L.LightningModule):
@@ -118,7 +117,7 @@ class TrainingModule(L.LightningModule):
         self.freeze_encoder = config.encoder_frozen
         if self.freeze_encoder:
             model.encoder.requires_grad_(False)
-            model.regularization.requires_grad_(False)
+            model.regularizer.requires_grad_(False)
         self.ema = ModelEMA(model, config.ema_decay) if config.ema else None
         self.completed_steps = start_step
         self._resume = resume

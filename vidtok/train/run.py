@@ -39,6 +39,7 @@ from vidtok.data.clips import clip_index_path
 from vidtok.data.config import DataConfig
 from vidtok.data.loader import StepLoader, VideoDataModule, clips_sha256, epoch_samples, stack_clips
 from vidtok.model.config import ModelConfig
+from vidtok.model.trivial import trivial_codec
 from vidtok.model.vidtok import CheckpointError, VidTok, load_pretrained, read_config
 from vidtok.runs import (
     CHECKPOINTS_DIR,
@@ -354,7 +355,7 @@ class Run:
             x = stack_clips(self.val_ds, self.config.val_clips) if self.val_ds is not None else torch.zeros(0)
             trivial: dict[str, float] = {"trivial_psnr": math.nan, "trivial_ssim": math.nan}
             if x.numel():
-                ref, triv = M.to_unit(x), M.to_unit(M.trivial_codec(x, self.model.config))
+                ref, triv = M.to_unit(x), M.to_unit(trivial_codec(x, self.model.config))
                 trivial = {"trivial_psnr": M.psnr(ref, triv).value, "trivial_ssim": M.ssim(ref, triv).value}
             self.val_cache = (x, trivial)
         x, trivial = self.val_cache
