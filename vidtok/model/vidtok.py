@@ -125,7 +125,22 @@ class CausalTime(nn.Module):
         return max(0, (length - self.kernel_t) // self.stride_t + 1)
 
 
-class CausalConv3d(CausalTime):
+class CausalConv(CausalTime):
+    """A causal layer wrapping one convolution (`self.conv`): its weight and bias are the layer's, the interface
+    every conv-like layer shares (Conv3d, FrameConv2d, TimeConv1d), so no caller needs to look inside."""
+
+    conv: nn.Module
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.conv.bias
+
+
+class CausalConv3d(CausalConv):
     """3D convolution that sees only the current and past frames; spatial padding k//2 with zeros."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, time_stride: int = 1, pad_mode: str = "replicate"):
@@ -134,14 +149,6 @@ class CausalConv3d(CausalTime):
         p = kernel_size // 2
         self.conv = Conv3d(cin, cout, kernel_size, stride=(time_stride, 1, 1), padding=(0, p, p))
 
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> nn.Parameter:
-        return self.conv.bias
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.with_past(x)
         if self.windows(y.shape[2]) == 0:
@@ -149,21 +156,13 @@ class CausalConv3d(CausalTime):
         return self.conv(y)
 
 
-class CausalConv1d(CausalTime):
+class CausalConv1d(CausalConv):
     """1D convolution over time at every pixel, causal (left padding k-1)."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, pad_mode: str = "replicate"):
         super().__init__(pad_mode)
         self.kernel_t = kernel_size
         self.conv = nn.Conv1d(cin, cout, kernel_size)
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> nn.Parameter:
-        return self.conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return kernels.conv3d(self.with_past(x), self.conv.weight[..., None, None], self.conv.bias)
